@@ -3,5 +3,11 @@
 //! - [`devcluster`]: a real local control plane and a simulated kubelet (tests, `appenv dev`).
 //! - [`cli`]: the `appenv` command line.
 
+pub mod api;
+pub mod build;
 pub mod cli;
 pub mod devcluster;
+pub mod manifest;
+pub mod quantity;
+pub mod secrets;
+pub mod validate;

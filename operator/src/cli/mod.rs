@@ -1,6 +1,9 @@
 //! The `appenv` command line: one module per subcommand.
 
+pub mod crd;
 mod dev;
+pub mod render;
+mod settings;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -23,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a local Kubernetes control plane with a simulated node, for development.
     Dev(dev::DevArgs),
+    /// Print every Kubernetes object of an AppEnvironment file, without a cluster.
+    Render(render::RenderArgs),
+    /// Print the AppEnvironment CustomResourceDefinition.
+    Crd,
 }
 
 fn init_logging(filter: &str) {
@@ -38,10 +45,17 @@ fn init_logging(filter: &str) {
 pub async fn run(cli: Cli) -> ExitCode {
     init_logging(&cli.log);
     let result = match cli.command {
-        Command::Dev(args) => dev::run(args).await,
+        Command::Dev(args) => dev::run(args).await.map(|()| true),
+        Command::Render(args) => render::run(args),
+        Command::Crd => crd::crd_yaml()
+            .map(|yaml| print!("{yaml}"))
+            .map(|()| true)
+            .map_err(anyhow::Error::from),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        // The command has already said what is wrong.
+        Ok(false) => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

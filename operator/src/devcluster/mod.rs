@@ -153,7 +153,7 @@ impl ControlPlane {
         };
 
         let pki = certs::Pki::generate()?;
-        let token = random_hex(32).map_err(io_err("reading /dev/urandom"))?;
+        let token = random_hex().map_err(io_err("reading /dev/urandom"))?;
         let files = [
             ("ca.crt", pki.ca_cert_pem.as_str()),
             ("apiserver.crt", pki.server_cert_pem.as_str()),
@@ -452,11 +452,9 @@ fn free_ports<const N: usize>() -> Result<[u16; N], DevClusterError> {
     Ok(ports)
 }
 
-fn random_hex(bytes: usize) -> std::io::Result<String> {
-    use std::io::Read as _;
-    let mut buf = vec![0u8; bytes];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+fn random_hex() -> std::io::Result<String> {
+    let bytes = crate::secrets::random_bytes::<16>()?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Remove directories left by control planes whose process died without cleaning up
@@ -504,8 +502,8 @@ mod tests {
 
     #[test]
     fn random_hex_has_requested_length_and_varies() {
-        let a = random_hex(16).expect("urandom");
-        let b = random_hex(16).expect("urandom");
+        let a = random_hex().expect("urandom");
+        let b = random_hex().expect("urandom");
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
     }

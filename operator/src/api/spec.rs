@@ -1,0 +1,508 @@
+use super::AppEnvironmentStatus;
+use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One environment of an application (production, staging, or the preview of one pull
+/// request). Cluster-scoped: the environment owns one namespace and everything in it, so
+/// deleting the AppEnvironment removes the whole environment through garbage collection,
+/// even when the operator is not running.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "appenv.dev",
+    version = "v1alpha1",
+    kind = "AppEnvironment",
+    plural = "appenvironments",
+    shortname = "appenv",
+    shortname = "ae",
+    category = "appenv",
+    status = "AppEnvironmentStatus",
+    derive = "PartialEq",
+    cel,
+    printcolumn(name = "App", type_ = "string", json_path = ".spec.app"),
+    printcolumn(name = "PR", type_ = "integer", json_path = ".spec.preview.pullRequest"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "URL", type_ = "string", json_path = ".status.url"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 63").message("metadata.name: at most 63 characters"),
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.database) || !has(self.database.embedded) || !has(self.web.replicas) || self.web.replicas <= 1")
+        .message("spec.web.replicas: must be 1 when spec.database.embedded is set (the embedded database allows one writer)"),
+    validation = Rule::new("!has(self.database) || !has(self.database.embedded) || !has(self.migrations)")
+        .message("spec.migrations: not allowed with spec.database.embedded (the web Pod is the only writer of the file; apply forward-only migrations at start-up)"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AppEnvironmentSpec {
+    /// Name of the application (a DNS label of at most 40 characters, e.g. `dojo`). Children
+    /// are named after it: the web Deployment and Service are `<app>`, a worker `<app>-<worker>`.
+    #[schemars(length(min = 1, max = 40))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("spec.app: must be a DNS label (lower-case letters, digits and '-', starting with a letter)"))]
+    pub app: String,
+
+    /// Container image of the application (tag or digest), used by web, workers and migrations
+    /// unless a component names its own, e.g. `ghcr.io/blogle/dojo:v0.1.0`.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// Image pull policy for the application's containers. Default: Kubernetes' own (IfNotPresent
+    /// for a tag, Always for `:latest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Names of Secrets (in the environment's namespace) used to pull images.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<String>,
+
+    /// `Preview` (one pull request: one replica each, small resources, guardrails, data deleted
+    /// with the environment, TTL) or `Production` (more replicas and resources, data retained).
+    /// Explicit fields always win over a profile's defaults.
+    #[serde(default)]
+    pub profile: Profile,
+
+    /// The namespace this environment owns (or adopts).
+    #[serde(default)]
+    pub namespace: NamespaceSpec,
+
+    /// Environment variables for every component (web, workers, migrations).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 200))]
+    pub env: Vec<EnvVar>,
+
+    /// Secrets and ConfigMaps whose keys become environment variables of every component.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub env_from: Vec<EnvFromSource>,
+
+    /// The web component: the HTTP server (gunicorn, uvicorn, ...).
+    #[serde(default)]
+    pub web: WebSpec,
+
+    /// Background workers (RQ, Celery, Celery beat, ...), each its own Deployment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub workers: Vec<WorkerSpec>,
+
+    /// A Redis for queues and caches, private to this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSpec>,
+
+    /// The application's database: exactly one of `postgres`, `embedded` or `external`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseSpec>,
+
+    /// A command run as a Job with the new image before web and workers move to it
+    /// (e.g. `alembic upgrade head`). A failed migration leaves the previous version serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<MigrationsSpec>,
+
+    /// The pull request this environment previews. A Preview-profile environment without it is
+    /// a permanent preview (no pull request, no TTL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewSpec>,
+
+    /// Scale every component to zero; data is kept.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// User and group the application's containers run as (Pod Security "restricted").
+    #[serde(default)]
+    pub security: SecuritySpec,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Profile {
+    Preview,
+    #[default]
+    Production,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceSpec {
+    /// Name of the namespace. Default: the AppEnvironment's name; for a preview
+    /// `<app>-pr-<number>`. Immutable: an environment never moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.namespace.name: immutable (the environment owns its namespace)"))]
+    pub name: Option<String>,
+
+    /// Extra labels for the namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// Extra annotations for the namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Adopt an existing namespace instead of owning one: appenv manages what it creates in it
+    /// but never deletes the namespace.
+    #[serde(default)]
+    pub adopt: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebSpec {
+    /// Replace the image's entrypoint, e.g. `["gunicorn"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments, e.g. `["--bind", "0.0.0.0:8000", "app:create_app()"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Port the server listens on. Default 8000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Number of web Pods. Default: 1 for previews and embedded databases, 2 in production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: Option<i32>,
+    /// Readiness probe (HTTP GET). Default: `/healthz`, 5 s initial delay, every 10 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<HttpProbe>,
+    /// Liveness probe (HTTP GET). Default: `/healthz`, 30 s initial delay, every 30 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<HttpProbe>,
+    /// CPU and memory. Default by profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Environment variables for the web container only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// The ClusterIP Service in front of the web Pods.
+    #[serde(default)]
+    pub service: ServiceSpec,
+    /// Expose the web component outside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpProbe {
+    /// Set false to run without this probe.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// HTTP path. Default `/healthz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub initial_delay_seconds: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_seconds: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: Option<i32>,
+}
+
+pub(crate) fn default_true() -> bool {
+    true
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Port of the Service; traffic goes to the web container's port. Default 80.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.tls) && has(self.tls.secretName) && has(self.tls.issuer))").message("spec.web.ingress.tls: set secretName or issuer, not both"))]
+pub struct IngressSpec {
+    /// Host name. Default for a preview: `<app>-pr-<number>.<preview domain>` (operator setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("spec.web.ingress.host: must be a DNS name"))]
+    pub host: Option<String>,
+    /// IngressClass. Default: the operator's default ingress class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Path prefix routed to the web Service. Default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// TLS for the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Extra annotations for the Ingress (e.g. for the ingress controller).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// An existing TLS Secret in the namespace (for previews, the operator can copy a wildcard
+    /// certificate there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// A cert-manager issuer that issues the certificate into `<app>-tls`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    pub name: String,
+    /// `ClusterIssuer` (default) or `Issuer`.
+    #[serde(default)]
+    pub kind: IssuerKind,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum IssuerKind {
+    #[default]
+    ClusterIssuer,
+    Issuer,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!self.singleton || !has(self.replicas) || self.replicas <= 1").message("spec.workers[].replicas: at most 1 for a singleton worker"))]
+pub struct WorkerSpec {
+    /// Name (a DNS label), unique among the workers, e.g. `celery` or `beat`.
+    #[schemars(length(min = 1, max = 30))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("spec.workers[].name: must be a DNS label"))]
+    pub name: String,
+    /// Image for this worker. Default: `spec.image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Replace the image's entrypoint, e.g. `["python", "-m", "rqworker"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Number of Pods. Default: 1 (preview) or 2 (production); always at most 1 for a singleton.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: Option<i32>,
+    /// Concurrency within one Pod, passed to the process in the variable `concurrencyEnv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub concurrency: Option<i32>,
+    /// Variable that carries `concurrency`. Default `WORKER_CONCURRENCY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_env: Option<String>,
+    /// At most one Pod ever (e.g. Celery beat): one replica and the Recreate strategy.
+    #[serde(default)]
+    pub singleton: bool,
+    /// CPU and memory. Default by profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Environment variables for this worker only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisSpec {
+    /// Set false to remove Redis (its Deployment and Service are deleted).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Redis image. Default `redis:7.4-alpine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// CPU and memory. Default by profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Keep Redis data on a volume (append-only file). Default: in memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence: Option<StorageSpec>,
+    /// More variables that receive the Redis URL besides `REDIS_URL`, e.g.
+    /// `CELERY_BROKER_URL` and `CELERY_RESULT_BACKEND`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub url_env: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of the volume, e.g. `5Gi`.
+    pub size: Quantity,
+    /// StorageClass. Default: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.postgres), has(self.embedded), has(self.external)].filter(x, x).size() == 1").message("spec.database: set exactly one of postgres, embedded or external"))]
+pub struct DatabaseSpec {
+    /// PostgreSQL (with pgvector) run by appenv as a StatefulSet, credentials generated once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSpec>,
+    /// A single-file database (DuckDB or SQLite) on a ReadWriteOnce volume mounted into the
+    /// web container only. Forces one web replica and the Recreate strategy: one writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedSpec>,
+    /// A database run elsewhere; its connection string comes from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSpec>,
+    /// What happens to the data volume when the environment is deleted. Default: Delete for
+    /// previews, Retain for production.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    Retain,
+    Delete,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSpec {
+    /// Image. Default `pgvector/pgvector:pg16` (PostgreSQL 16 with pgvector).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Extensions created in the database on first start. Default `["vector"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Vec<String>>,
+    /// Database name. Default: the app name with `-` as `_`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Data volume. Default 10Gi (production) or 1Gi (preview) in the default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// CPU and memory. Default by profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Variable that carries the connection URL. Default `DATABASE_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbeddedSpec {
+    /// `DuckDB` or `SQLite`.
+    pub engine: EmbeddedEngine,
+    /// Absolute path of the database file, e.g. `/data/ledger.duckdb`. Its directory is the
+    /// volume's mount point.
+    #[schemars(length(min = 2, max = 256))]
+    pub path: String,
+    /// Variable that carries the path, e.g. `DOJO_DB_PATH`. Default `DATABASE_PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_env: Option<String>,
+    /// The ReadWriteOnce volume. Default 5Gi in the default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum EmbeddedEngine {
+    #[default]
+    DuckDB,
+    SQLite,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalSpec {
+    /// The Secret key holding the connection string.
+    pub secret_ref: SecretKeyRef,
+    /// Variable it is injected as, e.g. `MONGODB_URI`. Default `DATABASE_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret in the environment's namespace.
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationsSpec {
+    /// The command, e.g. `["alembic", "upgrade", "head"]`.
+    #[schemars(length(min = 1))]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Give up after this long. Default 600 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub timeout_seconds: Option<i64>,
+    /// CPU and memory. Default: the web component's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewSpec {
+    /// Pull request number.
+    #[schemars(range(min = 1))]
+    pub pull_request: i64,
+    /// Repository, e.g. `jalantechnologies/flask-react-template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Commit the image was built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    /// Delete the environment this long after its last spec change, e.g. `72h`, `30m`, `7d`.
+    /// Default: the operator's preview TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(s|m|h|d)$')").message("spec.preview.ttl: must be a number followed by s, m, h or d, e.g. 72h"))]
+    #[schemars(length(max = 16))]
+    pub ttl: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecuritySpec {
+    /// UID of the application's containers. Default 1000; root (0) is not allowed.
+    #[serde(default = "default_id")]
+    #[schemars(range(min = 1))]
+    pub run_as_user: i64,
+    /// GID of the application's containers. Default 1000.
+    #[serde(default = "default_id")]
+    #[schemars(range(min = 1))]
+    pub run_as_group: i64,
+    /// Group that owns mounted volumes. Default 1000.
+    #[serde(default = "default_id")]
+    #[schemars(range(min = 1))]
+    pub fs_group: i64,
+}
+
+fn default_id() -> i64 {
+    1000
+}
+
+impl Default for SecuritySpec {
+    fn default() -> Self {
+        Self {
+            run_as_user: default_id(),
+            run_as_group: default_id(),
+            fs_group: default_id(),
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Names, labels and metadata shared by every child.
+
+use crate::build::Context;
+use crate::validate::Model;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::BTreeMap;
+
+/// The one field manager appenv writes with.
+pub const FIELD_MANAGER: &str = "appenv";
+pub const MANAGED_BY: &str = "appenv";
+/// Set on every child: the AppEnvironment it belongs to (the controller watches by it).
+pub const ENVIRONMENT_LABEL: &str = "appenv.dev/environment";
+/// Set on volumes (and their namespace) kept after their environment was deleted, so that a
+/// new AppEnvironment of the same name adopts them.
+pub const RETAINED_LABEL: &str = "appenv.dev/retain";
+/// Hash of the configuration a pod template depends on: a change rolls the Pods.
+pub const CONFIG_HASH_ANNOTATION: &str = "appenv.dev/config-hash";
+
+/// The labels that select a component's Pods.
+pub fn selector(model: &Model, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), model.app.clone()),
+        ("app.kubernetes.io/instance".to_owned(), model.name.clone()),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            component.to_owned(),
+        ),
+    ])
+}
+
+/// Every label of a component's objects.
+pub fn labels(model: &Model, component: &str) -> BTreeMap<String, String> {
+    let mut labels = selector(model, component);
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        MANAGED_BY.to_owned(),
+    );
+    labels.insert(ENVIRONMENT_LABEL.to_owned(), model.name.clone());
+    labels
+}
+
+/// Metadata of a namespaced child.
+pub fn object_meta(model: &Model, ctx: &Context, name: &str, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(model.namespace.name.clone()),
+        labels: Some(labels(model, component)),
+        owner_references: ctx.owner.clone().map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A short, stable hash (FNV-1a, 64 bit) of any serializable value, as 16 hex digits.
+pub fn hash_json<T: serde::Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}

@@ -1,0 +1,174 @@
+//! The build step: pure functions from a validated [`Model`] to the Kubernetes objects of one
+//! environment. No I/O: the same output feeds the controller's server-side apply and
+//! `appenv render`. One file per kind of child; all metadata goes through [`meta`].
+
+mod config;
+mod guardrails;
+mod meta;
+mod migrations;
+mod namespace;
+mod pod;
+mod postgres;
+mod redis;
+mod web;
+mod workers;
+
+pub use meta::{ENVIRONMENT_LABEL, FIELD_MANAGER, MANAGED_BY, RETAINED_LABEL, labels, selector};
+pub use migrations::migration_job_name;
+pub use web::url;
+
+use crate::validate::Model;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde_json::Value;
+
+/// Inputs of a build that do not come from the spec.
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    /// Reference to the AppEnvironment (absent when rendering offline: the operator adds it).
+    pub owner: Option<OwnerReference>,
+    /// The generated database password: read back from the cluster by the controller (it is
+    /// generated once, never again), generated fresh by `render --with-credentials`, and
+    /// absent in a plain render, which must be deterministic.
+    pub postgres_password: Option<String>,
+}
+
+/// Every child of an environment.
+#[derive(Debug, Clone)]
+pub struct Children {
+    pub namespace: Namespace,
+    pub guardrails: Option<Guardrails>,
+    /// Non-secret variables for every component (`<app>-env`).
+    pub config: ConfigMap,
+    pub postgres: Option<Postgres>,
+    pub redis: Option<Redis>,
+    /// The embedded database's ReadWriteOnce volume.
+    pub data_volume: Option<PersistentVolumeClaim>,
+    pub migration: Option<Job>,
+    pub web: Web,
+    pub workers: Vec<Deployment>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Guardrails {
+    pub quota: ResourceQuota,
+    pub limits: LimitRange,
+    pub network_policy: NetworkPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    pub credentials: Secret,
+    pub init: ConfigMap,
+    pub service: Service,
+    pub statefulset: StatefulSet,
+}
+
+#[derive(Debug, Clone)]
+pub struct Redis {
+    pub volume: Option<PersistentVolumeClaim>,
+    pub deployment: Deployment,
+    pub service: Service,
+}
+
+#[derive(Debug, Clone)]
+pub struct Web {
+    pub deployment: Deployment,
+    pub service: Service,
+    pub ingress: Option<Ingress>,
+}
+
+/// Build every child of the environment.
+pub fn build(model: &Model, ctx: &Context) -> Children {
+    let config = config::env_config_map(model, ctx);
+    let config_hash = meta::hash_json(&config.data);
+    Children {
+        namespace: namespace::namespace(model, ctx),
+        guardrails: guardrails::guardrails(model, ctx),
+        postgres: postgres::postgres(model, ctx),
+        redis: redis::redis(model, ctx),
+        data_volume: web::data_volume(model, ctx),
+        migration: migrations::job(model, ctx, &config_hash),
+        web: Web {
+            deployment: web::deployment(model, ctx, &config_hash),
+            service: web::service(model, ctx),
+            ingress: web::ingress(model, ctx),
+        },
+        workers: workers::deployments(model, ctx, &config_hash),
+        config,
+    }
+}
+
+impl Children {
+    /// All objects as JSON, in an order that applies cleanly: the namespace, its guardrails,
+    /// configuration, volumes and services, then workloads, the migration before the
+    /// workloads that wait for it, and the Ingress last.
+    pub fn objects(&self) -> Vec<Value> {
+        // Destructured without `..`: a new kind of child does not compile until it is listed.
+        let Children {
+            namespace,
+            guardrails,
+            config,
+            postgres,
+            redis,
+            data_volume,
+            migration,
+            web,
+            workers,
+        } = self;
+        let mut out = vec![to_value(namespace)];
+        if let Some(Guardrails {
+            quota,
+            limits,
+            network_policy,
+        }) = guardrails
+        {
+            out.extend([to_value(quota), to_value(limits), to_value(network_policy)]);
+        }
+        out.push(to_value(config));
+        if let Some(Postgres {
+            credentials,
+            init,
+            service,
+            statefulset,
+        }) = postgres
+        {
+            out.extend([
+                to_value(credentials),
+                to_value(init),
+                to_value(service),
+                to_value(statefulset),
+            ]);
+        }
+        if let Some(Redis {
+            volume,
+            deployment,
+            service,
+        }) = redis
+        {
+            out.extend(volume.iter().map(to_value));
+            out.extend([to_value(service), to_value(deployment)]);
+        }
+        out.extend(data_volume.iter().map(to_value));
+        out.extend(migration.iter().map(to_value));
+        let Web {
+            deployment,
+            service,
+            ingress,
+        } = web;
+        out.extend([to_value(service), to_value(deployment)]);
+        out.extend(workers.iter().map(to_value));
+        out.extend(ingress.iter().map(to_value));
+        out
+    }
+}
+
+fn to_value<T: serde::Serialize>(object: &T) -> Value {
+    // k8s-openapi objects always serialize to JSON objects.
+    serde_json::to_value(object).unwrap_or(Value::Null)
+}
