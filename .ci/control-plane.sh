@@ -9,13 +9,16 @@
 #
 # Otherwise kube-apiserver and kube-controller-manager 1.20.2 are built from Debian bookworm's
 # `kubernetes` source package (the recipe in shared/TEST-CLUSTER.md) and cached under
-# ${APPENV_CACHE_DIR:-$HOME/.cache/appenv}/kubernetes/<version>/bin, so a machine builds them once;
+# ${APPENV_CACHE_DIR:-$HOME/.cache/appenv}/kubernetes/<build id>/bin, so a machine builds them once;
 # etcd comes from Debian's etcd-server package and is linked into the same directory.
 # The last line printed on stdout is the bin directory; progress goes to stderr.
 set -euo pipefail
 
 K8S_DEB_VERSION="1.20.5+really1.20.2-1.1+deb12u1"
 K8S_VERSION="1.20.2"
+# The cache key names the patches applied below: change it when they change, so every machine
+# rebuilds once instead of keeping a binary without them.
+BUILD_ID="$K8S_VERSION-appenv1"
 say() { printf '[control-plane] %s\n' "$*" >&2; }
 
 have_all() {
@@ -33,7 +36,7 @@ if [ -n "${APPENV_K8S_BIN_DIR:-}" ]; then
   exit 1
 fi
 
-cache="${APPENV_CACHE_DIR:-$HOME/.cache/appenv}/kubernetes/$K8S_VERSION"
+cache="${APPENV_CACHE_DIR:-$HOME/.cache/appenv}/kubernetes/$BUILD_ID"
 bin="$cache/bin"
 if have_all "$bin"; then
   say "cached binaries for Kubernetes $K8S_VERSION in $bin"
@@ -56,8 +59,9 @@ if [ ! -f "$src_list" ]; then
 fi
 say "apt-get update"
 $SUDO apt-get update -qq >&2
-say "installing golang-go etcd-server rsync openssl make"
-$SUDO apt-get install -y -qq golang-go etcd-server rsync openssl make >&2
+say "installing golang-go etcd-server rsync openssl make golang-github-modern-go-reflect2-dev"
+$SUDO apt-get install -y -qq golang-go etcd-server rsync openssl make \
+  golang-github-modern-go-reflect2-dev >&2
 
 mkdir -p "$bin"
 ln -sf "$(command -v etcd || echo /usr/bin/etcd)" "$bin/etcd"
@@ -72,6 +76,16 @@ if [ ! -x "$bin/kube-apiserver" ] || [ ! -x "$bin/kube-controller-manager" ]; th
   say "unpacking"
   tar xzf kubernetes_*.orig.tar.gz
   cd kubernetes-$K8S_VERSION
+  # Kubernetes 1.20 vendors modern-go/reflect2 v1.0.1, whose unsafe map iteration crashes
+  # programs built with Go >= 1.18 (kube-apiserver dies with "fatal error: fault" in
+  # UnsafeMapType.UnsafeIterate when it encodes a custom resource). Debian's Go is 1.19, so
+  # use Debian's reflect2 1.0.2, the release that fixed it; its API is unchanged.
+  fixed=/usr/share/gocode/src/github.com/modern-go/reflect2
+  vendored=vendor/github.com/modern-go/reflect2
+  [ -d "$fixed" ] || { say "missing $fixed (package golang-github-modern-go-reflect2-dev)"; exit 1; }
+  say "patching $vendored with reflect2 from $fixed"
+  rm -f "$vendored"/*.go
+  find "$fixed" -maxdepth 1 -name '*.go' ! -name '*_test.go' -exec cp {} "$vendored"/ \;
   mkdir -p .go/src/k8s.io
   ln -sfn ../../.. .go/src/k8s.io/kubernetes
   rm -rf _output

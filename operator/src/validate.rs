@@ -1088,3 +1088,148 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
         ingress_namespace: settings.ingress_namespace.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::AppEnvironmentSpec;
+
+    fn env(yaml: &str) -> AppEnvironment {
+        let spec: AppEnvironmentSpec = serde_yaml::from_str(yaml).expect("spec");
+        AppEnvironment::new("shop-prod", spec)
+    }
+
+    fn messages(yaml: &str) -> Vec<String> {
+        match validate(&env(yaml), &Settings::default()) {
+            Ok(_) => Vec::new(),
+            Err(Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn request(r: &ResourceRequirements, name: &str) -> String {
+        r.requests
+            .as_ref()
+            .and_then(|m| m.get(name))
+            .map(|q| q.0.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn profiles_set_defaults_and_explicit_fields_win() {
+        let prod = validate(
+            &env("{app: shop, image: 'shop:1', workers: [{name: w}], redis: {}}"),
+            &Settings::default(),
+        )
+        .expect("valid");
+        assert_eq!((prod.web.replicas, prod.workers[0].replicas), (2, 2));
+        assert_eq!(prod.deletion_policy, DeletionPolicy::Retain);
+        assert_eq!(
+            request(&prod.redis.as_ref().expect("redis").resources, "cpu"),
+            "100m"
+        );
+        assert!(prod.guardrails.is_none());
+
+        let preview = validate(
+            &env("{app: shop, image: 'shop:1', profile: Preview, preview: {pullRequest: 9}, workers: [{name: w}], redis: {}}"),
+            &Settings::default(),
+        )
+        .expect("valid");
+        assert_eq!((preview.web.replicas, preview.workers[0].replicas), (1, 1));
+        assert_eq!(preview.deletion_policy, DeletionPolicy::Delete);
+        assert_eq!(
+            request(&preview.redis.as_ref().expect("redis").resources, "cpu"),
+            "50m"
+        );
+        assert_eq!(preview.namespace.name, "shop-pr-9");
+        assert_eq!(
+            preview.preview.as_ref().map(|p| p.ttl),
+            Some(Duration::from_secs(72 * 3600))
+        );
+        assert!(preview.guardrails.is_some());
+
+        let explicit = validate(
+            &env("{app: shop, image: 'shop:1', profile: Preview, web: {replicas: 3}, database: {postgres: {}, deletionPolicy: Retain}}"),
+            &Settings::default(),
+        )
+        .expect("valid");
+        assert_eq!(explicit.web.replicas, 3);
+        assert_eq!(explicit.deletion_policy, DeletionPolicy::Retain);
+    }
+
+    #[test]
+    fn an_embedded_database_means_one_recreated_web_pod() {
+        let model = validate(
+            &env("{app: dojo, image: 'd:1', database: {embedded: {engine: SQLite, path: /var/lib/app/app.db}}}"),
+            &Settings::default(),
+        )
+        .expect("valid");
+        assert_eq!((model.web.replicas, model.web.recreate), (1, true));
+        let Some(DatabaseModel::Embedded(em)) = model.database else {
+            panic!("embedded")
+        };
+        assert_eq!(em.mount_path, "/var/lib/app");
+        assert_eq!(
+            messages(
+                "{app: dojo, image: 'd:1', web: {replicas: 2}, database: {embedded: {engine: SQLite, path: /d/a.db}}}"
+            ),
+            vec![
+                "spec.web.replicas: must be 1 when spec.database.embedded is set (SQLite allows one writer)"
+            ]
+        );
+    }
+
+    #[test]
+    fn previews_get_a_host_under_the_preview_domain_or_must_name_one() {
+        let yaml = "{app: shop, image: 's:1', profile: Preview, preview: {pullRequest: 42}, web: {ingress: {}}}";
+        let settings = Settings {
+            preview_domain: Some("preview.example.com".into()),
+            ..Settings::default()
+        };
+        let model = validate(&env(yaml), &settings).expect("valid");
+        assert_eq!(
+            model.web.ingress.map(|i| i.host),
+            Some("shop-pr-42.preview.example.com".into())
+        );
+        assert_eq!(messages(yaml).len(), 1);
+        assert!(messages(yaml)[0].starts_with("spec.web.ingress.host: is required"));
+    }
+
+    #[test]
+    fn hostile_input_is_reported_not_panicked_on() {
+        let long = "x".repeat(5000);
+        let yaml = format!(
+            "{{app: 'ünïcødé-{long}', image: ' ', namespace: {{name: ''}}, preview: {{pullRequest: -1, ttl: '99999999999999999999d'}}, \
+             web: {{port: -5, replicas: -2147483648, resources: {{requests: {{cpu: '1e999'}}}}}}, \
+             database: {{embedded: {{engine: DuckDB, path: '/'}}, postgres: {{extensions: ['x; DROP TABLE users']}}}}}}"
+        );
+        let all = messages(&yaml);
+        for path in [
+            "spec.app",
+            "spec.image",
+            "spec.namespace.name",
+            "spec.preview.pullRequest",
+            "spec.preview.ttl",
+            "spec.web.port",
+            "spec.web.replicas",
+            "spec.web.resources.requests.cpu",
+            "spec.database",
+        ] {
+            assert!(
+                all.iter().any(|m| m.starts_with(path)),
+                "no error for {path}: {all:#?}"
+            );
+        }
+        // Quoted input is cut short in messages.
+        assert!(all.iter().all(|m| m.len() < 400), "{all:#?}");
+    }
+
+    #[test]
+    fn ttl_parses_units_and_rejects_the_rest() {
+        assert_eq!(parse_ttl("72h"), Some(Duration::from_secs(72 * 3600)));
+        assert_eq!(parse_ttl("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_ttl("30m"), Some(Duration::from_secs(1800)));
+        for bad in ["", "h", "0h", "3 days", "1w", "-1h", "١h"] {
+            assert_eq!(parse_ttl(bad), None, "{bad:?}");
+        }
+    }
+}

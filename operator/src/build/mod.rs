@@ -168,6 +168,36 @@ impl Children {
     }
 }
 
+/// A Service for one port of a component's Pods; `headless` for a StatefulSet's identity.
+fn service(
+    meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    selector: std::collections::BTreeMap<String, String>,
+    port_name: &str,
+    port: i32,
+    target_port: i32,
+    headless: bool,
+) -> Service {
+    use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    Service {
+        metadata: meta,
+        spec: Some(ServiceSpec {
+            type_: (!headless).then(|| "ClusterIP".to_owned()),
+            cluster_ip: headless.then(|| "None".to_owned()),
+            selector: Some(selector),
+            ports: Some(vec![ServicePort {
+                name: Some(port_name.to_owned()),
+                port,
+                target_port: Some(IntOrString::Int(target_port)),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
 fn to_value<T: serde::Serialize>(object: &T) -> Value {
     // k8s-openapi objects always serialize to JSON objects.
     serde_json::to_value(object).unwrap_or(Value::Null)

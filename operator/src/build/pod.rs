@@ -79,7 +79,7 @@ pub fn app_pod_spec(model: &Model, mut volumes: Vec<Volume>) -> PodSpec {
     }
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
     EnvVar {
         name: name.to_owned(),
         value_from: Some(EnvVarSource {

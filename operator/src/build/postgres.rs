@@ -4,19 +4,17 @@
 use crate::api::DeletionPolicy;
 use crate::build::config::postgres_secret_name;
 use crate::build::meta::{RETAINED_LABEL, labels, object_meta, selector};
-use crate::build::pod::{empty_dir, mount, restricted_container, restricted_pod};
+use crate::build::pod::{empty_dir, mount, restricted_container, restricted_pod, secret_env};
 use crate::build::web::pvc;
-use crate::build::{Context, Postgres};
+use crate::build::{Context, Postgres, service};
 use crate::validate::{DatabaseModel, Model, PostgresModel};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction,
-    PodSpec, PodTemplateSpec, Probe, Secret, SecretKeySelector, Service, ServicePort, ServiceSpec,
-    Volume,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, ExecAction, PodSpec,
+    PodTemplateSpec, Probe, Secret, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 const COMPONENT: &str = "postgres";
@@ -47,23 +45,15 @@ pub fn postgres(model: &Model, ctx: &Context) -> Option<Postgres> {
     Some(Postgres {
         credentials: credentials(model, ctx, pg),
         init: init_script(model, ctx, pg),
-        service: Service {
-            metadata: object_meta(model, ctx, &name, COMPONENT),
-            spec: Some(ServiceSpec {
-                // Headless: the StatefulSet's stable network identity.
-                cluster_ip: Some("None".to_owned()),
-                selector: Some(selector(model, COMPONENT)),
-                ports: Some(vec![ServicePort {
-                    name: Some("postgres".to_owned()),
-                    port: 5432,
-                    target_port: Some(IntOrString::Int(5432)),
-                    protocol: Some("TCP".to_owned()),
-                    ..ServicePort::default()
-                }]),
-                ..ServiceSpec::default()
-            }),
-            ..Service::default()
-        },
+        // Headless: the StatefulSet's stable network identity.
+        service: service(
+            object_meta(model, ctx, &name, COMPONENT),
+            selector(model, COMPONENT),
+            "postgres",
+            5432,
+            5432,
+            true,
+        ),
         statefulset: statefulset(model, ctx, pg),
     })
 }
@@ -120,21 +110,6 @@ fn init_script(model: &Model, ctx: &Context, pg: &PostgresModel) -> ConfigMap {
         metadata: object_meta(model, ctx, &init_script_name(model), COMPONENT),
         data: Some(BTreeMap::from([("10-extensions.sql".to_owned(), sql)])),
         ..ConfigMap::default()
-    }
-}
-
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.to_owned(),
-                key: key.to_owned(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
     }
 }
 

@@ -3,12 +3,12 @@
 use crate::build::meta::{labels, object_meta, selector};
 use crate::build::pod::{empty_dir, mount, restricted_container, restricted_pod};
 use crate::build::web::{pvc, strategy};
-use crate::build::{Context, Redis};
+use crate::build::{Context, Redis, service};
 use crate::validate::Model;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
-    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    TCPSocketAction, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -93,21 +93,14 @@ pub fn redis(model: &Model, ctx: &Context) -> Option<Redis> {
         }),
         ..Deployment::default()
     };
-    let service = Service {
-        metadata: object_meta(model, ctx, &name, COMPONENT),
-        spec: Some(ServiceSpec {
-            selector: Some(selector(model, COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("redis".to_owned()),
-                port: 6379,
-                target_port: Some(IntOrString::Int(6379)),
-                protocol: Some("TCP".to_owned()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    };
+    let service = service(
+        object_meta(model, ctx, &name, COMPONENT),
+        selector(model, COMPONENT),
+        "redis",
+        6379,
+        6379,
+        false,
+    );
     let volume = redis
         .persistence
         .as_ref()

@@ -10,8 +10,8 @@ use crate::validate::{DatabaseModel, Model, ProbeModel, StorageModel, TlsModel};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
-    Volume, VolumeResourceRequirements,
+    PersistentVolumeClaimVolumeSource, PodTemplateSpec, Probe, Service, Volume,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -154,22 +154,14 @@ pub fn deployment(model: &Model, ctx: &Context, config_hash: &str) -> Deployment
 }
 
 pub fn service(model: &Model, ctx: &Context) -> Service {
-    Service {
-        metadata: object_meta(model, ctx, &model.app, COMPONENT),
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".to_owned()),
-            selector: Some(selector(model, COMPONENT)),
-            ports: Some(vec![ServicePort {
-                name: Some("http".to_owned()),
-                port: model.web.service_port,
-                target_port: Some(IntOrString::Int(model.web.port)),
-                protocol: Some("TCP".to_owned()),
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    crate::build::service(
+        object_meta(model, ctx, &model.app, COMPONENT),
+        selector(model, COMPONENT),
+        "http",
+        model.web.service_port,
+        model.web.port,
+        false,
+    )
 }
 
 pub fn ingress(model: &Model, ctx: &Context) -> Option<Ingress> {

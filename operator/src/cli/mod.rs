@@ -1,6 +1,6 @@
 //! The `appenv` command line: one module per subcommand.
 
-pub mod crd;
+mod crd;
 mod dev;
 pub mod render;
 mod settings;
@@ -47,10 +47,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await.map(|()| true),
         Command::Render(args) => render::run(args),
-        Command::Crd => crd::crd_yaml()
-            .map(|yaml| print!("{yaml}"))
-            .map(|()| true)
-            .map_err(anyhow::Error::from),
+        Command::Crd => crd::run(),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -23,6 +23,9 @@ use tracing::instrument::WithSubscriber as _;
 
 /// The Kubernetes version `.ci/control-plane.sh` builds when no binaries are given.
 pub const DEFAULT_K8S_VERSION: &str = "1.20.2";
+/// The cache folder of that build: the version and the patches applied to it (must match
+/// `BUILD_ID` in `.ci/control-plane.sh`).
+pub const DEFAULT_K8S_BUILD_ID: &str = "1.20.2-appenv1";
 /// Directory of ready binaries (kube-apiserver, kube-controller-manager, etcd), e.g. official
 /// releases downloaded in CI. Like envtest's `KUBEBUILDER_ASSETS`.
 pub const BIN_DIR_ENV: &str = "APPENV_K8S_BIN_DIR";
@@ -84,7 +87,7 @@ pub fn binary_dir() -> Result<PathBuf, DevClusterError> {
     };
     Ok(cache
         .join("kubernetes")
-        .join(DEFAULT_K8S_VERSION)
+        .join(DEFAULT_K8S_BUILD_ID)
         .join("bin"))
 }
 
@@ -506,5 +509,20 @@ mod tests {
         let b = random_hex().expect("urandom");
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
+    }
+}
+
+#[cfg(test)]
+mod build_id_tests {
+    use super::{DEFAULT_K8S_BUILD_ID, DEFAULT_K8S_VERSION};
+
+    #[test]
+    fn the_cache_folder_matches_what_the_provisioning_script_builds() {
+        let script = include_str!("../../../.ci/control-plane.sh");
+        let suffix = DEFAULT_K8S_BUILD_ID
+            .strip_prefix(&format!("{DEFAULT_K8S_VERSION}-"))
+            .expect("build id starts with the version");
+        assert!(script.contains(&format!("K8S_VERSION=\"{DEFAULT_K8S_VERSION}\"")));
+        assert!(script.contains(&format!("BUILD_ID=\"$K8S_VERSION-{suffix}\"")));
     }
 }
