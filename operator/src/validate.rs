@@ -157,7 +157,8 @@ pub enum TlsModel {
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerModel {
     pub name: String,
-    pub image: String,
+    /// The worker's own image; `None` runs the environment's image (and follows its rollout).
+    pub image: Option<String>,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub replicas: i32,
@@ -995,8 +996,9 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
                 errors.env_name(&at("concurrencyEnv"), &var);
                 (var, c)
             });
-            let image = w.image.clone().unwrap_or_else(|| spec.image.clone());
-            if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+            if let Some(image) = &w.image
+                && (image.trim().is_empty() || image.chars().any(char::is_whitespace))
+            {
                 errors.add(at("image"), "must be an image reference without spaces");
             }
             let resources = w
@@ -1007,7 +1009,7 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
             check_env(&at("env"), &w.env, &reserved, &mut errors);
             WorkerModel {
                 name: w.name.clone(),
-                image,
+                image: w.image.clone(),
                 command: w.command.clone(),
                 args: w.args.clone(),
                 replicas,

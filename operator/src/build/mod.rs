@@ -13,9 +13,11 @@ mod redis;
 mod web;
 mod workers;
 
+pub use config::{env_config_map_name, postgres_secret_name};
 pub use meta::{ENVIRONMENT_LABEL, FIELD_MANAGER, MANAGED_BY, RETAINED_LABEL, labels, selector};
 pub use migrations::migration_job_name;
-pub use web::url;
+pub use postgres::service_name as postgres_service_name;
+pub use web::{data_volume_name, url};
 
 use crate::validate::Model;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -36,6 +38,16 @@ pub struct Context {
     /// generated once, never again), generated fresh by `render --with-credentials`, and
     /// absent in a plain render, which must be deterministic.
     pub postgres_password: Option<String>,
+    /// The image web and workers run when it is not the spec's yet: the controller holds them
+    /// at the previous image until the migration for the new one succeeded.
+    pub workload_image: Option<String>,
+}
+
+impl Context {
+    /// The image of web and of workers that follow the environment's image.
+    pub fn workload_image<'a>(&'a self, model: &'a Model) -> &'a str {
+        self.workload_image.as_deref().unwrap_or(&model.image)
+    }
 }
 
 /// Every child of an environment.

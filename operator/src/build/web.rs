@@ -108,7 +108,7 @@ pub fn deployment(model: &Model, ctx: &Context, config_hash: &str) -> Deployment
     }
     let container = Container {
         name: COMPONENT.to_owned(),
-        image: Some(model.image.clone()),
+        image: Some(ctx.workload_image(model).to_owned()),
         image_pull_policy: model.pull_policy.clone(),
         command: (!web.command.is_empty()).then(|| web.command.clone()),
         args: (!web.args.is_empty()).then(|| web.args.clone()),

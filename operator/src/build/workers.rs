@@ -43,7 +43,12 @@ fn deployment(model: &Model, ctx: &Context, worker: &WorkerModel, config_hash: &
     }
     let container = Container {
         name: "worker".to_owned(),
-        image: Some(worker.image.clone()),
+        image: Some(
+            worker
+                .image
+                .clone()
+                .unwrap_or_else(|| ctx.workload_image(model).to_owned()),
+        ),
         image_pull_policy: model.pull_policy.clone(),
         command: (!worker.command.is_empty()).then(|| worker.command.clone()),
         args: (!worker.args.is_empty()).then(|| worker.args.clone()),

@@ -2,6 +2,7 @@
 
 mod crd;
 mod dev;
+mod operator;
 pub mod render;
 mod settings;
 
@@ -26,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a local Kubernetes control plane with a simulated node, for development.
     Dev(dev::DevArgs),
+    /// Reconcile AppEnvironments: the operator.
+    Operator(operator::OperatorArgs),
     /// Print every Kubernetes object of an AppEnvironment file, without a cluster.
     Render(render::RenderArgs),
     /// Print the AppEnvironment CustomResourceDefinition.
@@ -47,6 +50,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await.map(|()| true),
         Command::Render(args) => render::run(args),
+        Command::Operator(args) => operator::run(args).await,
         Command::Crd => crd::run(),
     };
     match result {

@@ -70,6 +70,7 @@ pub fn render(
                 let ctx = Context {
                     owner: None,
                     postgres_password: password,
+                    workload_image: None,
                 };
                 for object in build::build(&model, &ctx).objects() {
                     out.push_str("---\n");

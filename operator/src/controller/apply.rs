@@ -1,0 +1,271 @@
+//! The apply step: server-side apply of the built children with one field manager, in an
+//! order that respects the gates, then pruning of what the spec no longer has.
+
+use crate::build::{
+    Children, ENVIRONMENT_LABEL, FIELD_MANAGER, Guardrails, Postgres, RETAINED_LABEL, Redis, Web,
+};
+use crate::controller::error::Error;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::{Client, Resource, ResourceExt as _};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+
+/// What this reconcile may apply beyond the always-safe parts.
+#[derive(Debug, Clone, Copy)]
+pub struct Allowed {
+    /// The database is ready: the migration Job may run.
+    pub migration: bool,
+    /// Web and workers may be applied (an image for them is decided).
+    pub workloads: bool,
+}
+
+fn params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn apply<K>(client: &Client, object: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let name = object.name_any();
+    let ns = object.namespace().unwrap_or_default();
+    Api::<K>::namespaced(client.clone(), &ns)
+        .patch(&name, &params(), &Patch::Apply(object))
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Apply {
+            kind: short_kind::<K>(),
+            name,
+            source,
+        })
+}
+
+fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
+    // Kinds of k8s-openapi types are static strings.
+    match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "object",
+    }
+}
+
+/// Apply every child that `allowed` permits, in dependency order. Returns the names applied
+/// per kind, for pruning.
+pub async fn apply_children(
+    client: &Client,
+    children: &Children,
+    allowed: Allowed,
+) -> Result<BTreeMap<&'static str, BTreeSet<String>>, Error> {
+    // Destructured without `..`: a new kind of child does not compile until it is applied.
+    let Children {
+        namespace,
+        guardrails,
+        config,
+        postgres,
+        redis,
+        data_volume,
+        migration,
+        web,
+        workers,
+    } = children;
+    let mut applied: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    let mut note = |kind: &'static str, name: String| {
+        applied.entry(kind).or_default().insert(name);
+    };
+
+    let ns_name = namespace.name_any();
+    Api::<Namespace>::all(client.clone())
+        .patch(&ns_name, &params(), &Patch::Apply(namespace))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "Namespace",
+            name: ns_name,
+            source,
+        })?;
+    if let Some(Guardrails {
+        quota,
+        limits,
+        network_policy,
+    }) = guardrails
+    {
+        apply(client, quota).await?;
+        apply(client, limits).await?;
+        apply(client, network_policy).await?;
+        note("ResourceQuota", quota.name_any());
+        note("LimitRange", limits.name_any());
+        note("NetworkPolicy", network_policy.name_any());
+    }
+    apply(client, config).await?;
+    note("ConfigMap", config.name_any());
+    if let Some(Postgres {
+        credentials,
+        init,
+        service,
+        statefulset,
+    }) = postgres
+    {
+        apply(client, credentials).await?;
+        apply(client, init).await?;
+        apply(client, service).await?;
+        apply(client, statefulset).await?;
+        note("Secret", credentials.name_any());
+        note("ConfigMap", init.name_any());
+        note("Service", service.name_any());
+        note("StatefulSet", statefulset.name_any());
+    }
+    if let Some(Redis {
+        volume,
+        deployment,
+        service,
+    }) = redis
+    {
+        if let Some(volume) = volume {
+            apply(client, volume).await?;
+            note("PersistentVolumeClaim", volume.name_any());
+        }
+        apply(client, service).await?;
+        apply(client, deployment).await?;
+        note("Service", service.name_any());
+        note("Deployment", deployment.name_any());
+    }
+    if let Some(volume) = data_volume {
+        apply(client, volume).await?;
+        note("PersistentVolumeClaim", volume.name_any());
+    }
+    if let Some(job) = migration {
+        if allowed.migration {
+            apply(client, job).await?;
+        }
+        // The current image's Job is kept even while it waits for the database.
+        note("Job", job.name_any());
+    }
+    let Web {
+        deployment,
+        service,
+        ingress,
+    } = web;
+    apply(client, service).await?;
+    note("Service", service.name_any());
+    if allowed.workloads {
+        apply(client, deployment).await?;
+        note("Deployment", deployment.name_any());
+        for worker in workers {
+            apply(client, worker).await?;
+            note("Deployment", worker.name_any());
+        }
+    } else {
+        // Held until the first migration succeeds: keep what exists, create nothing new.
+        note("Deployment", deployment.name_any());
+        for worker in workers {
+            note("Deployment", worker.name_any());
+        }
+    }
+    if let Some(ingress) = ingress {
+        apply(client, ingress).await?;
+        note("Ingress", ingress.name_any());
+    }
+    Ok(applied)
+}
+
+async fn prune_kind<K>(
+    client: &Client,
+    ns: &str,
+    environment: &str,
+    keep: Option<&BTreeSet<String>>,
+    skip: impl Fn(&K) -> bool,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    let selector = format!("{ENVIRONMENT_LABEL}={environment}");
+    let list = api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Observe {
+            what: format!("{} in {ns}", K::kind(&())),
+            source,
+        })?;
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    for object in list.items {
+        let name = object.name_any();
+        if keep.is_some_and(|k| k.contains(&name))
+            || skip(&object)
+            || object.meta().deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        match api.delete(&name, &params).await {
+            Ok(_) => tracing::info!(kind = %K::kind(&()), %name, "pruned"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Prune {
+                    kind: short_kind::<K>(),
+                    name,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn never<K>(_: &K) -> bool {
+    false
+}
+
+/// Delete this environment's objects that were not applied: components that were disabled or
+/// removed. Database volumes are never pruned: data is deleted only with the environment.
+pub async fn prune(
+    client: &Client,
+    ns: &str,
+    environment: &str,
+    applied: &BTreeMap<&'static str, BTreeSet<String>>,
+) -> Result<(), Error> {
+    let keep = |kind: &str| applied.get(kind);
+    prune_kind::<Deployment>(client, ns, environment, keep("Deployment"), never).await?;
+    prune_kind::<StatefulSet>(client, ns, environment, keep("StatefulSet"), never).await?;
+    prune_kind::<Service>(client, ns, environment, keep("Service"), never).await?;
+    prune_kind::<ConfigMap>(client, ns, environment, keep("ConfigMap"), never).await?;
+    prune_kind::<Secret>(client, ns, environment, keep("Secret"), never).await?;
+    prune_kind::<Ingress>(client, ns, environment, keep("Ingress"), never).await?;
+    prune_kind::<Job>(client, ns, environment, keep("Job"), never).await?;
+    prune_kind::<ResourceQuota>(client, ns, environment, keep("ResourceQuota"), never).await?;
+    prune_kind::<LimitRange>(client, ns, environment, keep("LimitRange"), never).await?;
+    prune_kind::<NetworkPolicy>(client, ns, environment, keep("NetworkPolicy"), never).await?;
+    // Only Redis's own volume may go with Redis; a database volume never does.
+    prune_kind::<PersistentVolumeClaim>(
+        client,
+        ns,
+        environment,
+        keep("PersistentVolumeClaim"),
+        |pvc: &PersistentVolumeClaim| {
+            let labels = pvc.labels();
+            labels
+                .get("app.kubernetes.io/component")
+                .map(String::as_str)
+                != Some("redis")
+                || labels.contains_key(RETAINED_LABEL)
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Events about AppEnvironments, as core/v1 Events in `default` (where Kubernetes keeps the
+//! events of cluster-scoped objects), shown by `kubectl describe appenv`. kube's
+//! events.k8s.io recorder cannot be used here: older API servers reject its events for
+//! cluster-scoped objects outside `kube-system`, and so they do core/v1 Events that set
+//! `eventTime`; without it, the long-standing rule that allows `default` applies.
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use kube::api::{Api, PostParams};
+
+/// The Event API limits a message to 1024 bytes.
+const MAX_NOTE: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Normal,
+    Warning,
+}
+
+pub struct Publisher {
+    client: Client,
+    instance: String,
+}
+
+impl Publisher {
+    pub fn new(client: Client, instance: Option<String>) -> Self {
+        Self {
+            client,
+            instance: instance.unwrap_or_else(|| "appenv".to_owned()),
+        }
+    }
+
+    /// Publish an Event; failures are logged, never fatal.
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        kind: Kind,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) {
+        let now = Timestamp::now();
+        let mut message = note.to_owned();
+        if message.len() > MAX_NOTE {
+            let cut = (0..=MAX_NOTE)
+                .rev()
+                .find(|i| message.is_char_boundary(*i))
+                .unwrap_or(0);
+            message.truncate(cut);
+            message.push_str("...");
+        }
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!(
+                    "{}.",
+                    regarding.name.as_deref().unwrap_or("appenv")
+                )),
+                namespace: Some("default".to_owned()),
+                ..ObjectMeta::default()
+            },
+            involved_object: regarding.clone(),
+            type_: Some(
+                if kind == Kind::Normal {
+                    "Normal"
+                } else {
+                    "Warning"
+                }
+                .to_owned(),
+            ),
+            reason: Some(reason.to_owned()),
+            action: Some(action.to_owned()),
+            message: Some(message),
+            source: Some(EventSource {
+                component: Some("appenv".to_owned()),
+                host: None,
+            }),
+            reporting_component: Some("appenv.dev/operator".to_owned()),
+            reporting_instance: Some(self.instance.clone()),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            count: Some(1),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        if let Err(err) = api.create(&PostParams::default(), &event).await {
+            tracing::warn!(error = %err, reason, "publishing an event");
+        }
+    }
+}

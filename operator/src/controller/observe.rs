@@ -1,0 +1,179 @@
+//! The fetch step: what exists of an environment, read before anything is written. Only
+//! reads; what it returns is what the gates and the status are decided from.
+
+use crate::build::{self, migration_job_name};
+use crate::controller::error::Error;
+use crate::validate::{DatabaseModel, Model};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+
+/// The state of the migration for the spec's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Migration {
+    /// The environment has no migrations.
+    NotConfigured,
+    /// No Job for this image yet.
+    NotStarted,
+    Running,
+    Succeeded,
+    /// With the Job's reason and message.
+    Failed(String),
+}
+
+/// What exists, as far as the next decisions need it.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// The generated database password, if the credentials Secret has one.
+    pub password: Option<String>,
+    pub migration: Option<Migration>,
+    pub postgres: Option<StatefulSet>,
+    /// Deployments by component name (`web`, `redis`, `worker-<name>`).
+    pub deployments: BTreeMap<String, Deployment>,
+    /// Why a component's Pods fail, for components that are not ready.
+    pub pod_failures: BTreeMap<String, String>,
+}
+
+async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>, Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::Observe {
+            what: format!("{} {ns}/{name}", K::kind(&())),
+            source,
+        })
+}
+
+fn job_state(job: &Job) -> Migration {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    for c in conditions.into_iter().flatten() {
+        if c.status != "True" {
+            continue;
+        }
+        match c.type_.as_str() {
+            "Complete" => return Migration::Succeeded,
+            "Failed" => {
+                let reason = c.reason.clone().unwrap_or_else(|| "Failed".to_owned());
+                let message = c.message.clone().unwrap_or_default();
+                return Migration::Failed(
+                    format!("{reason}: {message}")
+                        .trim_end_matches(": ")
+                        .to_owned(),
+                );
+            }
+            _ => {}
+        }
+    }
+    Migration::Running
+}
+
+/// The first reason a Pod of the component is failing, if any.
+fn pod_failure(pods: &[Pod]) -> Option<String> {
+    pods.iter().find_map(|pod| {
+        let status = pod.status.as_ref()?;
+        status.container_statuses.iter().flatten().find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref()?;
+            matches!(
+                reason,
+                "CrashLoopBackOff"
+                    | "ImagePullBackOff"
+                    | "ErrImagePull"
+                    | "CreateContainerConfigError"
+                    | "InvalidImageName"
+            )
+            .then(|| {
+                format!(
+                    "Pod {} container {}: {reason}",
+                    pod.metadata.name.as_deref().unwrap_or("?"),
+                    c.name
+                )
+            })
+        })
+    })
+}
+
+/// Component name and Deployment name of every Deployment the model has.
+pub fn deployment_names(model: &Model) -> Vec<(String, String)> {
+    let mut names = vec![("web".to_owned(), model.app.clone())];
+    names.extend(model.workers.iter().map(|w| {
+        (
+            format!("worker-{}", w.name),
+            format!("{}-{}", model.app, w.name),
+        )
+    }));
+    if model.redis.is_some() {
+        names.push(("redis".to_owned(), format!("{}-redis", model.app)));
+    }
+    names
+}
+
+fn deployment_ready(d: &Deployment) -> bool {
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    d.status
+        .as_ref()
+        .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= want)
+}
+
+pub async fn observe(client: &Client, model: &Model) -> Result<Observed, Error> {
+    let ns = model.namespace.name.as_str();
+    let mut observed = Observed::default();
+    if let Some(DatabaseModel::Postgres(_)) = &model.database {
+        let secret: Option<Secret> = get(client, ns, &build::postgres_secret_name(model)).await?;
+        observed.password = secret
+            .and_then(|s| s.data)
+            .and_then(|mut d| d.remove("password"))
+            .and_then(|p| String::from_utf8(p.0).ok())
+            .filter(|p| !p.is_empty());
+        observed.postgres = get(client, ns, &build::postgres_service_name(model)).await?;
+    }
+    observed.migration = Some(match &model.migrations {
+        None => Migration::NotConfigured,
+        Some(m) => match get::<Job>(client, ns, &migration_job_name(model, m)).await? {
+            None => Migration::NotStarted,
+            Some(job) => job_state(&job),
+        },
+    });
+    for (component, name) in deployment_names(model) {
+        if let Some(d) = get::<Deployment>(client, ns, &name).await? {
+            if !deployment_ready(&d) {
+                let selector = d
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.match_labels.as_ref())
+                    .map(|labels| {
+                        labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                let pods = Api::<Pod>::namespaced(client.clone(), ns)
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|source| Error::Observe {
+                        what: format!("Pods of {component}"),
+                        source,
+                    })?;
+                if let Some(failure) = pod_failure(&pods.items) {
+                    observed.pod_failures.insert(component.clone(), failure);
+                }
+            }
+            observed.deployments.insert(component, d);
+        }
+    }
+    Ok(observed)
+}
