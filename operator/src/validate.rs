@@ -128,6 +128,7 @@ pub struct WebModel {
     pub env: Vec<EnvVar>,
     pub service_port: i32,
     pub ingress: Option<IngressModel>,
+    pub pod_annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +168,7 @@ pub struct WorkerModel {
     pub singleton: bool,
     pub resources: ResourceRequirements,
     pub env: Vec<EnvVar>,
+    pub pod_annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -221,6 +223,7 @@ pub struct MigrationsModel {
     pub args: Vec<String>,
     pub timeout_seconds: i64,
     pub resources: ResourceRequirements,
+    pub pod_annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -478,6 +481,17 @@ fn probe(
         }
     }
     Some(model)
+}
+
+fn check_annotations(path: &str, annotations: &BTreeMap<String, String>, errors: &mut Errors) {
+    for key in annotations.keys() {
+        if !is_label_key(key) {
+            errors.add(
+                format!("{path}[{}]", truncate(key)),
+                "must be a valid annotation key",
+            );
+        }
+    }
 }
 
 fn check_env(path: &str, env: &[EnvVar], reserved: &BTreeMap<String, &str>, errors: &mut Errors) {
@@ -949,7 +963,9 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
         env: web_spec.env.clone(),
         service_port,
         ingress,
+        pod_annotations: web_spec.pod_annotations.clone(),
     };
+    check_annotations("spec.web.podAnnotations", &web.pod_annotations, &mut errors);
 
     // Workers.
     let mut names = BTreeSet::new();
@@ -1007,6 +1023,7 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
                 .unwrap_or_else(|| profile_resources(spec.profile, "worker"));
             errors.resources(&at("resources"), &resources);
             check_env(&at("env"), &w.env, &reserved, &mut errors);
+            check_annotations(&at("podAnnotations"), &w.pod_annotations, &mut errors);
             WorkerModel {
                 name: w.name.clone(),
                 image: w.image.clone(),
@@ -1017,6 +1034,7 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
                 singleton: w.singleton,
                 resources,
                 env: w.env.clone(),
+                pod_annotations: w.pod_annotations.clone(),
             }
         })
         .collect();
@@ -1041,11 +1059,13 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
         }
         let resources = m.resources.clone().unwrap_or_else(|| web_resources.clone());
         errors.resources("spec.migrations.resources", &resources);
+        check_annotations("spec.migrations.podAnnotations", &m.pod_annotations, &mut errors);
         MigrationsModel {
             command: m.command.clone(),
             args: m.args.clone(),
             timeout_seconds,
             resources,
+            pod_annotations: m.pod_annotations.clone(),
         }
     });
 

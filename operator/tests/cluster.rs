@@ -8,17 +8,13 @@ use appenv::devcluster::kubelet::{
     FAIL_ANNOTATION, NODE_NAME, READY_AFTER_ANNOTATION, SimState, TERMINATE_AFTER_ANNOTATION,
     UNREADY_ANNOTATION, observed,
 };
-use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
-use kube::runtime::watcher;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -216,66 +212,6 @@ async fn owned_objects_are_garbage_collected_with_their_owner() {
     common::cleanup(&client, &ns).await;
 }
 
-/// Watches the Pods of one app and records the most ReplicaSets (pod-template hashes) that had
-/// live Pods at the same moment. A Pod is live from creation until it is gone from the API
-/// (terminating Pods still count: their containers would still run).
-struct OverlapRecorder {
-    most_at_once: Arc<Mutex<usize>>,
-    hashes_seen: Arc<Mutex<BTreeSet<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl OverlapRecorder {
-    fn start(client: &Client, ns: &str, app: &str) -> Self {
-        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-        let config = watcher::Config::default().labels(&format!("app={app}"));
-        let most_at_once = Arc::new(Mutex::new(0));
-        let hashes_seen = Arc::new(Mutex::new(BTreeSet::new()));
-        let (most, seen) = (most_at_once.clone(), hashes_seen.clone());
-        let task = tokio::spawn(async move {
-            let mut live: BTreeMap<String, String> = BTreeMap::new();
-            let mut events = watcher::watcher(api, config).boxed();
-            while let Some(Ok(event)) = events.next().await {
-                match event {
-                    watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
-                        let hash = pod
-                            .labels()
-                            .get("pod-template-hash")
-                            .cloned()
-                            .unwrap_or_default();
-                        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-                        if matches!(phase, Some("Succeeded" | "Failed")) {
-                            live.remove(&pod.name_any());
-                        } else {
-                            live.insert(pod.name_any(), hash.clone());
-                        }
-                        seen.lock().expect("lock").insert(hash);
-                    }
-                    watcher::Event::Delete(pod) => {
-                        live.remove(&pod.name_any());
-                    }
-                    _ => {}
-                }
-                let at_once = live.values().collect::<BTreeSet<_>>().len();
-                let mut most = most.lock().expect("lock");
-                *most = (*most).max(at_once);
-            }
-        });
-        Self {
-            most_at_once,
-            hashes_seen,
-            task,
-        }
-    }
-
-    fn finish(self) -> (usize, usize) {
-        self.task.abort();
-        let most = *self.most_at_once.lock().expect("lock");
-        let seen = self.hashes_seen.lock().expect("lock").len();
-        (most, seen)
-    }
-}
-
 async fn roll(api: &Api<Deployment>, name: &str, revision: usize, replicas: i32) {
     let patch =
         json!({"spec": {"template": {"metadata": {"annotations": {"rev": revision.to_string()}}}}});
@@ -294,7 +230,7 @@ async fn recreate_rollouts_never_run_two_replicasets_at_once() {
     let slow_exit = json!({ TERMINATE_AFTER_ANNOTATION: "300" });
 
     // Control: a RollingUpdate with surge must show an overlap, proving the recorder sees one.
-    let rolling = OverlapRecorder::start(&client, &ns, "rolling");
+    let rolling = common::OverlapRecorder::start(&client, &ns, "app=rolling");
     let surge =
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
     api.create(
@@ -312,7 +248,7 @@ async fn recreate_rollouts_never_run_two_replicasets_at_once() {
         "a RollingUpdate overlaps two ReplicaSets"
     );
 
-    let recorder = OverlapRecorder::start(&client, &ns, "single-writer");
+    let recorder = common::OverlapRecorder::start(&client, &ns, "app=single-writer");
     api.create(
         &PostParams::default(),
         &deployment("single-writer", 2, json!({"type": "Recreate"}), slow_exit),

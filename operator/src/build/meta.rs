@@ -13,6 +13,9 @@ pub const ENVIRONMENT_LABEL: &str = "appenv.dev/environment";
 /// Set on volumes (and their namespace) kept after their environment was deleted, so that a
 /// new AppEnvironment of the same name adopts them.
 pub const RETAINED_LABEL: &str = "appenv.dev/retain";
+/// Hash of what appenv last applied to an object whose apply is never a no-op on older API
+/// servers (a StatefulSet: its atomic `volumeClaimTemplates` come back defaulted).
+pub const APPLIED_HASH_ANNOTATION: &str = "appenv.dev/applied-hash";
 /// Hash of the configuration a pod template depends on: a change rolls the Pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "appenv.dev/config-hash";
 

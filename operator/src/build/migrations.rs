@@ -4,7 +4,7 @@
 use crate::build::Context;
 use crate::build::meta::{hash_json, labels, object_meta};
 use crate::build::pod::{
-    app_env, app_env_from, app_pod_spec, config_annotations, mount, restricted_container,
+    app_env, app_env_from, app_pod_spec, mount, pod_annotations, restricted_container,
 };
 use crate::validate::{MigrationsModel, Model};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -58,7 +58,7 @@ pub fn job(model: &Model, ctx: &Context, config_hash: &str) -> Option<Job> {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(model, COMPONENT)),
-                    annotations: Some(config_annotations(config_hash)),
+                    annotations: Some(pod_annotations(&migrations.pod_annotations, config_hash)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),

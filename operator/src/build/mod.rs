@@ -14,7 +14,10 @@ mod web;
 mod workers;
 
 pub use config::{env_config_map_name, postgres_secret_name};
-pub use meta::{ENVIRONMENT_LABEL, FIELD_MANAGER, MANAGED_BY, RETAINED_LABEL, labels, selector};
+pub use meta::{
+    APPLIED_HASH_ANNOTATION, ENVIRONMENT_LABEL, FIELD_MANAGER, MANAGED_BY, RETAINED_LABEL,
+    hash_json, labels, selector,
+};
 pub use migrations::migration_job_name;
 pub use postgres::service_name as postgres_service_name;
 pub use web::{data_volume_name, url};

@@ -128,6 +128,13 @@ pub fn app_env_from(model: &Model) -> Vec<EnvFromSource> {
     from
 }
 
-pub fn config_annotations(config_hash: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned())])
+/// The user's Pod annotations plus the configuration hash (which always wins: it is what
+/// rolls the Pods when their configuration changes).
+pub fn pod_annotations(
+    user: &BTreeMap<String, String>,
+    config_hash: &str,
+) -> BTreeMap<String, String> {
+    let mut annotations = user.clone();
+    annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned());
+    annotations
 }

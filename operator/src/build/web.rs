@@ -4,7 +4,7 @@ use crate::api::{DeletionPolicy, IssuerKind};
 use crate::build::Context;
 use crate::build::meta::{RETAINED_LABEL, object_meta, selector};
 use crate::build::pod::{
-    app_env, app_env_from, app_pod_spec, config_annotations, mount, restricted_container,
+    app_env, app_env_from, app_pod_spec, mount, pod_annotations, restricted_container,
 };
 use crate::validate::{DatabaseModel, Model, ProbeModel, StorageModel, TlsModel};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
@@ -142,7 +142,7 @@ pub fn deployment(model: &Model, ctx: &Context, config_hash: &str) -> Deployment
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(crate::build::labels(model, COMPONENT)),
-                    annotations: Some(config_annotations(config_hash)),
+                    annotations: Some(pod_annotations(&web.pod_annotations, config_hash)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),

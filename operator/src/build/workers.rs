@@ -3,7 +3,7 @@
 use crate::build::Context;
 use crate::build::meta::{labels, object_meta, selector};
 use crate::build::pod::{
-    app_env, app_env_from, app_pod_spec, config_annotations, mount, restricted_container,
+    app_env, app_env_from, app_pod_spec, mount, pod_annotations, restricted_container,
 };
 use crate::build::web::strategy;
 use crate::validate::{Model, WorkerModel};
@@ -81,7 +81,7 @@ fn deployment(model: &Model, ctx: &Context, worker: &WorkerModel, config_hash: &
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(config_annotations(config_hash)),
+                    annotations: Some(pod_annotations(&worker.pod_annotations, config_hash)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),

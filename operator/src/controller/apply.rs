@@ -2,7 +2,8 @@
 //! order that respects the gates, then pruning of what the spec no longer has.
 
 use crate::build::{
-    Children, ENVIRONMENT_LABEL, FIELD_MANAGER, Guardrails, Postgres, RETAINED_LABEL, Redis, Web,
+    APPLIED_HASH_ANNOTATION, Children, ENVIRONMENT_LABEL, FIELD_MANAGER, Guardrails, Postgres,
+    RETAINED_LABEL, Redis, Web, hash_json,
 };
 use crate::controller::error::Error;
 use k8s_openapi::NamespaceResourceScope;
@@ -20,12 +21,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 
 /// What this reconcile may apply beyond the always-safe parts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Allowed {
     /// The database is ready: the migration Job may run.
     pub migration: bool,
     /// Web and workers may be applied (an image for them is decided).
     pub workloads: bool,
+    /// The `APPLIED_HASH_ANNOTATION` of the existing PostgreSQL StatefulSet, if any.
+    pub statefulset_hash: Option<String>,
 }
 
 fn params() -> PatchParams {
@@ -66,7 +69,7 @@ fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
 pub async fn apply_children(
     client: &Client,
     children: &Children,
-    allowed: Allowed,
+    allowed: &Allowed,
 ) -> Result<BTreeMap<&'static str, BTreeSet<String>>, Error> {
     // Destructured without `..`: a new kind of child does not compile until it is applied.
     let Children {
@@ -119,7 +122,19 @@ pub async fn apply_children(
         apply(client, credentials).await?;
         apply(client, init).await?;
         apply(client, service).await?;
-        apply(client, statefulset).await?;
+        // On 1.20 a StatefulSet apply always writes (its atomic volumeClaimTemplates come back
+        // defaulted), so it is applied only when what we apply changed. The price: a manual
+        // edit of the StatefulSet is not reverted until the spec changes.
+        let mut statefulset = statefulset.clone();
+        let hash = hash_json(&statefulset);
+        statefulset
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash.clone());
+        if allowed.statefulset_hash.as_deref() != Some(hash.as_str()) {
+            apply(client, &statefulset).await?;
+        }
         note("Secret", credentials.name_any());
         note("ConfigMap", init.name_any());
         note("Service", service.name_any());

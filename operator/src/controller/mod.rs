@@ -5,10 +5,12 @@
 mod apply;
 mod error;
 mod events;
+mod metrics;
 mod observe;
 mod status;
 
 pub use error::Error;
+pub use metrics::{Counts, Metrics};
 
 use crate::api::{AppEnvironment, AppEnvironmentStatus, condition};
 use crate::build::{self, ENVIRONMENT_LABEL, FIELD_MANAGER};
@@ -65,6 +67,7 @@ pub struct Context {
     events: Publisher,
     /// Consecutive failures per environment, for capped exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Context {
@@ -305,8 +308,12 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
     let allowed = Allowed {
         migration: database_ready,
         workloads: rollout_image.is_some(),
+        statefulset_hash: observed
+            .postgres
+            .as_ref()
+            .and_then(|s| s.annotations().get(build::APPLIED_HASH_ANNOTATION).cloned()),
     };
-    let applied = apply::apply_children(&ctx.client, &children, allowed).await?;
+    let applied = apply::apply_children(&ctx.client, &children, &allowed).await?;
     let spec_changed = env.status.as_ref().and_then(|s| s.observed_generation) != generation;
     if spec_changed {
         apply::prune(
@@ -362,6 +369,7 @@ async fn reconcile(
             return Ok(Action::await_change());
         }
     };
+    let _timer = ctx.metrics.reconcile(&env.name_any());
     let result = reconcile_valid(env, &ctx).await;
     if result.is_ok()
         && let Ok(mut failures) = ctx.failures.lock()
@@ -389,6 +397,7 @@ fn error_policy(
     // 1 s, 2 s, 4 s ... capped at 5 minutes.
     let delay = Duration::from_secs(1u64 << attempts.min(9).saturating_sub(1))
         .min(Duration::from_secs(300));
+    ctx.metrics.error(err.category());
     let cause = error::chain(err);
     tracing::warn!(environment = %name, category = err.category(), error = %cause, retry_in = ?delay, "reconcile failed");
     if let Ok(env) = &guarded.0 {
@@ -412,11 +421,17 @@ fn environment_of<K: Resource>(
 
 /// Run the controller until a shutdown signal.
 pub async fn run(client: Client, options: Options) {
+    run_with_metrics(client, options, Arc::new(Metrics::default())).await;
+}
+
+/// Run the controller until a shutdown signal, counting into `metrics`.
+pub async fn run_with_metrics(client: Client, options: Options, metrics: Arc<Metrics>) {
     let ctx = Arc::new(Context {
         events: Publisher::new(client.clone(), std::env::var("POD_NAME").ok()),
         client: client.clone(),
         failures: Mutex::new(HashMap::new()),
         options: options.clone(),
+        metrics,
     });
     let mut env_config = watcher::Config::default();
     if let Some(selector) = &options.selector {

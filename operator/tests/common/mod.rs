@@ -4,13 +4,19 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use appenv::devcluster;
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::wait::{Condition, await_condition};
+use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A client for the shared local cluster (started on first use; a failure to start fails the test).
@@ -62,5 +68,67 @@ where
             let current = api.get_opt(name).await.ok().flatten();
             panic!("{name}: not {what} within {limit:?}; last seen: {current:#?}")
         }
+    }
+}
+
+/// Watches the Pods of one app and records the most ReplicaSets (pod-template hashes) that had
+/// live Pods at the same moment. A Pod is live from creation until it is gone from the API
+/// (terminating Pods still count: their containers would still run).
+pub struct OverlapRecorder {
+    most_at_once: Arc<Mutex<usize>>,
+    hashes_seen: Arc<Mutex<BTreeSet<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OverlapRecorder {
+    /// Record Pods matching `selector` (e.g. `app=web`).
+    pub fn start(client: &Client, ns: &str, selector: &str) -> Self {
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let config = watcher::Config::default().labels(selector);
+        let most_at_once = Arc::new(Mutex::new(0));
+        let hashes_seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let (most, seen) = (most_at_once.clone(), hashes_seen.clone());
+        let task = tokio::spawn(async move {
+            let mut live: BTreeMap<String, String> = BTreeMap::new();
+            let mut events = watcher::watcher(api, config).boxed();
+            while let Some(Ok(event)) = events.next().await {
+                match event {
+                    watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                        let hash = pod
+                            .labels()
+                            .get("pod-template-hash")
+                            .cloned()
+                            .unwrap_or_default();
+                        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                        if matches!(phase, Some("Succeeded" | "Failed")) {
+                            live.remove(&pod.name_any());
+                        } else {
+                            live.insert(pod.name_any(), hash.clone());
+                        }
+                        seen.lock().expect("lock").insert(hash);
+                    }
+                    watcher::Event::Delete(pod) => {
+                        live.remove(&pod.name_any());
+                    }
+                    _ => {}
+                }
+                let at_once = live.values().collect::<BTreeSet<_>>().len();
+                let mut most = most.lock().expect("lock");
+                *most = (*most).max(at_once);
+            }
+        });
+        Self {
+            most_at_once,
+            hashes_seen,
+            task,
+        }
+    }
+
+    /// (most ReplicaSets alive at once, ReplicaSets seen)
+    pub fn finish(self) -> (usize, usize) {
+        self.task.abort();
+        let most = *self.most_at_once.lock().expect("lock");
+        let seen = self.hashes_seen.lock().expect("lock").len();
+        (most, seen)
     }
 }
