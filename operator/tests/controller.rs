@@ -695,3 +695,41 @@ async fn a_steady_state_writes_nothing_over_two_minutes_of_resyncs() {
         .delete("steady-state", &DeleteParams::default())
         .await;
 }
+
+#[tokio::test]
+async fn a_crash_looping_component_is_reported_degraded_with_its_name_and_reason() {
+    let client = common::client().await;
+    let _operator = operator(&client, "degraded", Duration::from_secs(30)).await;
+    let mut env = example("aifacade.yaml", "degraded-web", "degraded");
+    env["spec"]["web"]["podAnnotations"] = json!({ FAIL_ANNOTATION: "true" });
+    apply(&client, &env).await;
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let degraded = common::wait_for(
+        &api,
+        "degraded-web",
+        LIMIT,
+        "Degraded",
+        |e: Option<&AppEnvironment>| {
+            e.and_then(|e| condition(e, "Degraded"))
+                .is_some_and(|c| c.status == "True")
+        },
+    )
+    .await
+    .expect("env");
+    let message = condition(&degraded, "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("web: ") && message.contains("CrashLoopBackOff"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&degraded, "Ready").map(|c| c.status.as_str()),
+        Some("False")
+    );
+    assert_eq!(
+        degraded.status.as_ref().and_then(|s| s.phase),
+        Some(appenv::api::Phase::Degraded)
+    );
+    let _ = api.delete("degraded-web", &DeleteParams::default()).await;
+}

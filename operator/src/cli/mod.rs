@@ -19,6 +19,9 @@ pub struct Cli {
     /// Log filter, e.g. `info` or `appenv=debug,kube=info`.
     #[arg(long, env = "APPENV_LOG", default_value = "info", global = true)]
     pub log: String,
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, env = "APPENV_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -35,18 +38,27 @@ pub enum Command {
     Crd,
 }
 
-fn init_logging(filter: &str) {
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// Run a parsed command line; errors are printed with their whole cause chain.
 pub async fn run(cli: Cli) -> ExitCode {
-    init_logging(&cli.log);
+    init_logging(&cli.log, cli.log_format);
     let result = match cli.command {
         Command::Dev(args) => dev::run(args).await.map(|()| true),
         Command::Render(args) => render::run(args),

@@ -4,6 +4,7 @@
 use crate::cli::settings::SettingsArgs;
 use crate::controller::{self, Options};
 use anyhow::Context as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, clap::Args)]
@@ -22,6 +23,9 @@ pub struct OperatorArgs {
     /// Install or update the AppEnvironment CRD at start.
     #[arg(long, env = "APPENV_INSTALL_CRD")]
     pub install_crd: bool,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "APPENV_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl OperatorArgs {
@@ -44,7 +48,25 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<bool> {
             .await
             .context("installing the AppEnvironment CRD")?;
     }
+    let envs: kube::Api<crate::api::AppEnvironment> = kube::Api::all(client.clone());
+    envs.list(&kube::api::ListParams::default().limit(1)).await.context(
+        "listing AppEnvironments: is the CRD installed? (`kubectl apply -f crds/` or --install-crd)",
+    )?;
+    let metrics = Arc::new(controller::Metrics::default());
+    let readiness = Arc::new(controller::http::Readiness::default());
+    let server = tokio::spawn(controller::http::serve(
+        args.metrics_addr,
+        metrics.clone(),
+        readiness.clone(),
+    ));
+    readiness.set(true);
     tracing::info!(options = ?args.options(), "appenv operator starting");
-    controller::run(client, args.options()).await;
-    Ok(true)
+    tokio::select! {
+        () = controller::run_with_metrics(client, args.options(), metrics) => Ok(true),
+        served = server => {
+            // The endpoints are part of the contract (probes): without them, stop.
+            served.context("metrics server task")?.with_context(|| format!("serving on {}", args.metrics_addr))?;
+            Ok(false)
+        }
+    }
 }

@@ -5,6 +5,7 @@
 mod apply;
 mod error;
 mod events;
+pub mod http;
 mod metrics;
 mod observe;
 mod status;
@@ -184,6 +185,9 @@ async fn write_status(
     env: &AppEnvironment,
     status: AppEnvironmentStatus,
 ) -> Result<(), Error> {
+    if let Some(phase) = status.phase {
+        ctx.metrics.phase(&env.name_any(), &format!("{phase:?}"));
+    }
     if env.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -235,6 +239,7 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
         api.delete(&env.name_any(), &Default::default())
             .await
             .map_err(Error::Expire)?;
+        ctx.metrics.forget(&env.name_any());
         return Ok(Action::await_change());
     }
 
