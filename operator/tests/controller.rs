@@ -733,3 +733,43 @@ async fn a_crash_looping_component_is_reported_degraded_with_its_name_and_reason
     );
     let _ = api.delete("degraded-web", &DeleteParams::default()).await;
 }
+
+#[tokio::test]
+async fn a_volume_that_cannot_bind_is_reported_degraded() {
+    let client = common::client().await;
+    let _operator = operator(&client, "unbound", Duration::from_secs(30)).await;
+    let mut env = example("dojo.yaml", "unbound-volume", "unbound");
+    env["spec"]["database"]["embedded"]["storage"]["storageClassName"] = json!("fast-ssd-missing");
+    apply(&client, &env).await;
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let degraded = common::wait_for(
+        &api,
+        "unbound-volume",
+        LIMIT,
+        "Degraded",
+        |e: Option<&AppEnvironment>| {
+            e.and_then(|e| condition(e, "Degraded"))
+                .is_some_and(|c| c.status == "True")
+        },
+    )
+    .await
+    .expect("env");
+    let message = condition(&degraded, "Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains(
+            "PersistentVolumeClaim dojo-data: StorageClass \"fast-ssd-missing\" does not exist"
+        ),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&degraded, "DatabaseReady").map(|c| c.status.as_str()),
+        Some("False")
+    );
+    assert_eq!(
+        condition(&degraded, "Ready").map(|c| c.status.as_str()),
+        Some("False")
+    );
+    let _ = api.delete("unbound-volume", &DeleteParams::default()).await;
+}

@@ -7,7 +7,8 @@ use crate::validate::{DatabaseModel, Model};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, ListParams};
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
@@ -38,6 +39,83 @@ pub struct Observed {
     pub deployments: BTreeMap<String, Deployment>,
     /// Why a component's Pods fail, for components that are not ready.
     pub pod_failures: BTreeMap<String, String>,
+    /// Volumes that cannot bind, with the reason.
+    pub volume_failures: Vec<String>,
+    /// Phase of the embedded database's volume, if it exists.
+    pub data_volume_phase: Option<String>,
+}
+
+/// How long a claim may stay unbound before it counts as a failure (provisioning is slow on
+/// some clouds, but not this slow).
+const UNBOUND_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
+
+async fn observe_volumes(
+    client: &Client,
+    model: &Model,
+    observed: &mut Observed,
+) -> Result<(), Error> {
+    let ns = model.namespace.name.as_str();
+    let selector = format!("{}={}", build::ENVIRONMENT_LABEL, model.name);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| Error::Observe {
+            what: format!("PersistentVolumeClaims in {ns}"),
+            source,
+        })?;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    for claim in claims.items {
+        let name = claim.metadata.name.clone().unwrap_or_default();
+        let phase = claim
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if name == build::data_volume_name(model) {
+            observed.data_volume_phase = Some(phase.clone());
+        }
+        match phase.as_str() {
+            "Bound" => {}
+            "Lost" => observed.volume_failures.push(format!(
+                "PersistentVolumeClaim {name}: Lost (its volume is gone)"
+            )),
+            _ => {
+                let class = claim
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.storage_class_name.clone());
+                if let Some(class) = class.filter(|c| !c.is_empty()) {
+                    let exists = Api::<StorageClass>::all(client.clone())
+                        .get_opt(&class)
+                        .await
+                        .map_err(|source| Error::Observe {
+                            what: format!("StorageClass {class}"),
+                            source,
+                        })?
+                        .is_some();
+                    if !exists {
+                        observed.volume_failures.push(format!(
+                            "PersistentVolumeClaim {name}: StorageClass {class:?} does not exist"
+                        ));
+                        continue;
+                    }
+                }
+                let since = claim
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0)
+                    .unwrap_or(now);
+                if now.duration_since(since).unsigned_abs() > UNBOUND_GRACE {
+                    observed.volume_failures.push(format!(
+                        "PersistentVolumeClaim {name}: unbound for more than {} minutes (no volume was provisioned)",
+                        UNBOUND_GRACE.as_secs() / 60
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>, Error>
@@ -146,6 +224,16 @@ pub async fn observe(client: &Client, model: &Model) -> Result<Observed, Error> 
             Some(job) => job_state(&job),
         },
     });
+    let has_volumes = matches!(
+        model.database,
+        Some(DatabaseModel::Postgres(_) | DatabaseModel::Embedded(_))
+    ) || model
+        .redis
+        .as_ref()
+        .is_some_and(|r| r.persistence.is_some());
+    if has_volumes {
+        observe_volumes(client, model, &mut observed).await?;
+    }
     for (component, name) in deployment_names(model) {
         if let Some(d) = get::<Deployment>(client, ns, &name).await? {
             if !deployment_ready(&d) {

@@ -209,11 +209,28 @@ pub fn compute(
             "External",
             format!("connection string from Secret {secret}"),
         ),
-        Some(DatabaseModel::Embedded(em)) => cond(
+        Some(DatabaseModel::Embedded(em))
+            if observed.data_volume_phase.as_deref() == Some("Bound") =>
+        {
+            cond(
+                condition::DATABASE_READY,
+                true,
+                "Embedded",
+                format!("{} on volume {}", em.path, build::data_volume_name(model)),
+            )
+        }
+        Some(DatabaseModel::Embedded(_)) => cond(
             condition::DATABASE_READY,
-            true,
-            "Embedded",
-            format!("{} on volume {}", em.path, build::data_volume_name(model)),
+            false,
+            "VolumePending",
+            format!(
+                "waiting for volume {} to be bound ({})",
+                build::data_volume_name(model),
+                observed
+                    .data_volume_phase
+                    .as_deref()
+                    .unwrap_or("not created yet")
+            ),
         ),
         Some(DatabaseModel::Postgres(_)) if gates.database_ready => cond(
             condition::DATABASE_READY,
@@ -270,6 +287,7 @@ pub fn compute(
             )
         }
     };
+    failures.extend(observed.volume_failures.iter().cloned());
     let migrations_ok = matches!(
         migration_state,
         Migration::NotConfigured | Migration::Succeeded

@@ -11,13 +11,19 @@
 //!   until that long after it started.
 //! - [`TERMINATE_AFTER_ANNOTATION`] milliseconds: a graceful deletion takes that long.
 //!
+//! It also provisions storage, as a cluster's default StorageClass would: the class
+//! [`STORAGE_CLASS`] (default, provisioner [`PROVISIONER`]) gets a PersistentVolume for each of
+//! its claims, which kube-controller-manager then binds; volumes released by deleted claims are
+//! removed. Claims of other classes stay Pending, as they would without a provisioner.
+//!
 //! The state a Pod should be in is a pure function of the Pod and the clock ([`target`]); the
 //! watch loop only writes when the observed state differs, so it is idempotent and a restart
 //! of the kubelet is harmless.
 
 use futures::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt as _;
@@ -32,6 +38,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 pub const NODE_NAME: &str = "appenv-sim-node";
+/// The simulated default StorageClass and its provisioner.
+pub const STORAGE_CLASS: &str = "standard";
+pub const PROVISIONER: &str = "appenv.dev/simulated";
 pub const FAIL_ANNOTATION: &str = "sim.appenv.dev/fail";
 pub const UNREADY_ANNOTATION: &str = "sim.appenv.dev/unready";
 pub const READY_AFTER_ANNOTATION: &str = "sim.appenv.dev/ready-after-ms";
@@ -256,11 +265,119 @@ impl SimKubelet {
             in_flight: Mutex::new(HashSet::new()),
             next_ip: AtomicU32::new(0),
         });
-        let heartbeat = tokio::spawn(heartbeat(client));
+        register_storage_class(&client).await?;
+        let heartbeat = tokio::spawn(heartbeat(client.clone()));
         let pods = tokio::spawn(watch_pods(shared));
+        let claims = tokio::spawn(provision(client.clone()));
+        let released = tokio::spawn(reclaim(client));
         Ok(Self {
-            tasks: vec![heartbeat, pods],
+            tasks: vec![heartbeat, pods, claims, released],
         })
+    }
+}
+
+async fn register_storage_class(client: &Client) -> Result<(), kube::Error> {
+    let class = json!({
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+        "provisioner": PROVISIONER,
+        "reclaimPolicy": "Delete",
+        "volumeBindingMode": "Immediate",
+    });
+    Api::<StorageClass>::all(client.clone())
+        .patch(
+            STORAGE_CLASS,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&class),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A PersistentVolume for every Pending claim of the simulated class.
+async fn provision(client: Client) {
+    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let volumes: Api<PersistentVolume> = Api::all(client);
+    let mut events = watcher::watcher(claims, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = events.next().await {
+        let claim = match event {
+            Ok(Event::Apply(claim) | Event::InitApply(claim)) => claim,
+            Ok(_) => continue,
+            Err(err) => {
+                tracing::warn!(error = %err, "simulated provisioner: claim watch");
+                continue;
+            }
+        };
+        let Some(spec) = claim.spec.as_ref() else {
+            continue;
+        };
+        let pending = claim.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound");
+        if !pending
+            || spec.volume_name.is_some()
+            || spec.storage_class_name.as_deref() != Some(STORAGE_CLASS)
+        {
+            continue;
+        }
+        let size = spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_else(|| "1Gi".to_owned());
+        let name = format!("pv-{}", claim.uid().unwrap_or_default());
+        let volume = json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": spec.access_modes.clone().unwrap_or_default(),
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": STORAGE_CLASS,
+                "hostPath": {"path": format!("/var/lib/appenv-sim/{name}")},
+                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "namespace": claim.namespace(), "name": claim.name_any(), "uid": claim.uid()},
+            },
+        });
+        if let Err(err) = volumes
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&volume),
+            )
+            .await
+        {
+            tracing::debug!(error = %err, claim = %claim.name_any(), "simulated provisioner");
+        }
+    }
+}
+
+/// Delete the simulated volumes whose claims were deleted.
+async fn reclaim(client: Client) {
+    let volumes: Api<PersistentVolume> = Api::all(client);
+    let mut events = watcher::watcher(volumes.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = events.next().await {
+        let Ok(Event::Apply(volume) | Event::InitApply(volume)) = event else {
+            continue;
+        };
+        let ours = volume
+            .annotations()
+            .get("pv.kubernetes.io/provisioned-by")
+            .is_some_and(|p| p == PROVISIONER);
+        let released = volume
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| p == "Released" || p == "Failed");
+        if ours && released {
+            let _ = volumes
+                .delete(&volume.name_any(), &DeleteParams::default())
+                .await;
+        }
     }
 }
 
