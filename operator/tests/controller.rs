@@ -100,6 +100,31 @@ fn ready(env: Option<&AppEnvironment>) -> bool {
     })
 }
 
+/// Wait until the condition `type_` satisfies `matches`; the environment and that condition's
+/// message.
+async fn wait_condition(
+    client: &Client,
+    name: &str,
+    type_: &'static str,
+    what: &str,
+    matches: fn(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bool,
+) -> (AppEnvironment, String) {
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let env = common::wait_for(
+        &api,
+        name,
+        LIMIT,
+        what,
+        move |e: Option<&AppEnvironment>| e.and_then(|e| condition(e, type_)).is_some_and(matches),
+    )
+    .await
+    .expect("env");
+    let message = condition(&env, type_)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    (env, message)
+}
+
 async fn wait_ready(client: &Client, name: &str) -> AppEnvironment {
     let api: Api<AppEnvironment> = Api::all(client.clone());
     common::wait_for(&api, name, LIMIT, "Ready", ready)
@@ -250,21 +275,14 @@ async fn a_failing_migration_keeps_the_previous_version_serving_and_a_new_image_
     env["spec"]["migrations"]["podAnnotations"] = json!({ FAIL_ANNOTATION: "true" });
     apply(&client, &env).await;
     let api: Api<AppEnvironment> = Api::all(client.clone());
-    let failed = common::wait_for(
-        &api,
+    let (failed, message) = wait_condition(
+        &client,
         "migrate-gate",
-        LIMIT,
+        "MigrationsSucceeded",
         "migration failed",
-        |e: Option<&AppEnvironment>| {
-            e.and_then(|e| condition(e, "MigrationsSucceeded"))
-                .is_some_and(|c| c.reason == "Failed")
-        },
+        |c| c.reason == "Failed",
     )
-    .await
-    .expect("env");
-    let message = condition(&failed, "MigrationsSucceeded")
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    .await;
     assert!(
         message.contains("example.invalid/t7e:v2")
             && message.contains("previous version keeps serving"),
@@ -529,21 +547,10 @@ async fn an_invalid_spec_yields_valid_false_without_a_reconcile_storm() {
     // A 1.20 API server does not enforce the CRD's CEL rules: the object is stored.
     apply(&client, &env).await;
     let api: Api<AppEnvironment> = Api::all(client.clone());
-    let invalid = common::wait_for(
-        &api,
-        "invalid-spec",
-        LIMIT,
-        "Valid=False",
-        |e: Option<&AppEnvironment>| {
-            e.and_then(|e| condition(e, "Valid"))
-                .is_some_and(|c| c.status == "False")
-        },
-    )
-    .await
-    .expect("env");
-    let message = condition(&invalid, "Valid")
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let (invalid, message) = wait_condition(&client, "invalid-spec", "Valid", "Valid=False", |c| {
+        c.status == "False"
+    })
+    .await;
     assert!(message.contains("spec.web.replicas: must be 1 when spec.database.embedded is set (DuckDB allows one writer)"), "{message}");
     assert_eq!(
         invalid.status.as_ref().and_then(|s| s.phase),
@@ -704,21 +711,11 @@ async fn a_crash_looping_component_is_reported_degraded_with_its_name_and_reason
     env["spec"]["web"]["podAnnotations"] = json!({ FAIL_ANNOTATION: "true" });
     apply(&client, &env).await;
     let api: Api<AppEnvironment> = Api::all(client.clone());
-    let degraded = common::wait_for(
-        &api,
-        "degraded-web",
-        LIMIT,
-        "Degraded",
-        |e: Option<&AppEnvironment>| {
-            e.and_then(|e| condition(e, "Degraded"))
-                .is_some_and(|c| c.status == "True")
-        },
-    )
-    .await
-    .expect("env");
-    let message = condition(&degraded, "Degraded")
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let (degraded, message) =
+        wait_condition(&client, "degraded-web", "Degraded", "Degraded", |c| {
+            c.status == "True"
+        })
+        .await;
     assert!(
         message.starts_with("web: ") && message.contains("CrashLoopBackOff"),
         "{message}"
@@ -742,21 +739,11 @@ async fn a_volume_that_cannot_bind_is_reported_degraded() {
     env["spec"]["database"]["embedded"]["storage"]["storageClassName"] = json!("fast-ssd-missing");
     apply(&client, &env).await;
     let api: Api<AppEnvironment> = Api::all(client.clone());
-    let degraded = common::wait_for(
-        &api,
-        "unbound-volume",
-        LIMIT,
-        "Degraded",
-        |e: Option<&AppEnvironment>| {
-            e.and_then(|e| condition(e, "Degraded"))
-                .is_some_and(|c| c.status == "True")
-        },
-    )
-    .await
-    .expect("env");
-    let message = condition(&degraded, "Degraded")
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let (degraded, message) =
+        wait_condition(&client, "unbound-volume", "Degraded", "Degraded", |c| {
+            c.status == "True"
+        })
+        .await;
     assert!(
         message.contains(
             "PersistentVolumeClaim dojo-data: StorageClass \"fast-ssd-missing\" does not exist"
