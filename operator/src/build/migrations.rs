@@ -1,5 +1,5 @@
 //! The migration Job: the new image runs the migration command before web and workers move
-//! to it. Named after what it runs, so a new image (or command) is a new Job.
+//! to it. Named after what it runs, so a new image, command or environment is a new Job.
 
 use crate::build::Context;
 use crate::build::meta::{hash_json, labels, object_meta};
@@ -17,7 +17,15 @@ const COMPONENT: &str = "migrations";
 pub const IMAGE_ANNOTATION: &str = "appenv.dev/image";
 
 pub fn migration_job_name(model: &Model, migrations: &MigrationsModel) -> String {
-    let hash = hash_json(&(&model.image, &migrations.command, &migrations.args));
+    // Everything the migration runs with: a new image, command or environment is a new Job
+    // (and so retries a failed one); scaling or other unrelated changes are not.
+    let hash = hash_json(&(
+        &model.image,
+        &migrations.command,
+        &migrations.args,
+        &model.env,
+        &model.env_from,
+    ));
     format!("{}-migrate-{}", model.app, &hash[..10])
 }
 
@@ -67,4 +75,37 @@ pub fn job(model: &Model, ctx: &Context, config_hash: &str) -> Option<Job> {
         }),
         ..Job::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{AppEnvironment, AppEnvironmentSpec};
+    use crate::validate::{Settings, validate};
+
+    fn model(yaml: &str) -> Model {
+        let spec: AppEnvironmentSpec = serde_yaml::from_str(yaml).expect("spec");
+        validate(&AppEnvironment::new("shop", spec), &Settings::default()).expect("valid")
+    }
+
+    #[test]
+    fn a_new_image_command_or_environment_is_a_new_job_and_scaling_is_not() {
+        let base = "{app: shop, image: 'shop:1', migrations: {command: [migrate]}}";
+        let name = |m: &Model| migration_job_name(m, m.migrations.as_ref().expect("migrations"));
+        let first = name(&model(base));
+        assert_eq!(
+            first,
+            name(&model(
+                "{app: shop, image: 'shop:1', migrations: {command: [migrate]}, web: {replicas: 5}}"
+            ))
+        );
+        for changed in [
+            "{app: shop, image: 'shop:2', migrations: {command: [migrate]}}",
+            "{app: shop, image: 'shop:1', migrations: {command: [migrate, --all]}}",
+            "{app: shop, image: 'shop:1', migrations: {command: [migrate]}, env: [{name: A, value: b}]}",
+        ] {
+            assert_ne!(first, name(&model(changed)), "{changed}");
+        }
+        assert!(first.starts_with("shop-migrate-") && first.len() <= 63);
+    }
 }
