@@ -53,6 +53,9 @@ pub struct Settings {
     pub preview_ttl: Duration,
     /// ResourceQuota of preview namespaces.
     pub preview_quota: Quota,
+    /// A wildcard certificate (`namespace/name` of a TLS Secret) copied into every preview
+    /// namespace under the same name and used by previews' Ingresses that set no TLS.
+    pub wildcard_tls: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +79,7 @@ impl Default for Settings {
                 pods: "40".into(),
                 storage: "20Gi".into(),
             },
+            wildcard_tls: None,
         }
     }
 }
@@ -909,6 +913,8 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
             errors.add("spec.web.ingress.path", "must start with '/'");
         }
         let tls = match &ing.tls {
+            // Previews share the operator's wildcard certificate, copied into their namespace.
+            None if preview.is_some() => settings.wildcard_tls.as_ref().map(|(_, name)| TlsModel::Secret(name.clone())),
             None => None,
             Some(tls) => match (&tls.secret_name, &tls.issuer) {
                 (Some(_), Some(_)) => {

@@ -3,6 +3,7 @@
 mod crd;
 mod dev;
 mod operator;
+pub mod preview;
 pub mod render;
 mod settings;
 
@@ -32,6 +33,9 @@ pub enum Command {
     Dev(dev::DevArgs),
     /// Reconcile AppEnvironments: the operator.
     Operator(operator::OperatorArgs),
+    /// Preview environments of pull requests.
+    #[command(subcommand)]
+    Preview(preview::PreviewCommand),
     /// Print every Kubernetes object of an AppEnvironment file, without a cluster.
     Render(render::RenderArgs),
     /// Print the AppEnvironment CustomResourceDefinition.
@@ -63,6 +67,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Dev(args) => dev::run(args).await.map(|()| true),
         Command::Render(args) => render::run(args),
         Command::Operator(args) => operator::run(args).await,
+        Command::Preview(command) => preview::run(command).await,
         Command::Crd => crd::run(),
     };
     match result {

@@ -29,9 +29,22 @@ pub struct SettingsArgs {
     /// ResourceQuota of preview namespaces: pods.
     #[arg(long, env = "APPENV_PREVIEW_QUOTA_PODS", default_value = "40")]
     pub preview_quota_pods: String,
+    /// A wildcard TLS Secret (`namespace/name`) copied into every preview namespace and used
+    /// by previews' Ingresses, so previews never request certificates of their own.
+    #[arg(long, env = "APPENV_WILDCARD_TLS_SECRET", value_parser = parse_secret_ref)]
+    pub wildcard_tls_secret: Option<(String, String)>,
     /// ResourceQuota of preview namespaces: requests.storage.
     #[arg(long, env = "APPENV_PREVIEW_QUOTA_STORAGE", default_value = "20Gi")]
     pub preview_quota_storage: String,
+}
+
+fn parse_secret_ref(text: &str) -> Result<(String, String), String> {
+    match text.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("{text:?}: expected NAMESPACE/NAME of a TLS Secret")),
+    }
 }
 
 fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
@@ -52,6 +65,7 @@ impl SettingsArgs {
                 pods: self.preview_quota_pods.clone(),
                 storage: self.preview_quota_storage.clone(),
             },
+            wildcard_tls: self.wildcard_tls_secret.clone(),
         }
     }
 }

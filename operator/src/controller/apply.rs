@@ -284,3 +284,36 @@ pub async fn prune(
     .await?;
     Ok(())
 }
+
+/// Copy the wildcard certificate into a preview's namespace (same name, current data). Returns
+/// the copy's name for pruning. Its content never leaves the two Secrets.
+pub async fn copy_wildcard_tls(
+    client: &Client,
+    source: &(String, String),
+    namespace: &str,
+    labels: BTreeMap<String, String>,
+    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+) -> Result<String, Error> {
+    let (source_ns, name) = source;
+    let original = Api::<Secret>::namespaced(client.clone(), source_ns)
+        .get(name)
+        .await
+        .map_err(|source| Error::Observe {
+            what: format!("wildcard TLS Secret {source_ns}/{name}"),
+            source,
+        })?;
+    let copy = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: original.type_.clone(),
+        data: original.data.clone(),
+        ..Secret::default()
+    };
+    apply(client, &copy).await?;
+    Ok(name.clone())
+}

@@ -29,7 +29,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource, ResourceExt as _};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -318,7 +318,18 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
             .as_ref()
             .and_then(|s| s.annotations().get(build::APPLIED_HASH_ANNOTATION).cloned()),
     };
-    let applied = apply::apply_children(&ctx.client, &children, &allowed).await?;
+    let mut applied = apply::apply_children(&ctx.client, &children, &allowed).await?;
+    if let (Some(source), Some(_)) = (&ctx.options.settings.wildcard_tls, &model.preview) {
+        let copy = apply::copy_wildcard_tls(
+            &ctx.client,
+            source,
+            &model.namespace.name,
+            build::labels(&model, "tls"),
+            owner_reference(env),
+        )
+        .await?;
+        applied.entry("Secret").or_default().insert(copy);
+    }
     let spec_changed = env.status.as_ref().and_then(|s| s.observed_generation) != generation;
     if spec_changed {
         apply::prune(
@@ -446,7 +457,25 @@ pub async fn run_with_metrics(client: Client, options: Options, metrics: Arc<Met
     // know that something changed, and a fraction of the memory of full objects.
     let children = watcher::Config::default().labels(ENVIRONMENT_LABEL);
     let envs: Api<DeserializeGuard<AppEnvironment>> = Api::all(client.clone());
+    // A change of the wildcard certificate reaches every preview's copy.
+    let wildcard_changes = match &options.settings.wildcard_tls {
+        Some((ns, name)) => {
+            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+            watcher::watcher(
+                Api::<PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>::namespaced(
+                    client.clone(),
+                    ns,
+                ),
+                config,
+            )
+            .touched_objects()
+            .filter_map(|change| async move { change.ok().map(|_| ()) })
+            .boxed()
+        }
+        None => futures::stream::pending().boxed(),
+    };
     Controller::new(envs, env_config)
+        .reconcile_all_on(wildcard_changes)
         .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency))
         .watches(
             Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
