@@ -13,4 +13,5 @@ fi
 shopt -s nullglob
 files=(.github/workflows/*.yml .github/workflows/*.yaml)
 [ "${#files[@]}" -gt 0 ] || { echo "[check-workflows] no workflow files" >&2; exit 1; }
+echo "[check-workflows] validating ${files[*]} against the bundled schema vendor.github-workflows" >&2
 "$venv/bin/check-jsonschema" --builtin-schema vendor.github-workflows "${files[@]}"

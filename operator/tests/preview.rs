@@ -404,3 +404,86 @@ async fn the_binary_works_as_a_kubectl_plugin() {
         text(&out.stdout)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_names_what_blocks_the_namespace() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let client = common::client().await;
+    operator(&client).await;
+    let up = appenv(
+        &[
+            "preview",
+            "up",
+            "--app",
+            "blocked",
+            "--pr",
+            "9",
+            "--image",
+            "example.invalid/blocked:1",
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+        None,
+    );
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let ns = "blocked-pr-9";
+    let held: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "held", "finalizers": ["example.com/hold"]},
+    }))
+    .expect("configmap");
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    configmaps
+        .create(&PostParams::default(), &held)
+        .await
+        .expect("create");
+
+    let down = appenv(
+        &[
+            "preview",
+            "down",
+            "--app",
+            "blocked",
+            "--pr",
+            "9",
+            "--wait",
+            "--timeout",
+            "20s",
+        ],
+        None,
+    );
+    let stderr = text(&down.stderr);
+    assert!(
+        !down.status.success(),
+        "down must report the blocked namespace: {stderr}"
+    );
+    assert!(
+        stderr.contains("still exists after 20s") && stderr.contains("example.com/hold"),
+        "{stderr}"
+    );
+
+    // Lift the finalizer: the namespace then goes.
+    configmaps
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("unblock");
+    let again = appenv(
+        &[
+            "preview",
+            "down",
+            "--app",
+            "blocked",
+            "--pr",
+            "9",
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+        None,
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+}

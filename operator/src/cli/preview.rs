@@ -434,10 +434,22 @@ async fn down(client: &Client, args: DownArgs) -> anyhow::Result<bool> {
             .iter()
             .any(|o| o.uid == env.uid().unwrap_or_default())
     });
-    match api.delete(&name, &DeleteParams::foreground()).await {
+    match api.delete(&name, &DeleteParams::background()).await {
         Ok(_) => eprintln!("deleting preview {name}"),
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(err) => return Err(err).with_context(|| format!("deleting AppEnvironment {name}")),
+    }
+    if owned {
+        // Garbage collection would get there too, but only once it has discovered the
+        // AppEnvironment type, which can take half a minute: delete the namespace now.
+        match namespaces
+            .delete(&namespace, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(err) => return Err(err).with_context(|| format!("deleting namespace {namespace}")),
+        }
     }
     if !args.wait {
         return Ok(true);
