@@ -17,21 +17,24 @@ use std::time::{Duration, Instant};
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
 
-fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("appenv-child-spawner".into())
-            .spawn(move || {
-                // The sender lives in a static, so this loop runs until the process exits.
-                while let Ok((mut command, reply)) = rx.recv() {
-                    let _ = reply.send(command.spawn());
-                }
-            })
-            .expect("the child-spawner thread starts");
-        Mutex::new(tx)
-    })
+/// The spawner thread's request channel; `None` if the thread could not be started.
+fn spawner() -> Option<&'static Mutex<mpsc::Sender<SpawnRequest>>> {
+    static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<SpawnRequest>>>> = OnceLock::new();
+    SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<SpawnRequest>();
+            std::thread::Builder::new()
+                .name("appenv-child-spawner".into())
+                .spawn(move || {
+                    // The sender lives in a static, so this loop runs until the process exits.
+                    while let Ok((mut command, reply)) = rx.recv() {
+                        let _ = reply.send(command.spawn());
+                    }
+                })
+                .ok()
+                .map(|_| Mutex::new(tx))
+        })
+        .as_ref()
 }
 
 /// A running child whose output goes to a log file. Stopped (TERM, then KILL) on drop.
@@ -65,6 +68,7 @@ impl Supervised {
         }
         let (tx, rx) = mpsc::channel();
         spawner()
+            .ok_or_else(|| io::Error::other("the child-spawner thread could not be started"))?
             .lock()
             .map_err(|_| io::Error::other("child-spawner lock poisoned"))?
             .send((command, tx))
