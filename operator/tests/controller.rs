@@ -81,22 +81,11 @@ async fn apply(client: &Client, env: &Value) {
         .expect("apply AppEnvironment");
 }
 
-fn condition<'a>(
-    env: &'a AppEnvironment,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    env.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
 /// Ready at the object's current generation.
 fn ready(env: Option<&AppEnvironment>) -> bool {
     env.is_some_and(|e| {
         e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
-            && condition(e, "Ready").is_some_and(|c| c.status == "True")
+            && e.condition("Ready").is_some_and(|c| c.status == "True")
     })
 }
 
@@ -115,11 +104,12 @@ async fn wait_condition(
         name,
         LIMIT,
         what,
-        move |e: Option<&AppEnvironment>| e.and_then(|e| condition(e, type_)).is_some_and(matches),
+        move |e: Option<&AppEnvironment>| e.and_then(|e| e.condition(type_)).is_some_and(matches),
     )
     .await
     .expect("env");
-    let message = condition(&env, type_)
+    let message = env
+        .condition(type_)
         .map(|c| c.message.clone())
         .unwrap_or_default();
     (env, message)
@@ -180,7 +170,10 @@ async fn every_seed_example_reaches_ready_and_kubectl_wait_sees_it() {
         );
         for c in ["Valid", "DatabaseReady", "MigrationsSucceeded"] {
             assert_eq!(
-                condition(&env_get(&client, name).await, c).map(|c| c.status.as_str()),
+                env_get(&client, name)
+                    .await
+                    .condition(c)
+                    .map(|c| c.status.as_str()),
                 Some("True"),
                 "{file} {c}"
             );
@@ -289,7 +282,7 @@ async fn a_failing_migration_keeps_the_previous_version_serving_and_a_new_image_
         "{message}"
     );
     assert_eq!(
-        condition(&failed, "Ready").map(|c| c.status.as_str()),
+        failed.condition("Ready").map(|c| c.status.as_str()),
         Some("False")
     );
     let web = deployment(&client, "migrate-gate", "t7e")
@@ -721,7 +714,7 @@ async fn a_crash_looping_component_is_reported_degraded_with_its_name_and_reason
         "{message}"
     );
     assert_eq!(
-        condition(&degraded, "Ready").map(|c| c.status.as_str()),
+        degraded.condition("Ready").map(|c| c.status.as_str()),
         Some("False")
     );
     assert_eq!(
@@ -751,11 +744,13 @@ async fn a_volume_that_cannot_bind_is_reported_degraded() {
         "{message}"
     );
     assert_eq!(
-        condition(&degraded, "DatabaseReady").map(|c| c.status.as_str()),
+        degraded
+            .condition("DatabaseReady")
+            .map(|c| c.status.as_str()),
         Some("False")
     );
     assert_eq!(
-        condition(&degraded, "Ready").map(|c| c.status.as_str()),
+        degraded.condition("Ready").map(|c| c.status.as_str()),
         Some("False")
     );
     let _ = api.delete("unbound-volume", &DeleteParams::default()).await;

@@ -111,6 +111,21 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+async fn count<K>(client: &Client, ns: &str) -> usize
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .len()
+}
+
 async fn image_of(client: &Client, ns: &str, name: &str) -> String {
     let d = Api::<Deployment>::namespaced(client.clone(), ns)
         .get(name)
@@ -190,31 +205,15 @@ async fn up_reaches_ready_updates_in_place_lists_and_down_waits_for_the_namespac
         Some("restricted")
     );
     assert_eq!(
-        Api::<ResourceQuota>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await
-            .expect("quota")
-            .items
-            .len(),
-        1
+        count::<ResourceQuota>(&client, ns).await,
+        1,
+        "ResourceQuota"
     );
+    assert_eq!(count::<LimitRange>(&client, ns).await, 1, "LimitRange");
     assert_eq!(
-        Api::<LimitRange>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await
-            .expect("limits")
-            .items
-            .len(),
-        1
-    );
-    assert_eq!(
-        Api::<NetworkPolicy>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await
-            .expect("netpol")
-            .items
-            .len(),
-        1
+        count::<NetworkPolicy>(&client, ns).await,
+        1,
+        "NetworkPolicy"
     );
 
     // The wildcard certificate is copied in, used by the Ingress, and kept current.

@@ -53,6 +53,17 @@ pub struct ComponentStatus {
     pub desired: i32,
 }
 
+impl super::AppEnvironment {
+    /// The status condition of this type, if the operator has reported it.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+    }
+}
+
 /// Condition types.
 pub mod condition {
     pub const READY: &str = "Ready";

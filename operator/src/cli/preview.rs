@@ -208,17 +208,6 @@ fn conditions_of(
         .unwrap_or_default()
 }
 
-fn condition_of<'a>(
-    env: &'a AppEnvironment,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    env.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
 /// One line of progress: phase, components ready/desired, migration state.
 fn progress_line(env: &AppEnvironment) -> String {
     let status = env.status.as_ref();
@@ -234,7 +223,8 @@ fn progress_line(env: &AppEnvironment) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    let migrations = condition_of(env, condition::MIGRATIONS_SUCCEEDED)
+    let migrations = env
+        .condition(condition::MIGRATIONS_SUCCEEDED)
         .map(|c| format!("; migrations: {}", c.reason))
         .unwrap_or_default();
     format!(
@@ -249,7 +239,9 @@ fn progress_line(env: &AppEnvironment) -> String {
 
 fn is_ready(env: &AppEnvironment) -> bool {
     env.status.as_ref().and_then(|s| s.observed_generation) == env.metadata.generation
-        && condition_of(env, condition::READY).is_some_and(|c| c.status == "True")
+        && env
+            .condition(condition::READY)
+            .is_some_and(|c| c.status == "True")
 }
 
 /// Why the preview cannot become Ready without a change, if that is known already.
@@ -259,10 +251,13 @@ fn hopeless(env: &AppEnvironment) -> Option<String> {
     if !current {
         return None;
     }
-    if let Some(valid) = condition_of(env, condition::VALID).filter(|c| c.status == "False") {
+    if let Some(valid) = env
+        .condition(condition::VALID)
+        .filter(|c| c.status == "False")
+    {
         return Some(format!("the spec is invalid: {}", valid.message));
     }
-    condition_of(env, condition::MIGRATIONS_SUCCEEDED)
+    env.condition(condition::MIGRATIONS_SUCCEEDED)
         .filter(|c| c.reason == "Failed")
         .map(|c| c.message.clone())
 }
@@ -399,7 +394,8 @@ async fn up(client: &Client, args: UpArgs) -> anyhow::Result<bool> {
                     eprintln!("  {}={} ({}): {}", c.type_, c.status, c.reason, c.message);
                 }
             }
-            if condition_of(&env, condition::MIGRATIONS_SUCCEEDED)
+            if env
+                .condition(condition::MIGRATIONS_SUCCEEDED)
                 .is_some_and(|c| c.status == "False")
                 && let Some(log) = migration_log(client, &namespace).await
             {
