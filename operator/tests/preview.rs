@@ -376,7 +376,26 @@ async fn up_with_a_failing_migration_exits_non_zero_and_says_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_works_as_a_kubectl_plugin() {
-    let _client = common::client().await;
+    let client = common::client().await;
+    // Without the CRD the CLI says what is missing instead of "404 page not found" (the
+    // other tests may or may not have installed it yet: check before installing).
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    if crds
+        .get_opt("appenvironments.appenv.dev")
+        .await
+        .expect("get")
+        .is_none()
+    {
+        let missing = appenv(&["preview", "list"], None);
+        assert!(!missing.status.success());
+        assert!(
+            text(&missing.stderr).contains("no AppEnvironment API"),
+            "{}",
+            text(&missing.stderr)
+        );
+    }
+    operator(&client).await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::os::unix::fs::symlink(
         env!("CARGO_BIN_EXE_appenv"),

@@ -570,10 +570,24 @@ async fn list(client: &Client, args: ListArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// Fail with a clear message if the cluster does not serve AppEnvironments at all (an API
+/// server answers a missing resource type with a bare "404 page not found").
+async fn require_crd(client: &Client) -> anyhow::Result<()> {
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => bail!(
+            "this cluster has no AppEnvironment API: install the CRD (`kubectl apply -f crds/`) and run the appenv operator"
+        ),
+        Err(err) => Err(err).context("listing AppEnvironments"),
+    }
+}
+
 pub async fn run(command: PreviewCommand) -> anyhow::Result<bool> {
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    require_crd(&client).await?;
     match command {
         PreviewCommand::Up(args) => up(&client, args).await,
         PreviewCommand::Down(args) => down(&client, args).await,
