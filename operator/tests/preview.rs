@@ -42,8 +42,7 @@ async fn operator(client: &Client) {
                 },
                 ..Options::default()
             };
-            // The operator must outlive each test's runtime: run it on the shared cluster's.
-            let kubeconfig = appenv::devcluster::shared().kubeconfig().to_owned();
+            // The operator must outlive each test's runtime: it gets a thread and runtime of its own.
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(2)
@@ -51,13 +50,8 @@ async fn operator(client: &Client) {
                     .build()
                     .expect("runtime");
                 runtime.block_on(async move {
-                    let config = kube::Config::from_custom_kubeconfig(
-                        kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig"),
-                        &Default::default(),
-                    )
-                    .await
-                    .expect("config");
-                    controller::run(Client::try_from(config).expect("client"), options).await;
+                    let client = appenv::devcluster::shared().client().await.expect("client");
+                    controller::run(client, options).await;
                 });
             });
         })

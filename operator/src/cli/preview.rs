@@ -2,6 +2,7 @@
 //! Also usable as `kubectl appenv preview ...` when installed as `kubectl-appenv`.
 
 use crate::api::{AppEnvironment, AppEnvironmentStatus, Phase, condition};
+use crate::cli::settings::parse_duration;
 use crate::{manifest, validate};
 use anyhow::{Context as _, bail};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -76,11 +77,6 @@ pub struct ListArgs {
     /// `table` or `json`.
     #[arg(long, short = 'o', default_value = "table")]
     pub output: String,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    validate::parse_ttl(text)
-        .ok_or_else(|| format!("{text:?}: expected a number followed by s, m, h or d, e.g. 10m"))
 }
 
 pub fn preview_name(app: &str, pr: u32) -> String {

@@ -18,7 +18,7 @@ pub struct SettingsArgs {
     )]
     pub ingress_namespace: String,
     /// TTL of previews that set none, e.g. 72h.
-    #[arg(long, env = "APPENV_PREVIEW_TTL", default_value = "72h", value_parser = parse_ttl)]
+    #[arg(long, env = "APPENV_PREVIEW_TTL", default_value = "72h", value_parser = parse_duration)]
     pub preview_ttl: std::time::Duration,
     /// ResourceQuota of preview namespaces: requests.cpu.
     #[arg(long, env = "APPENV_PREVIEW_QUOTA_CPU", default_value = "4")]
@@ -47,9 +47,11 @@ fn parse_secret_ref(text: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
-    crate::validate::parse_ttl(text)
-        .ok_or_else(|| format!("{text:?}: expected a number followed by s, m, h or d, e.g. 72h"))
+/// A duration such as `72h`, `10m`, `30s` or `7d` (TTLs and timeouts).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::validate::parse_ttl(text).ok_or_else(|| {
+        format!("{text:?}: expected a number followed by s, m, h or d, e.g. 72h or 10m")
+    })
 }
 
 impl SettingsArgs {

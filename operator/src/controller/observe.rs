@@ -183,19 +183,41 @@ fn pod_failure(pods: &[Pod]) -> Option<String> {
     })
 }
 
-/// Component name and Deployment name of every Deployment the model has.
-pub fn deployment_names(model: &Model) -> Vec<(String, String)> {
-    let mut names = vec![("web".to_owned(), model.app.clone())];
-    names.extend(model.workers.iter().map(|w| {
-        (
-            format!("worker-{}", w.name),
-            format!("{}-{}", model.app, w.name),
-        )
+/// One Deployment of the environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// `web`, `worker-<name>`, `redis`: the name in status and in `Observed::deployments`.
+    pub component: String,
+    pub deployment: String,
+    /// Replicas the spec asks for (before `suspend`).
+    pub replicas: i32,
+    /// The image it runs if it does not follow the environment's image.
+    pub own_image: Option<String>,
+}
+
+/// Every Deployment the model has.
+pub fn workloads(model: &Model) -> Vec<Workload> {
+    let mut all = vec![Workload {
+        component: "web".to_owned(),
+        deployment: model.app.clone(),
+        replicas: model.web.replicas,
+        own_image: None,
+    }];
+    all.extend(model.workers.iter().map(|w| Workload {
+        component: format!("worker-{}", w.name),
+        deployment: format!("{}-{}", model.app, w.name),
+        replicas: w.replicas,
+        own_image: w.image.clone(),
     }));
-    if model.redis.is_some() {
-        names.push(("redis".to_owned(), format!("{}-redis", model.app)));
+    if let Some(redis) = &model.redis {
+        all.push(Workload {
+            component: "redis".to_owned(),
+            deployment: format!("{}-redis", model.app),
+            replicas: 1,
+            own_image: Some(redis.image.clone()),
+        });
     }
-    names
+    all
 }
 
 fn deployment_ready(d: &Deployment) -> bool {
@@ -234,7 +256,12 @@ pub async fn observe(client: &Client, model: &Model) -> Result<Observed, Error> 
     if has_volumes {
         observe_volumes(client, model, &mut observed).await?;
     }
-    for (component, name) in deployment_names(model) {
+    for Workload {
+        component,
+        deployment: name,
+        ..
+    } in workloads(model)
+    {
         if let Some(d) = get::<Deployment>(client, ns, &name).await? {
             if !deployment_ready(&d) {
                 let selector = d

@@ -5,7 +5,7 @@
 
 use crate::api::{AppEnvironmentStatus, ComponentStatus, Phase, condition};
 use crate::build;
-use crate::controller::observe::{Migration, Observed};
+use crate::controller::observe::{self, Migration, Observed};
 use crate::validate::{DatabaseModel, Invalid, Model};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -135,19 +135,10 @@ pub fn compute(
     let mut all_current = true;
     let mut failures: Vec<String> = Vec::new();
     let scale = |n: i32| if model.suspend { 0 } else { n };
-    let mut expected: Vec<(String, i32, Option<String>)> = vec![(
-        "web".to_owned(),
-        scale(model.web.replicas),
-        gates.rollout_image.clone(),
-    )];
-    for w in &model.workers {
-        let image = w.image.clone().or_else(|| gates.rollout_image.clone());
-        expected.push((format!("worker-{}", w.name), scale(w.replicas), image));
-    }
-    if let Some(redis) = &model.redis {
-        expected.push(("redis".to_owned(), scale(1), Some(redis.image.clone())));
-    }
-    for (component, desired, image) in expected {
+    for workload in observe::workloads(model) {
+        let component = workload.component;
+        let desired = scale(workload.replicas);
+        let image = workload.own_image.or_else(|| gates.rollout_image.clone());
         let deployment = observed.deployments.get(&component);
         let ready = deployment
             .and_then(|d| d.status.as_ref())
