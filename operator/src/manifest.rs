@@ -16,6 +16,11 @@ pub struct ReadError {
 
 /// Parse every YAML document of `text` as an AppEnvironment. Empty documents are skipped.
 pub fn parse(text: &str) -> Vec<Result<AppEnvironment, ReadError>> {
+    parse_numbered(text).into_iter().map(|(_, r)| r).collect()
+}
+
+/// [`parse`], each result with its 1-based document number in the file.
+pub fn parse_numbered(text: &str) -> Vec<(usize, Result<AppEnvironment, ReadError>)> {
     let mut out = Vec::new();
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let number = i + 1;
@@ -23,20 +28,27 @@ pub fn parse(text: &str) -> Vec<Result<AppEnvironment, ReadError>> {
             Ok(serde_yaml::Value::Null) => continue,
             Ok(value) => value,
             Err(err) => {
-                out.push(Err(ReadError {
-                    document: number,
-                    errors: vec![FieldError {
-                        path: "(document)".to_owned(),
-                        message: format!("not valid YAML: {err}"),
-                    }],
-                }));
-                continue;
+                out.push((
+                    number,
+                    Err(ReadError {
+                        document: number,
+                        errors: vec![FieldError {
+                            path: "(document)".to_owned(),
+                            message: format!("not valid YAML: {err}"),
+                        }],
+                    }),
+                ));
+                // The reader cannot go past a syntax error: it would repeat it forever.
+                break;
             }
         };
-        out.push(from_value(value).map_err(|errors| ReadError {
-            document: number,
-            errors,
-        }));
+        out.push((
+            number,
+            from_value(value).map_err(|errors| ReadError {
+                document: number,
+                errors,
+            }),
+        ));
     }
     out
 }

@@ -368,11 +368,17 @@ impl Errors {
 }
 
 /// Quote at most 64 characters of user input in a message.
+/// At most 64 characters of `value` as messages quote it: counted escaped, since messages quote
+/// with `{:?}`, which writes an unusual character as up to ten (`\u{3347a}`).
 fn truncate(value: &str) -> String {
-    match value.char_indices().nth(64) {
-        Some((cut, _)) => format!("{}...", &value[..cut]),
-        None => value.to_owned(),
+    let mut width = 0;
+    for (at, c) in value.char_indices() {
+        width += c.escape_debug().count();
+        if width > 64 {
+            return format!("{}...", &value[..at]);
+        }
     }
+    value.to_owned()
 }
 
 pub fn is_dns_label(value: &str, max: usize) -> bool {
@@ -506,11 +512,14 @@ fn check_env(path: &str, env: &[EnvVar], reserved: &BTreeMap<String, &str>, erro
         if let Some(owner) = reserved.get(&var.name) {
             errors.add(
                 &at,
-                format!("{} is set by appenv from {owner}; remove it here", var.name),
+                format!(
+                    "{} is set by appenv from {owner}; remove it here",
+                    truncate(&var.name)
+                ),
             );
         }
         if !seen.insert(var.name.as_str()) {
-            errors.add(&at, format!("{} is listed twice", var.name));
+            errors.add(&at, format!("{} is listed twice", truncate(&var.name)));
         }
     }
 }
@@ -814,7 +823,7 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
             if url_env.contains(extra) {
                 errors.add(
                     format!("spec.redis.urlEnv[{i}]"),
-                    format!("{extra} is listed twice"),
+                    format!("{} is listed twice", truncate(extra)),
                 );
             }
             url_env.push(extra.clone());
@@ -1249,6 +1258,20 @@ mod tests {
         }
         // Quoted input is cut short in messages.
         assert!(all.iter().all(|m| m.len() < 400), "{all:#?}");
+    }
+
+    #[test]
+    fn quoted_unusual_characters_stay_short_once_escaped() {
+        // Each of these characters is written as `\u{3347a}` by `{:?}`: ten for one.
+        let odd = "\u{3347a}".repeat(100);
+        let all = messages(&format!(
+            "{{app: a, image: b, redis: {{resources: {{requests: {{cpu: '{odd}'}}}}}}}}"
+        ));
+        let cpu = all
+            .iter()
+            .find(|m| m.starts_with("spec.redis.resources.requests.cpu"))
+            .expect("the quantity is rejected");
+        assert!(cpu.chars().count() < 200, "{cpu}");
     }
 
     #[test]

@@ -12,17 +12,16 @@ use appenv::devcluster::kubelet::{FAIL_ANNOTATION, TERMINATE_AFTER_ANNOTATION};
 use appenv::validate::Settings;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::conditions;
 use kube::{Client, ResourceExt as _};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::io::Write as _;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(120);
-const TEST_LABEL: &str = "appenv.dev/test";
+use common::{TEST_LABEL, apply, example, ready};
 
 struct Operator {
     task: tokio::task::JoinHandle<()>,
@@ -55,38 +54,6 @@ async fn operator(client: &Client, test: &str, resync: Duration) -> Operator {
         metrics.clone(),
     ));
     Operator { task, metrics }
-}
-
-/// An example, renamed to `name` (and its namespace), labelled for the test's operator.
-fn example(file: &str, name: &str, test: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
-        .join(file);
-    let mut env: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).expect("example")).expect("yaml");
-    env["metadata"] = json!({"name": name, "labels": {TEST_LABEL: test}});
-    env["spec"]["namespace"] = json!({"name": name});
-    env
-}
-
-async fn apply(client: &Client, env: &Value) {
-    let name = env["metadata"]["name"].as_str().expect("name");
-    Api::<AppEnvironment>::all(client.clone())
-        .patch(
-            name,
-            &PatchParams::apply("appenv-tests").force(),
-            &Patch::Apply(env),
-        )
-        .await
-        .expect("apply AppEnvironment");
-}
-
-/// Ready at the object's current generation.
-fn ready(env: Option<&AppEnvironment>) -> bool {
-    env.is_some_and(|e| {
-        e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
-            && e.condition("Ready").is_some_and(|c| c.status == "True")
-    })
 }
 
 /// Wait until the condition `type_` satisfies `matches`; the environment and that condition's

@@ -1,9 +1,11 @@
 //! The `appenv` command line: one module per subcommand.
 
+mod bench;
 mod crd;
 mod dev;
 mod operator;
 pub mod preview;
+mod rbac;
 pub mod render;
 mod settings;
 
@@ -29,6 +31,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Measure the operator (latency, API requests, memory) next to direct apply and Helm.
+    Bench(bench::BenchArgs),
     /// Run a local Kubernetes control plane with a simulated node, for development.
     Dev(dev::DevArgs),
     /// Reconcile AppEnvironments: the operator.
@@ -40,6 +44,8 @@ pub enum Command {
     Render(render::RenderArgs),
     /// Print the AppEnvironment CustomResourceDefinition.
     Crd,
+    /// Print the RBAC rules the operator needs (ClusterRole and leader-election Role).
+    Rbac(rbac::RbacArgs),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -69,6 +75,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Operator(args) => operator::run(args).await,
         Command::Preview(command) => preview::run(command).await,
         Command::Crd => crd::run(),
+        Command::Bench(args) => bench::run(args).await,
+        Command::Rbac(args) => rbac::run(&args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

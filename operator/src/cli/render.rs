@@ -29,7 +29,7 @@ pub fn render(
     settings: &validate::Settings,
     with_credentials: bool,
 ) -> Result<String, Vec<String>> {
-    let documents = manifest::parse(text);
+    let documents = manifest::parse_numbered(text);
     let many = documents.len() > 1;
     let at = |n: usize| {
         if many {
@@ -43,7 +43,7 @@ pub fn render(
     if documents.is_empty() {
         problems.push(format!("{source}: no AppEnvironment found"));
     }
-    for (i, document) in documents.into_iter().enumerate() {
+    for (number, document) in documents {
         let env = match document {
             Ok(env) => env,
             Err(err) => {
@@ -63,7 +63,7 @@ pub fn render(
                 {
                     Ok(password) => password,
                     Err(err) => {
-                        problems.push(format!("{}cannot generate credentials: {err}", at(i + 1)));
+                        problems.push(format!("{}cannot generate credentials: {err}", at(number)));
                         continue;
                     }
                 };
@@ -77,7 +77,7 @@ pub fn render(
                     out.push_str(&serde_yaml::to_string(&object).unwrap_or_default());
                 }
             }
-            Err(invalid) => problems.extend(invalid.0.iter().map(|e| format!("{}{e}", at(i + 1)))),
+            Err(invalid) => problems.extend(invalid.0.iter().map(|e| format!("{}{e}", at(number)))),
         }
     }
     if problems.is_empty() {

@@ -13,12 +13,14 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::{Client, Resource, ResourceExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
+use std::sync::Mutex;
 
 /// What this reconcile may apply beyond the always-safe parts.
 #[derive(Debug, Clone)]
@@ -35,25 +37,192 @@ fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
-async fn apply<K>(client: &Client, object: &K) -> Result<(), Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
-    let name = object.name_any();
-    let ns = object.namespace().unwrap_or_default();
-    Api::<K>::namespaced(client.clone(), &ns)
-        .patch(&name, &params(), &Patch::Apply(object))
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::Apply {
-            kind: short_kind::<K>(),
-            name,
-            source,
-        })
+/// What appenv last applied, per object (`Kind/namespace/name`): the hash of what it applied
+/// and the object's version marker right after (its generation where it has one, else its
+/// resourceVersion). An object whose desired content and live marker both match is not applied
+/// again: a steady state writes nothing, while a deleted or edited object is applied again.
+#[derive(Debug, Default)]
+pub struct AppliedCache(Mutex<HashMap<String, (String, String)>>);
+
+impl AppliedCache {
+    fn unchanged(&self, key: &str, hash: &str, live: Option<&String>) -> bool {
+        let Some(live) = live else { return false };
+        self.0
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(key).cloned())
+            .is_some_and(|(h, marker)| h == hash && marker == *live)
+    }
+
+    fn remember(&self, key: String, hash: String, marker: String) {
+        if let Ok(mut cache) = self.0.lock() {
+            cache.insert(key, (hash, marker));
+        }
+    }
+
+    /// Forget a namespace's objects (its environment is gone).
+    pub fn forget_namespace(&self, ns: &str) {
+        let infix = format!("/{ns}/");
+        let namespace = format!("Namespace//{ns}");
+        if let Ok(mut cache) = self.0.lock() {
+            cache.retain(|key, _| !key.contains(&infix) && *key != namespace);
+        }
+    }
+}
+
+/// An object's version marker: changes when somebody else changes what appenv applies.
+fn marker(meta: &ObjectMeta) -> String {
+    match meta.generation {
+        Some(generation) if generation > 0 => format!("g{generation}"),
+        _ => format!("r{}", meta.resource_version.as_deref().unwrap_or_default()),
+    }
+}
+
+/// Applies the children of one environment, skipping what is already as applied.
+pub struct Applier<'a> {
+    client: &'a Client,
+    cache: &'a AppliedCache,
+    /// `Kind/namespace/name` -> version marker of what exists now.
+    live: HashMap<String, String>,
+}
+
+impl<'a> Applier<'a> {
+    /// Read the version markers (metadata only) of the environment's objects of `kinds`.
+    pub async fn observe(
+        client: &'a Client,
+        cache: &'a AppliedCache,
+        namespace: &str,
+        environment: &str,
+        kinds: &BTreeSet<&'static str>,
+    ) -> Result<Self, Error> {
+        let mut applier = Self {
+            client,
+            cache,
+            live: HashMap::new(),
+        };
+        let selector = format!("{ENVIRONMENT_LABEL}={environment}");
+        let ns = Api::<Namespace>::all(client.clone())
+            .get_metadata_opt(namespace)
+            .await
+            .map_err(|source| Error::Observe {
+                what: format!("namespace {namespace}"),
+                source,
+            })?;
+        if let Some(ns) = ns {
+            applier
+                .live
+                .insert(format!("Namespace//{namespace}"), marker(&ns.metadata));
+        }
+        for kind in kinds {
+            match *kind {
+                "ConfigMap" => applier.list::<ConfigMap>(namespace, &selector).await?,
+                "Service" => applier.list::<Service>(namespace, &selector).await?,
+                "Secret" => applier.list::<Secret>(namespace, &selector).await?,
+                "Deployment" => applier.list::<Deployment>(namespace, &selector).await?,
+                "Job" => applier.list::<Job>(namespace, &selector).await?,
+                "Ingress" => applier.list::<Ingress>(namespace, &selector).await?,
+                "PersistentVolumeClaim" => {
+                    applier
+                        .list::<PersistentVolumeClaim>(namespace, &selector)
+                        .await?;
+                }
+                "ResourceQuota" => applier.list::<ResourceQuota>(namespace, &selector).await?,
+                "LimitRange" => applier.list::<LimitRange>(namespace, &selector).await?,
+                "NetworkPolicy" => applier.list::<NetworkPolicy>(namespace, &selector).await?,
+                // Always applied (the StatefulSet has its own hash, see apply_children).
+                _ => {}
+            }
+        }
+        Ok(applier)
+    }
+
+    async fn list<K>(&mut self, ns: &str, selector: &str) -> Result<(), Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + DeserializeOwned,
+    {
+        let kind = short_kind::<K>();
+        let list = Api::<K>::namespaced(self.client.clone(), ns)
+            .list_metadata(&ListParams::default().labels(selector))
+            .await
+            .map_err(|source| Error::Observe {
+                what: format!("{kind} in {ns}"),
+                source,
+            })?;
+        for item in list.items {
+            let name = item.metadata.name.clone().unwrap_or_default();
+            self.live
+                .insert(format!("{kind}/{ns}/{name}"), marker(&item.metadata));
+        }
+        Ok(())
+    }
+
+    async fn apply<K>(&self, object: &K) -> Result<(), Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let name = object.name_any();
+        let ns = object.namespace().unwrap_or_default();
+        let kind = short_kind::<K>();
+        let key = format!("{kind}/{ns}/{name}");
+        let hash = hash_json(object);
+        if self.cache.unchanged(&key, &hash, self.live.get(&key)) {
+            return Ok(());
+        }
+        let applied = Api::<K>::namespaced(self.client.clone(), &ns)
+            .patch(&name, &params(), &Patch::Apply(object))
+            .await
+            .map_err(|source| Error::Apply { kind, name, source })?;
+        self.cache.remember(key, hash, marker(applied.meta()));
+        Ok(())
+    }
+
+    async fn apply_namespace(&self, namespace: &Namespace) -> Result<(), Error> {
+        let name = namespace.name_any();
+        let key = format!("Namespace//{name}");
+        let hash = hash_json(namespace);
+        if self.cache.unchanged(&key, &hash, self.live.get(&key)) {
+            return Ok(());
+        }
+        let applied = Api::<Namespace>::all(self.client.clone())
+            .patch(&name, &params(), &Patch::Apply(namespace))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "Namespace",
+                name,
+                source,
+            })?;
+        self.cache.remember(key, hash, marker(&applied.metadata));
+        Ok(())
+    }
+}
+
+/// The kinds an environment's children have (whose live versions the applier reads).
+pub fn kinds(children: &Children, wildcard_copy: bool) -> BTreeSet<&'static str> {
+    let mut kinds = BTreeSet::from(["ConfigMap", "Service", "Deployment"]);
+    if children.guardrails.is_some() {
+        kinds.extend(["ResourceQuota", "LimitRange", "NetworkPolicy"]);
+    }
+    if children.postgres.is_some() || wildcard_copy {
+        kinds.insert("Secret");
+    }
+    if children.redis.as_ref().is_some_and(|r| r.volume.is_some()) || children.data_volume.is_some()
+    {
+        kinds.insert("PersistentVolumeClaim");
+    }
+    if children.migration.is_some() {
+        kinds.insert("Job");
+    }
+    if children.web.ingress.is_some() {
+        kinds.insert("Ingress");
+    }
+    kinds
 }
 
 fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
@@ -67,7 +236,7 @@ fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
 /// Apply every child that `allowed` permits, in dependency order. Returns the names applied
 /// per kind, for pruning.
 pub async fn apply_children(
-    client: &Client,
+    applier: &Applier<'_>,
     children: &Children,
     allowed: &Allowed,
 ) -> Result<BTreeMap<&'static str, BTreeSet<String>>, Error> {
@@ -88,29 +257,21 @@ pub async fn apply_children(
         applied.entry(kind).or_default().insert(name);
     };
 
-    let ns_name = namespace.name_any();
-    Api::<Namespace>::all(client.clone())
-        .patch(&ns_name, &params(), &Patch::Apply(namespace))
-        .await
-        .map_err(|source| Error::Apply {
-            kind: "Namespace",
-            name: ns_name,
-            source,
-        })?;
+    applier.apply_namespace(namespace).await?;
     if let Some(Guardrails {
         quota,
         limits,
         network_policy,
     }) = guardrails
     {
-        apply(client, quota).await?;
-        apply(client, limits).await?;
-        apply(client, network_policy).await?;
+        applier.apply(quota).await?;
+        applier.apply(limits).await?;
+        applier.apply(network_policy).await?;
         note("ResourceQuota", quota.name_any());
         note("LimitRange", limits.name_any());
         note("NetworkPolicy", network_policy.name_any());
     }
-    apply(client, config).await?;
+    applier.apply(config).await?;
     note("ConfigMap", config.name_any());
     if let Some(Postgres {
         credentials,
@@ -119,9 +280,9 @@ pub async fn apply_children(
         statefulset,
     }) = postgres
     {
-        apply(client, credentials).await?;
-        apply(client, init).await?;
-        apply(client, service).await?;
+        applier.apply(credentials).await?;
+        applier.apply(init).await?;
+        applier.apply(service).await?;
         // On 1.20 a StatefulSet apply always writes (its atomic volumeClaimTemplates come back
         // defaulted), so it is applied only when what we apply changed. The price: a manual
         // edit of the StatefulSet is not reverted until the spec changes.
@@ -133,7 +294,7 @@ pub async fn apply_children(
             .get_or_insert_with(BTreeMap::new)
             .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash.clone());
         if allowed.statefulset_hash.as_deref() != Some(hash.as_str()) {
-            apply(client, &statefulset).await?;
+            applier.apply(&statefulset).await?;
         }
         note("Secret", credentials.name_any());
         note("ConfigMap", init.name_any());
@@ -147,21 +308,21 @@ pub async fn apply_children(
     }) = redis
     {
         if let Some(volume) = volume {
-            apply(client, volume).await?;
+            applier.apply(volume).await?;
             note("PersistentVolumeClaim", volume.name_any());
         }
-        apply(client, service).await?;
-        apply(client, deployment).await?;
+        applier.apply(service).await?;
+        applier.apply(deployment).await?;
         note("Service", service.name_any());
         note("Deployment", deployment.name_any());
     }
     if let Some(volume) = data_volume {
-        apply(client, volume).await?;
+        applier.apply(volume).await?;
         note("PersistentVolumeClaim", volume.name_any());
     }
     if let Some(job) = migration {
         if allowed.migration {
-            apply(client, job).await?;
+            applier.apply(job).await?;
         }
         // The current image's Job is kept even while it waits for the database.
         note("Job", job.name_any());
@@ -171,13 +332,13 @@ pub async fn apply_children(
         service,
         ingress,
     } = web;
-    apply(client, service).await?;
+    applier.apply(service).await?;
     note("Service", service.name_any());
     if allowed.workloads {
-        apply(client, deployment).await?;
+        applier.apply(deployment).await?;
         note("Deployment", deployment.name_any());
         for worker in workers {
-            apply(client, worker).await?;
+            applier.apply(worker).await?;
             note("Deployment", worker.name_any());
         }
     } else {
@@ -188,7 +349,7 @@ pub async fn apply_children(
         }
     }
     if let Some(ingress) = ingress {
-        apply(client, ingress).await?;
+        applier.apply(ingress).await?;
         note("Ingress", ingress.name_any());
     }
     Ok(applied)
@@ -288,14 +449,14 @@ pub async fn prune(
 /// Copy the wildcard certificate into a preview's namespace (same name, current data). Returns
 /// the copy's name for pruning. Its content never leaves the two Secrets.
 pub async fn copy_wildcard_tls(
-    client: &Client,
+    applier: &Applier<'_>,
     source: &(String, String),
     namespace: &str,
     labels: BTreeMap<String, String>,
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
 ) -> Result<String, Error> {
     let (source_ns, name) = source;
-    let original = Api::<Secret>::namespaced(client.clone(), source_ns)
+    let original = Api::<Secret>::namespaced(applier.client.clone(), source_ns)
         .get(name)
         .await
         .map_err(|source| Error::Observe {
@@ -314,6 +475,6 @@ pub async fn copy_wildcard_tls(
         data: original.data.clone(),
         ..Secret::default()
     };
-    apply(client, &copy).await?;
+    applier.apply(&copy).await?;
     Ok(name.clone())
 }

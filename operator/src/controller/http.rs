@@ -82,6 +82,26 @@ pub fn render(metrics: &Metrics) -> String {
     for (phase, n) in by_phase {
         let _ = writeln!(out, "appenv_environments{{phase=\"{phase}\"}} {n}");
     }
+    if let Some(leading) = counts.leader {
+        let _ = writeln!(
+            out,
+            "# HELP appenv_leader Whether this replica holds the leader-election Lease."
+        );
+        let _ = writeln!(out, "# TYPE appenv_leader gauge");
+        let _ = writeln!(out, "appenv_leader {}", u8::from(leading));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP appenv_api_requests_total Requests to the Kubernetes API by verb and resource."
+    );
+    let _ = writeln!(out, "# TYPE appenv_api_requests_total counter");
+    for (request, n) in metrics.requests.snapshot() {
+        let _ = writeln!(
+            out,
+            "appenv_api_requests_total{{verb=\"{}\",group=\"{}\",resource=\"{}\"}} {n}",
+            request.verb, request.group, request.resource
+        );
+    }
     out
 }
 
@@ -131,5 +151,11 @@ mod tests {
         assert!(text.contains("appenv_reconcile_duration_seconds_count 2\n"));
         assert!(text.contains("appenv_reconcile_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
         assert!(text.contains("appenv_environments{phase=\"Ready\"} 2\n"));
+        assert!(
+            !text.contains("appenv_leader"),
+            "no leader election, no gauge: {text}"
+        );
+        metrics.leader(true);
+        assert!(render(&metrics).contains("appenv_leader 1\n"));
     }
 }

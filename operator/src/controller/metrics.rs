@@ -1,6 +1,7 @@
 //! What the controller did, counted: reconciles per environment, errors by category, reconcile
 //! durations and environments by phase. Shared with whoever serves or asserts on them.
 
+use crate::requests::Recorder;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,6 +12,8 @@ pub const DURATION_BUCKETS: [f64; 8] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30
 #[derive(Debug, Default)]
 pub struct Metrics {
     inner: Mutex<Counts>,
+    /// Every API request of the operator's client (see [`Recorder::client`]).
+    pub requests: Recorder,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -21,6 +24,8 @@ pub struct Counts {
     pub duration_buckets: [u64; 8],
     pub duration_sum: Duration,
     pub phases: BTreeMap<String, String>,
+    /// With leader election: whether this replica holds the Lease.
+    pub leader: Option<bool>,
 }
 
 impl Metrics {
@@ -44,6 +49,12 @@ impl Metrics {
             counts
                 .phases
                 .insert(environment.to_owned(), phase.to_owned());
+        }
+    }
+
+    pub fn leader(&self, leading: bool) {
+        if let Ok(mut counts) = self.inner.lock() {
+            counts.leader = Some(leading);
         }
     }
 

@@ -35,6 +35,29 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Changes of one environment's objects that arrive within this window are reconciled once: a
+/// rollout reports many small status changes in a burst, and each reconcile reads the cluster.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The controller's watches share one backoff (kube-runtime merges them into one stream). After
+/// an API server restart every watch gets a "410 Gone" (a normal relist) and each counted as
+/// an error on the shared, growing backoff: the operator was blind for minutes. A short
+/// constant backoff keeps a relist storm from stalling the controller; a server that stays
+/// down is retried once a second, which is cheap.
+#[derive(Debug, Clone, Copy)]
+struct ConstantBackoff(Duration);
+
+impl Iterator for ConstantBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.0)
+    }
+}
+
+impl kube::runtime::utils::Backoff for ConstantBackoff {
+    fn reset(&mut self) {}
+}
+
 /// Annotation that keeps a preview past its TTL.
 pub const KEEP_ANNOTATION: &str = "appenv.dev/keep";
 
@@ -69,6 +92,8 @@ pub struct Context {
     /// Consecutive failures per environment, for capped exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     metrics: Arc<Metrics>,
+    /// What was applied, so that unchanged objects are not applied again.
+    applied: apply::AppliedCache,
 }
 
 impl std::fmt::Debug for Context {
@@ -240,6 +265,9 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
             .await
             .map_err(Error::Expire)?;
         ctx.metrics.forget(&env.name_any());
+        if let Some(ns) = env.status.as_ref().and_then(|s| s.namespace.as_deref()) {
+            ctx.applied.forget_namespace(ns);
+        }
         return Ok(Action::await_change());
     }
 
@@ -318,10 +346,22 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
             .as_ref()
             .and_then(|s| s.annotations().get(build::APPLIED_HASH_ANNOTATION).cloned()),
     };
-    let mut applied = apply::apply_children(&ctx.client, &children, &allowed).await?;
-    if let (Some(source), Some(_)) = (&ctx.options.settings.wildcard_tls, &model.preview) {
+    let wildcard = match (&ctx.options.settings.wildcard_tls, &model.preview) {
+        (Some(source), Some(_)) => Some(source),
+        _ => None,
+    };
+    let applier = apply::Applier::observe(
+        &ctx.client,
+        &ctx.applied,
+        &model.namespace.name,
+        &env.name_any(),
+        &apply::kinds(&children, wildcard.is_some()),
+    )
+    .await?;
+    let mut applied = apply::apply_children(&applier, &children, &allowed).await?;
+    if let Some(source) = wildcard {
         let copy = apply::copy_wildcard_tls(
-            &ctx.client,
+            &applier,
             source,
             &model.namespace.name,
             build::labels(&model, "tls"),
@@ -443,11 +483,12 @@ pub async fn run(client: Client, options: Options) {
 /// Run the controller until a shutdown signal, counting into `metrics`.
 pub async fn run_with_metrics(client: Client, options: Options, metrics: Arc<Metrics>) {
     let ctx = Arc::new(Context {
-        events: Publisher::new(client.clone(), std::env::var("POD_NAME").ok()),
+        events: Publisher::new(client.clone(), std::env::var("APPENV_POD_NAME").ok()),
         client: client.clone(),
         failures: Mutex::new(HashMap::new()),
         options: options.clone(),
         metrics,
+        applied: apply::AppliedCache::default(),
     });
     let mut env_config = watcher::Config::default();
     if let Some(selector) = &options.selector {
@@ -476,7 +517,11 @@ pub async fn run_with_metrics(client: Client, options: Options, metrics: Arc<Met
     };
     Controller::new(envs, env_config)
         .reconcile_all_on(wildcard_changes)
-        .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency))
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(options.concurrency)
+                .debounce(DEBOUNCE),
+        )
         .watches(
             Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
             children.clone(),
@@ -492,6 +537,7 @@ pub async fn run_with_metrics(client: Client, options: Options, metrics: Arc<Met
             children,
             environment_of,
         )
+        .trigger_backoff(ConstantBackoff(Duration::from_secs(1)))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

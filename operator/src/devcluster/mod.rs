@@ -3,6 +3,10 @@
 //!
 //! The binaries come from `APPENV_K8S_BIN_DIR`, or from the cache that `.ci/control-plane.sh`
 //! fills (it builds Kubernetes 1.20.2 from Debian's source package once per machine).
+//!
+//! Failure tests can break a running control plane: [`ControlPlane::restart_apiserver`] (the
+//! API server goes away and comes back on the same port, etcd and its data stay) and
+//! [`ControlPlane::pause_apiserver`] (the API server stops answering, connections hang).
 
 mod certs;
 pub mod kubelet;
@@ -17,7 +21,7 @@ use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::instrument::WithSubscriber as _;
 
@@ -30,6 +34,13 @@ pub const DEFAULT_K8S_BUILD_ID: &str = "1.20.2-appenv1";
 /// releases downloaded in CI. Like envtest's `KUBEBUILDER_ASSETS`.
 pub const BIN_DIR_ENV: &str = "APPENV_K8S_BIN_DIR";
 const TEMP_PREFIX: &str = "appenv-cp-";
+const APISERVER: &str = "kube-apiserver";
+/// How long a restart waits for kube-apiserver to exit after SIGTERM before SIGKILL. It stops
+/// listening at once, but then keeps open watches streaming for up to 60 s (1.20 has no flag
+/// for that): waiting them out would only make every restart a minute long.
+const APISERVER_STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long kube-apiserver may take to answer /readyz after a (re)start.
+const APISERVER_READY_LIMIT: Duration = Duration::from_secs(90);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevClusterError {
@@ -68,6 +79,8 @@ pub enum DevClusterError {
     Kubeconfig(#[from] kube::config::KubeconfigError),
     #[error("building a client for the local control plane")]
     Client(#[from] kube::Error),
+    #[error("{process} is not running: the control plane was shut down")]
+    NotRunning { process: &'static str },
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DevClusterError {
@@ -224,24 +237,11 @@ impl ControlPlane {
             "--disable-admission-plugins=ServiceAccount".to_owned(),
             format!("--cert-dir={}", p("apiserver-certs")),
         ]);
-        running.spawn("kube-apiserver", cmd, &path)?;
+        running.spawn(APISERVER, cmd, &path)?;
         let client = client_from(&kubeconfig).await?;
-        // Refused connections and 500s are expected until the server is up: keep the client's
-        // error logging for those polls out of the user's terminal.
         running
-            .wait_for("kube-apiserver /readyz", Duration::from_secs(90), || {
-                let client = client.clone();
-                async move {
-                    let req = http::Request::get("/readyz").body(Vec::new());
-                    match req {
-                        Ok(req) => client
-                            .request_text(req)
-                            .with_subscriber(tracing::subscriber::NoSubscriber::default())
-                            .await
-                            .is_ok_and(|t| t.trim() == "ok"),
-                        Err(_) => false,
-                    }
-                }
+            .wait_for("kube-apiserver /readyz", APISERVER_READY_LIMIT, || {
+                apiserver_ready(client.clone())
             })
             .await?;
         let info = client.apiserver_version().await?;
@@ -330,17 +330,109 @@ impl ControlPlane {
 
     /// PIDs of the running control-plane processes (for leak checks).
     pub fn pids(&self) -> Vec<u32> {
-        self.state
-            .lock()
-            .map(|s| s.processes.iter().map(Supervised::pid).collect())
-            .unwrap_or_default()
+        self.state().processes.iter().map(Supervised::pid).collect()
+    }
+
+    /// Restart kube-apiserver while etcd (and its data) and kube-controller-manager keep
+    /// running: SIGTERM and wait for it to exit (SIGKILL after 5 s), then start it again with
+    /// the same flags, port and certificates, and return once its /readyz answers `ok`.
+    ///
+    /// Meanwhile new connections are refused and open watches end. The new server has the same
+    /// objects and resource versions, but a fresh watch cache: a watch resumed from a resource
+    /// version of before the restart gets 410 Gone and must relist, as after a real upgrade.
+    pub async fn restart_apiserver(&self) -> Result<(), DevClusterError> {
+        self.with_apiserver("stopping kube-apiserver", Supervised::terminate)?;
+        let deadline = Instant::now() + APISERVER_STOP_GRACE;
+        loop {
+            if self.with_apiserver("", |p| Ok(p.exited().is_some()))? {
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.with_apiserver("", |p| {
+                    p.kill();
+                    Ok(())
+                })?;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.with_apiserver("starting kube-apiserver again", Supervised::respawn)?;
+        self.wait_apiserver_ready().await
+    }
+
+    /// Make the API server unreachable until [`ControlPlane::resume_apiserver`]: SIGSTOP. Its
+    /// port stays open, so connections (open and new) hang without an answer, as across a
+    /// network partition, rather than being refused; clients find out only through their own
+    /// timeouts. kube-controller-manager and the simulated kubelet lose it too.
+    ///
+    /// A paused server is resumed by [`ControlPlane::shutdown`], so a failing test still
+    /// tears down promptly.
+    pub fn pause_apiserver(&self) -> Result<(), DevClusterError> {
+        self.with_apiserver("pausing kube-apiserver", Supervised::pause)
+    }
+
+    /// SIGCONT after [`ControlPlane::pause_apiserver`]; returns once /readyz answers `ok`.
+    pub async fn resume_apiserver(&self) -> Result<(), DevClusterError> {
+        self.with_apiserver("resuming kube-apiserver", Supervised::resume)?;
+        self.wait_apiserver_ready().await
+    }
+
+    fn state(&self) -> MutexGuard<'_, Running> {
+        // The state stays consistent if a holder panicked: every change is one push or pop.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Run `f` on the kube-apiserver process, holding the state lock only for that call.
+    fn with_apiserver<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Supervised) -> std::io::Result<T>,
+    ) -> Result<T, DevClusterError> {
+        let mut state = self.state();
+        let process = state
+            .processes
+            .iter_mut()
+            .find(|p| p.name() == APISERVER)
+            .ok_or(DevClusterError::NotRunning { process: APISERVER })?;
+        f(process).map_err(io_err(what))
+    }
+
+    /// Poll /readyz until `ok`, failing early if the restarted kube-apiserver exits.
+    async fn wait_apiserver_ready(&self) -> Result<(), DevClusterError> {
+        let client = self.client().await?;
+        let started = Instant::now();
+        loop {
+            if apiserver_ready(client.clone()).await {
+                return Ok(());
+            }
+            let failure = self.with_apiserver("", |p| {
+                Ok(match p.exited() {
+                    Some(status) => Some(DevClusterError::Exited {
+                        process: APISERVER.to_owned(),
+                        status,
+                        log: p.log_tail(25),
+                    }),
+                    None if started.elapsed() > APISERVER_READY_LIMIT => {
+                        Some(DevClusterError::Timeout {
+                            what: "kube-apiserver /readyz",
+                            waited: APISERVER_READY_LIMIT,
+                            process: APISERVER.to_owned(),
+                            log: p.log_tail(25),
+                        })
+                    }
+                    None => None,
+                })
+            })?;
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Stop every process (in reverse start order) and remove the directory. Idempotent.
     pub fn shutdown(&self) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
-        };
+        let mut state = self.state();
         while let Some(mut process) = state.processes.pop() {
             process.stop(Duration::from_secs(5));
         }
@@ -405,6 +497,19 @@ impl Running {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Whether kube-apiserver answers `ok` on /readyz. Refused connections and 500s are expected
+/// while it starts: the client's error logging for those polls is kept out of the terminal.
+async fn apiserver_ready(client: Client) -> bool {
+    let Ok(req) = http::Request::get("/readyz").body(Vec::new()) else {
+        return false;
+    };
+    client
+        .request_text(req)
+        .with_subscriber(tracing::subscriber::NoSubscriber::default())
+        .await
+        .is_ok_and(|t| t.trim() == "ok")
 }
 
 async fn client_from(kubeconfig: &Path) -> Result<Client, DevClusterError> {
@@ -525,4 +630,25 @@ mod build_id_tests {
         assert!(script.contains(&format!("K8S_VERSION=\"{DEFAULT_K8S_VERSION}\"")));
         assert!(script.contains(&format!("BUILD_ID=\"$K8S_VERSION-{suffix}\"")));
     }
+}
+
+/// GET `path` from a local HTTP endpoint on `port` (plain HTTP/1.0): status code and body. For
+/// the operator's /metrics, /healthz and /readyz in tests and benchmarks.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))?;
+    use std::io::{Read as _, Write as _};
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
 }

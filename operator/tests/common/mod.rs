@@ -3,18 +3,22 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+use appenv::api::AppEnvironment;
 use appenv::devcluster;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::wait::{Condition, await_condition};
 use kube::runtime::watcher;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -131,4 +135,58 @@ impl OverlapRecorder {
         let seen = self.hashes_seen.lock().expect("lock").len();
         (most, seen)
     }
+}
+
+/// Label selecting a test's AppEnvironments for that test's operator.
+pub const TEST_LABEL: &str = "appenv.dev/test";
+
+/// An example, renamed to `name` (and its namespace), labelled for the test's operator.
+pub fn example(file: &str, name: &str, test: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(file);
+    let mut env: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("example")).expect("yaml");
+    env["metadata"] = json!({"name": name, "labels": {TEST_LABEL: test}});
+    env["spec"]["namespace"] = json!({"name": name});
+    env
+}
+
+pub async fn apply(client: &Client, env: &Value) {
+    let name = env["metadata"]["name"].as_str().expect("name");
+    Api::<AppEnvironment>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply("appenv-tests").force(),
+            &Patch::Apply(env),
+        )
+        .await
+        .expect("apply AppEnvironment");
+}
+
+/// Ready at the object's current generation.
+pub fn ready(env: Option<&AppEnvironment>) -> bool {
+    env.is_some_and(|e| {
+        e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
+            && e.condition("Ready").is_some_and(|c| c.status == "True")
+    })
+}
+
+/// A child process killed (and reaped) when the test lets go of it.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on (for a process's endpoints).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
