@@ -50,6 +50,10 @@ const NODE_IP: &str = "10.0.0.1";
 /// Writes in flight at once: enough to keep up with hundreds of environments, few enough not
 /// to flood a small API server.
 const MAX_CONCURRENT_WRITES: usize = 32;
+/// After a write or read failed for a reason other than a race (the API server away), look at
+/// the Pod again this much later, for at most [`RETRY_FOR`].
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+const RETRY_FOR: Duration = Duration::from_secs(180);
 
 /// What the simulated kubelet reports for a Pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,15 +345,44 @@ async fn provision(client: Client) {
                     "namespace": claim.namespace(), "name": claim.name_any(), "uid": claim.uid()},
             },
         });
-        if let Err(err) = volumes
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&volume),
-            )
-            .await
-        {
+        let apply = || async {
+            volumes
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&volume),
+                )
+                .await
+        };
+        if let Err(err) = while_away(apply).await {
             tracing::debug!(error = %err, claim = %claim.name_any(), "simulated provisioner");
+        }
+    }
+}
+
+/// The API server did not answer, or answered that it cannot serve now.
+fn away(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        _ => true,
+    }
+}
+
+/// Run `request` again while it fails without an answer from the API server (restarting,
+/// unreachable), for at most [`RETRY_FOR`]: the watch that asked for it may not ask again.
+async fn while_away<T, F, Fut>(mut request: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + RETRY_FOR;
+    loop {
+        match request().await {
+            Err(err) if away(&err) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %err, "simulated kubelet: API server away, retrying");
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            result => return result,
         }
     }
 }
@@ -374,8 +407,8 @@ async fn reclaim(client: Client) {
             .and_then(|s| s.phase.as_deref())
             .is_some_and(|p| p == "Released" || p == "Failed");
         if ours && released {
-            let _ = volumes
-                .delete(&volume.name_any(), &DeleteParams::default())
+            let name = volume.name_any();
+            let _ = while_away(|| async { volumes.delete(&name, &DeleteParams::default()).await })
                 .await;
         }
     }
@@ -495,11 +528,20 @@ fn handle(shared: &Arc<Shared>, pod: Pod) {
             "delete" => finish_deletion(&shared, &pod).await,
             _ => report(&shared, &pod).await,
         };
-        if let Err(err) = result {
-            // Conflicts and NotFound are normal races with controllers; the next event retries.
-            tracing::debug!(pod = %pod.name_any(), action, error = %err, "simulated kubelet");
-        }
         shared.release(&key);
+        match result {
+            Ok(()) => {}
+            // Conflicts and NotFound are normal races with controllers; the next event retries.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                tracing::debug!(pod = %pod.name_any(), action, error = %e, "simulated kubelet");
+            }
+            // The API server is away (restarting, unreachable) or refused for a while: no event
+            // may follow (a resumed watch replays nothing), so look again by itself.
+            Err(err) => {
+                tracing::debug!(pod = %pod.name_any(), action, error = %err, "simulated kubelet: retrying");
+                recheck_after(&shared, &pod, RETRY_AFTER);
+            }
+        }
     });
 }
 
@@ -510,17 +552,37 @@ fn schedule_recheck(shared: &Arc<Shared>, pod: &Pod, at: Timestamp) {
         return;
     }
     let wait = at.duration_since(Timestamp::now()).unsigned_abs();
+    let shared = shared.clone();
+    let pod = pod.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait + Duration::from_millis(5)).await;
+        shared.release(&key);
+        recheck_after(&shared, &pod, Duration::ZERO);
+    });
+}
+
+/// Read the Pod again after `delay` and handle what it needs, retrying the read while the API
+/// server does not answer (for at most [`RETRY_FOR`]).
+fn recheck_after(shared: &Arc<Shared>, pod: &Pod, delay: Duration) {
     let (shared, ns, name) = (
         shared.clone(),
         pod.namespace().unwrap_or_default(),
         pod.name_any(),
     );
     tokio::spawn(async move {
-        tokio::time::sleep(wait + Duration::from_millis(5)).await;
-        shared.release(&key);
         let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
-        if let Ok(Some(pod)) = pods.get_opt(&name).await {
-            handle(&shared, pod);
+        let deadline = tokio::time::Instant::now() + delay + RETRY_FOR;
+        tokio::time::sleep(delay).await;
+        loop {
+            match pods.get_opt(&name).await {
+                Ok(Some(pod)) => return handle(&shared, pod),
+                Ok(None) => return,
+                Err(err) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(pod = %name, error = %err, "simulated kubelet: gave up on a pod");
+                    return;
+                }
+                Err(_) => tokio::time::sleep(RETRY_AFTER).await,
+            }
         }
     });
 }
