@@ -16,12 +16,9 @@ pub struct Rule {
 }
 
 /// Objects appenv applies (server-side apply: a patch, which the API server also authorizes as
-/// `create` when the object does not exist yet) and prunes when a component goes away (listed
-/// by label, then deleted).
-const APPLIED_ONLY: &[&str] = &["create", "delete", "list", "patch"];
-
-/// Applied and pruned, and also read by name or watched to know their state.
-const APPLIED_AND_OBSERVED: &[&str] = &["create", "delete", "get", "list", "patch", "watch"];
+/// `create` when the object does not exist yet), watches (by the environment label, so that a
+/// reconcile reads what exists from memory) and prunes when a component goes away.
+const APPLIED: &[&str] = &["create", "delete", "list", "patch", "watch"];
 
 /// Cluster-wide: AppEnvironments are cluster-scoped and each owns a namespace of its own.
 pub const CLUSTER_RULES: &[Rule] = &[
@@ -38,19 +35,19 @@ pub const CLUSTER_RULES: &[Rule] = &[
         verbs: &["patch"],
     },
     Rule {
-        why: "Create and label each environment's namespace (server-side apply; creating is authorized as create), read its version to skip unchanged applies; deletion is left to garbage collection through the ownerReference.",
+        why: "Create and label each environment's namespace (server-side apply; creating is authorized as create), watch it to skip unchanged applies; deletion is left to garbage collection through the ownerReference.",
         groups: &[""],
         resources: &["namespaces"],
-        verbs: &["create", "get", "patch"],
+        verbs: &["create", "list", "patch", "watch"],
     },
     Rule {
-        why: "Database credentials and the copied wildcard certificate: generate once, read back, apply, prune; watch the wildcard certificate for renewals.",
+        why: "Database credentials and the copied wildcard certificate: generated once, applied, watched (the password is read back from the watch), pruned; the wildcard certificate is watched for renewals.",
         groups: &[""],
         resources: &["secrets"],
-        verbs: APPLIED_AND_OBSERVED,
+        verbs: APPLIED,
     },
     Rule {
-        why: "Services, configuration, preview guardrails (quota and limits) and volumes: applied and pruned (a database volume never is).",
+        why: "Services, configuration, preview guardrails (quota and limits) and volumes: applied, watched and pruned (a database volume never is); a volume's phase goes into the status.",
         groups: &[""],
         resources: &[
             "configmaps",
@@ -59,10 +56,10 @@ pub const CLUSTER_RULES: &[Rule] = &[
             "resourcequotas",
             "services",
         ],
-        verbs: APPLIED_ONLY,
+        verbs: APPLIED,
     },
     Rule {
-        why: "Read why a workload's pods fail (image pull, crash loop) for the status.",
+        why: "Read why a workload's pods fail (image pull, crash loop) for the status, when its rollout stands still.",
         groups: &[""],
         resources: &["pods"],
         verbs: &["list"],
@@ -74,28 +71,28 @@ pub const CLUSTER_RULES: &[Rule] = &[
         verbs: &["create"],
     },
     Rule {
-        why: "Web, worker and Redis Deployments and the PostgreSQL StatefulSet: applied, observed for readiness and rollouts (watched by metadata), pruned.",
+        why: "Web, worker and Redis Deployments and the PostgreSQL StatefulSet: applied, watched for readiness and rollouts, pruned.",
         groups: &["apps"],
         resources: &["deployments", "statefulsets"],
-        verbs: APPLIED_AND_OBSERVED,
+        verbs: APPLIED,
     },
     Rule {
-        why: "Migration Jobs gate rollouts: applied, observed (watched by metadata), replaced when the image changes.",
+        why: "Migration Jobs gate rollouts: applied, watched for their outcome, replaced when the image changes.",
         groups: &["batch"],
         resources: &["jobs"],
-        verbs: APPLIED_AND_OBSERVED,
+        verbs: APPLIED,
     },
     Rule {
-        why: "Ingress of the web component and the NetworkPolicy isolating previews: applied and pruned.",
+        why: "Ingress of the web component and the NetworkPolicy isolating previews: applied, watched and pruned.",
         groups: &["networking.k8s.io"],
         resources: &["ingresses", "networkpolicies"],
-        verbs: APPLIED_ONLY,
+        verbs: APPLIED,
     },
     Rule {
-        why: "Check that a volume's StorageClass exists before waiting on it forever.",
+        why: "Know which StorageClasses exist (watched by metadata), so a volume of a missing class is reported instead of waited on forever.",
         groups: &["storage.k8s.io"],
         resources: &["storageclasses"],
-        verbs: &["get"],
+        verbs: &["list", "watch"],
     },
 ];
 

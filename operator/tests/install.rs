@@ -6,6 +6,7 @@ mod common;
 
 use appenv::api::AppEnvironment;
 use appenv::controller::{self, Metrics, Options};
+use appenv::devcluster::kubelet::FAIL_ANNOTATION;
 use appenv::leader::{Elector, LeaseConfig};
 use appenv::rbac::{self, CLUSTER_RULES, LEADER_ELECTION_RULES};
 use appenv::requests::Request;
@@ -288,6 +289,10 @@ async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet
     let mut unbound = example("t7e.yaml", "rbac-unbound", test);
     unbound["spec"]["database"]["postgres"]["storage"]["storageClassName"] = json!("missing");
     apply(admin, &unbound).await;
+    // A web that crash-loops: its rollout stands still, so the operator reads its Pods.
+    let mut crashing = example("aifacade.yaml", "rbac-crashing", test);
+    crashing["spec"]["web"]["podAnnotations"] = json!({ FAIL_ANNOTATION: "true" });
+    apply(admin, &crashing).await;
 
     for (_, name) in seeds {
         wait_ready(admin, name).await;
@@ -310,6 +315,18 @@ async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet
         |e: Option<&AppEnvironment>| {
             e.and_then(|e| e.condition("Degraded"))
                 .is_some_and(|c| c.status == "True")
+        },
+    )
+    .await;
+
+    common::wait_for(
+        &api,
+        "rbac-crashing",
+        LIMIT,
+        "Degraded by its crash-looping Pods",
+        |e: Option<&AppEnvironment>| {
+            e.and_then(|e| e.condition("Degraded"))
+                .is_some_and(|c| c.status == "True" && c.message.contains("CrashLoopBackOff"))
         },
     )
     .await;
@@ -340,7 +357,7 @@ async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet
         "no reconcile failed with the chart's permissions: {:?}",
         metrics.snapshot().errors
     );
-    for name in ["rbac-full", "rbac-unbound"]
+    for name in ["rbac-full", "rbac-unbound", "rbac-crashing"]
         .into_iter()
         .chain(seeds.iter().map(|(_, n)| *n))
     {

@@ -2,10 +2,11 @@
 //! order that respects the gates, then pruning of what the spec no longer has.
 
 use crate::build::{
-    APPLIED_HASH_ANNOTATION, Children, ENVIRONMENT_LABEL, FIELD_MANAGER, Guardrails, Postgres,
-    RETAINED_LABEL, Redis, Web, hash_json,
+    APPLIED_HASH_ANNOTATION, Children, FIELD_MANAGER, Guardrails, Postgres, RETAINED_LABEL, Redis,
+    Web, hash_json,
 };
 use crate::controller::error::Error;
+use crate::controller::stores::{self, Stores};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -14,13 +15,14 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::{Client, Resource, ResourceExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// What this reconcile may apply beyond the always-safe parts.
 #[derive(Debug, Clone)]
@@ -37,26 +39,106 @@ fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
 }
 
+/// How long an object appenv applied may be missing from its watch's store before it counts
+/// as deleted: the watch event of a new object arrives a moment after the apply's answer.
+const IN_FLIGHT: Duration = Duration::from_secs(30);
+
+/// An object's version marker: its generation where it has one (only changes of its spec
+/// move it), else its resourceVersion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Marker {
+    Generation(i64),
+    Version(String),
+}
+
+impl Marker {
+    fn of(meta: &ObjectMeta) -> Self {
+        match meta.generation {
+            Some(generation) if generation > 0 => Marker::Generation(generation),
+            _ => Marker::Version(meta.resource_version.clone().unwrap_or_default()),
+        }
+    }
+}
+
+/// How a watched copy relates to what appenv last applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// The version appenv's apply produced.
+    Same,
+    /// An earlier version: the watch has not caught up yet.
+    Older,
+    /// A later version: somebody else changed it.
+    Changed,
+}
+
+/// Compare a watched copy with the marker of appenv's last apply. Generations are ordered by
+/// definition; resourceVersions are compared as the numbers the API server (etcd revisions)
+/// gives, and counted as a change when either is not a number.
+fn compare(live: &ObjectMeta, applied: &Marker) -> Seen {
+    use std::cmp::Ordering;
+    let order = match (Marker::of(live), applied) {
+        (Marker::Generation(live), Marker::Generation(applied)) => live.cmp(applied),
+        (Marker::Version(live), Marker::Version(applied)) if live == *applied => Ordering::Equal,
+        (Marker::Version(live), Marker::Version(applied)) => {
+            match (live.parse::<u64>(), applied.parse::<u64>()) {
+                (Ok(live), Ok(applied)) => live.cmp(&applied),
+                _ => Ordering::Greater,
+            }
+        }
+        _ => Ordering::Greater,
+    };
+    match order {
+        Ordering::Equal => Seen::Same,
+        Ordering::Less => Seen::Older,
+        Ordering::Greater => Seen::Changed,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    hash: String,
+    marker: Marker,
+    /// The watch has shown the applied version (so its absence now means a deletion).
+    seen: bool,
+    applied_at: Instant,
+}
+
 /// What appenv last applied, per object (`Kind/namespace/name`): the hash of what it applied
-/// and the object's version marker right after (its generation where it has one, else its
-/// resourceVersion). An object whose desired content and live marker both match is not applied
-/// again: a steady state writes nothing, while a deleted or edited object is applied again.
+/// and the object's version marker right after. An object whose desired content matches and
+/// whose watched copy is that version (or an earlier one the watch has not replaced yet) is
+/// not applied again: a steady state writes nothing, while a deleted or edited object is
+/// applied again.
 #[derive(Debug, Default)]
-pub struct AppliedCache(Mutex<HashMap<String, (String, String)>>);
+pub struct AppliedCache(Mutex<HashMap<String, Entry>>);
 
 impl AppliedCache {
-    fn unchanged(&self, key: &str, hash: &str, live: Option<&String>) -> bool {
-        let Some(live) = live else { return false };
-        self.0
-            .lock()
-            .ok()
-            .and_then(|cache| cache.get(key).cloned())
-            .is_some_and(|(h, marker)| h == hash && marker == *live)
+    fn unchanged(&self, key: &str, hash: &str, live: Option<&ObjectMeta>, now: Instant) -> bool {
+        let Ok(mut cache) = self.0.lock() else {
+            return false;
+        };
+        let Some(entry) = cache.get_mut(key).filter(|e| e.hash == hash) else {
+            return false;
+        };
+        match live.map(|meta| compare(meta, &entry.marker)) {
+            Some(Seen::Same) => {
+                entry.seen = true;
+                true
+            }
+            Some(Seen::Older) => true,
+            Some(Seen::Changed) => false,
+            None => !entry.seen && now.duration_since(entry.applied_at) < IN_FLIGHT,
+        }
     }
 
-    fn remember(&self, key: String, hash: String, marker: String) {
+    fn remember(&self, key: String, hash: String, meta: &ObjectMeta) {
         if let Ok(mut cache) = self.0.lock() {
-            cache.insert(key, (hash, marker));
+            let entry = Entry {
+                hash,
+                marker: Marker::of(meta),
+                seen: false,
+                applied_at: Instant::now(),
+            };
+            cache.insert(key, entry);
         }
     }
 
@@ -70,93 +152,20 @@ impl AppliedCache {
     }
 }
 
-/// An object's version marker: changes when somebody else changes what appenv applies.
-fn marker(meta: &ObjectMeta) -> String {
-    match meta.generation {
-        Some(generation) if generation > 0 => format!("g{generation}"),
-        _ => format!("r{}", meta.resource_version.as_deref().unwrap_or_default()),
-    }
-}
-
 /// Applies the children of one environment, skipping what is already as applied.
 pub struct Applier<'a> {
     client: &'a Client,
     cache: &'a AppliedCache,
-    /// `Kind/namespace/name` -> version marker of what exists now.
-    live: HashMap<String, String>,
+    stores: &'a Stores,
 }
 
 impl<'a> Applier<'a> {
-    /// Read the version markers (metadata only) of the environment's objects of `kinds`.
-    pub async fn observe(
-        client: &'a Client,
-        cache: &'a AppliedCache,
-        namespace: &str,
-        environment: &str,
-        kinds: &BTreeSet<&'static str>,
-    ) -> Result<Self, Error> {
-        let mut applier = Self {
+    pub fn new(client: &'a Client, cache: &'a AppliedCache, stores: &'a Stores) -> Self {
+        Self {
             client,
             cache,
-            live: HashMap::new(),
-        };
-        let selector = format!("{ENVIRONMENT_LABEL}={environment}");
-        let ns = Api::<Namespace>::all(client.clone())
-            .get_metadata_opt(namespace)
-            .await
-            .map_err(|source| Error::Observe {
-                what: format!("namespace {namespace}"),
-                source,
-            })?;
-        if let Some(ns) = ns {
-            applier
-                .live
-                .insert(format!("Namespace//{namespace}"), marker(&ns.metadata));
+            stores,
         }
-        for kind in kinds {
-            match *kind {
-                "ConfigMap" => applier.list::<ConfigMap>(namespace, &selector).await?,
-                "Service" => applier.list::<Service>(namespace, &selector).await?,
-                "Secret" => applier.list::<Secret>(namespace, &selector).await?,
-                "Deployment" => applier.list::<Deployment>(namespace, &selector).await?,
-                "Job" => applier.list::<Job>(namespace, &selector).await?,
-                "Ingress" => applier.list::<Ingress>(namespace, &selector).await?,
-                "PersistentVolumeClaim" => {
-                    applier
-                        .list::<PersistentVolumeClaim>(namespace, &selector)
-                        .await?;
-                }
-                "ResourceQuota" => applier.list::<ResourceQuota>(namespace, &selector).await?,
-                "LimitRange" => applier.list::<LimitRange>(namespace, &selector).await?,
-                "NetworkPolicy" => applier.list::<NetworkPolicy>(namespace, &selector).await?,
-                // Always applied (the StatefulSet has its own hash, see apply_children).
-                _ => {}
-            }
-        }
-        Ok(applier)
-    }
-
-    async fn list<K>(&mut self, ns: &str, selector: &str) -> Result<(), Error>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Debug
-            + DeserializeOwned,
-    {
-        let kind = short_kind::<K>();
-        let list = Api::<K>::namespaced(self.client.clone(), ns)
-            .list_metadata(&ListParams::default().labels(selector))
-            .await
-            .map_err(|source| Error::Observe {
-                what: format!("{kind} in {ns}"),
-                source,
-            })?;
-        for item in list.items {
-            let name = item.metadata.name.clone().unwrap_or_default();
-            self.live
-                .insert(format!("{kind}/{ns}/{name}"), marker(&item.metadata));
-        }
-        Ok(())
     }
 
     async fn apply<K>(&self, object: &K) -> Result<(), Error>
@@ -172,14 +181,18 @@ impl<'a> Applier<'a> {
         let kind = short_kind::<K>();
         let key = format!("{kind}/{ns}/{name}");
         let hash = hash_json(object);
-        if self.cache.unchanged(&key, &hash, self.live.get(&key)) {
+        let live = self.stores.meta(kind, &ns, &name);
+        if self
+            .cache
+            .unchanged(&key, &hash, live.as_ref(), Instant::now())
+        {
             return Ok(());
         }
         let applied = Api::<K>::namespaced(self.client.clone(), &ns)
             .patch(&name, &params(), &Patch::Apply(object))
             .await
             .map_err(|source| Error::Apply { kind, name, source })?;
-        self.cache.remember(key, hash, marker(applied.meta()));
+        self.cache.remember(key, hash, applied.meta());
         Ok(())
     }
 
@@ -187,7 +200,11 @@ impl<'a> Applier<'a> {
         let name = namespace.name_any();
         let key = format!("Namespace//{name}");
         let hash = hash_json(namespace);
-        if self.cache.unchanged(&key, &hash, self.live.get(&key)) {
+        let live = self.stores.meta("Namespace", "", &name);
+        if self
+            .cache
+            .unchanged(&key, &hash, live.as_ref(), Instant::now())
+        {
             return Ok(());
         }
         let applied = Api::<Namespace>::all(self.client.clone())
@@ -198,31 +215,9 @@ impl<'a> Applier<'a> {
                 name,
                 source,
             })?;
-        self.cache.remember(key, hash, marker(&applied.metadata));
+        self.cache.remember(key, hash, &applied.metadata);
         Ok(())
     }
-}
-
-/// The kinds an environment's children have (whose live versions the applier reads).
-pub fn kinds(children: &Children, wildcard_copy: bool) -> BTreeSet<&'static str> {
-    let mut kinds = BTreeSet::from(["ConfigMap", "Service", "Deployment"]);
-    if children.guardrails.is_some() {
-        kinds.extend(["ResourceQuota", "LimitRange", "NetworkPolicy"]);
-    }
-    if children.postgres.is_some() || wildcard_copy {
-        kinds.insert("Secret");
-    }
-    if children.redis.as_ref().is_some_and(|r| r.volume.is_some()) || children.data_volume.is_some()
-    {
-        kinds.insert("PersistentVolumeClaim");
-    }
-    if children.migration.is_some() {
-        kinds.insert("Job");
-    }
-    if children.web.ingress.is_some() {
-        kinds.insert("Ingress");
-    }
-    kinds
 }
 
 fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
@@ -357,10 +352,11 @@ pub async fn apply_children(
 
 async fn prune_kind<K>(
     client: &Client,
+    stores: &Stores,
     ns: &str,
     environment: &str,
     keep: Option<&BTreeSet<String>>,
-    skip: impl Fn(&K) -> bool,
+    skip: impl Fn(&ObjectMeta) -> bool,
 ) -> Result<(), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -369,77 +365,68 @@ where
         + DeserializeOwned,
 {
     let api = Api::<K>::namespaced(client.clone(), ns);
-    let selector = format!("{ENVIRONMENT_LABEL}={environment}");
-    let list = api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| Error::Observe {
-            what: format!("{} in {ns}", K::kind(&())),
-            source,
-        })?;
+    let kind = short_kind::<K>();
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()
     };
-    for object in list.items {
-        let name = object.name_any();
+    for meta in stores.of_environment(kind, ns, environment) {
+        let name = meta.name.clone().unwrap_or_default();
         if keep.is_some_and(|k| k.contains(&name))
-            || skip(&object)
-            || object.meta().deletion_timestamp.is_some()
+            || skip(&meta)
+            || meta.deletion_timestamp.is_some()
         {
             continue;
         }
         match api.delete(&name, &params).await {
-            Ok(_) => tracing::info!(kind = %K::kind(&()), %name, "pruned"),
+            Ok(_) => tracing::info!(kind, %name, "pruned"),
             Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => {
-                return Err(Error::Prune {
-                    kind: short_kind::<K>(),
-                    name,
-                    source,
-                });
-            }
+            Err(source) => return Err(Error::Prune { kind, name, source }),
         }
     }
     Ok(())
 }
 
-fn never<K>(_: &K) -> bool {
+fn never(_: &ObjectMeta) -> bool {
     false
 }
 
 /// Delete this environment's objects that were not applied: components that were disabled or
 /// removed. Database volumes are never pruned: data is deleted only with the environment.
+/// What exists is read from the watches' stores.
 pub async fn prune(
     client: &Client,
+    stores: &Stores,
     ns: &str,
     environment: &str,
     applied: &BTreeMap<&'static str, BTreeSet<String>>,
 ) -> Result<(), Error> {
     let keep = |kind: &str| applied.get(kind);
-    prune_kind::<Deployment>(client, ns, environment, keep("Deployment"), never).await?;
-    prune_kind::<StatefulSet>(client, ns, environment, keep("StatefulSet"), never).await?;
-    prune_kind::<Service>(client, ns, environment, keep("Service"), never).await?;
-    prune_kind::<ConfigMap>(client, ns, environment, keep("ConfigMap"), never).await?;
-    prune_kind::<Secret>(client, ns, environment, keep("Secret"), never).await?;
-    prune_kind::<Ingress>(client, ns, environment, keep("Ingress"), never).await?;
-    prune_kind::<Job>(client, ns, environment, keep("Job"), never).await?;
-    prune_kind::<ResourceQuota>(client, ns, environment, keep("ResourceQuota"), never).await?;
-    prune_kind::<LimitRange>(client, ns, environment, keep("LimitRange"), never).await?;
-    prune_kind::<NetworkPolicy>(client, ns, environment, keep("NetworkPolicy"), never).await?;
+    let (c, s, env) = (client, stores, environment);
+    prune_kind::<Deployment>(c, s, ns, env, keep("Deployment"), never).await?;
+    prune_kind::<StatefulSet>(c, s, ns, env, keep("StatefulSet"), never).await?;
+    prune_kind::<Service>(c, s, ns, env, keep("Service"), never).await?;
+    prune_kind::<ConfigMap>(c, s, ns, env, keep("ConfigMap"), never).await?;
+    prune_kind::<Secret>(c, s, ns, env, keep("Secret"), never).await?;
+    prune_kind::<Ingress>(c, s, ns, env, keep("Ingress"), never).await?;
+    prune_kind::<Job>(c, s, ns, env, keep("Job"), never).await?;
+    prune_kind::<ResourceQuota>(c, s, ns, env, keep("ResourceQuota"), never).await?;
+    prune_kind::<LimitRange>(c, s, ns, env, keep("LimitRange"), never).await?;
+    prune_kind::<NetworkPolicy>(c, s, ns, env, keep("NetworkPolicy"), never).await?;
     // Only Redis's own volume may go with Redis; a database volume never does.
     prune_kind::<PersistentVolumeClaim>(
-        client,
+        c,
+        s,
         ns,
-        environment,
+        env,
         keep("PersistentVolumeClaim"),
-        |pvc: &PersistentVolumeClaim| {
-            let labels = pvc.labels();
+        |meta: &ObjectMeta| {
+            let labels = meta.labels.as_ref();
             labels
-                .get("app.kubernetes.io/component")
+                .and_then(|l| l.get("app.kubernetes.io/component"))
                 .map(String::as_str)
                 != Some("redis")
-                || labels.contains_key(RETAINED_LABEL)
+                || labels.is_some_and(|l| l.contains_key(RETAINED_LABEL))
         },
     )
     .await?;
@@ -456,13 +443,12 @@ pub async fn copy_wildcard_tls(
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
 ) -> Result<String, Error> {
     let (source_ns, name) = source;
-    let original = Api::<Secret>::namespaced(applier.client.clone(), source_ns)
-        .get(name)
-        .await
-        .map_err(|source| Error::Observe {
-            what: format!("wildcard TLS Secret {source_ns}/{name}"),
-            source,
-        })?;
+    let original = applier
+        .stores
+        .wildcard
+        .as_ref()
+        .and_then(|store| stores::get(store, source_ns, name))
+        .ok_or_else(|| Error::Missing(format!("wildcard TLS Secret {source_ns}/{name}")))?;
     let copy = Secret {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some(name.clone()),
@@ -477,4 +463,72 @@ pub async fn copy_wildcard_tls(
     };
     applier.apply(&copy).await?;
     Ok(name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(generation: Option<i64>, version: &str) -> ObjectMeta {
+        ObjectMeta {
+            generation,
+            resource_version: Some(version.to_owned()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn generations_order_and_versions_compare_as_numbers() {
+        let applied = Marker::of(&meta(Some(3), "100"));
+        assert_eq!(compare(&meta(Some(3), "250"), &applied), Seen::Same);
+        assert_eq!(compare(&meta(Some(2), "90"), &applied), Seen::Older);
+        assert_eq!(compare(&meta(Some(4), "300"), &applied), Seen::Changed);
+        let applied = Marker::of(&meta(None, "100"));
+        assert_eq!(compare(&meta(None, "100"), &applied), Seen::Same);
+        assert_eq!(compare(&meta(None, "99"), &applied), Seen::Older);
+        // Numbers, not strings: "1000" is after "999".
+        let applied = Marker::of(&meta(None, "999"));
+        assert_eq!(compare(&meta(None, "1000"), &applied), Seen::Changed);
+        // Not a number: only equality is known.
+        let applied = Marker::of(&meta(None, "abc"));
+        assert_eq!(compare(&meta(None, "abc"), &applied), Seen::Same);
+        assert_eq!(compare(&meta(None, "abb"), &applied), Seen::Changed);
+    }
+
+    #[test]
+    fn the_cache_skips_what_the_watch_shows_as_applied_and_applies_what_changed_or_went() {
+        let cache = AppliedCache::default();
+        let now = Instant::now();
+        let applied = meta(None, "10");
+        assert!(
+            !cache.unchanged("k", "h", Some(&applied), now),
+            "never applied"
+        );
+        cache.remember("k".into(), "h".into(), &applied);
+        assert!(
+            !cache.unchanged("k", "other", Some(&applied), now),
+            "new content"
+        );
+        // Created a moment ago, the watch has not shown it yet: in flight, not missing.
+        assert!(cache.unchanged("k", "h", None, now));
+        assert!(
+            cache.unchanged("k", "h", Some(&meta(None, "9")), now),
+            "watch behind"
+        );
+        assert!(cache.unchanged("k", "h", Some(&applied), now), "as applied");
+        // Once shown, its absence is a deletion.
+        assert!(!cache.unchanged("k", "h", None, now));
+        assert!(
+            !cache.unchanged("k", "h", Some(&meta(None, "11")), now),
+            "edited"
+        );
+        // Never shown for longer than IN_FLIGHT: counted as gone.
+        cache.remember("j".into(), "h".into(), &applied);
+        assert!(!cache.unchanged("j", "h", None, now + IN_FLIGHT + Duration::from_secs(1)));
+        cache.forget_namespace("x");
+        assert!(
+            cache.unchanged("j", "h", Some(&applied), now),
+            "other keys kept"
+        );
+    }
 }

@@ -23,6 +23,10 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("{0} does not exist")]
+    Missing(String),
+    #[error("waiting for the watches' first lists")]
+    Watches(#[source] crate::controller::stores::Ended),
     #[error("writing the status")]
     Status(#[source] kube::Error),
     #[error("generating the database password")]
@@ -38,6 +42,8 @@ impl Error {
             Error::Observe { .. } => "ObserveFailed",
             Error::Apply { .. } => "ApplyFailed",
             Error::Prune { .. } => "PruneFailed",
+            Error::Missing(_) => "ObserveFailed",
+            Error::Watches(_) => "ObserveFailed",
             Error::Status(_) => "StatusFailed",
             Error::Password(_) => "PasswordFailed",
             Error::Expire(_) => "ExpireFailed",

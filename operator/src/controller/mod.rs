@@ -1,6 +1,7 @@
 //! The controller: one reconcile per AppEnvironment, as a pipeline
-//! `observe -> validate -> build -> apply -> status`, each step in its own file. Only
-//! `observe`, `apply` and the status write touch the API.
+//! `observe -> validate -> build -> apply -> status`, each step in its own file. What exists
+//! is read from the watches' stores (`stores`); the API sees only the writes of `apply` and
+//! the status, and a list of Pods when a rollout stands still.
 
 mod apply;
 mod error;
@@ -9,43 +10,43 @@ pub mod http;
 mod metrics;
 mod observe;
 mod status;
+mod stores;
 
 pub use error::Error;
 pub use metrics::{Counts, Metrics};
 
 use crate::api::{AppEnvironment, AppEnvironmentStatus, condition};
-use crate::build::{self, ENVIRONMENT_LABEL, FIELD_MANAGER};
+use crate::build::{self, FIELD_MANAGER};
 use crate::controller::apply::Allowed;
 use crate::controller::events::{Kind as EventType, Publisher};
 use crate::controller::observe::Migration;
 use crate::controller::status::Gates;
 use crate::validate::{self, DatabaseModel, Settings};
 use futures::StreamExt as _;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Client, Resource, ResourceExt as _};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Changes of one environment's objects that arrive within this window are reconciled once: a
-/// rollout reports many small status changes in a burst, and each reconcile reads the cluster.
+/// rollout reports many small status changes in a burst.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// The controller's watches share one backoff (kube-runtime merges them into one stream). After
-/// an API server restart every watch gets a "410 Gone" (a normal relist) and each counted as
-/// an error on the shared, growing backoff: the operator was blind for minutes. A short
-/// constant backoff keeps a relist storm from stalling the controller; a server that stays
-/// down is retried once a second, which is cheap.
+/// Every watch retries after a constant second. With a growing backoff the operator was blind
+/// for minutes after an API server restart: every watch gets a "410 Gone" then (a normal
+/// relist), and each counted as an error. A server that stays down is retried once a second
+/// per watch, which is cheap.
 #[derive(Debug, Clone, Copy)]
 struct ConstantBackoff(Duration);
+
+/// The wait before a failed watch is retried (see [`ConstantBackoff`]).
+const WATCH_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Iterator for ConstantBackoff {
     type Item = Duration;
@@ -94,6 +95,8 @@ pub struct Context {
     metrics: Arc<Metrics>,
     /// What was applied, so that unchanged objects are not applied again.
     applied: apply::AppliedCache,
+    /// What exists: the reconcile's reads.
+    stores: stores::Stores,
 }
 
 impl std::fmt::Debug for Context {
@@ -298,8 +301,9 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
         return Ok(Action::await_change());
     }
 
-    // observe
-    let observed = observe::observe(&ctx.client, &model).await?;
+    // observe (from the watches' stores)
+    ctx.stores.ready().await.map_err(Error::Watches)?;
+    let observed = observe::observe(&ctx.client, &ctx.stores, &model, now).await?;
     let migration = observed
         .migration
         .clone()
@@ -350,14 +354,7 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
         (Some(source), Some(_)) => Some(source),
         _ => None,
     };
-    let applier = apply::Applier::observe(
-        &ctx.client,
-        &ctx.applied,
-        &model.namespace.name,
-        &env.name_any(),
-        &apply::kinds(&children, wildcard.is_some()),
-    )
-    .await?;
+    let applier = apply::Applier::new(&ctx.client, &ctx.applied, &ctx.stores);
     let mut applied = apply::apply_children(&applier, &children, &allowed).await?;
     if let Some(source) = wildcard {
         let copy = apply::copy_wildcard_tls(
@@ -374,6 +371,7 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
     if spec_changed {
         apply::prune(
             &ctx.client,
+            &ctx.stores,
             &model.namespace.name,
             &env.name_any(),
             &applied,
@@ -406,6 +404,9 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
         // Rolling out: watches of the children bring the changes; this is a safety net.
         Duration::from_secs(30).min(ctx.options.resync)
     };
+    if let Some(left) = observed.look_again {
+        next = next.min(left + Duration::from_millis(100));
+    }
     if let Some(at) = expires_at {
         let until = at.duration_since(now).unsigned_abs();
         next = next.min(until + Duration::from_secs(1));
@@ -466,15 +467,6 @@ fn error_policy(
     Action::requeue(delay)
 }
 
-fn environment_of<K: Resource>(
-    object: PartialObjectMeta<K>,
-) -> Option<ObjectRef<DeserializeGuard<AppEnvironment>>> {
-    object
-        .labels()
-        .get(ENVIRONMENT_LABEL)
-        .map(|name| ObjectRef::new(name))
-}
-
 /// Run the controller until a shutdown signal.
 pub async fn run(client: Client, options: Options) {
     run_with_metrics(client, options, Arc::new(Metrics::default())).await;
@@ -482,6 +474,13 @@ pub async fn run(client: Client, options: Options) {
 
 /// Run the controller until a shutdown signal, counting into `metrics`.
 pub async fn run_with_metrics(client: Client, options: Options, metrics: Arc<Metrics>) {
+    let mut env_config = watcher::Config::default();
+    if let Some(selector) = &options.selector {
+        env_config = env_config.labels(selector);
+    }
+    let backoff = || ConstantBackoff(WATCH_BACKOFF);
+    let (stores, triggers, wildcard_changes) =
+        stores::Stores::watch(&client, options.settings.wildcard_tls.as_ref(), backoff);
     let ctx = Arc::new(Context {
         events: Publisher::new(client.clone(), std::env::var("APPENV_POD_NAME").ok()),
         client: client.clone(),
@@ -489,55 +488,28 @@ pub async fn run_with_metrics(client: Client, options: Options, metrics: Arc<Met
         options: options.clone(),
         metrics,
         applied: apply::AppliedCache::default(),
+        stores,
     });
-    let mut env_config = watcher::Config::default();
-    if let Some(selector) = &options.selector {
-        env_config = env_config.labels(selector);
-    }
-    // Children are watched by metadata only, selected by the environment label: enough to
-    // know that something changed, and a fraction of the memory of full objects.
-    let children = watcher::Config::default().labels(ENVIRONMENT_LABEL);
     let envs: Api<DeserializeGuard<AppEnvironment>> = Api::all(client.clone());
-    // A change of the wildcard certificate reaches every preview's copy.
-    let wildcard_changes = match &options.settings.wildcard_tls {
-        Some((ns, name)) => {
-            let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-            watcher::watcher(
-                Api::<PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>::namespaced(
-                    client.clone(),
-                    ns,
-                ),
-                config,
-            )
-            .touched_objects()
-            .filter_map(|change| async move { change.ok().map(|_| ()) })
-            .boxed()
-        }
-        None => futures::stream::pending().boxed(),
-    };
-    Controller::new(envs, env_config)
+    // The environments' store without managedFields, which no decision reads.
+    let (reader, writer) = reflector::store();
+    let envs = watcher::watcher(envs, env_config)
+        .modify(|guarded: &mut DeserializeGuard<AppEnvironment>| {
+            if let Ok(env) = guarded.0.as_mut() {
+                env.metadata.managed_fields = None;
+            }
+        })
+        .reflect(writer)
+        .backoff(backoff())
+        .applied_objects();
+    Controller::for_stream(envs, reader)
         .reconcile_all_on(wildcard_changes)
+        .reconcile_on(futures::stream::select_all(triggers))
         .with_config(
             kube::runtime::controller::Config::default()
                 .concurrency(options.concurrency)
                 .debounce(DEBOUNCE),
         )
-        .watches(
-            Api::<PartialObjectMeta<Deployment>>::all(client.clone()),
-            children.clone(),
-            environment_of,
-        )
-        .watches(
-            Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()),
-            children.clone(),
-            environment_of,
-        )
-        .watches(
-            Api::<PartialObjectMeta<Job>>::all(client.clone()),
-            children,
-            environment_of,
-        )
-        .trigger_backoff(ConstantBackoff(Duration::from_secs(1)))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

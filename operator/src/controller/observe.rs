@@ -3,17 +3,16 @@
 
 use crate::build::{self, migration_job_name};
 use crate::controller::error::Error;
+use crate::controller::stores::{self, Stores};
 use crate::validate::{DatabaseModel, Model};
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
-use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
 use kube::api::{Api, ListParams};
-use kube::{Client, Resource};
-use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
-use std::fmt::Debug;
+use std::time::Duration;
 
 /// The state of the migration for the spec's image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,28 +42,19 @@ pub struct Observed {
     pub volume_failures: Vec<String>,
     /// Phase of the embedded database's volume, if it exists.
     pub data_volume_phase: Option<String>,
+    /// An unready rollout whose Pods are not read yet: reconcile again after this long.
+    pub look_again: Option<Duration>,
 }
 
 /// How long a claim may stay unbound before it counts as a failure (provisioning is slow on
 /// some clouds, but not this slow).
 const UNBOUND_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
 
-async fn observe_volumes(
-    client: &Client,
-    model: &Model,
-    observed: &mut Observed,
-) -> Result<(), Error> {
+fn observe_volumes(stores: &Stores, model: &Model, observed: &mut Observed) {
     let ns = model.namespace.name.as_str();
-    let selector = format!("{}={}", build::ENVIRONMENT_LABEL, model.name);
-    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| Error::Observe {
-            what: format!("PersistentVolumeClaims in {ns}"),
-            source,
-        })?;
-    let now = k8s_openapi::jiff::Timestamp::now();
-    for claim in claims.items {
+    let claims = stores.claims_of(ns, &model.name);
+    let now = Timestamp::now();
+    for claim in claims {
         let name = claim.metadata.name.clone().unwrap_or_default();
         let phase = claim
             .status
@@ -84,21 +74,13 @@ async fn observe_volumes(
                     .spec
                     .as_ref()
                     .and_then(|s| s.storage_class_name.clone());
-                if let Some(class) = class.filter(|c| !c.is_empty()) {
-                    let exists = Api::<StorageClass>::all(client.clone())
-                        .get_opt(&class)
-                        .await
-                        .map_err(|source| Error::Observe {
-                            what: format!("StorageClass {class}"),
-                            source,
-                        })?
-                        .is_some();
-                    if !exists {
-                        observed.volume_failures.push(format!(
-                            "PersistentVolumeClaim {name}: StorageClass {class:?} does not exist"
-                        ));
-                        continue;
-                    }
+                if let Some(class) = class.filter(|c| !c.is_empty())
+                    && !stores.storage_class_exists(&class)
+                {
+                    observed.volume_failures.push(format!(
+                        "PersistentVolumeClaim {name}: StorageClass {class:?} does not exist"
+                    ));
+                    continue;
                 }
                 let since = claim
                     .metadata
@@ -115,23 +97,6 @@ async fn observe_volumes(
             }
         }
     }
-    Ok(())
-}
-
-async fn get<K>(client: &Client, ns: &str, name: &str) -> Result<Option<K>, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + Debug,
-{
-    Api::<K>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .map_err(|source| Error::Observe {
-            what: format!("{} {ns}/{name}", K::kind(&())),
-            source,
-        })
 }
 
 fn job_state(job: &Job) -> Migration {
@@ -227,21 +192,60 @@ fn deployment_ready(d: &Deployment) -> bool {
         .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= want)
 }
 
-pub async fn observe(client: &Client, model: &Model) -> Result<Observed, Error> {
+/// How long an unready Deployment's rollout may stand still (no condition updated) before its
+/// Pods are listed for a reason: a healthy rollout moves on well within this, so Pods are read
+/// only when something is likely wrong.
+pub const STANDING_STILL: Duration = Duration::from_secs(10);
+
+/// `None` if the rollout of an unready Deployment stood still long enough for its Pods to be
+/// worth a look, else how long until it will have.
+pub fn pods_due_in(d: &Deployment, now: Timestamp) -> Option<Duration> {
+    let moved = d
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            c.last_update_time
+                .as_ref()
+                .or(c.last_transition_time.as_ref())
+        })
+        .map(|t| t.0)
+        .max()
+        .or_else(|| d.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    let still = now.duration_since(moved).unsigned_abs();
+    STANDING_STILL
+        .checked_sub(still)
+        .filter(|left| !left.is_zero())
+}
+
+/// Read what exists of the environment from the watches' stores; list the Pods of a
+/// Deployment only when its rollout stands still unready.
+pub async fn observe(
+    client: &Client,
+    stores: &Stores,
+    model: &Model,
+    now: Timestamp,
+) -> Result<Observed, Error> {
     let ns = model.namespace.name.as_str();
     let mut observed = Observed::default();
     if let Some(DatabaseModel::Postgres(_)) = &model.database {
-        let secret: Option<Secret> = get(client, ns, &build::postgres_secret_name(model)).await?;
+        let secret = stores::get(&stores.secrets, ns, &build::postgres_secret_name(model));
         observed.password = secret
             .and_then(|s| s.data)
             .and_then(|mut d| d.remove("password"))
             .and_then(|p| String::from_utf8(p.0).ok())
             .filter(|p| !p.is_empty());
-        observed.postgres = get(client, ns, &build::postgres_service_name(model)).await?;
+        observed.postgres = stores::get(
+            &stores.stateful_sets,
+            ns,
+            &build::postgres_service_name(model),
+        );
     }
     observed.migration = Some(match &model.migrations {
         None => Migration::NotConfigured,
-        Some(m) => match get::<Job>(client, ns, &migration_job_name(model, m)).await? {
+        Some(m) => match stores::get(&stores.jobs, ns, &migration_job_name(model, m)) {
             None => Migration::NotStarted,
             Some(job) => job_state(&job),
         },
@@ -254,7 +258,7 @@ pub async fn observe(client: &Client, model: &Model) -> Result<Observed, Error> 
         .as_ref()
         .is_some_and(|r| r.persistence.is_some());
     if has_volumes {
-        observe_volumes(client, model, &mut observed).await?;
+        observe_volumes(stores, model, &mut observed);
     }
     for Workload {
         component,
@@ -262,33 +266,89 @@ pub async fn observe(client: &Client, model: &Model) -> Result<Observed, Error> 
         ..
     } in workloads(model)
     {
-        if let Some(d) = get::<Deployment>(client, ns, &name).await? {
-            if !deployment_ready(&d) {
-                let selector = d
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.selector.match_labels.as_ref())
-                    .map(|labels| {
-                        labels
-                            .iter()
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                    .unwrap_or_default();
-                let pods = Api::<Pod>::namespaced(client.clone(), ns)
-                    .list(&ListParams::default().labels(&selector))
-                    .await
-                    .map_err(|source| Error::Observe {
-                        what: format!("Pods of {component}"),
-                        source,
-                    })?;
-                if let Some(failure) = pod_failure(&pods.items) {
-                    observed.pod_failures.insert(component.clone(), failure);
+        let Some(d) = stores::get(&stores.deployments, ns, &name) else {
+            continue;
+        };
+        if !deployment_ready(&d) {
+            match pods_due_in(&d, now) {
+                Some(left) => {
+                    observed.look_again = Some(observed.look_again.map_or(left, |l| l.min(left)));
+                }
+                None => {
+                    if let Some(failure) =
+                        pod_failure(&list_pods(client, ns, &d, &component).await?)
+                    {
+                        observed.pod_failures.insert(component.clone(), failure);
+                    }
                 }
             }
-            observed.deployments.insert(component, d);
         }
+        observed.deployments.insert(component, d);
     }
     Ok(observed)
+}
+
+async fn list_pods(
+    client: &Client,
+    ns: &str,
+    d: &Deployment,
+    component: &str,
+) -> Result<Vec<Pod>, Error> {
+    let selector = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map(|list| list.items)
+        .map_err(|source| Error::Observe {
+            what: format!("Pods of {component}"),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn deployment(updated: Option<Timestamp>, created: Timestamp) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.creation_timestamp = Some(Time(created));
+        d.status = Some(DeploymentStatus {
+            conditions: updated.map(|at| {
+                vec![DeploymentCondition {
+                    type_: "Progressing".into(),
+                    status: "True".into(),
+                    last_update_time: Some(Time(at)),
+                    ..DeploymentCondition::default()
+                }]
+            }),
+            ..DeploymentStatus::default()
+        });
+        d
+    }
+
+    #[test]
+    fn pods_are_read_only_when_a_rollout_stands_still() {
+        let now = Timestamp::now();
+        let ago = |s: i64| now - k8s_openapi::jiff::SignedDuration::from_secs(s);
+        let moving = deployment(Some(ago(3)), ago(60));
+        let left = pods_due_in(&moving, now).expect("not due yet");
+        assert_eq!(left, STANDING_STILL - Duration::from_secs(3));
+        assert_eq!(pods_due_in(&deployment(Some(ago(11)), ago(60)), now), None);
+        // No condition yet: the age of the Deployment counts.
+        assert!(pods_due_in(&deployment(None, ago(2)), now).is_some());
+        assert_eq!(pods_due_in(&deployment(None, ago(30)), now), None);
+    }
 }
