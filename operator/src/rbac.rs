@@ -59,10 +59,10 @@ pub const CLUSTER_RULES: &[Rule] = &[
         verbs: APPLIED,
     },
     Rule {
-        why: "Read why a workload's pods fail (image pull, crash loop) for the status, when its rollout stands still.",
+        why: "Watch the environments' Pods (only their labels and containers' waiting reasons are kept) to name why a workload fails (image pull, crash loop) in the status.",
         groups: &[""],
         resources: &["pods"],
-        verbs: &["list"],
+        verbs: &["list", "watch"],
     },
     Rule {
         why: "Events about AppEnvironments (Ready, Degraded, InvalidSpec, MigrationFailed).",

@@ -3,12 +3,6 @@
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading {what}")]
-    Observe {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
     #[error("applying {kind} {name}")]
     Apply {
         kind: &'static str,
@@ -39,11 +33,9 @@ impl Error {
     /// A stable, low-cardinality name for Events and metrics.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::Observe { .. } => "ObserveFailed",
             Error::Apply { .. } => "ApplyFailed",
             Error::Prune { .. } => "PruneFailed",
-            Error::Missing(_) => "ObserveFailed",
-            Error::Watches(_) => "ObserveFailed",
+            Error::Missing(_) | Error::Watches(_) => "ObserveFailed",
             Error::Status(_) => "StatusFailed",
             Error::Password(_) => "PasswordFailed",
             Error::Expire(_) => "ExpireFailed",

@@ -1,7 +1,7 @@
 //! The controller: one reconcile per AppEnvironment, as a pipeline
 //! `observe -> validate -> build -> apply -> status`, each step in its own file. What exists
 //! is read from the watches' stores (`stores`); the API sees only the writes of `apply` and
-//! the status, and a list of Pods when a rollout stands still.
+//! the status.
 
 mod apply;
 mod error;
@@ -303,7 +303,7 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
 
     // observe (from the watches' stores)
     ctx.stores.ready().await.map_err(Error::Watches)?;
-    let observed = observe::observe(&ctx.client, &ctx.stores, &model, now).await?;
+    let observed = observe::observe(&ctx.stores, &model);
     let migration = observed
         .migration
         .clone()
@@ -404,9 +404,6 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
         // Rolling out: watches of the children bring the changes; this is a safety net.
         Duration::from_secs(30).min(ctx.options.resync)
     };
-    if let Some(left) = observed.look_again {
-        next = next.min(left + Duration::from_millis(100));
-    }
     if let Some(at) = expires_at {
         let until = at.duration_since(now).unsigned_abs();
         next = next.min(until + Duration::from_secs(1));

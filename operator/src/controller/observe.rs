@@ -1,18 +1,15 @@
-//! The fetch step: what exists of an environment, read before anything is written. Only
-//! reads; what it returns is what the gates and the status are decided from.
+//! The fetch step: what exists of an environment, read from the watches' stores (no request)
+//! before anything is written; what it returns is what the gates and the status are decided
+//! from.
 
 use crate::build::{self, migration_job_name};
-use crate::controller::error::Error;
 use crate::controller::stores::{self, Stores};
 use crate::validate::{DatabaseModel, Model};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::Client;
-use kube::api::{Api, ListParams};
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 /// The state of the migration for the spec's image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,8 +39,6 @@ pub struct Observed {
     pub volume_failures: Vec<String>,
     /// Phase of the embedded database's volume, if it exists.
     pub data_volume_phase: Option<String>,
-    /// An unready rollout whose Pods are not read yet: reconcile again after this long.
-    pub look_again: Option<Duration>,
 }
 
 /// How long a claim may stay unbound before it counts as a failure (provisioning is slow on
@@ -123,7 +118,7 @@ fn job_state(job: &Job) -> Migration {
 }
 
 /// The first reason a Pod of the component is failing, if any.
-fn pod_failure(pods: &[Pod]) -> Option<String> {
+pub fn pod_failure<P: std::ops::Deref<Target = Pod>>(pods: &[P]) -> Option<String> {
     pods.iter().find_map(|pod| {
         let status = pod.status.as_ref()?;
         status.container_statuses.iter().flatten().find_map(|c| {
@@ -192,42 +187,8 @@ fn deployment_ready(d: &Deployment) -> bool {
         .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= want)
 }
 
-/// How long an unready Deployment's rollout may stand still (no condition updated) before its
-/// Pods are listed for a reason: a healthy rollout moves on well within this, so Pods are read
-/// only when something is likely wrong.
-pub const STANDING_STILL: Duration = Duration::from_secs(10);
-
-/// `None` if the rollout of an unready Deployment stood still long enough for its Pods to be
-/// worth a look, else how long until it will have.
-pub fn pods_due_in(d: &Deployment, now: Timestamp) -> Option<Duration> {
-    let moved = d
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|c| {
-            c.last_update_time
-                .as_ref()
-                .or(c.last_transition_time.as_ref())
-        })
-        .map(|t| t.0)
-        .max()
-        .or_else(|| d.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
-    let still = now.duration_since(moved).unsigned_abs();
-    STANDING_STILL
-        .checked_sub(still)
-        .filter(|left| !left.is_zero())
-}
-
-/// Read what exists of the environment from the watches' stores; list the Pods of a
-/// Deployment only when its rollout stands still unready.
-pub async fn observe(
-    client: &Client,
-    stores: &Stores,
-    model: &Model,
-    now: Timestamp,
-) -> Result<Observed, Error> {
+/// Read what exists of the environment from the watches' stores.
+pub fn observe(stores: &Stores, model: &Model) -> Observed {
     let ns = model.namespace.name.as_str();
     let mut observed = Observed::default();
     if let Some(DatabaseModel::Postgres(_)) = &model.database {
@@ -270,85 +231,16 @@ pub async fn observe(
             continue;
         };
         if !deployment_ready(&d) {
-            match pods_due_in(&d, now) {
-                Some(left) => {
-                    observed.look_again = Some(observed.look_again.map_or(left, |l| l.min(left)));
-                }
-                None => {
-                    if let Some(failure) =
-                        pod_failure(&list_pods(client, ns, &d, &component).await?)
-                    {
-                        observed.pod_failures.insert(component.clone(), failure);
-                    }
-                }
+            let selector = d
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.match_labels.as_ref());
+            if let Some(failure) = selector.and_then(|s| pod_failure(&stores.pods_matching(ns, s)))
+            {
+                observed.pod_failures.insert(component.clone(), failure);
             }
         }
         observed.deployments.insert(component, d);
     }
-    Ok(observed)
-}
-
-async fn list_pods(
-    client: &Client,
-    ns: &str,
-    d: &Deployment,
-    component: &str,
-) -> Result<Vec<Pod>, Error> {
-    let selector = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.as_ref())
-        .map(|labels| {
-            labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map(|list| list.items)
-        .map_err(|source| Error::Observe {
-            what: format!("Pods of {component}"),
-            source,
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    fn deployment(updated: Option<Timestamp>, created: Timestamp) -> Deployment {
-        let mut d = Deployment::default();
-        d.metadata.creation_timestamp = Some(Time(created));
-        d.status = Some(DeploymentStatus {
-            conditions: updated.map(|at| {
-                vec![DeploymentCondition {
-                    type_: "Progressing".into(),
-                    status: "True".into(),
-                    last_update_time: Some(Time(at)),
-                    ..DeploymentCondition::default()
-                }]
-            }),
-            ..DeploymentStatus::default()
-        });
-        d
-    }
-
-    #[test]
-    fn pods_are_read_only_when_a_rollout_stands_still() {
-        let now = Timestamp::now();
-        let ago = |s: i64| now - k8s_openapi::jiff::SignedDuration::from_secs(s);
-        let moving = deployment(Some(ago(3)), ago(60));
-        let left = pods_due_in(&moving, now).expect("not due yet");
-        assert_eq!(left, STANDING_STILL - Duration::from_secs(3));
-        assert_eq!(pods_due_in(&deployment(Some(ago(11)), ago(60)), now), None);
-        // No condition yet: the age of the Deployment counts.
-        assert!(pods_due_in(&deployment(None, ago(2)), now).is_some());
-        assert_eq!(pods_due_in(&deployment(None, ago(30)), now), None);
-    }
+    observed
 }

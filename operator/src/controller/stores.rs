@@ -1,12 +1,12 @@
 //! The fetch step's source: every kind of object appenv writes is watched once, selected by
 //! the environment label, and kept in a reflector store stripped to what the reconciler reads.
-//! A reconcile reads these stores and sends the API server only its writes (and, when a
-//! rollout stands still, one list of Pods).
+//! A reconcile reads these stores and sends the API server only its writes.
 //!
 //! What is kept: full objects for the kinds whose status or data decide something
 //! (Deployments, StatefulSets, Jobs, PersistentVolumeClaims, Secrets), with managedFields and
-//! pod templates removed; metadata only for the others, where the version marker (generation,
-//! resourceVersion) is all the applier needs; and the names of the StorageClasses.
+//! pod templates removed; of Pods, their labels and their containers' waiting reasons;
+//! metadata only for the others, where the version marker (generation, resourceVersion) is all
+//! the applier needs; and the names of the StorageClasses.
 
 use crate::api::AppEnvironment;
 use crate::build::{APPLIED_HASH_ANNOTATION, ENVIRONMENT_LABEL, RETAINED_LABEL};
@@ -15,8 +15,8 @@ use futures::{FutureExt as _, Stream, StreamExt as _};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, LimitRange, Namespace, PersistentVolumeClaim, PodSpec, ResourceQuota,
-    Secret, Service,
+    ConfigMap, Container, ContainerState, ContainerStateWaiting, ContainerStatus, LimitRange,
+    Namespace, PersistentVolumeClaim, Pod, PodSpec, PodStatus, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -51,6 +51,7 @@ pub struct Stores {
     pub stateful_sets: Store<StatefulSet>,
     pub jobs: Store<Job>,
     pub claims: Store<PersistentVolumeClaim>,
+    pods: Store<Pod>,
     /// The wildcard certificate previews copy, if one is configured.
     pub wildcard: Option<Store<Secret>>,
 }
@@ -131,6 +132,34 @@ pub fn strip_job(j: &mut Job) {
     }
 }
 
+/// Of a Pod: its name, labels (matched against a Deployment's selector) and the waiting reason
+/// of each container, which is what says why a workload fails.
+pub fn strip_pod(p: &mut Pod) {
+    let labels = p.metadata.labels.take();
+    strip_meta(&mut p.metadata);
+    p.metadata.labels = labels;
+    p.spec = None;
+    p.status = p.status.take().map(|status| PodStatus {
+        container_statuses: status.container_statuses.map(|statuses| {
+            statuses
+                .into_iter()
+                .map(|c| ContainerStatus {
+                    name: c.name,
+                    state: c.state.and_then(|s| s.waiting).map(|w| ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: w.reason,
+                            message: None,
+                        }),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                })
+                .collect()
+        }),
+        ..PodStatus::default()
+    });
+}
+
 fn strip_claim(c: &mut PersistentVolumeClaim) {
     strip_meta(&mut c.metadata);
 }
@@ -147,9 +176,14 @@ fn children() -> watcher::Config {
     watcher::Config::default().labels(ENVIRONMENT_LABEL)
 }
 
-/// A watch stream, kept in a store, turned into reconcile requests of the environments its
-/// objects belong to.
-fn triggers<K, S, B>(stream: S, writer: reflector::store::Writer<K>, backoff: B) -> Trigger
+/// A watch stream, kept in a store, turned into reconcile requests of the environments of the
+/// objects that `wanted` accepts.
+fn triggers<K, S, B>(
+    stream: S,
+    writer: reflector::store::Writer<K>,
+    backoff: B,
+    wanted: fn(&K) -> bool,
+) -> Trigger
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
@@ -159,18 +193,37 @@ where
         .reflect(writer)
         .backoff(backoff)
         .touched_objects()
-        .filter_map(|object| async move { object.ok().and_then(|o| environment_of(o.meta())) })
+        .filter_map(move |object| async move {
+            object
+                .ok()
+                .filter(wanted)
+                .and_then(|o| environment_of(o.meta()))
+        })
         .boxed()
 }
 
-fn full<K, B>(client: &Client, strip: fn(&mut K), backoff: B) -> (Store<K>, Trigger)
+fn every<K>(_: &K) -> bool {
+    true
+}
+
+/// A Pod changes often; only a failing one is worth a reconcile of its environment.
+fn failing(pod: &Pod) -> bool {
+    crate::controller::observe::pod_failure(&[pod]).is_some()
+}
+
+fn full<K, B>(
+    client: &Client,
+    strip: fn(&mut K),
+    backoff: B,
+    wanted: fn(&K) -> bool,
+) -> (Store<K>, Trigger)
 where
     K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     B: Backoff + Send + 'static,
 {
     let (reader, writer) = reflector::store();
     let stream = watcher::watcher(Api::<K>::all(client.clone()), children()).modify(strip);
-    (reader, triggers(stream, writer, backoff))
+    (reader, triggers(stream, writer, backoff, wanted))
 }
 
 fn metadata<K, B>(
@@ -186,7 +239,7 @@ where
     // An `Api` of `PartialObjectMeta` sends metadata-only lists and watches.
     let api = Api::<PartialObjectMeta<K>>::all(client.clone());
     let stream = watcher::watcher(api, config).modify(strip_partial::<K>);
-    (reader, triggers(stream, writer, backoff))
+    (reader, triggers(stream, writer, backoff, every))
 }
 
 fn find<K>(store: &Store<K>, namespace: Option<&str>, name: &str) -> Option<ObjectMeta>
@@ -261,11 +314,12 @@ impl Stores {
             limit_ranges: keep!(metadata(c, children(), backoff())),
             network_policies: keep!(metadata(c, children(), backoff())),
             storage_classes: keep!(metadata(c, watcher::Config::default(), backoff())),
-            secrets: keep!(full(c, strip_secret, backoff())),
-            deployments: keep!(full(c, strip_deployment, backoff())),
-            stateful_sets: keep!(full(c, strip_stateful_set, backoff())),
-            jobs: keep!(full(c, strip_job, backoff())),
-            claims: keep!(full(c, strip_claim, backoff())),
+            secrets: keep!(full(c, strip_secret, backoff(), every)),
+            deployments: keep!(full(c, strip_deployment, backoff(), every)),
+            stateful_sets: keep!(full(c, strip_stateful_set, backoff(), every)),
+            jobs: keep!(full(c, strip_job, backoff(), every)),
+            claims: keep!(full(c, strip_claim, backoff(), every)),
+            pods: keep!(full(c, strip_pod, backoff(), failing)),
             wildcard: None,
         };
         let mut stores = stores;
@@ -289,7 +343,7 @@ impl Stores {
 
     /// Wait until every store holds its first full list.
     pub async fn ready(&self) -> Result<(), Ended> {
-        let waits: [(&'static str, _); 13] = [
+        let waits: [(&'static str, _); 14] = [
             ("Namespaces", self.namespaces.wait_until_ready().boxed()),
             ("ConfigMaps", self.config_maps.wait_until_ready().boxed()),
             ("Services", self.services.wait_until_ready().boxed()),
@@ -315,6 +369,7 @@ impl Stores {
                 "PersistentVolumeClaims",
                 self.claims.wait_until_ready().boxed(),
             ),
+            ("Pods", self.pods.wait_until_ready().boxed()),
         ];
         for (what, wait) in waits {
             wait.await.map_err(|_| Ended(what))?;
@@ -375,6 +430,24 @@ impl Stores {
     /// Whether a StorageClass of that name exists.
     pub fn storage_class_exists(&self, name: &str) -> bool {
         find(&self.storage_classes, None, name).is_some()
+    }
+
+    /// The Pods in a namespace whose labels include `selector`.
+    pub fn pods_matching(
+        &self,
+        namespace: &str,
+        selector: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<std::sync::Arc<Pod>> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.metadata.namespace.as_deref() == Some(namespace)
+                    && selector
+                        .iter()
+                        .all(|(k, v)| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))
+            })
+            .collect()
     }
 
     /// The environment's claims in its namespace.
@@ -459,5 +532,65 @@ mod tests {
         assert_eq!(pod.containers[0].env, None);
         assert_eq!(d.status.and_then(|s| s.ready_replicas), Some(2));
         assert_eq!(environment_of(m).map(|r| r.name), Some("shop".to_owned()));
+    }
+
+    #[test]
+    fn a_pod_keeps_its_labels_and_waiting_reasons_and_only_a_failing_one_triggers() {
+        let waiting = |reason: &str| ContainerStatus {
+            name: "web".into(),
+            image: "shop:2".into(),
+            ready: false,
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.into()),
+                    message: Some("back-off 5m0s restarting failed container".into()),
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerStatus::default()
+        };
+        let pod = |reason: &str| Pod {
+            metadata: ObjectMeta {
+                name: Some("shop-1".into()),
+                labels: Some(BTreeMap::from([
+                    ("app.kubernetes.io/instance".to_owned(), "shop".to_owned()),
+                    (ENVIRONMENT_LABEL.to_owned(), "shop".to_owned()),
+                ])),
+                managed_fields: Some(vec![ManagedFieldsEntry::default()]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec::default()),
+            status: Some(PodStatus {
+                container_statuses: Some(vec![waiting(reason)]),
+                pod_ip: Some("10.0.0.9".into()),
+                ..PodStatus::default()
+            }),
+        };
+        let mut crashing = pod("CrashLoopBackOff");
+        strip_pod(&mut crashing);
+        assert_eq!(crashing.spec, None);
+        assert_eq!(crashing.metadata.managed_fields, None);
+        assert_eq!(
+            crashing.metadata.labels.as_ref().map(BTreeMap::len),
+            Some(2)
+        );
+        let status = crashing.status.as_ref().expect("status");
+        assert_eq!(status.pod_ip, None);
+        let c = &status.container_statuses.as_ref().expect("containers")[0];
+        assert_eq!(c.name, "web");
+        assert_eq!(c.image, "");
+        let w = c
+            .state
+            .as_ref()
+            .and_then(|s| s.waiting.as_ref())
+            .expect("waiting");
+        assert_eq!(
+            (w.reason.as_deref(), w.message.as_deref()),
+            (Some("CrashLoopBackOff"), None)
+        );
+        assert!(failing(&crashing));
+        let mut starting = pod("ContainerCreating");
+        strip_pod(&mut starting);
+        assert!(!failing(&starting));
     }
 }
