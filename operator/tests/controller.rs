@@ -11,8 +11,8 @@ use appenv::controller::{self, Metrics, Options};
 use appenv::devcluster::kubelet::{FAIL_ANNOTATION, TERMINATE_AFTER_ANNOTATION};
 use appenv::validate::Settings;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Namespace, PersistentVolumeClaim};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, PersistentVolumeClaim, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
@@ -660,6 +660,81 @@ async fn a_steady_state_writes_nothing_over_two_minutes_of_resyncs() {
     assert!(before.len() >= 10, "{before:?}");
     let _ = Api::<AppEnvironment>::all(client.clone())
         .delete("steady-state", &DeleteParams::default())
+        .await;
+}
+
+/// Deleted or edited children come back through their watches, long before a resync.
+#[tokio::test]
+async fn a_deleted_or_edited_child_is_restored_at_once_not_at_the_next_resync() {
+    let client = common::client().await;
+    let _operator = operator(&client, "restore", Duration::from_secs(600)).await;
+    apply(&client, &example("aifacade.yaml", "restore-me", "restore")).await;
+    wait_ready(&client, "restore-me").await;
+    let ns = "restore-me";
+    let selector = ListParams::default().labels("appenv.dev/environment=restore-me");
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let configs: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let service = services.list(&selector).await.expect("services").items[0].clone();
+    let config = configs.list(&selector).await.expect("configmaps").items[0].clone();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let web = deployment(&client, ns, "aifacade").await.expect("web");
+    let replicas = web.spec.as_ref().and_then(|s| s.replicas);
+
+    let changed = Instant::now();
+    services
+        .delete(&service.name_any(), &DeleteParams::default())
+        .await
+        .expect("delete Service");
+    configs
+        .delete(&config.name_any(), &DeleteParams::default())
+        .await
+        .expect("delete ConfigMap");
+    deployments
+        .patch(
+            "aifacade",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scale web by hand");
+
+    // Each within 30 s, with a resync of 600 s: only the watches can bring them back.
+    let limit = Duration::from_secs(30);
+    let uid = config.uid();
+    let restored = |o: Option<&ConfigMap>| o.is_some_and(|o| o.uid() != uid);
+    common::wait_for(
+        &configs,
+        &config.name_any(),
+        limit,
+        "ConfigMap restored",
+        restored,
+    )
+    .await;
+    let uid = service.uid();
+    let restored = |o: Option<&Service>| o.is_some_and(|o| o.uid() != uid);
+    common::wait_for(
+        &services,
+        &service.name_any(),
+        limit,
+        "Service restored",
+        restored,
+    )
+    .await;
+    let scaled_back = |d: Option<&Deployment>| {
+        d.and_then(|d| d.spec.as_ref()).and_then(|s| s.replicas) == replicas
+    };
+    common::wait_for(
+        &deployments,
+        "aifacade",
+        limit,
+        "replicas restored",
+        scaled_back,
+    )
+    .await;
+    let took = changed.elapsed();
+    println!("deleted Service and ConfigMap and a scaled Deployment restored in {took:.1?}");
+    let _ = Api::<AppEnvironment>::all(client.clone())
+        .delete("restore-me", &DeleteParams::default())
         .await;
 }
 

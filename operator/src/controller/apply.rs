@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// What this reconcile may apply beyond the always-safe parts.
@@ -157,6 +158,8 @@ pub struct Applier<'a> {
     client: &'a Client,
     cache: &'a AppliedCache,
     stores: &'a Stores,
+    /// Something applied was skipped while its watch had not shown it yet.
+    in_flight: AtomicBool,
 }
 
 impl<'a> Applier<'a> {
@@ -165,7 +168,26 @@ impl<'a> Applier<'a> {
             client,
             cache,
             stores,
+            in_flight: AtomicBool::new(false),
         }
+    }
+
+    /// When to look again at objects skipped as in flight (none: `None`): if their watch never
+    /// shows them, they count as deleted then and are applied again.
+    pub fn look_again(&self) -> Option<Duration> {
+        self.in_flight.load(Ordering::Relaxed).then_some(IN_FLIGHT)
+    }
+
+    /// Whether the object at `key` is as last applied (see [`AppliedCache`]).
+    fn skip(&self, kind: &str, ns: &str, name: &str, key: &str, hash: &str) -> bool {
+        let live = self.stores.meta(kind, ns, name);
+        let skip = self
+            .cache
+            .unchanged(key, hash, live.as_ref(), Instant::now());
+        if skip && live.is_none() {
+            self.in_flight.store(true, Ordering::Relaxed);
+        }
+        skip
     }
 
     async fn apply<K>(&self, object: &K) -> Result<(), Error>
@@ -181,11 +203,7 @@ impl<'a> Applier<'a> {
         let kind = short_kind::<K>();
         let key = format!("{kind}/{ns}/{name}");
         let hash = hash_json(object);
-        let live = self.stores.meta(kind, &ns, &name);
-        if self
-            .cache
-            .unchanged(&key, &hash, live.as_ref(), Instant::now())
-        {
+        if self.skip(kind, &ns, &name, &key, &hash) {
             return Ok(());
         }
         let applied = Api::<K>::namespaced(self.client.clone(), &ns)
@@ -200,11 +218,7 @@ impl<'a> Applier<'a> {
         let name = namespace.name_any();
         let key = format!("Namespace//{name}");
         let hash = hash_json(namespace);
-        let live = self.stores.meta("Namespace", "", &name);
-        if self
-            .cache
-            .unchanged(&key, &hash, live.as_ref(), Instant::now())
-        {
+        if self.skip("Namespace", "", &name, &key, &hash) {
             return Ok(());
         }
         let applied = Api::<Namespace>::all(self.client.clone())

@@ -404,6 +404,9 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
         // Rolling out: watches of the children bring the changes; this is a safety net.
         Duration::from_secs(30).min(ctx.options.resync)
     };
+    if let Some(wait) = applier.look_again() {
+        next = next.min(wait);
+    }
     if let Some(at) = expires_at {
         let until = at.duration_since(now).unsigned_abs();
         next = next.min(until + Duration::from_secs(1));
