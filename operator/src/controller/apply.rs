@@ -6,7 +6,7 @@ use crate::build::{
     Web, hash_json,
 };
 use crate::controller::error::Error;
-use crate::controller::stores::{self, Stores};
+use crate::controller::stores::Stores;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -461,7 +462,7 @@ pub async fn copy_wildcard_tls(
         .stores
         .wildcard
         .as_ref()
-        .and_then(|store| stores::get(store, source_ns, name))
+        .and_then(|store| store.get(&ObjectRef::new(name).within(source_ns)))
         .ok_or_else(|| Error::Missing(format!("wildcard TLS Secret {source_ns}/{name}")))?;
     let copy = Secret {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {

@@ -20,7 +20,7 @@ pub enum Error {
     #[error("{0} does not exist")]
     Missing(String),
     #[error("waiting for the watches' first lists")]
-    Watches(#[source] crate::controller::stores::Ended),
+    Watches(#[source] crate::controller::stores::NotReady),
     #[error("writing the status")]
     Status(#[source] kube::Error),
     #[error("generating the database password")]

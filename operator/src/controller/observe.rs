@@ -3,7 +3,7 @@
 //! from.
 
 use crate::build::{self, migration_job_name};
-use crate::controller::stores::{self, Stores};
+use crate::controller::stores::Stores;
 use crate::validate::{DatabaseModel, Model};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -118,7 +118,7 @@ fn job_state(job: &Job) -> Migration {
 }
 
 /// The first reason a Pod of the component is failing, if any.
-pub fn pod_failure<P: std::ops::Deref<Target = Pod>>(pods: &[P]) -> Option<String> {
+pub fn pod_failure(pods: &[Pod]) -> Option<String> {
     pods.iter().find_map(|pod| {
         let status = pod.status.as_ref()?;
         status.container_statuses.iter().flatten().find_map(|c| {
@@ -192,21 +192,14 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
     let ns = model.namespace.name.as_str();
     let mut observed = Observed::default();
     if let Some(DatabaseModel::Postgres(_)) = &model.database {
-        let secret = stores::get(&stores.secrets, ns, &build::postgres_secret_name(model));
-        observed.password = secret
-            .and_then(|s| s.data)
-            .and_then(|mut d| d.remove("password"))
-            .and_then(|p| String::from_utf8(p.0).ok())
+        observed.password = stores
+            .password(ns, &build::postgres_secret_name(model))
             .filter(|p| !p.is_empty());
-        observed.postgres = stores::get(
-            &stores.stateful_sets,
-            ns,
-            &build::postgres_service_name(model),
-        );
+        observed.postgres = stores.stateful_set(ns, &build::postgres_service_name(model));
     }
     observed.migration = Some(match &model.migrations {
         None => Migration::NotConfigured,
-        Some(m) => match stores::get(&stores.jobs, ns, &migration_job_name(model, m)) {
+        Some(m) => match stores.job(ns, &migration_job_name(model, m)) {
             None => Migration::NotStarted,
             Some(job) => job_state(&job),
         },
@@ -227,7 +220,7 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
         ..
     } in workloads(model)
     {
-        let Some(d) = stores::get(&stores.deployments, ns, &name) else {
+        let Some(d) = stores.deployment(ns, &name) else {
             continue;
         };
         if !deployment_ready(&d) {
@@ -235,8 +228,7 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
                 .spec
                 .as_ref()
                 .and_then(|s| s.selector.match_labels.as_ref());
-            if let Some(failure) = selector.and_then(|s| pod_failure(&stores.pods_matching(ns, s)))
-            {
+            if let Some(failure) = selector.and_then(|s| stores.pod_failure(ns, s)) {
                 observed.pod_failures.insert(component.clone(), failure);
             }
         }
