@@ -341,6 +341,14 @@ struct IndexWriter<K, V> {
 }
 
 impl<K: Resource, V: Clone> IndexWriter<K, V> {
+    fn new(index: &Index<V>, view: fn(&K) -> Option<V>) -> Self {
+        Self {
+            index: index.clone(),
+            view,
+            relist: None,
+        }
+    }
+
     fn apply(&mut self, event: &watcher::Event<K>) {
         use watcher::Event;
         match event {
@@ -426,11 +434,7 @@ where
     B: Backoff + Send + 'static,
 {
     let index = Index::new();
-    let mut writer = IndexWriter {
-        index: index.clone(),
-        view,
-        relist: None,
-    };
+    let mut writer = IndexWriter::new(&index, view);
     let trigger = watcher::watcher(api, config)
         .inspect_ok(move |event| writer.apply(event))
         .backoff(backoff)
@@ -819,11 +823,7 @@ mod tests {
     #[test]
     fn an_index_follows_events_and_a_relist_replaces_it_whole() {
         let index = Index::new();
-        let mut writer = IndexWriter {
-            index: index.clone(),
-            view: meta_view::<ConfigMap>,
-            relist: None,
-        };
+        let mut writer = IndexWriter::new(&index, meta_view::<ConfigMap>);
         writer.apply(&Event::Init);
         writer.apply(&Event::InitApply(config_map("a", "1")));
         writer.apply(&Event::InitApply(config_map("b", "2")));
@@ -909,11 +909,7 @@ mod tests {
             }),
         };
         let stores = stores_for_test();
-        let mut writer = IndexWriter {
-            index: stores.deployments.clone(),
-            view: deployment_view,
-            relist: None,
-        };
+        let mut writer = IndexWriter::new(&stores.deployments, deployment_view);
         writer.apply(&Event::Apply(d));
         let rebuilt = stores.deployment("shop-prod", "shop").expect("indexed");
         let m = &rebuilt.metadata;
@@ -1012,11 +1008,7 @@ mod tests {
             ..Pod::default()
         };
         let stores = stores_for_test();
-        let mut writer = IndexWriter {
-            index: stores.pods.clone(),
-            view: failing_pod,
-            relist: None,
-        };
+        let mut writer = IndexWriter::new(&stores.pods, failing_pod);
         writer.apply(&Event::Apply(pod("shop-1", "ContainerCreating")));
         assert!(stores.pods.scan("shop-prod", |_, _| Some(())).is_empty());
         assert!(!failing(&pod("shop-1", "ContainerCreating")));
