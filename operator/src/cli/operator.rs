@@ -97,20 +97,25 @@ impl OperatorArgs {
     }
 }
 
-/// SIGTERM (Kubernetes stopping the Pod) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => futures::future::pending::<()>().await,
+/// SIGTERM (Kubernetes stopping the Pod) or SIGINT (Ctrl-C), listened for from the moment this
+/// is called: a signal that arrives between leader election and the controller's start is not
+/// lost (tokio drops a signal that comes while nobody listens, and the process would no longer
+/// stop on it).
+fn shutdown_signal()
+-> anyhow::Result<futures::future::Shared<futures::future::BoxFuture<'static, ()>>> {
+    use futures::FutureExt as _;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
     }
+    .boxed()
+    .shared())
 }
 
 fn server_ended(
@@ -125,6 +130,7 @@ fn server_ended(
 }
 
 pub async fn run(args: OperatorArgs) -> anyhow::Result<bool> {
+    let shutdown = shutdown_signal()?;
     let lease = args.leader.config()?;
     let metrics = Arc::new(controller::Metrics::default());
     let config = kube::Config::infer()
@@ -158,7 +164,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<bool> {
             metrics.leader(false);
             tokio::select! {
                 () = elector.acquire() => {}
-                () = shutdown_signal() => return Ok(true),
+                () = shutdown.clone() => return Ok(true),
                 served = &mut server => return server_ended(served, args.metrics_addr),
             }
             metrics.leader(true);
@@ -175,7 +181,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<bool> {
         }
     };
     let outcome = tokio::select! {
-        () = controller::run_with_metrics(client, args.options(), metrics.clone()) => Ok(true),
+        () = controller::run_until(client, args.options(), metrics.clone(), shutdown) => Ok(true),
         lost = lost => match lost {
             Ok(lost) => Err(anyhow::anyhow!("{lost}: stopping so that only the leader reconciles")),
             Err(died) => Err(anyhow::anyhow!("the leader-election task died ({died}): stopping")),

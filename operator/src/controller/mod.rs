@@ -474,6 +474,31 @@ pub async fn run(client: Client, options: Options) {
 
 /// Run the controller until a shutdown signal, counting into `metrics`.
 pub async fn run_with_metrics(client: Client, options: Options, metrics: Arc<Metrics>) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    let signal = async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+    };
+    run_until(client, options, metrics, signal).await;
+}
+
+/// Run the controller until `shutdown` completes (then finish the reconciles under way),
+/// counting into `metrics`.
+pub async fn run_until(
+    client: Client,
+    options: Options,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let mut env_config = watcher::Config::default();
     if let Some(selector) = &options.selector {
         env_config = env_config.labels(selector);
@@ -510,7 +535,7 @@ pub async fn run_with_metrics(client: Client, options: Options, metrics: Arc<Met
                 .concurrency(options.concurrency)
                 .debounce(DEBOUNCE),
         )
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
