@@ -493,20 +493,12 @@ where
     )
 }
 
-fn metas<V: Clone>(
-    index: &Index<V>,
-    ns: &str,
-    env: &str,
-    meta: fn(&V) -> &Meta,
-) -> Vec<ObjectMeta> {
+/// The metadata of the objects of `index` in `ns` that belong to environment `env`.
+fn metas<V: Clone + AsRef<Meta>>(index: &Index<V>, ns: &str, env: &str) -> Vec<ObjectMeta> {
     index.scan(ns, |name, value| {
-        let m = meta(value);
+        let m = value.as_ref();
         (m.environment.as_deref() == Some(env)).then(|| m.object_meta(ns, name))
     })
-}
-
-fn own<V: AsRef<Meta>>(value: &V) -> &Meta {
-    value.as_ref()
 }
 
 macro_rules! as_meta {
@@ -658,17 +650,17 @@ impl Stores {
     ) -> Vec<ObjectMeta> {
         let (ns, env) = (namespace, environment);
         match kind {
-            "ConfigMap" => metas(&self.config_maps, ns, env, own),
-            "Service" => metas(&self.services, ns, env, own),
-            "Ingress" => metas(&self.ingresses, ns, env, own),
-            "ResourceQuota" => metas(&self.quotas, ns, env, own),
-            "LimitRange" => metas(&self.limit_ranges, ns, env, own),
-            "NetworkPolicy" => metas(&self.network_policies, ns, env, own),
-            "Secret" => metas(&self.secrets, ns, env, own),
-            "Deployment" => metas(&self.deployments, ns, env, own),
-            "StatefulSet" => metas(&self.stateful_sets, ns, env, own),
-            "Job" => metas(&self.jobs, ns, env, own),
-            "PersistentVolumeClaim" => metas(&self.claims, ns, env, own),
+            "ConfigMap" => metas(&self.config_maps, ns, env),
+            "Service" => metas(&self.services, ns, env),
+            "Ingress" => metas(&self.ingresses, ns, env),
+            "ResourceQuota" => metas(&self.quotas, ns, env),
+            "LimitRange" => metas(&self.limit_ranges, ns, env),
+            "NetworkPolicy" => metas(&self.network_policies, ns, env),
+            "Secret" => metas(&self.secrets, ns, env),
+            "Deployment" => metas(&self.deployments, ns, env),
+            "StatefulSet" => metas(&self.stateful_sets, ns, env),
+            "Job" => metas(&self.jobs, ns, env),
+            "PersistentVolumeClaim" => metas(&self.claims, ns, env),
             _ => Vec::new(),
         }
     }
