@@ -79,6 +79,11 @@ fn from_value(value: serde_yaml::Value) -> Result<AppEnvironment, Vec<FieldError
     if !errors.is_empty() {
         return Err(errors);
     }
+    // serde cannot say where a key that is not a string sits (its path is `?`): find them first.
+    non_string_keys(&value, "", &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     let mut unknown = Vec::new();
     let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
     let tracked = serde_ignored::Deserializer::new(value, &mut record);
@@ -105,5 +110,116 @@ fn from_value(value: serde_yaml::Value) -> Result<AppEnvironment, Vec<FieldError
         Ok(env)
     } else {
         Err(unknown)
+    }
+}
+
+/// Every mapping key below `value` that is not a string (`1:`, `true:`, a YAML `? ` complex key),
+/// named by the path of the mapping that holds it (`(document)` at the top).
+fn non_string_keys(value: &serde_yaml::Value, path: &str, errors: &mut Vec<FieldError>) {
+    use serde_yaml::Value;
+    match value {
+        Value::Mapping(mapping) => {
+            for (key, child) in mapping {
+                match key {
+                    Value::String(key) => {
+                        // A path names keys; a huge one (an unknown field anyway) is cut.
+                        let key: String = if key.chars().count() > 64 {
+                            key.chars().take(63).chain(['…']).collect()
+                        } else {
+                            key.clone()
+                        };
+                        let child_path = if path.is_empty() {
+                            key
+                        } else {
+                            format!("{path}.{key}")
+                        };
+                        non_string_keys(child, &child_path, errors);
+                    }
+                    other => errors.push(FieldError {
+                        path: if path.is_empty() {
+                            "(document)".to_owned()
+                        } else {
+                            path.to_owned()
+                        },
+                        message: format!(
+                            "keys must be strings, found {} (quote a key that looks like a number or boolean)",
+                            kind_of(other)
+                        ),
+                    }),
+                }
+            }
+        }
+        Value::Sequence(items) => {
+            for (index, item) in items.iter().enumerate() {
+                non_string_keys(item, &format!("{path}[{index}]"), errors);
+            }
+        }
+        Value::Tagged(tagged) => non_string_keys(&tagged.value, path, errors),
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+    }
+}
+
+/// What a YAML value is, in words, without quoting it (it may be large, or a secret).
+fn kind_of(value: &serde_yaml::Value) -> &'static str {
+    use serde_yaml::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping (a `? ` complex key)",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<(String, String)> {
+        match parse(text).pop() {
+            Some(Err(error)) => error
+                .errors
+                .into_iter()
+                .map(|e| (e.path, e.message))
+                .collect(),
+            other => panic!("expected a read error, got {other:?}"),
+        }
+    }
+
+    const HEAD: &str =
+        "apiVersion: appenv.dev/v1alpha1\nkind: AppEnvironment\nmetadata:\n  name: a\n";
+
+    #[test]
+    fn a_complex_key_is_named_by_the_mapping_that_holds_it() {
+        // Found by the property tests: `? ` at the top level makes a mapping a key.
+        let text = format!("{HEAD}spec:\n  app: a\n? redis:\n    persistant: true\n");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].0, "(document)");
+        assert!(found[0].1.contains("a mapping"), "{found:?}");
+    }
+
+    #[test]
+    fn number_and_boolean_keys_deep_in_the_spec_are_named_with_their_path() {
+        let text = format!(
+            "{HEAD}spec:\n  app: a\n  workers:\n  - name: w\n    env:\n      1: x\n  web:\n    true: 2\n"
+        );
+        let found = problems(&text);
+        let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(paths, ["spec.workers[0].env", "spec.web"], "{found:?}");
+        assert!(found[0].1.contains("a number"), "{found:?}");
+        assert!(found[1].1.contains("a boolean"), "{found:?}");
+    }
+
+    #[test]
+    fn huge_keys_on_the_way_are_cut_in_the_path() {
+        let long = "k".repeat(500);
+        let text = format!("{HEAD}spec:\n  {long}:\n    7: x\n");
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].0.starts_with("spec.kkk"), "{found:?}");
+        assert!(found[0].0.chars().count() < 80, "{found:?}");
     }
 }

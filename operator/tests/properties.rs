@@ -20,9 +20,13 @@ use std::time::{Duration, Instant};
 
 const SOURCE: &str = "fuzz.yaml";
 
+/// `cases` per property, unless PROPTEST_CASES asks for more (a longer search before a release).
 fn config(cases: u32) -> Config {
+    let asked = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok());
     Config {
-        cases,
+        cases: asked.unwrap_or(cases),
         // Failures are reported with their (shrunk) input; no regression files in the tree.
         failure_persistence: None,
         ..Config::default()
@@ -1167,6 +1171,22 @@ proptest! {
     ) {
         prop_assert_eq!(examine(&text, true)?, examine(&text, true)?);
         prop_assert_eq!(examine(&format(&value, format_as), false)?, 0);
+    }
+}
+
+/// Inputs the random search once found failing, kept so they are tried on every run
+/// (`failure_persistence` is off: regression files would not live next to an integration test).
+#[test]
+fn inputs_that_once_failed_are_rejected_by_field() {
+    let found = [
+        // A top-level `? ` complex key: serde named its path `?`.
+        "apiVersion: appenv.dev/v1alpha1\nkind: AppEnvironment\nmetadata:\n  name: typo\nspec:\n  app: t7e\n  image: ghcr.io/ai-learn/t7e:v1.0.0\n  web:\n    replica: 2\n?   redis:\n    persistant: true\n",
+    ];
+    for text in found {
+        for full in [false, true] {
+            let valid = examine(text, full).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(valid, 0, "accepted: {text}");
+        }
     }
 }
 
