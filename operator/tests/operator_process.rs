@@ -96,7 +96,23 @@ async fn the_operator_process_reconciles_and_serves_metrics_and_probes() {
         .expect("reconcile counter");
     assert!(reconciles >= 1, "{metrics}");
     assert!(metrics.contains("appenv_reconcile_duration_seconds_bucket{le=\"+Inf\"}"));
-    let _ = api.delete("process-env", &DeleteParams::default()).await;
+
+    // Deleted by a user (not by its TTL): the environment leaves the phase gauge.
+    api.delete("process-env", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = get(port, "/metrics").expect("metrics");
+        if !metrics.contains("appenv_environments{phase=") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a deleted environment is still counted: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The sum of a metric's samples (all label sets) whose line starts with `prefix`.

@@ -22,7 +22,7 @@ use crate::controller::events::{Kind as EventType, Publisher};
 use crate::controller::observe::Migration;
 use crate::controller::status::Gates;
 use crate::validate::{self, DatabaseModel, Settings};
-use futures::StreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -97,6 +97,21 @@ pub struct Context {
     applied: apply::AppliedCache,
     /// What exists: the reconcile's reads.
     stores: stores::Stores,
+}
+
+impl Context {
+    /// Drop what the operator remembers of an environment that is gone: its phase in the
+    /// metrics, its backoff count and the applied versions of its namespace's objects.
+    fn forget(&self, env: &AppEnvironment) {
+        let name = env.name_any();
+        self.metrics.forget(&name);
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&name);
+        }
+        if let Some(ns) = env.status.as_ref().and_then(|s| s.namespace.as_deref()) {
+            self.applied.forget_namespace(ns);
+        }
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -267,10 +282,7 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
         api.delete(&env.name_any(), &Default::default())
             .await
             .map_err(Error::Expire)?;
-        ctx.metrics.forget(&env.name_any());
-        if let Some(ns) = env.status.as_ref().and_then(|s| s.namespace.as_deref()) {
-            ctx.applied.forget_namespace(ns);
-        }
+        ctx.forget(env);
         return Ok(Action::await_change());
     }
 
@@ -518,6 +530,7 @@ pub async fn run_until(
     let envs: Api<DeserializeGuard<AppEnvironment>> = Api::all(client.clone());
     // The environments' store without managedFields, which no decision reads.
     let (reader, writer) = reflector::store();
+    let deleted = ctx.clone();
     let envs = watcher::watcher(envs, env_config)
         .modify(|guarded: &mut DeserializeGuard<AppEnvironment>| {
             if let Ok(env) = guarded.0.as_mut() {
@@ -525,6 +538,13 @@ pub async fn run_until(
             }
         })
         .reflect(writer)
+        // An environment deleted by anyone: drop what the operator remembers of it (a delete
+        // missed while the watch was down is forgotten at the next restart).
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(DeserializeGuard(Ok(env))) = event {
+                deleted.forget(env);
+            }
+        })
         .backoff(backoff())
         .applied_objects();
     Controller::for_stream(envs, reader)
