@@ -210,6 +210,27 @@ impl Operator {
         Ok(operator)
     }
 
+    /// Wait until the operator's start-up requests (a list and a watch per watched kind) are
+    /// done: no request for `QUIET`. Otherwise they would count against the first batch.
+    async fn settle(&self) -> anyhow::Result<()> {
+        const QUIET: Duration = Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = self.counters()?.requests;
+        let mut since = Instant::now();
+        while since.elapsed() < QUIET {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the operator kept sending requests at start-up ({last} so far)"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = self.counters()?.requests;
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
+        Ok(())
+    }
+
     fn counters(&self) -> anyhow::Result<Counters> {
         let (_, text) = http_get(self.port, "/metrics").context("reading /metrics")?;
         let mut counters = Counters::default();
@@ -539,6 +560,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     crate::crd::install(&client, FIELD_MANAGER).await?;
     let discovery = Discovery::new(client.clone()).run().await?;
     let operator = Operator::start(plane.kubeconfig(), &args).await?;
+    operator.settle().await?;
     let mut report = Report {
         machine: machine(),
         kubernetes: plane.server_version().to_owned(),

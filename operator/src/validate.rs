@@ -4,8 +4,8 @@
 //! has no server at all: this is where they are always enforced.
 
 use crate::api::{
-    AppEnvironment, DeletionPolicy, EmbeddedEngine, HttpProbe, IssuerKind, Profile, PullPolicy,
-    SecuritySpec, StorageSpec,
+    AppEnvironment, DeletionPolicy, EgressRule, EmbeddedEngine, HttpProbe, IssuerKind, Profile,
+    PullPolicy, SecuritySpec, StorageSpec,
 };
 use crate::quantity;
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
@@ -116,6 +116,8 @@ pub struct NamespaceModel {
     pub owned: bool,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// Destinations a preview's Pods may reach outside the namespace (validated).
+    pub egress: Vec<EgressRule>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -266,6 +268,71 @@ fn profile_resources(profile: Profile, component: &str) -> ResourceRequirements 
         requests: Some(pair(rc, rm)),
         limits: Some(pair(lc, lm)),
         ..ResourceRequirements::default()
+    }
+}
+
+/// An IP block `address/prefix` as the API server reads it (Go's `net.ParseCIDR`): the address,
+/// the prefix length and the address width (32 or 128 bits).
+fn parse_cidr(text: &str) -> Option<(u128, u32, u32)> {
+    let (address, prefix) = text.split_once('/')?;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) || prefix.len() > 3 {
+        return None;
+    }
+    let prefix: u32 = prefix.parse().ok()?;
+    let (bits, width) = match address.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(v4) => (u128::from(u32::from(v4)), 32),
+        std::net::IpAddr::V6(v6) => (u128::from(v6), 128),
+    };
+    (prefix <= width).then_some((bits, prefix, width))
+}
+
+/// The network part of `bits` under a `prefix` of `width` bits.
+fn network(bits: u128, prefix: u32, width: u32) -> u128 {
+    if prefix == 0 {
+        return 0;
+    }
+    // 1 <= prefix <= width <= 128: the shift is below 128.
+    let mask = u128::MAX << (width - prefix);
+    bits & mask
+}
+
+fn check_egress(path: &str, rule: &EgressRule, errors: &mut Errors) {
+    const CIDR: &str = "must be an IP block in CIDR notation, e.g. 0.0.0.0/0 or 203.0.113.0/24";
+    let block = parse_cidr(&rule.cidr);
+    if block.is_none() {
+        errors.add(
+            format!("{path}.cidr"),
+            format!("{:?} {CIDR}", truncate(&rule.cidr)),
+        );
+    }
+    for (i, except) in rule.except.iter().enumerate() {
+        let at = format!("{path}.except[{i}]");
+        match (parse_cidr(except), block) {
+            (None, _) => errors.add(at, format!("{:?} {CIDR}", truncate(except))),
+            (Some((bits, prefix, width)), Some((net, net_prefix, net_width)))
+                if width != net_width
+                    || prefix <= net_prefix
+                    || network(bits, net_prefix, width) != network(net, net_prefix, width) =>
+            {
+                errors.add(
+                    at,
+                    format!(
+                        "{:?} must be a smaller block inside cidr {:?}",
+                        truncate(except),
+                        truncate(&rule.cidr)
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    for (i, port) in rule.ports.iter().enumerate() {
+        if !(1..=65535).contains(port) {
+            errors.add(
+                format!("{path}.ports[{i}]"),
+                format!("{port} must be a TCP port between 1 and 65535"),
+            );
+        }
     }
 }
 
@@ -639,6 +706,10 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
                 "must be a valid annotation key",
             );
         }
+    }
+
+    for (i, rule) in spec.namespace.egress.iter().enumerate() {
+        check_egress(&format!("spec.namespace.egress[{i}]"), rule, &mut errors);
     }
 
     // Database.
@@ -1096,6 +1167,7 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
             owned: !spec.namespace.adopt,
             labels: spec.namespace.labels.clone(),
             annotations: spec.namespace.annotations.clone(),
+            egress: spec.namespace.egress.clone(),
         },
         image: spec.image.clone(),
         pull_policy: spec.image_pull_policy.map(|p| {
@@ -1282,5 +1354,72 @@ mod tests {
         for bad in ["", "h", "0h", "3 days", "1w", "-1h", "١h"] {
             assert_eq!(parse_ttl(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn ip_blocks_parse_as_the_api_server_reads_them() {
+        assert_eq!(parse_cidr("0.0.0.0/0"), Some((0, 0, 32)));
+        assert_eq!(parse_cidr("10.0.0.0/8"), Some((10 << 24, 8, 32)));
+        assert_eq!(
+            parse_cidr("2001:db8::/32").map(|(_, p, w)| (p, w)),
+            Some((32, 128))
+        );
+        assert_eq!(parse_cidr("::/0"), Some((0, 0, 128)));
+        for bad in [
+            "",
+            "10.0.0.0",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0/8",
+            "10.0.0.0/-1",
+            "10.0.0.0/+8",
+            "10.0.0.0/0008",
+            "example.com/8",
+            "10.0.0.0/8/8",
+            " 10.0.0.0/8",
+        ] {
+            assert_eq!(parse_cidr(bad), None, "{bad:?}");
+        }
+        // The network part: 10.1.2.3 lies in 10.0.0.0/8, not in 10.2.0.0/16.
+        let (bits, _, width) = parse_cidr("10.1.2.3/32").expect("address");
+        assert_eq!(network(bits, 8, width), 10 << 24);
+        assert_ne!(network(bits, 16, width), (10 << 24) | (2 << 16));
+        assert_eq!(network(u128::MAX, 128, 128), u128::MAX);
+        assert_eq!(network(u128::MAX, 0, 128), 0);
+    }
+
+    #[test]
+    fn egress_rules_name_the_rule_and_the_field() {
+        let found = messages(
+            "app: shop\nimage: i\nnamespace:\n  egress:\n  - cidr: 0.0.0.0/0\n    except: [10.0.0.0/8, 172.16.0.0/12]\n    ports: [27017, 5432]\n  - cidr: 2001:db8::/32\n    except: [2001:db8:1::/48]\n",
+        );
+        assert!(found.is_empty(), "{found:?}");
+        let found = messages(
+            "app: shop\nimage: i\nnamespace:\n  egress:\n  - cidr: 10.0.0.0/8\n    except: [10.0.0.0/8, 11.0.0.0/16, '::/64', nonsense]\n    ports: [65536, -1]\n  - cidr: 300.0.0.0/8\n    except: [10.0.0.0/16]\n",
+        );
+        let at = |path: &str| found.iter().filter(|m| m.starts_with(path)).count();
+        // Equal, outside, of the other family, unreadable.
+        for i in 0..4 {
+            assert_eq!(
+                at(&format!("spec.namespace.egress[0].except[{i}]: ")),
+                1,
+                "{found:?}"
+            );
+        }
+        assert_eq!(
+            at("spec.namespace.egress[0].ports[0]: 65536 "),
+            1,
+            "{found:?}"
+        );
+        assert_eq!(at("spec.namespace.egress[0].ports[1]: -1 "), 1, "{found:?}");
+        assert_eq!(
+            at("spec.namespace.egress[1].cidr: \"300.0.0.0/8\" "),
+            1,
+            "{found:?}"
+        );
+        // An except of an unreadable block is not judged twice.
+        assert_eq!(at("spec.namespace.egress[1].except"), 0, "{found:?}");
+        assert_eq!(found.len(), 7, "{found:?}");
     }
 }

@@ -986,6 +986,28 @@ enum Database {
 }
 
 /// A spec inside every documented range and rule.
+/// A valid `spec.namespace.egress` rule: an IPv4 block, maybe a smaller block inside it
+/// left closed, maybe some ports.
+fn egress_rule() -> impl Strategy<Value = Value> {
+    (
+        any::<u32>(),
+        0u32..=32,
+        any::<bool>(),
+        prop::collection::vec(1i32..=65_535, 0..3),
+    )
+        .prop_map(|(address, prefix, except, ports)| {
+            let block = |prefix: u32| {
+                let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+                format!("{}/{prefix}", std::net::Ipv4Addr::from(address & mask))
+            };
+            let mut rule = json!({"cidr": block(prefix), "ports": ports});
+            if except && prefix < 32 {
+                rule["except"] = json!([block(prefix + 1)]);
+            }
+            rule
+        })
+}
+
 fn valid_environment() -> impl Strategy<Value = Value> {
     let database = prop_oneof![
         Just(Database::None),
@@ -1006,6 +1028,7 @@ fn valid_environment() -> impl Strategy<Value = Value> {
             1i64..=2_147_483_647,
             1i64..=2_147_483_647,
         ),
+        prop::collection::vec(egress_rule(), 0..3),
     );
     let web = (
         prop::option::of(0i32..=100),
@@ -1028,7 +1051,7 @@ fn valid_environment() -> impl Strategy<Value = Value> {
         any::<bool>(),
     );
     (basics, web, parts).prop_map(|(basics, web, parts)| {
-        let (name, app, preview_profile, image, pull_request, ttl, namespace, ids) = basics;
+        let (name, app, preview_profile, image, pull_request, ttl, namespace, ids, egress) = basics;
         let (replicas, port, service_port, readiness, liveness, web_resources, web_env, ingress) =
             web;
         let (workers, redis, database, db_storage, migrations, env, suspend, env_from) = parts;
@@ -1052,6 +1075,9 @@ fn valid_environment() -> impl Strategy<Value = Value> {
         }
         if let Some(ns) = namespace {
             spec["namespace"] = json!({"name": format!("ns-{ns}"), "labels": {"team": "a-b"}, "annotations": {"example.com/note": "x"}});
+        }
+        if !egress.is_empty() {
+            spec["namespace"]["egress"] = json!(egress);
         }
         let embedded = matches!(database, Database::Embedded);
         if let Some(r) = replicas {

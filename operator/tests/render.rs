@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, EnvVar, Namespace, PersistentVolumeClaim, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -331,6 +332,35 @@ fn flask_react_template_preview_is_a_guarded_pr_namespace_with_celery_and_redis(
         .and_then(|s| s.policy_types.clone())
         .unwrap_or_default();
     assert_eq!(types, vec!["Ingress".to_owned(), "Egress".to_owned()]);
+    // Out: the namespace, DNS, and MongoDB outside the cluster (spec.namespace.egress).
+    let egress = np
+        .spec
+        .as_ref()
+        .and_then(|s| s.egress.clone())
+        .unwrap_or_default();
+    assert_eq!(egress.len(), 3, "{egress:?}");
+    let mongo = &egress[2];
+    let block = mongo
+        .to
+        .as_ref()
+        .and_then(|to| to.first())
+        .and_then(|peer| peer.ip_block.clone())
+        .expect("an ipBlock peer");
+    assert_eq!(block.cidr, "0.0.0.0/0");
+    assert_eq!(
+        block.except.unwrap_or_default(),
+        ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+    );
+    let ports: Vec<_> = mongo
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.port.clone(), p.protocol.clone()))
+        .collect();
+    assert_eq!(
+        ports,
+        [(Some(IntOrString::Int(27017)), Some("TCP".to_owned()))]
+    );
     let ingress: Ingress = r.get("Ingress", "flask-react-template");
     let rule = &ingress
         .spec

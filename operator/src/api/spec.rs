@@ -150,6 +150,32 @@ pub struct NamespaceSpec {
     /// but never deletes the namespace.
     #[serde(default)]
     pub adopt: bool,
+
+    /// Where a preview's Pods may connect outside their namespace. A preview namespace is
+    /// isolated by a NetworkPolicy that lets out only traffic to the namespace itself and DNS;
+    /// an external database or API needs a rule here, e.g. MongoDB Atlas:
+    /// `[{cidr: 0.0.0.0/0, except: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16], ports: [27017]}]`.
+    /// Production namespaces are not isolated by appenv; there this list has no effect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub egress: Vec<EgressRule>,
+}
+
+/// One destination outside the namespace: an IP block, optionally only some TCP ports.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressRule {
+    /// IPv4 or IPv6 block in CIDR notation, e.g. `0.0.0.0/0` (anywhere) or `203.0.113.0/24`.
+    #[schemars(length(min = 1, max = 64))]
+    pub cidr: String,
+    /// Blocks inside `cidr` that stay closed, e.g. the cluster's private ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub except: Vec<String>,
+    /// TCP ports allowed (all ports when empty), e.g. `[5432]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub ports: Vec<i32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -1,6 +1,7 @@
 //! Guardrails of preview namespaces: a ResourceQuota, default container resources, and a
 //! default-deny NetworkPolicy that lets in only the namespace itself and the ingress
-//! controller, and lets out only the namespace itself and DNS.
+//! controller, and lets out only the namespace itself, DNS and the destinations the spec lists
+//! (`spec.namespace.egress`).
 
 use crate::build::meta::object_meta;
 use crate::build::{Context, Guardrails};
@@ -9,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, ResourceQuota, ResourceQuotaSpec,
 };
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -52,11 +53,38 @@ pub fn guardrails(model: &Model, ctx: &Context) -> Option<Guardrails> {
         ("pods", &quota.pods),
         ("requests.storage", &quota.storage),
     ]);
-    let dns_port = |protocol: &str| NetworkPolicyPort {
-        port: Some(IntOrString::Int(53)),
+    let port = |number: i32, protocol: &str| NetworkPolicyPort {
+        port: Some(IntOrString::Int(number)),
         protocol: Some(protocol.to_owned()),
         ..NetworkPolicyPort::default()
     };
+    let mut egress = vec![
+        NetworkPolicyEgressRule {
+            to: Some(vec![same_namespace()]),
+            ..NetworkPolicyEgressRule::default()
+        },
+        NetworkPolicyEgressRule {
+            to: Some(vec![namespace_named("kube-system")]),
+            ports: Some(vec![port(53, "UDP"), port(53, "TCP")]),
+        },
+    ];
+    egress.extend(
+        model
+            .namespace
+            .egress
+            .iter()
+            .map(|rule| NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    ip_block: Some(IPBlock {
+                        cidr: rule.cidr.clone(),
+                        except: (!rule.except.is_empty()).then(|| rule.except.clone()),
+                    }),
+                    ..NetworkPolicyPeer::default()
+                }]),
+                ports: (!rule.ports.is_empty())
+                    .then(|| rule.ports.iter().map(|&n| port(n, "TCP")).collect()),
+            }),
+    );
     Some(Guardrails {
         quota: ResourceQuota {
             metadata: object_meta(model, ctx, "appenv-quota", "guardrails"),
@@ -89,16 +117,7 @@ pub fn guardrails(model: &Model, ctx: &Context) -> Option<Guardrails> {
                     ]),
                     ..NetworkPolicyIngressRule::default()
                 }]),
-                egress: Some(vec![
-                    NetworkPolicyEgressRule {
-                        to: Some(vec![same_namespace()]),
-                        ..NetworkPolicyEgressRule::default()
-                    },
-                    NetworkPolicyEgressRule {
-                        to: Some(vec![namespace_named("kube-system")]),
-                        ports: Some(vec![dns_port("UDP"), dns_port("TCP")]),
-                    },
-                ]),
+                egress: Some(egress),
             }),
         },
     })

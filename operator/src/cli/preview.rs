@@ -151,8 +151,13 @@ pub fn preview_object(args: &UpArgs, base: Option<&str>) -> anyhow::Result<Value
     spec["app"] = json!(args.app);
     spec["image"] = json!(args.image);
     spec["profile"] = json!("Preview");
-    if let Some(map) = spec.as_object_mut() {
-        map.remove("namespace");
+    // The namespace is the preview's own (`<app>-pr-<n>`); only the ways out of it are kept.
+    if let Some(map) = spec.as_object_mut()
+        && let Some(egress) = map
+            .remove("namespace")
+            .and_then(|ns| ns.get("egress").cloned())
+    {
+        map.insert("namespace".to_owned(), json!({ "egress": egress }));
     }
     if let Some(ingress) = spec
         .pointer_mut("/web/ingress")
@@ -630,7 +635,14 @@ mod tests {
             spec["web"]["ingress"].get("host").is_none(),
             "the production host is not reused"
         );
-        assert!(spec.get("namespace").is_none());
+        // The preview's namespace is its own; the base file's way out to MongoDB is kept.
+        assert_eq!(
+            spec["namespace"]
+                .as_object()
+                .map(|ns| ns.keys().map(String::as_str).collect::<Vec<_>>()),
+            Some(vec!["egress"])
+        );
+        assert_eq!(spec["namespace"]["egress"][0]["ports"][0], 27017);
         assert_eq!(spec["workers"][0]["replicas"], 1);
         assert_eq!(spec["web"]["replicas"], 1);
         let env: AppEnvironment = serde_json::from_value(object).expect("a valid AppEnvironment");

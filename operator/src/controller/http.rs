@@ -1,5 +1,7 @@
 //! The operator's HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the process
-//! serves) and `/readyz` (the controller is running against a reachable API server).
+//! serves) and `/readyz` (the API server was reached and the CRD listed at start; a standby
+//! replica is ready too, and an API server outage later does not withdraw it: the operator
+//! rides it out, see the failure tests).
 
 use crate::controller::metrics::{DURATION_BUCKETS, Metrics};
 use axum::Router;
