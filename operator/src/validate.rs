@@ -296,8 +296,19 @@ fn network(bits: u128, prefix: u32, width: u32) -> u128 {
     bits & mask
 }
 
+/// Rules in `spec.namespace.egress`, and blocks or ports in one rule (the CRD's maxItems).
+const MAX_EGRESS: usize = 32;
+
 fn check_egress(path: &str, rule: &EgressRule, errors: &mut Errors) {
     const CIDR: &str = "must be an IP block in CIDR notation, e.g. 0.0.0.0/0 or 203.0.113.0/24";
+    for (field, len) in [("except", rule.except.len()), ("ports", rule.ports.len())] {
+        if len > MAX_EGRESS {
+            errors.add(
+                format!("{path}.{field}"),
+                format!("at most {MAX_EGRESS} entries (as the CRD says)"),
+            );
+        }
+    }
     let block = parse_cidr(&rule.cidr);
     if block.is_none() {
         errors.add(
@@ -708,6 +719,12 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
         }
     }
 
+    if spec.namespace.egress.len() > MAX_EGRESS {
+        errors.add(
+            "spec.namespace.egress",
+            format!("at most {MAX_EGRESS} rules (as the CRD says)"),
+        );
+    }
     for (i, rule) in spec.namespace.egress.iter().enumerate() {
         check_egress(&format!("spec.namespace.egress[{i}]"), rule, &mut errors);
     }
@@ -1389,6 +1406,10 @@ mod tests {
         assert_eq!(network(u128::MAX, 0, 128), 0);
     }
 
+    fn at_in(found: &[String], prefix: &str) -> usize {
+        found.iter().filter(|m| m.starts_with(prefix)).count()
+    }
+
     #[test]
     fn egress_rules_name_the_rule_and_the_field() {
         let found = messages(
@@ -1398,7 +1419,7 @@ mod tests {
         let found = messages(
             "app: shop\nimage: i\nnamespace:\n  egress:\n  - cidr: 10.0.0.0/8\n    except: [10.0.0.0/8, 11.0.0.0/16, '::/64', nonsense]\n    ports: [65536, -1]\n  - cidr: 300.0.0.0/8\n    except: [10.0.0.0/16]\n",
         );
-        let at = |path: &str| found.iter().filter(|m| m.starts_with(path)).count();
+        let at = |path: &str| at_in(&found, path);
         // Equal, outside, of the other family, unreadable.
         for i in 0..4 {
             assert_eq!(
@@ -1421,5 +1442,23 @@ mod tests {
         // An except of an unreadable block is not judged twice.
         assert_eq!(at("spec.namespace.egress[1].except"), 0, "{found:?}");
         assert_eq!(found.len(), 7, "{found:?}");
+
+        let many = format!(
+            "app: shop\nimage: i\nnamespace:\n  egress:\n{}",
+            "  - cidr: 10.0.0.0/8\n    ports: [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33]\n"
+                .repeat(33)
+        );
+        let found = messages(&many);
+        assert_eq!(
+            at_in(&found, "spec.namespace.egress: at most 32"),
+            1,
+            "{found:?}"
+        );
+        assert_eq!(
+            at_in(&found, "spec.namespace.egress[32].ports: at most 32"),
+            1,
+            "{found:?}"
+        );
+        assert_eq!(found.len(), 34, "{found:?}");
     }
 }
