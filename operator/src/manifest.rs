@@ -123,11 +123,7 @@ fn non_string_keys(value: &serde_yaml::Value, path: &str, errors: &mut Vec<Field
                 match key {
                     Value::String(key) => {
                         // A path names keys; a huge one (an unknown field anyway) is cut.
-                        let key: String = if key.chars().count() > 64 {
-                            key.chars().take(63).chain(['…']).collect()
-                        } else {
-                            key.clone()
-                        };
+                        let key = crate::validate::truncate(key);
                         let child_path = if path.is_empty() {
                             key
                         } else {

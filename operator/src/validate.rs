@@ -448,7 +448,7 @@ impl Errors {
 /// Quote at most 64 characters of user input in a message.
 /// At most 64 characters of `value` as messages quote it: counted escaped, since messages quote
 /// with `{:?}`, which writes an unusual character as up to ten (`\u{3347a}`).
-fn truncate(value: &str) -> String {
+pub(crate) fn truncate(value: &str) -> String {
     let mut width = 0;
     for (at, c) in value.char_indices() {
         width += c.escape_debug().count();

@@ -36,7 +36,7 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 /// A reconcile request for the environment an object belongs to.
@@ -290,15 +290,23 @@ impl<V: Clone> Index<V> {
         }
     }
 
+    /// The objects, to read. A writer that panicked left them whole (each write is one map
+    /// operation or one swap), so a poisoned lock is used as it is.
+    fn read(&self) -> RwLockReadGuard<'_, Objects<V>> {
+        self.objects.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Objects<V>> {
+        self.objects.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn get(&self, namespace: &str, name: &str) -> Option<V> {
-        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
-        objects.get(namespace)?.get(name).cloned()
+        self.read().get(namespace)?.get(name).cloned()
     }
 
     /// `f` of each object in `namespace` (name and value), where it gives something.
     fn scan<T>(&self, namespace: &str, f: impl Fn(&str, &V) -> Option<T>) -> Vec<T> {
-        let objects = self.objects.read().unwrap_or_else(PoisonError::into_inner);
-        objects
+        self.read()
             .get(namespace)
             .into_iter()
             .flatten()
@@ -360,30 +368,14 @@ impl<K: Resource, V: Clone> IndexWriter<K, V> {
             }
             Event::InitDone => {
                 if let Some(relist) = self.relist.take() {
-                    *self
-                        .index
-                        .objects
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner) = relist;
+                    *self.index.write() = relist;
                 }
                 self.index.ready.send_replace(true);
             }
             Event::Apply(object) => {
-                let mut objects = self
-                    .index
-                    .objects
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                Index::insert(&mut objects, object.meta(), (self.view)(object));
+                Index::insert(&mut self.index.write(), object.meta(), (self.view)(object));
             }
-            Event::Delete(object) => {
-                let mut objects = self
-                    .index
-                    .objects
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
-                Index::insert(&mut objects, object.meta(), None);
-            }
+            Event::Delete(object) => Index::insert(&mut self.index.write(), object.meta(), None),
         }
     }
 }
