@@ -181,12 +181,21 @@ impl Elector {
 
     /// Wait until this candidate holds the Lease.
     pub async fn acquire(&self) {
+        self.acquire_until(std::future::pending()).await;
+    }
+
+    /// Wait until this candidate holds the Lease (true) or `stop` completes (false). `stop` is
+    /// looked at only between attempts, never during one: an attempt whose write reached the
+    /// API server is always seen to its end, so a caller that stops knows whether it holds the
+    /// Lease (and can release it) instead of leaving a Lease it took without knowing.
+    pub async fn acquire_until(&self, stop: impl std::future::Future<Output = ()>) -> bool {
+        let mut stop = std::pin::pin!(stop);
         let mut last_holder = String::new();
         loop {
             match self.attempt().await {
                 Ok(Attempt::Held) => {
                     tracing::info!(lease = %self.lease_name(), identity = %self.config.identity, "leading");
-                    return;
+                    return true;
                 }
                 Ok(Attempt::HeldBy(holder)) => {
                     if holder != last_holder {
@@ -199,7 +208,10 @@ impl Elector {
                     tracing::warn!(lease = %self.lease_name(), error = %err, "could not read or take the lease");
                 }
             }
-            tokio::time::sleep(self.config.retry_period).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.config.retry_period) => {}
+                () = &mut stop => return false,
+            }
         }
     }
 
@@ -236,16 +248,36 @@ impl Elector {
     }
 
     /// Give the Lease up (on shutdown), so that a standby takes over at once instead of after
-    /// the lease duration. Only a Lease we still hold is touched.
+    /// the lease duration. Only a Lease we still hold is touched. A renewal that was on the wire
+    /// when the renewals stopped may land between our read and our write: that conflict is
+    /// retried on a fresh read.
     pub async fn release(&self) -> Result<(), kube::Error> {
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 1;
+        loop {
+            match self.release_once().await {
+                Err(kube::Error::Api(status)) if status.code == 409 && attempt < ATTEMPTS => {
+                    attempt += 1;
+                }
+                Ok(true) => {
+                    tracing::info!(lease = %self.lease_name(), "released the lease");
+                    return Ok(());
+                }
+                other => return other.map(|_| ()),
+            }
+        }
+    }
+
+    /// One read-and-write of [`Elector::release`]; whether the Lease was ours to release.
+    async fn release_once(&self) -> Result<bool, kube::Error> {
         let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
-            return Ok(());
+            return Ok(false);
         };
         let Some(spec) = lease.spec.as_mut() else {
-            return Ok(());
+            return Ok(false);
         };
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
-            return Ok(());
+            return Ok(false);
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
@@ -253,8 +285,7 @@ impl Elector {
         self.api
             .replace(&self.config.name, &PostParams::default(), &lease)
             .await?;
-        tracing::info!(lease = %self.lease_name(), "released the lease");
-        Ok(())
+        Ok(true)
     }
 }
 

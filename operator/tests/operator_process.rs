@@ -356,3 +356,42 @@ async fn a_leader_stopped_with_sigterm_releases_the_lease_at_once() {
     );
     common::cleanup(&client, &lease_ns).await;
 }
+
+/// A stop that comes while an attempt to take the Lease is under way never cuts the attempt
+/// short: the caller learns whether it holds the Lease, so it can release it (the SIGTERM race
+/// of a leader that had just taken the Lease, in-process and deterministic).
+#[tokio::test]
+async fn a_stop_during_acquisition_tells_whether_the_lease_was_taken() {
+    use appenv::leader::{Elector, LeaseConfig};
+    let client = common::client().await;
+    let lease_ns = common::namespace(&client, "acquire-stop").await;
+    let candidate = |identity: &str| {
+        Elector::new(
+            client.clone(),
+            LeaseConfig {
+                namespace: lease_ns.clone(),
+                name: "appenv-operator".into(),
+                identity: identity.into(),
+                lease_duration: Duration::from_secs(60),
+                renew_deadline: Duration::from_secs(40),
+                retry_period: Duration::from_secs(20),
+            },
+        )
+    };
+    let (first, second) = (candidate("first"), candidate("second"));
+    // Stopped before it began: the attempt still runs and takes the free Lease.
+    assert!(first.acquire_until(std::future::ready(())).await);
+    assert_eq!(holder(&client, &lease_ns).await.as_deref(), Some("first"));
+    // The Lease is held: one attempt, then the stop is honoured without waiting 20 s.
+    let started = Instant::now();
+    assert!(!second.acquire_until(std::future::ready(())).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(holder(&client, &lease_ns).await.as_deref(), Some("first"));
+    first.release().await.expect("release");
+    assert_eq!(holder(&client, &lease_ns).await, None);
+    common::cleanup(&client, &lease_ns).await;
+}

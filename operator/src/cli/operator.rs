@@ -162,9 +162,13 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<bool> {
     let mut holding = match &elector {
         Some(elector) => {
             metrics.leader(false);
+            // A SIGTERM during an attempt lets the attempt finish: if it took the Lease, the
+            // controller below stops at once (the signal is already in) and the Lease is
+            // released, not left to expire.
             tokio::select! {
-                () = elector.acquire() => {}
-                () = shutdown.clone() => return Ok(true),
+                acquired = elector.acquire_until(shutdown.clone()) => if !acquired {
+                    return Ok(true);
+                },
                 served = &mut server => return server_ended(served, args.metrics_addr),
             }
             metrics.leader(true);
@@ -190,6 +194,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<bool> {
     };
     if let (Some(task), Some(elector)) = (holding, &elector) {
         task.abort();
+        // Wait for the renewals to stop (an aborted task ends at its next await), so that no
+        // renewal is sent after the release below.
+        let _ = task.await;
         if outcome.is_ok() {
             metrics.leader(false);
             if let Err(err) = elector.release().await {
