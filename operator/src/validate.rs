@@ -302,12 +302,7 @@ const MAX_EGRESS: usize = 32;
 fn check_egress(path: &str, rule: &EgressRule, errors: &mut Errors) {
     const CIDR: &str = "must be an IP block in CIDR notation, e.g. 0.0.0.0/0 or 203.0.113.0/24";
     for (field, len) in [("except", rule.except.len()), ("ports", rule.ports.len())] {
-        if len > MAX_EGRESS {
-            errors.add(
-                format!("{path}.{field}"),
-                format!("at most {MAX_EGRESS} entries (as the CRD says)"),
-            );
-        }
+        errors.at_most(&format!("{path}.{field}"), len, MAX_EGRESS);
     }
     let block = parse_cidr(&rule.cidr);
     if block.is_none() {
@@ -357,6 +352,16 @@ impl Errors {
             path: path.into(),
             message: message.into(),
         });
+    }
+
+    /// A list longer than the CRD's maxItems (which a server enforces, `appenv render` not).
+    fn at_most(&mut self, path: &str, len: usize, max: usize) {
+        if len > max {
+            self.add(
+                path,
+                format!("at most {max} items (as the CRD says), not {len}"),
+            );
+        }
     }
 
     fn dns_label(&mut self, path: &str, value: &str, max: usize) {
@@ -542,10 +547,13 @@ fn probe(
     let http_path = spec
         .and_then(|p| p.path.clone())
         .unwrap_or_else(|| "/healthz".to_owned());
-    if !http_path.starts_with('/') || http_path.chars().any(char::is_whitespace) {
+    if !http_path.starts_with('/')
+        || http_path.chars().any(char::is_whitespace)
+        || http_path.len() > 256
+    {
         errors.add(
             format!("{path}.path"),
-            "must start with '/' and contain no spaces",
+            "must start with '/', contain no spaces and be at most 256 characters",
         );
     }
     let model = ProbeModel {
@@ -555,16 +563,16 @@ fn probe(
         timeout_seconds: spec.and_then(|p| p.timeout_seconds).unwrap_or(1),
         failure_threshold: spec.and_then(|p| p.failure_threshold).unwrap_or(3),
     };
-    for (field, value, min) in [
-        ("initialDelaySeconds", model.initial_delay_seconds, 0),
-        ("periodSeconds", model.period_seconds, 1),
-        ("timeoutSeconds", model.timeout_seconds, 1),
-        ("failureThreshold", model.failure_threshold, 1),
+    for (field, value, min, max) in [
+        ("initialDelaySeconds", model.initial_delay_seconds, 0, 3600),
+        ("periodSeconds", model.period_seconds, 1, 3600),
+        ("timeoutSeconds", model.timeout_seconds, 1, 3600),
+        ("failureThreshold", model.failure_threshold, 1, 100),
     ] {
-        if !(min..=3600).contains(&value) {
+        if !(min..=max).contains(&value) {
             errors.add(
                 format!("{path}.{field}"),
-                format!("must be between {min} and 3600"),
+                format!("must be between {min} and {max}"),
             );
         }
     }
@@ -626,6 +634,10 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
             "must be an image reference without spaces, e.g. ghcr.io/org/app:v1.2.3",
         );
     }
+    errors.at_most("spec.env", spec.env.len(), 200);
+    errors.at_most("spec.envFrom", spec.env_from.len(), 32);
+    errors.at_most("spec.imagePullSecrets", spec.image_pull_secrets.len(), 16);
+    errors.at_most("spec.workers", spec.workers.len(), 20);
     for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
         if !is_dns_subdomain(secret) {
             errors.add(
@@ -719,12 +731,11 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
         }
     }
 
-    if spec.namespace.egress.len() > MAX_EGRESS {
-        errors.add(
-            "spec.namespace.egress",
-            format!("at most {MAX_EGRESS} rules (as the CRD says)"),
-        );
-    }
+    errors.at_most(
+        "spec.namespace.egress",
+        spec.namespace.egress.len(),
+        MAX_EGRESS,
+    );
     for (i, rule) in spec.namespace.egress.iter().enumerate() {
         check_egress(&format!("spec.namespace.egress[{i}]"), rule, &mut errors);
     }
@@ -992,19 +1003,22 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
     check_env("spec.web.env", &web_spec.env, &reserved, &mut errors);
     let ingress = web_spec.ingress.as_ref().map(|ing| {
         let host = match (&ing.host, &preview, &settings.preview_domain) {
-            (Some(host), _, _) => host.clone(),
-            (None, Some(p), Some(domain)) => format!("{}-pr-{}.{domain}", spec.app, p.pull_request),
+            (Some(host), _, _) => Some(host.clone()),
+            (None, Some(p), Some(domain)) => {
+                Some(format!("{}-pr-{}.{domain}", spec.app, p.pull_request))
+            }
             (None, _, _) => {
                 errors.add(
                     "spec.web.ingress.host",
                     "is required (only previews get a default host, and only when the operator has a preview domain)",
                 );
-                String::new()
+                None
             }
         };
-        if !host.is_empty() && !is_dns_subdomain(&host) {
-            errors.add("spec.web.ingress.host", format!("{:?} must be a DNS name", truncate(&host)));
+        if let Some(host) = host.as_deref().filter(|host| !is_dns_subdomain(host)) {
+            errors.add("spec.web.ingress.host", format!("{:?} must be a DNS name", truncate(host)));
         }
+        let host = host.unwrap_or_default();
         let path = ing.path.clone().unwrap_or_else(|| "/".to_owned());
         if !path.starts_with('/') {
             errors.add("spec.web.ingress.path", "must start with '/'");

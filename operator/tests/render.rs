@@ -620,3 +620,176 @@ fn cel_rules_in_the_crd_agree_with_the_rust_validation() {
     assert!(moved.validate_cel_update(&before).is_err());
     assert!(before.validate_cel_update(&before).is_ok());
 }
+
+/// One bound of the CRD's schema under `spec`: the API server rejects a value past it, so
+/// `appenv render` (and the operator) must too, naming the field.
+struct Limit {
+    /// Keys, with `None` for "the first item of the array".
+    path: Vec<Option<String>>,
+    rule: &'static str,
+    bound: i64,
+}
+
+impl Limit {
+    /// The field's path as errors name it: `spec.workers[0].name`.
+    fn dotted(&self) -> String {
+        let mut out = String::new();
+        for segment in &self.path {
+            match segment {
+                Some(key) if out.is_empty() => out.push_str(key),
+                Some(key) => out.push_str(&format!(".{key}")),
+                None => out.push_str("[0]"),
+            }
+        }
+        out
+    }
+
+    /// A value just past the bound, shaped after the field's current value (`current`).
+    fn past(&self, current: &Value) -> Value {
+        let n = usize::try_from(self.bound).expect("bounds of lengths are not negative");
+        match self.rule {
+            "maxLength" => match current.as_str() {
+                Some(path) if path.starts_with('/') => Value::from(format!("/{}", "a".repeat(n))),
+                _ => Value::from("a".repeat(n + 1)),
+            },
+            "minLength" => {
+                let text = current.as_str().unwrap_or("/abcdefgh");
+                Value::from(text.chars().take(n.saturating_sub(1)).collect::<String>())
+            }
+            "maxItems" => {
+                let first = current.get(0).cloned().unwrap_or_else(|| {
+                    panic!(
+                        "no example has an item of {}: give one in `field`",
+                        self.dotted()
+                    )
+                });
+                // Distinct items, so that only the count is wrong.
+                let items = (0..=n).map(|i| match &first {
+                    Value::Object(item) if item.get("name").is_some_and(Value::is_string) => {
+                        let mut item = item.clone();
+                        let name = format!("{}x{i}", item["name"].as_str().unwrap_or("item"));
+                        item.insert("name".into(), Value::from(name));
+                        Value::Object(item)
+                    }
+                    Value::Number(_) => Value::from(i + 1),
+                    other => other.clone(),
+                });
+                Value::Array(items.collect())
+            }
+            "minItems" => Value::Array(Vec::new()),
+            "maximum" => Value::from(self.bound + 1),
+            "minimum" => Value::from(self.bound - 1),
+            other => panic!("no value past {other}"),
+        }
+    }
+}
+
+/// Every length, count and range bound under `schema`, depth first.
+fn limits(schema: &Value, path: &mut Vec<Option<String>>, out: &mut Vec<Limit>) {
+    for rule in [
+        "maxLength",
+        "minLength",
+        "maxItems",
+        "minItems",
+        "maximum",
+        "minimum",
+    ] {
+        if let Some(bound) = schema.get(rule).and_then(Value::as_f64) {
+            #[allow(clippy::cast_possible_truncation)]
+            let bound = bound as i64;
+            out.push(Limit {
+                path: path.clone(),
+                rule,
+                bound,
+            });
+        }
+    }
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (key, property) in properties {
+            path.push(Some(key.clone()));
+            limits(property, path, out);
+            path.pop();
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        path.push(None);
+        limits(items, path, out);
+        path.pop();
+    }
+}
+
+/// The field at `path` in `doc` (with `create`, created if only its last key is missing);
+/// `None` when it or its parent is not there. Lists absent from every example get a sample item here.
+fn field<'a>(doc: &'a mut Value, path: &[Option<String>], create: bool) -> Option<&'a mut Value> {
+    let (last, parents) = path.split_last()?;
+    let mut at = doc;
+    for segment in parents {
+        at = match segment {
+            Some(key) => at.get_mut(key.as_str())?,
+            None => at.get_mut(0)?,
+        };
+    }
+    match last {
+        Some(key) => {
+            let object = at.as_object_mut()?;
+            if create && !object.contains_key(key.as_str()) {
+                // A list needs an item to repeat; a scalar is replaced anyway.
+                let sample = match key.as_str() {
+                    "imagePullSecrets" => serde_json::json!(["registry"]),
+                    _ => Value::Null,
+                };
+                object.insert(key.clone(), sample);
+            }
+            object.get_mut(key.as_str())
+        }
+        None => at.get_mut(0),
+    }
+}
+
+#[test]
+fn every_bound_in_the_crd_schema_is_checked_by_the_rust_validation() {
+    let crd: Value = serde_yaml::from_str(&crd_yaml().expect("crd")).expect("CRD parses");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let mut found = Vec::new();
+    limits(spec, &mut vec![Some("spec".into())], &mut found);
+    assert!(found.len() >= 40, "{} bounds", found.len());
+    let valid: Vec<(String, Value)> = examples(false)
+        .into_iter()
+        .map(|name| {
+            let doc = serde_yaml::from_str(&read(&name)).expect("example parses");
+            (name, doc)
+        })
+        .collect();
+    let mut unchecked = Vec::new();
+    for limit in &found {
+        let path = limit.dotted();
+        // The first valid example that has the field, else the first that has its parent, with
+        // the field past its bound.
+        let Some((example, doc)) = [false, true].into_iter().find_map(|create| {
+            valid.iter().find_map(|(name, doc)| {
+                let mut doc = doc.clone();
+                let at = field(&mut doc, &limit.path, create)?;
+                *at = limit.past(at);
+                Some((name, doc))
+            })
+        }) else {
+            panic!("no example has the parent of {path}: add it to one");
+        };
+        let text = serde_yaml::to_string(&doc).expect("YAML");
+        let problems = render(&text, example, &settings(), false)
+            .err()
+            .unwrap_or_default();
+        let named = format!("{example}: {path}: ");
+        if !problems.iter().any(|p| p.starts_with(&named)) {
+            unchecked.push(format!(
+                "{path} {} {} ({example}): {problems:?}",
+                limit.rule, limit.bound
+            ));
+        }
+    }
+    assert!(
+        unchecked.is_empty(),
+        "the API server rejects these, `appenv render` does not name them:\n{}",
+        unchecked.join("\n")
+    );
+}
