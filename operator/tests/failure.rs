@@ -1,6 +1,7 @@
 //! Failure tests: `appenv operator` as a process against a real control plane that breaks
-//! under it. The operator is killed with SIGKILL mid-rollout, the API server is restarted, and
-//! the API server stops answering for 30 s. Each test starts its own control plane (it breaks
+//! under it. The operator is killed with SIGKILL mid-rollout, the API server is restarted, the
+//! API server stops answering for 30 s, and an environment is deleted while the operator is
+//! cut off. Each test starts its own control plane (it breaks
 //! it), so these never touch the shared cluster; a control plane that cannot start fails them.
 //!
 //! The operator's log (with kube_runtime's watch errors and backoffs) goes to a file whose
@@ -808,4 +809,68 @@ async fn api_server_unreachable_for_30_s_the_operator_keeps_running_and_recovers
     assert_eq!(operator.child.id(), pid, "the same operator process");
     assert_exact_children(&client, &fleet).await;
     say(format!("partition test done in {:.1?}", started.elapsed()));
+}
+
+/// How many environments the operator's `appenv_environments` gauge counts, in any phase.
+fn counted_environments(operator: &Operator) -> u64 {
+    let (_, text) = get(operator.port, "/metrics").expect("/metrics answers");
+    text.lines()
+        .filter(|l| l.starts_with("appenv_environments{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_deleted_while_the_operator_was_cut_off_leaves_its_metrics_after_the_relist()
+{
+    let cluster = cluster().await;
+    let client = cluster.client.clone();
+    let fleet = Fleet::new("missed", 2);
+    let mut operator = Operator::start(&cluster);
+    operator.wait_serving().await;
+    fleet.apply_all(&client).await;
+    fleet
+        .wait_ready(&client, CONVERGE, "before the cut", &operator)
+        .await;
+    assert_eq!(counted_environments(&operator), 2);
+
+    // The operator stops (SIGSTOP) and its connections die with the API server it had; the
+    // delete happens on the new server, so no watch of the operator's carries it: only the
+    // full list after the reconnect (the old resourceVersion is too old for the new server's
+    // watch cache) shows it gone.
+    let pid = libc::pid_t::try_from(operator.child.id()).expect("pid");
+    // SAFETY: signals to our own child process (a stopped one is still killed by the drop of
+    // `operator` if the test fails on the way).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    cluster
+        .control_plane
+        .restart_apiserver()
+        .await
+        .expect("kube-apiserver restarts");
+    let envs: Api<AppEnvironment> = Api::all(client.clone());
+    envs.delete("missed-00", &Default::default())
+        .await
+        .expect("delete");
+    common::wait_for(
+        &envs,
+        "missed-00",
+        Duration::from_secs(60),
+        "deleted",
+        |e: Option<&AppEnvironment>| e.is_none(),
+    )
+    .await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+
+    let deadline = Instant::now() + RECOVER;
+    while counted_environments(&operator) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted environment is still counted: {}",
+            operator.log_tail()
+        );
+        // The metrics are served, not watched: poll.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(operator.running(), "{}", operator.log_tail());
 }

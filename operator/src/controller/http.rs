@@ -34,7 +34,7 @@ struct AppState {
 pub fn render(metrics: &Metrics) -> String {
     let counts = metrics.snapshot();
     let mut out = String::new();
-    let total: u64 = counts.reconciles.values().sum();
+    let total = counts.reconciles_total;
     let _ = writeln!(
         out,
         "# HELP appenv_reconciles_total Reconciles of AppEnvironments."

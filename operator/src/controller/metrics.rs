@@ -18,6 +18,9 @@ pub struct Metrics {
 
 #[derive(Debug, Default, Clone)]
 pub struct Counts {
+    /// Every reconcile since start (the `appenv_reconciles_total` counter).
+    pub reconciles_total: u64,
+    /// Reconciles per environment that still exists (forgotten with it).
     pub reconciles: BTreeMap<String, u64>,
     pub errors: BTreeMap<&'static str, u64>,
     /// Count per bucket of `DURATION_BUCKETS` (cumulative counts are derived when served).
@@ -59,8 +62,14 @@ impl Metrics {
     }
 
     pub fn forget(&self, environment: &str) {
+        self.retain(|name| name != environment);
+    }
+
+    /// Keep what is counted per environment only for the environments `keep` says exist.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         if let Ok(mut counts) = self.inner.lock() {
-            counts.phases.remove(environment);
+            counts.phases.retain(|name, _| keep(name));
+            counts.reconciles.retain(|name, _| keep(name));
         }
     }
 
@@ -90,6 +99,7 @@ impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         let took = self.started.elapsed();
         if let Ok(mut counts) = self.metrics.inner.lock() {
+            counts.reconciles_total += 1;
             *counts
                 .reconciles
                 .entry(std::mem::take(&mut self.environment))
@@ -122,5 +132,22 @@ mod tests {
         assert_eq!(counts.errors.get("ApplyFailed"), Some(&1));
         assert_eq!(counts.duration_buckets.iter().sum::<u64>(), 3);
         assert_eq!(counts.phases.get("a").map(String::as_str), Some("Ready"));
+        assert_eq!(counts.reconciles_total, 3);
+    }
+
+    #[test]
+    fn a_forgotten_environment_leaves_its_series_not_the_total() {
+        let metrics = Metrics::default();
+        for name in ["a", "b", "c"] {
+            drop(metrics.reconcile(name));
+            metrics.phase(name, "Ready");
+        }
+        metrics.forget("a");
+        metrics.retain(|name| name != "c");
+        let counts = metrics.snapshot();
+        assert_eq!(counts.phases.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(counts.reconciles.keys().collect::<Vec<_>>(), ["b"]);
+        // A counter never goes down.
+        assert_eq!(counts.reconciles_total, 3);
     }
 }

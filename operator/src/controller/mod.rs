@@ -112,6 +112,16 @@ impl Context {
             self.applied.forget_namespace(ns);
         }
     }
+
+    /// After a relist: drop the phase, counts and backoff of environments deleted while the
+    /// watch was down (no Delete event came for them). Their applied-object cache entries stay
+    /// until restart: harmless, a missing object is applied again whatever the cache says.
+    fn forget_all_but(&self, live: &std::collections::HashSet<String>) {
+        self.metrics.retain(|name| live.contains(name));
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.retain(|name, _| live.contains(name));
+        }
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -530,7 +540,7 @@ pub async fn run_until(
     let envs: Api<DeserializeGuard<AppEnvironment>> = Api::all(client.clone());
     // The environments' store without managedFields, which no decision reads.
     let (reader, writer) = reflector::store();
-    let deleted = ctx.clone();
+    let (deleted, listed) = (ctx.clone(), reader.clone());
     let envs = watcher::watcher(envs, env_config)
         .modify(|guarded: &mut DeserializeGuard<AppEnvironment>| {
             if let Ok(env) = guarded.0.as_mut() {
@@ -538,12 +548,16 @@ pub async fn run_until(
             }
         })
         .reflect(writer)
-        // An environment deleted by anyone: drop what the operator remembers of it (a delete
-        // missed while the watch was down is forgotten at the next restart).
-        .inspect_ok(move |event| {
-            if let watcher::Event::Delete(DeserializeGuard(Ok(env))) = event {
-                deleted.forget(env);
+        // An environment deleted by anyone: drop what the operator remembers of it; one deleted
+        // while the watch was down is missing from the next full list (the store holds that
+        // list once its InitDone has passed `reflect`).
+        .inspect_ok(move |event| match event {
+            watcher::Event::Delete(DeserializeGuard(Ok(env))) => deleted.forget(env),
+            watcher::Event::InitDone => {
+                let live = listed.state().iter().map(|env| env.name_any()).collect();
+                deleted.forget_all_but(&live);
             }
+            _ => {}
         })
         .backoff(backoff())
         .applied_objects();
