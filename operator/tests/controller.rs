@@ -797,3 +797,56 @@ async fn a_volume_that_cannot_bind_is_reported_degraded() {
     );
     let _ = api.delete("unbound-volume", &DeleteParams::default()).await;
 }
+
+/// Environments deleted while their reconciles run (a pull request closed mid-rollout): a
+/// reconcile that finishes after the delete must not put the environment back into the phase
+/// gauge or the per-environment counts, where nothing would ever remove it again.
+#[tokio::test]
+async fn environments_deleted_mid_reconcile_leave_nothing_in_the_metrics() {
+    let client = common::client().await;
+    let test = "deleted-midway";
+    let operator = operator(&client, test, Duration::from_secs(60)).await;
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let names: Vec<String> = (0..12).map(|i| format!("deleted-midway-{i:02}")).collect();
+    for name in &names {
+        apply(&client, &example("t7e.yaml", name, test)).await;
+    }
+    // Delete each as soon as the operator has written its first status: its rollout (and the
+    // reconciles the children's changes bring) is under way.
+    for name in &names {
+        common::wait_for(
+            &api,
+            name,
+            LIMIT,
+            "a first status",
+            |e: Option<&AppEnvironment>| e.is_some_and(|e| e.status.is_some()),
+        )
+        .await;
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    let ours = |counts: &appenv::controller::Counts| -> Vec<String> {
+        let phases = counts.phases.keys();
+        let reconciles = counts.reconciles.keys();
+        phases
+            .chain(reconciles)
+            .filter(|n| n.starts_with("deleted-midway-"))
+            .cloned()
+            .collect()
+    };
+    // Reconciles under way end within seconds; what is counted then stays.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = ours(&operator.metrics.snapshot());
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "deleted environments still counted: {left:?}"
+        );
+        // The metrics are not watchable: poll.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -97,6 +97,8 @@ pub struct Context {
     applied: apply::AppliedCache,
     /// What exists: the reconcile's reads.
     stores: stores::Stores,
+    /// The environments, as the controller sees them.
+    envs: reflector::Store<DeserializeGuard<AppEnvironment>>,
 }
 
 impl Context {
@@ -111,6 +113,21 @@ impl Context {
         if let Some(ns) = env.status.as_ref().and_then(|s| s.namespace.as_deref()) {
             self.applied.forget_namespace(ns);
         }
+    }
+
+    /// After a reconcile of an environment that was deleted while it ran: the watch's Delete
+    /// may have come first, and the reconcile then counted it again. The store loses an
+    /// environment before its Delete reaches `forget`, so either this or that comes last.
+    fn forget_if_gone(&self, env: &AppEnvironment) {
+        let key = reflector::ObjectRef::<DeserializeGuard<AppEnvironment>>::new(&env.name_any());
+        if self.envs.get(&key).is_none() {
+            self.forget(env);
+        }
+    }
+
+    /// The names of the environments in the store.
+    fn names(&self) -> std::collections::HashSet<String> {
+        self.envs.state().iter().map(|env| env.name_any()).collect()
     }
 
     /// After a relist: drop the phase, counts and backoff of environments deleted while the
@@ -448,13 +465,15 @@ async fn reconcile(
             return Ok(Action::await_change());
         }
     };
-    let _timer = ctx.metrics.reconcile(&env.name_any());
+    let timer = ctx.metrics.reconcile(&env.name_any());
     let result = reconcile_valid(env, &ctx).await;
     if result.is_ok()
         && let Ok(mut failures) = ctx.failures.lock()
     {
         failures.remove(&env.name_any());
     }
+    drop(timer);
+    ctx.forget_if_gone(env);
     result
 }
 
@@ -477,6 +496,9 @@ fn error_policy(
     let delay = Duration::from_secs(1u64 << attempts.min(9).saturating_sub(1))
         .min(Duration::from_secs(300));
     ctx.metrics.error(err.category());
+    if let Ok(env) = &guarded.0 {
+        ctx.forget_if_gone(env);
+    }
     let cause = error::chain(err);
     tracing::warn!(environment = %name, category = err.category(), error = %cause, retry_in = ?delay, "reconcile failed");
     if let Ok(env) = &guarded.0 {
@@ -528,6 +550,8 @@ pub async fn run_until(
     let backoff = || ConstantBackoff(WATCH_BACKOFF);
     let (stores, triggers, wildcard_changes) =
         stores::Stores::watch(&client, options.settings.wildcard_tls.as_ref(), backoff);
+    // The environments' store without managedFields, which no decision reads.
+    let (reader, writer) = reflector::store();
     let ctx = Arc::new(Context {
         events: Publisher::new(client.clone(), std::env::var("APPENV_POD_NAME").ok()),
         client: client.clone(),
@@ -536,11 +560,10 @@ pub async fn run_until(
         metrics,
         applied: apply::AppliedCache::default(),
         stores,
+        envs: reader.clone(),
     });
     let envs: Api<DeserializeGuard<AppEnvironment>> = Api::all(client.clone());
-    // The environments' store without managedFields, which no decision reads.
-    let (reader, writer) = reflector::store();
-    let (deleted, listed) = (ctx.clone(), reader.clone());
+    let deleted = ctx.clone();
     let envs = watcher::watcher(envs, env_config)
         .modify(|guarded: &mut DeserializeGuard<AppEnvironment>| {
             if let Ok(env) = guarded.0.as_mut() {
@@ -553,10 +576,7 @@ pub async fn run_until(
         // list once its InitDone has passed `reflect`).
         .inspect_ok(move |event| match event {
             watcher::Event::Delete(DeserializeGuard(Ok(env))) => deleted.forget(env),
-            watcher::Event::InitDone => {
-                let live = listed.state().iter().map(|env| env.name_any()).collect();
-                deleted.forget_all_but(&live);
-            }
+            watcher::Event::InitDone => deleted.forget_all_but(&deleted.names()),
             _ => {}
         })
         .backoff(backoff())
