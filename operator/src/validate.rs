@@ -4,8 +4,9 @@
 //! has no server at all: this is where they are always enforced.
 
 use crate::api::{
-    AppEnvironment, DeletionPolicy, EgressRule, EmbeddedEngine, HttpProbe, IssuerKind, Profile,
-    PullPolicy, SecuritySpec, StorageSpec,
+    AppEnvironment, DeletionPolicy, EgressRule, EmbeddedEngine, HttpProbe, IssuerKind, MAX_EGRESS,
+    MAX_ENV, MAX_ENV_FROM, MAX_PULL_SECRETS, MAX_WORKERS, Profile, PullPolicy, SecuritySpec,
+    StorageSpec,
 };
 use crate::quantity;
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
@@ -295,9 +296,6 @@ fn network(bits: u128, prefix: u32, width: u32) -> u128 {
     let mask = u128::MAX << (width - prefix);
     bits & mask
 }
-
-/// Rules in `spec.namespace.egress`, and blocks or ports in one rule (the CRD's maxItems).
-const MAX_EGRESS: usize = 32;
 
 fn check_egress(path: &str, rule: &EgressRule, errors: &mut Errors) {
     const CIDR: &str = "must be an IP block in CIDR notation, e.g. 0.0.0.0/0 or 203.0.113.0/24";
@@ -634,10 +632,14 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
             "must be an image reference without spaces, e.g. ghcr.io/org/app:v1.2.3",
         );
     }
-    errors.at_most("spec.env", spec.env.len(), 200);
-    errors.at_most("spec.envFrom", spec.env_from.len(), 32);
-    errors.at_most("spec.imagePullSecrets", spec.image_pull_secrets.len(), 16);
-    errors.at_most("spec.workers", spec.workers.len(), 20);
+    errors.at_most("spec.env", spec.env.len(), MAX_ENV);
+    errors.at_most("spec.envFrom", spec.env_from.len(), MAX_ENV_FROM);
+    errors.at_most(
+        "spec.imagePullSecrets",
+        spec.image_pull_secrets.len(),
+        MAX_PULL_SECRETS,
+    );
+    errors.at_most("spec.workers", spec.workers.len(), MAX_WORKERS);
     for (i, secret) in spec.image_pull_secrets.iter().enumerate() {
         if !is_dns_subdomain(secret) {
             errors.add(

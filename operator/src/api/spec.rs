@@ -6,6 +6,15 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Most items of the spec's lists, the CRD's maxItems; `validate` enforces the same bounds, so
+/// `appenv render` rejects offline what an API server would.
+pub const MAX_ENV: usize = 200;
+pub const MAX_ENV_FROM: usize = 32;
+pub const MAX_WORKERS: usize = 20;
+pub const MAX_PULL_SECRETS: usize = 16;
+/// Rules in `spec.namespace.egress`, and blocks or ports in one rule.
+pub const MAX_EGRESS: usize = 32;
+
 /// One environment of an application (production, staging, or the preview of one pull
 /// request). Cluster-scoped: the environment owns one namespace and everything in it, so
 /// deleting the AppEnvironment removes the whole environment through garbage collection,
@@ -55,7 +64,7 @@ pub struct AppEnvironmentSpec {
 
     /// Names of Secrets (in the environment's namespace) used to pull images.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = MAX_PULL_SECRETS))]
     pub image_pull_secrets: Vec<String>,
 
     /// `Preview` (one pull request: one replica each, small resources, guardrails, data deleted
@@ -70,12 +79,12 @@ pub struct AppEnvironmentSpec {
 
     /// Environment variables for every component (web, workers, migrations).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 200))]
+    #[schemars(length(max = MAX_ENV))]
     pub env: Vec<EnvVar>,
 
     /// Secrets and ConfigMaps whose keys become environment variables of every component.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = MAX_ENV_FROM))]
     pub env_from: Vec<EnvFromSource>,
 
     /// The web component: the HTTP server (gunicorn, uvicorn, ...).
@@ -84,7 +93,7 @@ pub struct AppEnvironmentSpec {
 
     /// Background workers (RQ, Celery, Celery beat, ...), each its own Deployment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 20))]
+    #[schemars(length(max = MAX_WORKERS))]
     pub workers: Vec<WorkerSpec>,
 
     /// A Redis for queues and caches, private to this environment.
@@ -157,7 +166,7 @@ pub struct NamespaceSpec {
     /// `[{cidr: 0.0.0.0/0, except: [10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16], ports: [27017]}]`.
     /// Production namespaces are not isolated by appenv; there this list has no effect.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = MAX_EGRESS))]
     pub egress: Vec<EgressRule>,
 }
 
@@ -170,11 +179,11 @@ pub struct EgressRule {
     pub cidr: String,
     /// Blocks inside `cidr` that stay closed, e.g. the cluster's private ranges.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = MAX_EGRESS))]
     pub except: Vec<String>,
     /// TCP ports allowed (all ports when empty), e.g. `[5432]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = MAX_EGRESS))]
     pub ports: Vec<i32>,
 }
 
