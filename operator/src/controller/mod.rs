@@ -118,6 +118,7 @@ impl Context {
     /// After a reconcile of an environment that was deleted while it ran: the watch's Delete
     /// may have come first, and the reconcile then counted it again. The store loses an
     /// environment before its Delete reaches `forget`, so either this or that comes last.
+    /// Called once per reconcile: at its end when it succeeded, by `error_policy` when not.
     fn forget_if_gone(&self, env: &AppEnvironment) {
         let key = reflector::ObjectRef::<DeserializeGuard<AppEnvironment>>::new(&env.name_any());
         if self.envs.get(&key).is_none() {
@@ -125,15 +126,13 @@ impl Context {
         }
     }
 
-    /// The names of the environments in the store.
-    fn names(&self) -> std::collections::HashSet<String> {
-        self.envs.state().iter().map(|env| env.name_any()).collect()
-    }
-
     /// After a relist: drop the phase, counts and backoff of environments deleted while the
-    /// watch was down (no Delete event came for them). Their applied-object cache entries stay
-    /// until restart: harmless, a missing object is applied again whatever the cache says.
-    fn forget_all_but(&self, live: &std::collections::HashSet<String>) {
+    /// watch was down (no Delete event came for them), i.e. of every name the store (now the
+    /// full list) does not hold. Their applied-object cache entries stay until restart:
+    /// harmless, a missing object is applied again whatever the cache says.
+    fn forget_unlisted(&self) {
+        let live: std::collections::HashSet<String> =
+            self.envs.state().iter().map(|env| env.name_any()).collect();
         self.metrics.retain(|name| live.contains(name));
         if let Ok(mut failures) = self.failures.lock() {
             failures.retain(|name, _| live.contains(name));
@@ -467,13 +466,13 @@ async fn reconcile(
     };
     let timer = ctx.metrics.reconcile(&env.name_any());
     let result = reconcile_valid(env, &ctx).await;
-    if result.is_ok()
-        && let Ok(mut failures) = ctx.failures.lock()
-    {
-        failures.remove(&env.name_any());
-    }
     drop(timer);
-    ctx.forget_if_gone(env);
+    if result.is_ok() {
+        if let Ok(mut failures) = ctx.failures.lock() {
+            failures.remove(&env.name_any());
+        }
+        ctx.forget_if_gone(env);
+    }
     result
 }
 
@@ -576,7 +575,7 @@ pub async fn run_until(
         // list once its InitDone has passed `reflect`).
         .inspect_ok(move |event| match event {
             watcher::Event::Delete(DeserializeGuard(Ok(env))) => deleted.forget(env),
-            watcher::Event::InitDone => deleted.forget_all_but(&deleted.names()),
+            watcher::Event::InitDone => deleted.forget_unlisted(),
             _ => {}
         })
         .backoff(backoff())
