@@ -6,6 +6,9 @@ use crate::validate::FieldError;
 use kube::Resource as _;
 use serde::Deserialize as _;
 
+/// The path of a problem with a document as a whole (it is not YAML, a top-level key).
+const DOCUMENT: &str = "(document)";
+
 /// A document that could not be read, with every problem found in it.
 #[derive(Debug)]
 pub struct ReadError {
@@ -33,7 +36,7 @@ pub fn parse_numbered(text: &str) -> Vec<(usize, Result<AppEnvironment, ReadErro
                     Err(ReadError {
                         document: number,
                         errors: vec![FieldError {
-                            path: "(document)".to_owned(),
+                            path: DOCUMENT.to_owned(),
                             message: format!("not valid YAML: {err}"),
                         }],
                     }),
@@ -133,7 +136,7 @@ fn non_string_keys(value: &serde_yaml::Value, path: &str, errors: &mut Vec<Field
                     }
                     other => errors.push(FieldError {
                         path: if path.is_empty() {
-                            "(document)".to_owned()
+                            DOCUMENT.to_owned()
                         } else {
                             path.to_owned()
                         },

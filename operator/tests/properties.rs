@@ -989,7 +989,6 @@ enum Database {
     External,
 }
 
-/// A spec inside every documented range and rule.
 /// A valid `spec.namespace.egress` rule: an IPv4 block, maybe a smaller block inside it
 /// left closed, maybe some ports.
 fn egress_rule() -> impl Strategy<Value = Value> {
@@ -1012,6 +1011,7 @@ fn egress_rule() -> impl Strategy<Value = Value> {
         })
 }
 
+/// A spec inside every documented range and rule.
 fn valid_environment() -> impl Strategy<Value = Value> {
     let database = prop_oneof![
         Just(Database::None),
