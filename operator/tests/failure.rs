@@ -814,10 +814,7 @@ async fn api_server_unreachable_for_30_s_the_operator_keeps_running_and_recovers
 /// How many environments the operator's `appenv_environments` gauge counts, in any phase.
 fn counted_environments(operator: &Operator) -> u64 {
     let (_, text) = get(operator.port, "/metrics").expect("/metrics answers");
-    text.lines()
-        .filter(|l| l.starts_with("appenv_environments{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    common::metric(&text, "appenv_environments{", |_| true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use appenv::devcluster::http_get as get;
 
-use common::{Process, free_port};
+use common::{Process, free_port, metric};
 
 /// `appenv operator ARGS` against the shared cluster, serving its endpoints on `port`.
 fn spawn_operator(port: u16, args: &[&str]) -> Process {
@@ -113,14 +113,6 @@ async fn the_operator_process_reconciles_and_serves_metrics_and_probes() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The sum of a metric's samples (all label sets) whose line starts with `prefix`.
-fn metric(text: &str, prefix: &str, filter: impl Fn(&str) -> bool) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix) && filter(l))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 /// Write requests (create, update, patch, delete) a process made, excluding the Lease.

@@ -190,3 +190,12 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// The sum of a metric's samples (all label sets) whose line starts with `prefix`, in the
+/// Prometheus text an operator serves.
+pub fn metric(text: &str, prefix: &str, filter: impl Fn(&str) -> bool) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && filter(l))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
