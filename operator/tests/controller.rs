@@ -1,8 +1,9 @@
 //! The controller against the real control plane: environments reach Ready and stay truthful,
 //! migrations gate rollouts, single writers never overlap, removed components are pruned,
 //! deletion works with the operator down, a steady state writes nothing, invalid specs do not
-//! storm, expired previews go, and environments deleted mid-reconcile leave the metrics. Each test runs its own operator, restricted by a label
-//! selector to that test's environments, so the tests run in parallel.
+//! storm, expired previews go, and environments deleted mid-reconcile leave the metrics. Each
+//! test runs its own operator, restricted by a label selector to that test's environments, so
+//! the tests run in parallel.
 
 mod common;
 

@@ -695,7 +695,6 @@ fn limits(schema: &Value, path: &mut Vec<Option<String>>, out: &mut Vec<Limit>) 
         "minimum",
     ] {
         if let Some(bound) = schema.get(rule).and_then(Value::as_f64) {
-            #[allow(clippy::cast_possible_truncation)]
             let bound = bound as i64;
             out.push(Limit {
                 path: path.clone(),
