@@ -851,3 +851,29 @@ async fn environments_deleted_mid_reconcile_leave_nothing_in_the_metrics() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A stop that is already in when the controller starts (a SIGTERM while the leader was taking
+/// the Lease) ends it at once. kube's graceful shutdown alone waited for the environments'
+/// store, whose watch it had just stopped: the process never exited.
+#[tokio::test]
+async fn a_stop_before_the_controller_started_ends_it_at_once() {
+    let client = common::client().await;
+    appenv::crd::install(&client, "appenv-tests")
+        .await
+        .expect("CRD installs");
+    let options = Options {
+        settings: Settings::default(),
+        resync: Duration::from_secs(60),
+        selector: Some(format!("{TEST_LABEL}=stopped-before-start")),
+        concurrency: 1,
+    };
+    let run = controller::run_until(
+        client,
+        options,
+        Arc::new(Metrics::default()),
+        std::future::ready(()),
+    );
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the controller ends when its stop is already in");
+}

@@ -580,7 +580,9 @@ pub async fn run_until(
         })
         .backoff(backoff())
         .applied_objects();
-    Controller::for_stream(envs, reader)
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let reader_ready = reader.clone();
+    let controller = Controller::for_stream(envs, reader)
         .reconcile_all_on(wildcard_changes)
         .reconcile_on(futures::stream::select_all(triggers))
         .with_config(
@@ -588,13 +590,30 @@ pub async fn run_until(
                 .concurrency(options.concurrency)
                 .debounce(DEBOUNCE),
         )
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(environment = %object.name, "reconciled"),
                 Err(err) => tracing::debug!(error = %err, "controller"),
             }
-        })
-        .await;
+        });
+    // kube's graceful shutdown stops the watches, then waits for the reconciles under way; but
+    // its runner starts only once the environments' store is ready, and with the watch stopped
+    // before its first full list that never happens: a stop already in at start (a SIGTERM
+    // while the Lease was being taken) or during a start-up outage would hang the process.
+    // Until the store is ready nothing has been reconciled, so such a stop ends at once.
+    let stopped_before_ready = async move {
+        shutdown.await;
+        let ready = futures::FutureExt::now_or_never(reader_ready.wait_until_ready());
+        if !matches!(ready, Some(Ok(()))) {
+            tracing::info!("stopped before the first list of AppEnvironments: nothing to finish");
+            return;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        () = controller => {}
+        () = stopped_before_ready => {}
+    }
 }
