@@ -1,0 +1,661 @@
+//! `appenv preview up|down|list`: one environment per pull request, for CI and for people.
+//! Also usable as `kubectl appenv preview ...` when installed as `kubectl-appenv`.
+
+use crate::cli::settings::parse_duration;
+use anyhow::{Context as _, bail};
+use appenv_api::manifest;
+use appenv_api::{AppEnvironment, AppEnvironmentStatus, Phase, condition};
+use appenv_core::validate;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt as _};
+use serde_json::{Value, json};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const FIELD_MANAGER: &str = "appenv-preview";
+pub const PREVIEW_LABEL: &str = "appenv.dev/preview";
+pub const APP_LABEL: &str = "appenv.dev/app";
+pub const PR_LABEL: &str = "appenv.dev/pull-request";
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PreviewCommand {
+    /// Create or update the preview of a pull request; with --wait, until it is Ready.
+    Up(UpArgs),
+    /// Delete the preview of a pull request; with --wait, until its namespace is gone.
+    Down(DownArgs),
+    /// List previews.
+    List(ListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Application name (the base file's `spec.app`).
+    #[arg(long)]
+    pub app: String,
+    /// Pull request number.
+    #[arg(long)]
+    pub pr: u32,
+    /// Image to run, e.g. ghcr.io/org/app:pr-12-3f2c1d9.
+    #[arg(long)]
+    pub image: String,
+    /// AppEnvironment to start from (e.g. the app's production file); its Ingress host and
+    /// data deletion policy are dropped: a preview gets its own host and its data goes with it.
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    /// Set a spec field, e.g. `web.replicas=1` or `workers.0.concurrency=2` (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// Delete the preview this long after its last update, e.g. 72h.
+    #[arg(long)]
+    pub ttl: Option<String>,
+    /// Wait until the preview is Ready (or has failed), printing progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, e.g. 10m.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DownArgs {
+    #[arg(long)]
+    pub app: String,
+    #[arg(long)]
+    pub pr: u32,
+    /// Wait until the preview's namespace is gone.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only this application's previews.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// `table` or `json`.
+    #[arg(long, short = 'o', default_value = "table")]
+    pub output: String,
+}
+
+pub fn preview_name(app: &str, pr: u32) -> String {
+    format!("{app}-pr-{pr}")
+}
+
+/// Set `path` (dots; numbers index lists) in `spec` to `value` (read as YAML: `2` is a number).
+fn set_path(spec: &mut Value, assignment: &str) -> anyhow::Result<()> {
+    let (path, raw) = assignment
+        .split_once('=')
+        .with_context(|| format!("--set {assignment:?}: expected PATH=VALUE"))?;
+    let value: Value = serde_yaml::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+    let path = path.strip_prefix("spec.").unwrap_or(path);
+    let segments: Vec<&str> = path.split('.').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        bail!("--set {assignment:?}: empty path segment");
+    }
+    let mut node = spec;
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        node = match (segment.parse::<usize>(), node) {
+            (Ok(index), Value::Array(items)) => {
+                let len = items.len();
+                items.get_mut(index).with_context(|| {
+                    format!("--set {assignment:?}: index {index} out of range ({len} items)")
+                })?
+            }
+            (Ok(index), node) if node.is_null() => {
+                bail!("--set {assignment:?}: index {index} into a list the spec does not have")
+            }
+            (_, node) => {
+                if !node.is_object() {
+                    *node = json!({});
+                }
+                let map = node.as_object_mut().context("object")?;
+                map.entry(segment.to_string()).or_insert(Value::Null)
+            }
+        };
+        if last {
+            *node = value.clone();
+        }
+    }
+    Ok(())
+}
+
+/// The AppEnvironment of a pull request's preview.
+pub fn preview_object(args: &UpArgs, base: Option<&str>) -> anyhow::Result<Value> {
+    let mut spec = match base {
+        Some(text) => {
+            let env = manifest::parse(text)
+                .into_iter()
+                .next()
+                .context("no AppEnvironment in the base file")?;
+            let env = env.map_err(|e| {
+                let lines: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!(
+                    "the base file is not a valid AppEnvironment: {}",
+                    lines.join("; ")
+                )
+            })?;
+            if env.spec.app != args.app {
+                bail!(
+                    "--app {:?} does not match spec.app {:?} of the base file",
+                    args.app,
+                    env.spec.app
+                );
+            }
+            serde_json::to_value(&env.spec)?
+        }
+        None => json!({"app": args.app}),
+    };
+    spec["app"] = json!(args.app);
+    spec["image"] = json!(args.image);
+    spec["profile"] = json!("Preview");
+    // The namespace is the preview's own (`<app>-pr-<n>`); only the ways out of it are kept.
+    if let Some(map) = spec.as_object_mut()
+        && let Some(egress) = map
+            .remove("namespace")
+            .and_then(|ns| ns.get("egress").cloned())
+    {
+        map.insert("namespace".to_owned(), json!({ "egress": egress }));
+    }
+    if let Some(ingress) = spec
+        .pointer_mut("/web/ingress")
+        .and_then(Value::as_object_mut)
+    {
+        ingress.remove("host");
+    }
+    if let Some(database) = spec.pointer_mut("/database").and_then(Value::as_object_mut) {
+        database.remove("deletionPolicy");
+    }
+    let github = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+    let mut preview = json!({"pullRequest": args.pr});
+    for (field, var) in [
+        ("repository", "GITHUB_REPOSITORY"),
+        ("branch", "GITHUB_HEAD_REF"),
+        ("sha", "GITHUB_SHA"),
+    ] {
+        if let Some(value) = github(var) {
+            preview[field] = json!(value);
+        }
+    }
+    if let Some(ttl) = args.ttl.clone().or_else(|| {
+        spec.pointer("/preview/ttl")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }) {
+        preview["ttl"] = json!(ttl);
+    }
+    spec["preview"] = preview;
+    for assignment in &args.set {
+        set_path(&mut spec, assignment)?;
+    }
+    Ok(json!({
+        "apiVersion": "appenv.dev/v1alpha1",
+        "kind": "AppEnvironment",
+        "metadata": {
+            "name": preview_name(&args.app, args.pr),
+            "labels": {PREVIEW_LABEL: "true", APP_LABEL: args.app, PR_LABEL: args.pr.to_string()},
+        },
+        "spec": spec,
+    }))
+}
+
+fn conditions_of(
+    status: Option<&AppEnvironmentStatus>,
+) -> Vec<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    status
+        .map(|s| s.conditions.iter().collect())
+        .unwrap_or_default()
+}
+
+/// One line of progress: phase, components ready/desired, migration state.
+fn progress_line(env: &AppEnvironment) -> String {
+    let status = env.status.as_ref();
+    let phase = status
+        .and_then(|s| s.phase)
+        .map(|p| format!("{p:?}"))
+        .unwrap_or_else(|| "Pending".to_owned());
+    let components: Vec<String> = status
+        .map(|s| {
+            s.components
+                .iter()
+                .map(|c| format!("{} {}/{}", c.name, c.ready, c.desired))
+                .collect()
+        })
+        .unwrap_or_default();
+    let migrations = env
+        .condition(condition::MIGRATIONS_SUCCEEDED)
+        .map(|c| format!("; migrations: {}", c.reason))
+        .unwrap_or_default();
+    format!(
+        "{phase}: {}{migrations}",
+        if components.is_empty() {
+            "starting".to_owned()
+        } else {
+            components.join(", ")
+        }
+    )
+}
+
+fn is_ready(env: &AppEnvironment) -> bool {
+    env.status.as_ref().and_then(|s| s.observed_generation) == env.metadata.generation
+        && env
+            .condition(condition::READY)
+            .is_some_and(|c| c.status == "True")
+}
+
+/// Why the preview cannot become Ready without a change, if that is known already.
+fn hopeless(env: &AppEnvironment) -> Option<String> {
+    let current =
+        env.status.as_ref().and_then(|s| s.observed_generation) == env.metadata.generation;
+    if !current {
+        return None;
+    }
+    if let Some(valid) = env
+        .condition(condition::VALID)
+        .filter(|c| c.status == "False")
+    {
+        return Some(format!("the spec is invalid: {}", valid.message));
+    }
+    env.condition(condition::MIGRATIONS_SUCCEEDED)
+        .filter(|c| c.reason == "Failed")
+        .map(|c| c.message.clone())
+}
+
+/// The last lines of the migration Job's Pod log, if it can be read.
+async fn migration_log(client: &Client, namespace: &str) -> Option<String> {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=migrations"))
+        .await
+        .ok()?;
+    let pod = list
+        .items
+        .into_iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))?;
+    let params = kube::api::LogParams {
+        tail_lines: Some(20),
+        ..kube::api::LogParams::default()
+    };
+    match pods.logs(&pod.name_any(), &params).await {
+        Ok(log) if !log.trim().is_empty() => Some(log),
+        Ok(_) => Some(format!("(Pod {} wrote no log)", pod.name_any())),
+        Err(err) => Some(format!(
+            "(log of Pod {} unavailable: {err})",
+            pod.name_any()
+        )),
+    }
+}
+
+fn github_output(url: Option<&str>, namespace: &str) -> anyhow::Result<()> {
+    let Some(path) = std::env::var_os("GITHUB_OUTPUT").filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening GITHUB_OUTPUT {}", PathBuf::from(&path).display()))?;
+    writeln!(file, "url={}", url.unwrap_or_default())?;
+    writeln!(file, "namespace={namespace}")?;
+    Ok(())
+}
+
+async fn up(client: &Client, args: UpArgs) -> anyhow::Result<bool> {
+    let base = match &args.file {
+        Some(path) => Some(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let object = preview_object(&args, base.as_deref())?;
+    // Catch what can be caught before the cluster does; the operator's domain is not known
+    // here, so a host is not required.
+    let env: AppEnvironment =
+        serde_json::from_value(object.clone()).context("building the preview")?;
+    let settings = validate::Settings {
+        preview_domain: Some("preview.invalid".to_owned()),
+        ..validate::Settings::default()
+    };
+    if let Err(invalid) = validate::validate(&env, &settings) {
+        eprintln!("error: the preview spec is invalid:");
+        for error in &invalid.0 {
+            eprintln!("  {error}");
+        }
+        return Ok(false);
+    }
+    let name = preview_name(&args.app, args.pr);
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let existed = api.get_opt(&name).await?.is_some();
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .with_context(|| format!("applying AppEnvironment {name}"))?;
+    eprintln!(
+        "{} preview {name} (image {}, generation {})",
+        if existed { "updated" } else { "created" },
+        args.image,
+        applied.metadata.generation.unwrap_or(0)
+    );
+    let namespace = name.clone();
+    if !args.wait {
+        github_output(None, &namespace)?;
+        return Ok(true);
+    }
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let env = api
+            .get(&name)
+            .await
+            .with_context(|| format!("reading AppEnvironment {name}"))?;
+        let line = progress_line(&env);
+        if line != last {
+            eprintln!("[{:>4}s] {line}", started.elapsed().as_secs());
+            last = line;
+        }
+        let namespace = env
+            .status
+            .as_ref()
+            .and_then(|s| s.namespace.clone())
+            .unwrap_or_else(|| namespace.clone());
+        if is_ready(&env) {
+            let url = env.status.as_ref().and_then(|s| s.url.clone());
+            match &url {
+                Some(url) => println!("{url}"),
+                None => println!("ready (no Ingress): namespace {namespace}"),
+            }
+            github_output(url.as_deref(), &namespace)?;
+            return Ok(true);
+        }
+        let failure = hopeless(&env);
+        let timed_out = started.elapsed() >= args.timeout;
+        if failure.is_some() || timed_out {
+            eprintln!(
+                "error: preview {name} {}",
+                match &failure {
+                    Some(why) => format!("failed: {why}"),
+                    None => format!("is not Ready after {}s", args.timeout.as_secs()),
+                }
+            );
+            for c in conditions_of(env.status.as_ref()) {
+                let bad = (c.type_ == condition::READY
+                    || c.type_ == condition::VALID
+                    || c.type_ == condition::DATABASE_READY
+                    || c.type_ == condition::MIGRATIONS_SUCCEEDED)
+                    && c.status == "False"
+                    || (c.type_ == condition::DEGRADED && c.status == "True");
+                if bad {
+                    eprintln!("  {}={} ({}): {}", c.type_, c.status, c.reason, c.message);
+                }
+            }
+            if env
+                .condition(condition::MIGRATIONS_SUCCEEDED)
+                .is_some_and(|c| c.status == "False")
+                && let Some(log) = migration_log(client, &namespace).await
+            {
+                eprintln!("  migration log (last lines):");
+                for line in log.lines() {
+                    eprintln!("    {line}");
+                }
+            }
+            return Ok(false);
+        }
+        // The status changes with every component; one read a second is plenty.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn down(client: &Client, args: DownArgs) -> anyhow::Result<bool> {
+    use k8s_openapi::api::core::v1::Namespace;
+    let name = preview_name(&args.app, args.pr);
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let Some(env) = api.get_opt(&name).await? else {
+        eprintln!("no preview {name}: nothing to delete");
+        return Ok(true);
+    };
+    let namespace = env
+        .status
+        .as_ref()
+        .and_then(|s| s.namespace.clone())
+        .unwrap_or_else(|| name.clone());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let owned = namespaces.get_opt(&namespace).await?.is_some_and(|ns| {
+        ns.owner_references()
+            .iter()
+            .any(|o| o.uid == env.uid().unwrap_or_default())
+    });
+    match api.delete(&name, &DeleteParams::background()).await {
+        Ok(_) => eprintln!("deleting preview {name}"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(err) => return Err(err).with_context(|| format!("deleting AppEnvironment {name}")),
+    }
+    if owned {
+        // Garbage collection would get there too, but only once it has discovered the
+        // AppEnvironment type, which can take half a minute: delete the namespace now.
+        match namespaces
+            .delete(&namespace, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(err) => return Err(err).with_context(|| format!("deleting namespace {namespace}")),
+        }
+    }
+    if !args.wait {
+        return Ok(true);
+    }
+    if !owned {
+        eprintln!(
+            "namespace {namespace} is not owned by the preview (adopted or retained): it stays"
+        );
+        return Ok(true);
+    }
+    let started = Instant::now();
+    loop {
+        match namespaces.get_opt(&namespace).await? {
+            None => {
+                eprintln!(
+                    "[{:>4}s] namespace {namespace} is gone",
+                    started.elapsed().as_secs()
+                );
+                return Ok(true);
+            }
+            Some(ns) if started.elapsed() >= args.timeout => {
+                eprintln!(
+                    "error: namespace {namespace} still exists after {}s",
+                    args.timeout.as_secs()
+                );
+                if let Some(phase) = ns.status.as_ref().and_then(|s| s.phase.clone()) {
+                    eprintln!("  phase: {phase}");
+                }
+                for c in ns.status.iter().flat_map(|s| s.conditions.iter().flatten()) {
+                    if c.status == "True" {
+                        eprintln!("  {}: {}", c.type_, c.message.clone().unwrap_or_default());
+                    }
+                }
+                for f in ns.spec.iter().flat_map(|s| s.finalizers.iter().flatten()) {
+                    eprintln!("  namespace finalizer: {f}");
+                }
+                return Ok(false);
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn age(since: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>) -> String {
+    let Some(since) = since else {
+        return "-".to_owned();
+    };
+    let secs = k8s_openapi::jiff::Timestamp::now()
+        .duration_since(since.0)
+        .as_secs()
+        .max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+async fn list(client: &Client, args: ListArgs) -> anyhow::Result<bool> {
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let mut previews: Vec<AppEnvironment> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|e| e.spec.preview.is_some())
+        .filter(|e| args.app.as_ref().is_none_or(|app| &e.spec.app == app))
+        .collect();
+    previews.sort_by_key(|e| {
+        (
+            e.spec.app.clone(),
+            e.spec.preview.as_ref().map(|p| p.pull_request),
+        )
+    });
+    let rows: Vec<Value> = previews
+        .iter()
+        .map(|e| {
+            let status = e.status.as_ref();
+            json!({
+                "pr": e.spec.preview.as_ref().map(|p| p.pull_request),
+                "app": e.spec.app,
+                "name": e.name_any(),
+                "phase": status.and_then(|s| s.phase).map(|p: Phase| format!("{p:?}")),
+                "age": age(e.metadata.creation_timestamp.as_ref()),
+                "expiresAt": status.and_then(|s| s.expires_at.as_ref()).map(|t| t.0.to_string()),
+                "url": status.and_then(|s| s.url.clone()),
+                "image": e.spec.image,
+            })
+        })
+        .collect();
+    match args.output.as_str() {
+        "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
+        "table" => {
+            println!(
+                "{:<6} {:<24} {:<12} {:<6} {:<22} URL",
+                "PR", "APP", "PHASE", "AGE", "EXPIRES"
+            );
+            for row in &rows {
+                let text = |key: &str| {
+                    row[key]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| "-".to_owned())
+                };
+                println!(
+                    "{:<6} {:<24} {:<12} {:<6} {:<22} {}",
+                    row["pr"]
+                        .as_i64()
+                        .map(|n| n.to_string())
+                        .unwrap_or_default(),
+                    text("app"),
+                    text("phase"),
+                    text("age"),
+                    text("expiresAt"),
+                    text("url")
+                );
+            }
+        }
+        other => bail!("-o {other:?}: expected table or json"),
+    }
+    Ok(true)
+}
+
+/// Fail with a clear message if the cluster does not serve AppEnvironments at all (an API
+/// server answers a missing resource type with a bare "404 page not found").
+async fn require_crd(client: &Client) -> anyhow::Result<()> {
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => bail!(
+            "this cluster has no AppEnvironment API: install the CRD (`kubectl apply -f crds/`) and run the appenv operator"
+        ),
+        Err(err) => Err(err).context("listing AppEnvironments"),
+    }
+}
+
+pub async fn run(command: PreviewCommand) -> anyhow::Result<bool> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to Kubernetes (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    require_crd(&client).await?;
+    match command {
+        PreviewCommand::Up(args) => up(&client, args).await,
+        PreviewCommand::Down(args) => down(&client, args).await,
+        PreviewCommand::List(args) => list(&client, args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(set: &[&str]) -> UpArgs {
+        UpArgs {
+            app: "flask-react-template".into(),
+            pr: 7,
+            image: "ghcr.io/x/frt:pr-7".into(),
+            file: None,
+            set: set.iter().map(|s| (*s).to_owned()).collect(),
+            ttl: Some("24h".into()),
+            wait: false,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_preview_from_a_production_base_gets_its_own_host_namespace_and_data_policy() {
+        let base = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/flask-react-template-production.yaml"
+        ))
+        .expect("example");
+        let object = preview_object(
+            &args(&["workers.0.replicas=1", "web.replicas=1"]),
+            Some(&base),
+        )
+        .expect("builds");
+        assert_eq!(object["metadata"]["name"], "flask-react-template-pr-7");
+        let spec = &object["spec"];
+        assert_eq!(spec["profile"], "Preview");
+        assert_eq!(spec["image"], "ghcr.io/x/frt:pr-7");
+        assert_eq!(spec["preview"]["pullRequest"], 7);
+        assert_eq!(spec["preview"]["ttl"], "24h");
+        assert!(
+            spec["web"]["ingress"].get("host").is_none(),
+            "the production host is not reused"
+        );
+        // The preview's namespace is its own; the base file's way out to MongoDB is kept.
+        assert_eq!(
+            spec["namespace"]
+                .as_object()
+                .map(|ns| ns.keys().map(String::as_str).collect::<Vec<_>>()),
+            Some(vec!["egress"])
+        );
+        assert_eq!(spec["namespace"]["egress"][0]["ports"][0], 27017);
+        assert_eq!(spec["workers"][0]["replicas"], 1);
+        assert_eq!(spec["web"]["replicas"], 1);
+        let env: AppEnvironment = serde_json::from_value(object).expect("a valid AppEnvironment");
+        assert_eq!(env.spec.workers[1].name, "beat");
+    }
+
+    #[test]
+    fn set_reports_bad_paths_and_mismatched_apps() {
+        assert!(preview_object(&args(&["workers.5.replicas=1"]), None).is_err());
+        assert!(preview_object(&args(&["novalue"]), None).is_err());
+        let base = "apiVersion: appenv.dev/v1alpha1\nkind: AppEnvironment\nmetadata: {name: x}\nspec: {app: other, image: 'i:1'}\n";
+        let err = preview_object(&args(&[]), Some(base)).expect_err("app mismatch");
+        assert!(err.to_string().contains("does not match spec.app"), "{err}");
+    }
+}

@@ -1,0 +1,201 @@
+//! Support shared by the integration tests: the process-wide local cluster, unique namespaces,
+//! and waits that follow a watch with a deadline instead of sleeping.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use appenv_api::AppEnvironment;
+use appenv_localcluster as devcluster;
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt as _;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A client for the shared local cluster (started on first use; a failure to start fails the test).
+pub async fn client() -> Client {
+    devcluster::shared()
+        .client()
+        .await
+        .expect("client for the local control plane")
+}
+
+/// A fresh namespace named after the test, unique within this run.
+pub async fn namespace(client: &Client, test: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.clone());
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("create test namespace");
+    name
+}
+
+/// Best-effort removal of a test namespace.
+pub async fn cleanup(client: &Client, namespace: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let _ = api.delete(namespace, &DeleteParams::default()).await;
+}
+
+/// Wait, through a watch, until `cond` holds for the object, failing the test after `limit`.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    limit: Duration,
+    what: &str,
+    cond: impl Condition<K>,
+) -> Option<K>
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
+{
+    match tokio::time::timeout(limit, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(obj)) => obj,
+        Ok(Err(err)) => panic!("watching {name} for {what}: {err}"),
+        Err(_) => {
+            let current = api.get_opt(name).await.ok().flatten();
+            panic!("{name}: not {what} within {limit:?}; last seen: {current:#?}")
+        }
+    }
+}
+
+/// Watches the Pods of one app and records the most ReplicaSets (pod-template hashes) that had
+/// live Pods at the same moment. A Pod is live from creation until it is gone from the API
+/// (terminating Pods still count: their containers would still run).
+pub struct OverlapRecorder {
+    most_at_once: Arc<Mutex<usize>>,
+    hashes_seen: Arc<Mutex<BTreeSet<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OverlapRecorder {
+    /// Record Pods matching `selector` (e.g. `app=web`).
+    pub fn start(client: &Client, ns: &str, selector: &str) -> Self {
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let config = watcher::Config::default().labels(selector);
+        let most_at_once = Arc::new(Mutex::new(0));
+        let hashes_seen = Arc::new(Mutex::new(BTreeSet::new()));
+        let (most, seen) = (most_at_once.clone(), hashes_seen.clone());
+        let task = tokio::spawn(async move {
+            let mut live: BTreeMap<String, String> = BTreeMap::new();
+            let mut events = watcher::watcher(api, config).boxed();
+            while let Some(Ok(event)) = events.next().await {
+                match event {
+                    watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                        let hash = pod
+                            .labels()
+                            .get("pod-template-hash")
+                            .cloned()
+                            .unwrap_or_default();
+                        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+                        if matches!(phase, Some("Succeeded" | "Failed")) {
+                            live.remove(&pod.name_any());
+                        } else {
+                            live.insert(pod.name_any(), hash.clone());
+                        }
+                        seen.lock().expect("lock").insert(hash);
+                    }
+                    watcher::Event::Delete(pod) => {
+                        live.remove(&pod.name_any());
+                    }
+                    _ => {}
+                }
+                let at_once = live.values().collect::<BTreeSet<_>>().len();
+                let mut most = most.lock().expect("lock");
+                *most = (*most).max(at_once);
+            }
+        });
+        Self {
+            most_at_once,
+            hashes_seen,
+            task,
+        }
+    }
+
+    /// (most ReplicaSets alive at once, ReplicaSets seen)
+    pub fn finish(self) -> (usize, usize) {
+        self.task.abort();
+        let most = *self.most_at_once.lock().expect("lock");
+        let seen = self.hashes_seen.lock().expect("lock").len();
+        (most, seen)
+    }
+}
+
+/// Label selecting a test's AppEnvironments for that test's operator.
+pub const TEST_LABEL: &str = "appenv.dev/test";
+
+/// An example, renamed to `name` (and its namespace), labelled for the test's operator.
+pub fn example(file: &str, name: &str, test: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(file);
+    let mut env: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("example")).expect("yaml");
+    env["metadata"] = json!({"name": name, "labels": {TEST_LABEL: test}});
+    env["spec"]["namespace"] = json!({"name": name});
+    env
+}
+
+pub async fn apply(client: &Client, env: &Value) {
+    let name = env["metadata"]["name"].as_str().expect("name");
+    Api::<AppEnvironment>::all(client.clone())
+        .patch(
+            name,
+            &PatchParams::apply("appenv-tests").force(),
+            &Patch::Apply(env),
+        )
+        .await
+        .expect("apply AppEnvironment");
+}
+
+/// Ready at the object's current generation.
+pub fn ready(env: Option<&AppEnvironment>) -> bool {
+    env.is_some_and(|e| {
+        e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
+            && e.condition("Ready").is_some_and(|c| c.status == "True")
+    })
+}
+
+/// A child process killed (and reaped) when the test lets go of it.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port nothing listens on (for a process's endpoints).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The sum of a metric's samples (all label sets) whose line starts with `prefix`, in the
+/// Prometheus text an operator serves.
+pub fn metric(text: &str, prefix: &str, filter: impl Fn(&str) -> bool) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && filter(l))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}

@@ -1,0 +1,183 @@
+//! The local control plane cleans up after itself, and `appenv dev` works as a newcomer uses it.
+
+use appenv_localcluster::{ControlPlane, StartOptions};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// PIDs of the processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the parenthesised command name: state, ppid, ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            children.push(pid);
+        }
+    }
+    children
+}
+
+/// Poll (the processes give no event to watch) until no pid in `pids` is alive.
+fn wait_gone(pids: &[u32], limit: Duration) -> Vec<u32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|p| alive(*p)).collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn dropping_a_control_plane_stops_its_processes_and_removes_its_files() {
+    let control_plane = ControlPlane::start(StartOptions::default())
+        .await
+        .expect("control plane starts");
+    let pids = control_plane.pids();
+    let dir = control_plane.kubeconfig().parent().expect("dir").to_owned();
+    assert_eq!(
+        pids.len(),
+        3,
+        "etcd, kube-apiserver, kube-controller-manager"
+    );
+    assert!(pids.iter().all(|p| alive(*p)));
+    assert!(dir.exists());
+
+    drop(control_plane);
+    assert_eq!(wait_gone(&pids, Duration::from_secs(10)), Vec::<u32>::new());
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+struct Dev {
+    child: Child,
+    kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Start `appenv dev` and wait for its "ready" line; returns how long that took.
+fn start_dev() -> (Dev, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_appenv"))
+        .args(["dev", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn appenv dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut printed = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("read stdout");
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("Press Ctrl-C") {
+            break;
+        }
+    }
+    assert!(
+        printed.contains("is ready at https://127.0.0.1:"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("export KUBECONFIG={}", kubeconfig.display())),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("SIMULATED"),
+        "says that Pods are simulated: {printed}"
+    );
+    (
+        Dev {
+            child,
+            kubeconfig,
+            _dir: dir,
+        },
+        started.elapsed(),
+    )
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) on our own child process.
+    unsafe {
+        libc::kill(i32::try_from(pid).expect("pid"), signal);
+    }
+}
+
+#[test]
+fn appenv_dev_serves_a_ready_node_and_shuts_down_cleanly_on_ctrl_c() {
+    let (mut dev, took) = start_dev();
+    // Past the harness's output capture, so CI logs show the figure.
+    let _ = writeln!(
+        std::io::stderr(),
+        "[appenv] `appenv dev` was ready in {:.1}s",
+        took.as_secs_f64()
+    );
+    let components = children_of(dev.child.id());
+    assert_eq!(
+        components.len(),
+        3,
+        "etcd, kube-apiserver, kube-controller-manager"
+    );
+
+    // The simulated node registers right after the ready line; kubectl shows it Ready.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let nodes = loop {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&dev.kubeconfig)
+            .args(["get", "nodes", "--no-headers"])
+            .output()
+            .expect("run kubectl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains(" Ready ") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        nodes.starts_with("appenv-sim-node ") && nodes.contains(" Ready "),
+        "{nodes}"
+    );
+
+    signal(dev.child.id(), libc::SIGINT);
+    let status = dev.child.wait().expect("wait");
+    assert!(status.success(), "appenv dev exits 0 on Ctrl-C: {status}");
+    assert_eq!(
+        wait_gone(&components, Duration::from_secs(10)),
+        Vec::<u32>::new()
+    );
+    assert!(!dev.kubeconfig.exists(), "kubeconfig removed on shutdown");
+}
+
+#[test]
+fn appenv_dev_killed_outright_takes_its_control_plane_with_it() {
+    let (mut dev, _) = start_dev();
+    let components = children_of(dev.child.id());
+    assert_eq!(components.len(), 3);
+
+    signal(dev.child.id(), libc::SIGKILL);
+    let _ = dev.child.wait();
+    assert_eq!(
+        wait_gone(&components, Duration::from_secs(10)),
+        Vec::<u32>::new(),
+        "control-plane processes outlived a SIGKILLed appenv dev"
+    );
+}

@@ -1,0 +1,661 @@
+//! Installing the operator: the Helm chart through a real Helm v4 (helm-sdkpy), the operator
+//! running with exactly the chart's ServiceAccount permissions, upgrade and uninstall, and the
+//! Kustomize manifests under `config/`.
+
+mod common;
+
+use appenv_api::AppEnvironment;
+use appenv_controller::leader::{Elector, LeaseConfig};
+use appenv_controller::rbac::{self, CLUSTER_RULES, LEADER_ELECTION_RULES};
+use appenv_controller::requests::Request;
+use appenv_controller::{self as controller, Metrics, Options};
+use appenv_core::validate::Settings;
+use appenv_localcluster::kubelet::FAIL_ANNOTATION;
+use common::{TEST_LABEL, apply, example, ready};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::wait::conditions;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+const RELEASE: &str = "appenv-operator";
+const RELEASE_NS: &str = "appenv-system";
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn generated_copies_match_their_source() {
+    let crd = appenv_api::crd::crd_yaml().expect("crd");
+    for copy in [
+        "crds/appenv.dev_appenvironments.yaml",
+        "charts/appenv-operator/crds/appenv.dev_appenvironments.yaml",
+        "config/crd/appenv.dev_appenvironments.yaml",
+    ] {
+        assert!(
+            read(copy) == crd,
+            "{copy} is stale: regenerate it with `cargo run -q -- crd > {copy}`"
+        );
+    }
+    let generated = [
+        ("config/rbac/role.yaml", rbac::manifest(), "rbac"),
+        (
+            "charts/appenv-operator/files/rbac/cluster-rules.yaml",
+            rbac::rules_yaml(CLUSTER_RULES, 0),
+            "rbac --rules cluster",
+        ),
+        (
+            "charts/appenv-operator/files/rbac/leader-election-rules.yaml",
+            rbac::rules_yaml(LEADER_ELECTION_RULES, 0),
+            "rbac --rules leader-election",
+        ),
+    ];
+    for (path, expected, command) in generated {
+        assert!(
+            read(path) == expected,
+            "{path} is stale: regenerate it with `cargo run -q -- {command} > {path}`"
+        );
+    }
+}
+
+/// The Python of a virtual environment with helm-sdkpy (`.ci/run` exports it; otherwise
+/// `.ci/helm-venv.sh` makes or finds it).
+fn helm_python() -> String {
+    if let Some(python) = std::env::var("APPENV_HELM_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        return python;
+    }
+    let out = Command::new("bash")
+        .arg(repo().join(".ci/helm-venv.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run .ci/helm-venv.sh");
+    assert!(
+        out.status.success(),
+        ".ci/helm-venv.sh failed: Helm (helm-sdkpy) is required by this test"
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Run `.ci/helm.py` against the shared control plane; its JSON answer, or its error.
+fn helm(args: &[&str]) -> Result<Value, String> {
+    let out = Command::new(helm_python())
+        .arg(repo().join(".ci/helm.py"))
+        .arg("--kubeconfig")
+        .arg(appenv_localcluster::shared().kubeconfig())
+        .args(["--namespace", RELEASE_NS])
+        .args(args)
+        .output()
+        .expect("run .ci/helm.py");
+    if out.status.success() {
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "helm.py printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn kubectl(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(appenv_localcluster::shared().kubeconfig())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        use std::io::Write as _;
+        input.write_all(text.as_bytes()).expect("kubectl stdin");
+    }
+    child.wait_with_output().expect("kubectl output")
+}
+
+/// A client that authenticates as the chart's ServiceAccount (a TokenRequest token), its
+/// requests counted.
+async fn service_account_client(recorder: &appenv_controller::requests::Recorder) -> Client {
+    let out = kubectl(
+        &[
+            "create",
+            "token",
+            RELEASE,
+            "-n",
+            RELEASE_NS,
+            "--duration=2h",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "kubectl create token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(appenv_localcluster::shared().kubeconfig())
+            .expect("kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("config");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    recorder.client(config).expect("client")
+}
+
+async fn wait_ready(client: &Client, name: &str) {
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    common::wait_for(&api, name, LIMIT, "Ready", ready).await;
+}
+
+async fn exists<K>(api: Api<K>, name: &str) -> bool
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.expect("get").is_some()
+}
+
+async fn any<K>(api: Api<K>) -> bool
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    !api.list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .is_empty()
+}
+
+fn values_of(deployment: &Deployment, name: &str) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value
+        .clone()
+}
+
+/// Everything the operator does, with the chart's permissions: the seeds to Ready, a rename
+/// that prunes every kind, a preview deleted by its TTL, a volume that cannot bind, the
+/// wildcard certificate copied and watched, leader election in the release namespace.
+async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet<Request> {
+    let recorder = appenv_controller::requests::Recorder::default();
+    let client = service_account_client(&recorder).await;
+    let test = "helm-rbac";
+
+    // Leader election with the Role: create the Lease, then renew it (update).
+    let lease = Arc::new(Elector::new(
+        client.clone(),
+        LeaseConfig {
+            namespace: RELEASE_NS.into(),
+            name: "appenv-operator".into(),
+            identity: "rbac-test".into(),
+            lease_duration: Duration::from_secs(6),
+            renew_deadline: Duration::from_secs(4),
+            retry_period: Duration::from_secs(1),
+        },
+    ));
+    tokio::time::timeout(Duration::from_secs(30), lease.acquire())
+        .await
+        .expect("the ServiceAccount takes the Lease");
+    let holder = tokio::spawn({
+        let lease = lease.clone();
+        async move { lease.hold().await }
+    });
+
+    // The wildcard certificate previews copy.
+    let wildcard = common::namespace(admin, "wildcard").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "preview-wildcard-tls", "namespace": wildcard},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": "certificate", "tls.key": "key"},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(admin.clone(), &wildcard)
+        .create(&Default::default(), &secret)
+        .await
+        .expect("wildcard secret");
+
+    let options = Options {
+        settings: Settings {
+            preview_domain: Some("preview.example.com".into()),
+            wildcard_tls: Some((wildcard.clone(), "preview-wildcard-tls".into())),
+            ..Settings::default()
+        },
+        resync: Duration::from_secs(20),
+        selector: Some(format!("{TEST_LABEL}={test}")),
+        concurrency: 4,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let operator = tokio::spawn(controller::run_with_metrics(
+        client.clone(),
+        options,
+        metrics.clone(),
+    ));
+
+    let seeds = [
+        ("t7e.yaml", "rbac-t7e"),
+        ("dojo.yaml", "rbac-dojo"),
+        ("flask-react-template-preview.yaml", "rbac-frt-pr"),
+        ("flask-react-template-production.yaml", "rbac-frt-prod"),
+        ("aifacade.yaml", "rbac-aifacade"),
+    ];
+    for (file, name) in seeds {
+        apply(admin, &example(file, name, test)).await;
+    }
+    // A preview with everything: PostgreSQL, migrations, Redis with a volume, a worker.
+    let mut full = example("t7e.yaml", "rbac-full", test);
+    full["spec"]["profile"] = json!("Preview");
+    full["spec"]["preview"] = json!({"pullRequest": 7, "ttl": "72h"});
+    full["spec"]["web"]["ingress"] = json!({"host": "rbac-full.preview.example.com"});
+    full["spec"]["redis"] = json!({"persistence": {"size": "1Gi"}});
+    apply(admin, &full).await;
+    // A preview that expires.
+    let mut expiring = example("flask-react-template-preview.yaml", "rbac-ttl", test);
+    expiring["spec"]["preview"]["ttl"] = json!("5s");
+    expiring["spec"]["web"]["ingress"]["host"] = json!("rbac-ttl.preview.example.com");
+    apply(admin, &expiring).await;
+    // A database volume whose StorageClass does not exist.
+    let mut unbound = example("t7e.yaml", "rbac-unbound", test);
+    unbound["spec"]["database"]["postgres"]["storage"]["storageClassName"] = json!("missing");
+    apply(admin, &unbound).await;
+    // A web that crash-loops: its rollout stands still, so the operator reads its Pods.
+    let mut crashing = example("aifacade.yaml", "rbac-crashing", test);
+    crashing["spec"]["web"]["podAnnotations"] = json!({ FAIL_ANNOTATION: "true" });
+    apply(admin, &crashing).await;
+
+    for (_, name) in seeds {
+        wait_ready(admin, name).await;
+    }
+    wait_ready(admin, "rbac-full").await;
+    let api: Api<AppEnvironment> = Api::all(admin.clone());
+    common::wait_for(
+        &api,
+        "rbac-ttl",
+        LIMIT,
+        "deleted by its TTL",
+        |e: Option<&AppEnvironment>| e.is_none(),
+    )
+    .await;
+    common::wait_for(
+        &api,
+        "rbac-unbound",
+        LIMIT,
+        "Degraded",
+        |e: Option<&AppEnvironment>| {
+            e.and_then(|e| e.condition("Degraded"))
+                .is_some_and(|c| c.status == "True")
+        },
+    )
+    .await;
+
+    common::wait_for(
+        &api,
+        "rbac-crashing",
+        LIMIT,
+        "Degraded by its crash-looping Pods",
+        |e: Option<&AppEnvironment>| {
+            e.and_then(|e| e.condition("Degraded"))
+                .is_some_and(|c| c.status == "True" && c.message.contains("CrashLoopBackOff"))
+        },
+    )
+    .await;
+
+    // Rename the app and drop every component: all of the previous objects are pruned.
+    let small = json!({
+        "apiVersion": "appenv.dev/v1alpha1",
+        "kind": "AppEnvironment",
+        "metadata": {"name": "rbac-full", "labels": {TEST_LABEL: test}},
+        "spec": {"app": "small", "image": "example.com/small:1", "namespace": {"name": "rbac-full"}},
+    });
+    apply(admin, &small).await;
+    wait_ready(admin, "rbac-full").await;
+    let old_web = Api::<Deployment>::namespaced(admin.clone(), "rbac-full");
+    common::wait_for(
+        &old_web,
+        "t7e-redis",
+        LIMIT,
+        "pruned",
+        |d: Option<&Deployment>| d.is_none(),
+    )
+    .await;
+
+    operator.abort();
+    holder.abort();
+    assert!(
+        metrics.snapshot().errors.is_empty(),
+        "no reconcile failed with the chart's permissions: {:?}",
+        metrics.snapshot().errors
+    );
+    for name in ["rbac-full", "rbac-unbound", "rbac-crashing"]
+        .into_iter()
+        .chain(seeds.iter().map(|(_, n)| *n))
+    {
+        let _ = api.delete(name, &DeleteParams::default()).await;
+    }
+    common::cleanup(admin, &wildcard).await;
+    recorder.authorized()
+}
+
+#[tokio::test]
+async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_uninstalls() {
+    let admin = common::client().await;
+
+    // Install (waits for the operator Deployment to be available).
+    let installed = helm(&[
+        "install",
+        RELEASE,
+        repo()
+            .join("charts/appenv-operator")
+            .to_str()
+            .expect("path"),
+        "--create-namespace",
+        "--timeout",
+        "180",
+    ])
+    .unwrap_or_else(|e| panic!("helm install: {e}"));
+    assert_eq!(installed["info"]["status"], "deployed", "{installed:#}");
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    common::wait_for(
+        &crds,
+        "appenvironments.appenv.dev",
+        LIMIT,
+        "established",
+        conditions::is_crd_established(),
+    )
+    .await;
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), RELEASE_NS)
+        .get(RELEASE)
+        .await
+        .expect("operator Deployment");
+    assert_eq!(
+        values_of(&deployment, "APPENV_LEADER_ELECT").as_deref(),
+        Some("true")
+    );
+
+    // The ClusterRole is the one in rbac.rs: no wildcards.
+    let role = Api::<ClusterRole>::all(admin.clone())
+        .get(RELEASE)
+        .await
+        .expect("ClusterRole");
+    let installed_rules = role.rules.clone().unwrap_or_default();
+    let mut granted = BTreeSet::new();
+    for rule in &installed_rules {
+        let groups = rule.api_groups.clone().unwrap_or_default();
+        let resources = rule.resources.clone().unwrap_or_default();
+        for item in groups.iter().chain(&resources).chain(&rule.verbs) {
+            assert!(!item.contains('*'), "wildcard in the ClusterRole: {rule:?}");
+        }
+        for group in &groups {
+            for resource in &resources {
+                for verb in &rule.verbs {
+                    granted.insert((verb.clone(), group.clone(), resource.clone()));
+                }
+            }
+        }
+    }
+    let expected: BTreeSet<_> = rbac::grants(CLUSTER_RULES)
+        .into_iter()
+        .map(|r| (r.verb.to_owned(), r.group, r.resource))
+        .collect();
+    assert_eq!(
+        granted, expected,
+        "the installed ClusterRole is rbac::CLUSTER_RULES"
+    );
+
+    // The operator, as the ServiceAccount, reconciles everything; it used every verb granted
+    // and nothing else.
+    let used = reconcile_everything_as_the_service_account(&admin).await;
+    let all_rules: Vec<_> = CLUSTER_RULES
+        .iter()
+        .chain(LEADER_ELECTION_RULES)
+        .copied()
+        .collect();
+    for request in &used {
+        assert!(
+            rbac::allows(&all_rules, request),
+            "the operator made a request its roles do not grant: {request}"
+        );
+    }
+    let unused: Vec<String> = rbac::grants(&all_rules)
+        .into_iter()
+        .filter(|grant| !used.contains(grant))
+        .map(|grant| grant.to_string())
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "granted but never used by the operator: {unused:?}"
+    );
+
+    // Upgrade with changed values; values the schema rejects are refused, naming the value.
+    let values = json!({
+        "replicaCount": 1,
+        "log": {"level": "debug"},
+        "previews": {"domain": "preview.example.org", "wildcardTlsSecret": "certs/wildcard"},
+    });
+    let upgraded = helm(&[
+        "upgrade",
+        RELEASE,
+        repo()
+            .join("charts/appenv-operator")
+            .to_str()
+            .expect("path"),
+        "--values-json",
+        &values.to_string(),
+        "--timeout",
+        "180",
+    ])
+    .unwrap_or_else(|e| panic!("helm upgrade: {e}"));
+    assert_eq!(upgraded["version"], 2, "{upgraded:#}");
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), RELEASE_NS)
+        .get(RELEASE)
+        .await
+        .expect("operator Deployment");
+    assert_eq!(deployment.spec.as_ref().and_then(|s| s.replicas), Some(1));
+    assert_eq!(
+        values_of(&deployment, "APPENV_LOG").as_deref(),
+        Some("debug")
+    );
+    assert_eq!(
+        values_of(&deployment, "APPENV_PREVIEW_DOMAIN").as_deref(),
+        Some("preview.example.org")
+    );
+    assert_eq!(
+        values_of(&deployment, "APPENV_WILDCARD_TLS_SECRET").as_deref(),
+        Some("certs/wildcard")
+    );
+    let refused = helm(&[
+        "upgrade",
+        RELEASE,
+        repo()
+            .join("charts/appenv-operator")
+            .to_str()
+            .expect("path"),
+        "--values-json",
+        r#"{"replicaCount": "two"}"#,
+    ])
+    .expect_err("a string replica count is refused");
+    assert!(refused.contains("replicaCount"), "{refused}");
+
+    // Uninstall removes what the release made, and keeps what the docs say it keeps: the CRD
+    // (and so every AppEnvironment and its namespace) and the leader-election Lease.
+    let kept = example("dojo.yaml", "helm-kept", "helm-kept");
+    apply(&admin, &kept).await;
+    helm(&["uninstall", RELEASE]).unwrap_or_else(|e| panic!("helm uninstall: {e}"));
+    let gone = |found: bool, what: &str| assert!(!found, "{what} survived helm uninstall");
+    gone(
+        exists(
+            Api::<Deployment>::namespaced(admin.clone(), RELEASE_NS),
+            RELEASE,
+        )
+        .await,
+        "the Deployment",
+    );
+    gone(
+        exists(
+            Api::<ServiceAccount>::namespaced(admin.clone(), RELEASE_NS),
+            RELEASE,
+        )
+        .await,
+        "the ServiceAccount",
+    );
+    gone(
+        exists(Api::<ClusterRole>::all(admin.clone()), RELEASE).await,
+        "the ClusterRole",
+    );
+    gone(
+        exists(Api::<ClusterRoleBinding>::all(admin.clone()), RELEASE).await,
+        "the ClusterRoleBinding",
+    );
+    gone(
+        any(Api::<Role>::namespaced(admin.clone(), RELEASE_NS)).await,
+        "the leader-election Role",
+    );
+    gone(
+        any(Api::<RoleBinding>::namespaced(admin.clone(), RELEASE_NS)).await,
+        "the leader-election RoleBinding",
+    );
+    gone(
+        any(Api::<Service>::namespaced(admin.clone(), RELEASE_NS)).await,
+        "the metrics Service",
+    );
+    assert!(
+        exists(crds.clone(), "appenvironments.appenv.dev").await,
+        "Helm never deletes a chart's CRD"
+    );
+    assert!(
+        exists(Api::<AppEnvironment>::all(admin.clone()), "helm-kept").await,
+        "AppEnvironments outlive the release"
+    );
+    assert!(
+        exists(
+            Api::<Lease>::namespaced(admin.clone(), RELEASE_NS),
+            "appenv-operator"
+        )
+        .await,
+        "the Lease stays until its namespace goes"
+    );
+    let _ = Api::<AppEnvironment>::all(admin.clone())
+        .delete(
+            kept["metadata"]["name"].as_str().expect("name"),
+            &DeleteParams::default(),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn server_side_dry_run_accepts_the_kustomize_manifests() {
+    let client = common::client().await;
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(repo().join("config/default"))
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize config/default: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
+    let kinds: BTreeSet<String> = serde_yaml::Deserializer::from_str(&rendered)
+        .map(|doc| {
+            let value: Value = serde::Deserialize::deserialize(doc).expect("yaml");
+            value["kind"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    for kind in [
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(
+            kinds.contains(kind),
+            "config/default renders a {kind}: {kinds:?}"
+        );
+    }
+    // A dry run cannot create the namespace its objects go into: create it first.
+    let namespace: Value = serde_yaml::Deserializer::from_str(&rendered)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("yaml"))
+        .find(|v: &Value| v["kind"] == "Namespace")
+        .expect("namespace");
+    let name = namespace["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            &name,
+            &PatchParams::apply("appenv-tests"),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            ),
+        )
+        .await
+        .expect("namespace");
+    // kubectl validates against the server's OpenAPI before sending: a server older than 1.25
+    // does not know the CRD's `x-kubernetes-validations` (it drops them when it stores the
+    // CRD), so that client-side check is off there; the server still checks everything.
+    let minor: u32 = appenv_localcluster::shared()
+        .server_version()
+        .split(['.', ' '])
+        .nth(1)
+        .and_then(|m| m.trim_end_matches('+').parse().ok())
+        .expect("server minor version");
+    let validate = if minor < 25 {
+        "--validate=false"
+    } else {
+        "--validate=true"
+    };
+    let applied = kubectl(
+        &["apply", "--dry-run=server", validate, "-f", "-"],
+        Some(&rendered),
+    );
+    assert!(
+        applied.status.success(),
+        "server-side dry run of config/default: {}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    let report = String::from_utf8_lossy(&applied.stdout);
+    assert!(report.contains("(server dry run)"), "{report}");
+    assert!(
+        report.contains("deployment.apps/appenv-operator"),
+        "{report}"
+    );
+}

@@ -1,0 +1,809 @@
+//! `appenv bench`: measured figures, side by side with what users would do instead, on one local
+//! control plane with the simulated kubelet, in one run.
+//!
+//! For each size N, N environments (a web app, an RQ-style worker and Redis) are created at once
+//! three ways: as AppEnvironments reconciled by an `appenv operator` process; by applying their
+//! rendered manifests directly (server-side apply, as `kubectl apply --server-side` from CI
+//! would); and by `helm install` of a chart holding the same manifests, one release each (a real
+//! Helm v4 through helm-sdkpy). An environment is Ready when its AppEnvironment says so, or, for
+//! the baselines, when all of its Deployments are available. Latencies count from the moment
+//! the batch started. The operator's API requests come from its own client-side counter
+//! (`appenv_api_requests_total`), its memory from /proc.
+
+use anyhow::Context as _;
+use appenv_api::AppEnvironment;
+use appenv_core::build::{self, ENVIRONMENT_LABEL, FIELD_MANAGER};
+use appenv_core::validate::{self, Settings};
+use appenv_localcluster::kubelet::SimKubelet;
+use appenv_localcluster::{ControlPlane, StartOptions, http_get};
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::discovery::Discovery;
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, ResourceExt as _};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Batch sizes: N environments created at once, for each N.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,500")]
+    pub sizes: Vec<usize>,
+    /// Operator memory is read when this many environments exist (more are created if needed).
+    #[arg(long, value_delimiter = ',', default_value = "0,100,500,1000")]
+    pub memory_at: Vec<usize>,
+    /// The Helm baseline runs for batches up to this size (one release per environment).
+    #[arg(long, default_value_t = 100)]
+    pub helm_max: usize,
+    /// Python of a venv with helm-sdkpy (`.ci/helm-venv.sh` prints one).
+    #[arg(long, env = "APPENV_HELM_PYTHON")]
+    pub helm_python: Option<PathBuf>,
+    /// The Helm command-line wrapper.
+    #[arg(long, default_value = ".ci/helm.py")]
+    pub helm_script: PathBuf,
+    /// Requests (or helm processes) in flight at once when creating a batch, for every method.
+    #[arg(long, default_value_t = 8)]
+    pub parallel: usize,
+    /// The operator's resync period during the run (the steady state is measured over two).
+    #[arg(long, default_value_t = 15)]
+    pub resync_seconds: u64,
+    /// The operator's reconcile concurrency.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: u16,
+    /// Give up on a batch that is not Ready after this long.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_seconds: u64,
+    /// Where to write the figures as JSON.
+    #[arg(long, default_value = "bench.json")]
+    pub json: PathBuf,
+}
+
+/// Latencies of one batch, in seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Batch {
+    pub method: &'static str,
+    pub n: usize,
+    pub p50: f64,
+    pub p95: f64,
+    pub max: f64,
+    pub per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Requests {
+    pub n: usize,
+    pub per_environment: f64,
+    pub writes_per_environment: f64,
+    /// Objects per environment plus one status write.
+    pub minimum_per_environment: usize,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Report {
+    pub machine: String,
+    pub kubernetes: String,
+    pub batches: Vec<Batch>,
+    pub requests: Vec<Requests>,
+    pub steady_resyncs: u64,
+    pub steady_requests_per_resync: f64,
+    pub steady_writes_per_resync: f64,
+    /// (environments, operator resident memory in MiB)
+    pub memory_mib: Vec<(usize, f64)>,
+    pub notes: Vec<String>,
+}
+
+fn progress(message: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "[bench] {message}");
+}
+
+/// The benchmarked environment: a Flask app behind gunicorn, an RQ worker and Redis.
+fn environment(name: &str) -> anyhow::Result<AppEnvironment> {
+    let value = serde_json::json!({
+        "apiVersion": "appenv.dev/v1alpha1",
+        "kind": "AppEnvironment",
+        "metadata": {"name": name, "labels": {"appenv.dev/bench": "true"}},
+        "spec": {
+            "app": "shop",
+            "image": "ghcr.io/example/shop:1.0.0",
+            "web": {
+                "command": ["gunicorn"],
+                "args": ["--bind", "0.0.0.0:8000", "app:app"],
+                "port": 8000,
+                "ingress": {"host": format!("{name}.example.com")},
+            },
+            "workers": [{"name": "rq", "command": ["rq", "worker"]}],
+            "redis": {},
+        },
+    });
+    serde_json::from_value(value).context("the benchmark's environment")
+}
+
+/// The environment's objects as the operator would apply them (without owner).
+fn rendered(name: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let env = environment(name)?;
+    let model = validate::validate(&env, &Settings::default())
+        .map_err(|invalid| anyhow::anyhow!("the benchmark's environment is invalid: {invalid}"))?;
+    Ok(build::build(&model, &build::Context::default()).objects())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn batch(method: &'static str, mut latencies: Vec<f64>) -> Batch {
+    latencies.sort_by(f64::total_cmp);
+    let max = latencies.last().copied().unwrap_or(0.0);
+    Batch {
+        method,
+        n: latencies.len(),
+        p50: percentile(&latencies, 50.0),
+        p95: percentile(&latencies, 95.0),
+        max,
+        per_second: if max > 0.0 {
+            latencies.len() as f64 / max
+        } else {
+            0.0
+        },
+    }
+}
+
+/// `appenv operator` as a separate process, so its memory and requests are its own.
+struct Operator {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Totals from the operator's metrics: (requests, writes, reconciles).
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    requests: u64,
+    writes: u64,
+    reconciles: u64,
+}
+
+impl Operator {
+    async fn start(kubeconfig: &Path, args: &BenchArgs) -> anyhow::Result<Self> {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
+        let child = Command::new(std::env::current_exe()?)
+            .args(["operator", "--resync-seconds"])
+            .arg(args.resync_seconds.to_string())
+            .arg("--concurrency")
+            .arg(args.concurrency.to_string())
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+            .args(["--selector", "appenv.dev/bench=true"])
+            .env("KUBECONFIG", kubeconfig)
+            .env("APPENV_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting appenv operator")?;
+        let operator = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(port, "/readyz").map(|r| r.0).ok() != Some(200) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the operator did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(operator)
+    }
+
+    /// Wait until the operator's start-up requests (a list and a watch per watched kind) are
+    /// done: no request for `QUIET`. Otherwise they would count against the first batch.
+    async fn settle(&self) -> anyhow::Result<()> {
+        const QUIET: Duration = Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = self.counters()?.requests;
+        let mut since = Instant::now();
+        while since.elapsed() < QUIET {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the operator kept sending requests at start-up ({last} so far)"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = self.counters()?.requests;
+            if now != last {
+                (last, since) = (now, Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> anyhow::Result<Counters> {
+        let (_, text) = http_get(self.port, "/metrics").context("reading /metrics")?;
+        let mut counters = Counters::default();
+        for line in text.lines() {
+            let Some(n) = line.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            if line.starts_with("appenv_api_requests_total{") {
+                counters.requests += n;
+                let write = ["create", "update", "patch", "delete"]
+                    .iter()
+                    .any(|v| line.contains(&format!("verb=\"{v}\"")));
+                if write {
+                    counters.writes += n;
+                }
+            } else if line.starts_with("appenv_reconciles_total ") {
+                counters.reconciles = n;
+            }
+        }
+        Ok(counters)
+    }
+
+    fn rss_mib(&self) -> anyhow::Result<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("VmRSS")?;
+        Ok(kib / 1024.0)
+    }
+}
+
+/// When each awaited environment became Ready, fed by one watch.
+#[derive(Default)]
+struct Readiness {
+    ready_at: Mutex<HashMap<String, Instant>>,
+}
+
+impl Readiness {
+    fn mark(&self, name: &str) {
+        if let Ok(mut ready) = self.ready_at.lock() {
+            ready.entry(name.to_owned()).or_insert_with(Instant::now);
+        }
+    }
+
+    fn count(&self, names: &[String]) -> usize {
+        self.ready_at
+            .lock()
+            .map(|r| names.iter().filter(|n| r.contains_key(*n)).count())
+            .unwrap_or(0)
+    }
+
+    async fn wait(
+        &self,
+        names: &[String],
+        started: Instant,
+        limit: Duration,
+    ) -> anyhow::Result<Vec<f64>> {
+        let mut last_report = Instant::now();
+        loop {
+            let ready = self.count(names);
+            if ready == names.len() {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < limit,
+                "{ready} of {} environments Ready after {limit:?}",
+                names.len()
+            );
+            if last_report.elapsed() > Duration::from_secs(10) {
+                progress(format!(
+                    "  {ready}/{} Ready after {:.0?}",
+                    names.len(),
+                    started.elapsed()
+                ));
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ready = self
+            .ready_at
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        Ok(names
+            .iter()
+            .filter_map(|n| ready.get(n))
+            .map(|at| at.duration_since(started).as_secs_f64())
+            .collect())
+    }
+}
+
+/// Watch AppEnvironments: Ready at the current generation.
+fn watch_environments(client: Client, readiness: Arc<Readiness>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<AppEnvironment> = Api::all(client);
+        let stream = watcher(
+            api,
+            watcher::Config::default().labels("appenv.dev/bench=true"),
+        )
+        .default_backoff()
+        .applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(Ok(env)) = stream.next().await {
+            let ready = env.status.as_ref().and_then(|s| s.observed_generation)
+                == env.metadata.generation
+                && env.condition("Ready").is_some_and(|c| c.status == "True");
+            if ready {
+                readiness.mark(&env.name_any());
+            }
+        }
+    })
+}
+
+/// Watch Deployments made by the baselines: an environment (its namespace) is Ready when all
+/// `expected` of its Deployments are available at their generation.
+fn watch_deployments(
+    client: Client,
+    expected: usize,
+    readiness: Arc<Readiness>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let api: Api<Deployment> = Api::all(client);
+        let stream = watcher(api, watcher::Config::default().labels(ENVIRONMENT_LABEL))
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(stream);
+        let mut available: HashMap<String, BTreeMap<String, bool>> = HashMap::new();
+        while let Some(Ok(d)) = stream.next().await {
+            let Some(ns) = d.namespace() else { continue };
+            if !(ns.starts_with("direct-") || ns.starts_with("helm-")) {
+                continue;
+            }
+            let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let ok = d.status.as_ref().is_some_and(|s| {
+                s.observed_generation == d.metadata.generation
+                    && s.available_replicas.unwrap_or(0) >= want
+                    && s.updated_replicas.unwrap_or(0) >= want
+            });
+            let states = available.entry(ns.clone()).or_default();
+            states.insert(d.name_any(), ok);
+            if states.len() == expected && states.values().all(|v| *v) {
+                readiness.mark(&ns);
+            }
+        }
+    })
+}
+
+async fn apply_environments(
+    client: &Client,
+    names: &[String],
+    parallel: usize,
+) -> anyhow::Result<()> {
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    futures::stream::iter(names.iter().cloned())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                api.patch(
+                    &name,
+                    &PatchParams::apply("appenv-bench"),
+                    &Patch::Apply(environment(&name)?),
+                )
+                .await
+                .with_context(|| format!("creating AppEnvironment {name}"))
+            }
+        })
+        .buffer_unordered(parallel.max(1))
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+/// The rendered objects of environment `name`, moved into namespace `ns`.
+fn objects_in(name: &str, ns: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut objects = rendered(name)?;
+    for object in &mut objects {
+        if object["kind"] == "Namespace" {
+            object["metadata"]["name"] = serde_json::json!(ns);
+        } else {
+            object["metadata"]["namespace"] = serde_json::json!(ns);
+        }
+    }
+    Ok(objects)
+}
+
+async fn apply_direct(
+    client: &Client,
+    discovery: &Discovery,
+    names: &[String],
+    parallel: usize,
+) -> anyhow::Result<()> {
+    futures::stream::iter(names.iter().cloned())
+        .map(|ns| async move {
+            for object in objects_in(&ns, &ns)? {
+                let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
+                let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+                let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+                let (resource, caps) = discovery
+                    .resolve_gvk(&kube::api::GroupVersionKind::gvk(group, version, &kind))
+                    .with_context(|| format!("{kind} is not served"))?;
+                let name = object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let api: Api<DynamicObject> = match caps.scope {
+                    kube::discovery::Scope::Namespaced => {
+                        Api::namespaced_with(client.clone(), &ns, &resource)
+                    }
+                    kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+                };
+                api.patch(
+                    &name,
+                    &PatchParams::apply("appenv-bench").force(),
+                    &Patch::Apply(&object),
+                )
+                .await
+                .with_context(|| format!("applying {kind} {ns}/{name}"))?;
+            }
+            anyhow::Ok(())
+        })
+        .buffer_unordered(parallel.max(1))
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+fn write_chart(dir: &Path, ns: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("templates"))?;
+    std::fs::write(
+        dir.join("Chart.yaml"),
+        format!("apiVersion: v2\nname: {ns}\nversion: 0.1.0\n"),
+    )?;
+    let mut manifests = String::new();
+    for object in objects_in(ns, ns)? {
+        if object["kind"] == "Namespace" {
+            continue; // `--create-namespace`
+        }
+        // JSON is YAML, and Helm's YAML 1.1 reading cannot turn a string "no" into false.
+        manifests.push_str("---\n");
+        manifests.push_str(&serde_json::to_string(&object)?);
+        manifests.push('\n');
+    }
+    std::fs::write(dir.join("templates/manifests.yaml"), manifests)?;
+    Ok(())
+}
+
+async fn helm_installs(
+    kubeconfig: &Path,
+    python: &Path,
+    script: &Path,
+    names: &[String],
+    parallel: usize,
+) -> anyhow::Result<()> {
+    let charts = tempfile::tempdir()?;
+    for ns in names {
+        write_chart(&charts.path().join(ns), ns)?;
+    }
+    futures::stream::iter(names.iter().cloned())
+        .map(|ns| {
+            let chart = charts.path().join(&ns);
+            async move {
+                let out = tokio::process::Command::new(python)
+                    .arg(script)
+                    .arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .args(["--namespace", &ns, "install", &ns])
+                    .arg(&chart)
+                    .args(["--create-namespace", "--no-wait"])
+                    .stdout(Stdio::null())
+                    .output()
+                    .await
+                    .context("running helm")?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "helm install {ns}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                anyhow::Ok(())
+            }
+        })
+        .buffer_unordered(parallel.max(1))
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
+}
+
+async fn delete_namespaces(client: &Client, names: &[String]) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    for name in names {
+        let _ = api.delete(name, &DeleteParams::background()).await;
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!("{cores} cores ({cpu}), {memory:.0} GiB RAM")
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+    let limit = Duration::from_secs(args.timeout_seconds);
+    progress("starting the control plane and the simulated kubelet");
+    let plane = ControlPlane::start(StartOptions {
+        progress: true,
+        ..StartOptions::default()
+    })
+    .await?;
+    let client = plane.client().await?;
+    let _kubelet = SimKubelet::start(client.clone()).await?;
+    appenv_controller::crd::install(&client, FIELD_MANAGER).await?;
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let operator = Operator::start(plane.kubeconfig(), &args).await?;
+    operator.settle().await?;
+    let mut report = Report {
+        machine: machine(),
+        kubernetes: plane.server_version().to_owned(),
+        ..Report::default()
+    };
+    let probe = rendered("probe")?;
+    let objects_per_env = probe.len();
+    let deployments_per_env = probe.iter().filter(|o| o["kind"] == "Deployment").count();
+    let helm = args.helm_python.clone().filter(|p| p.exists());
+    if helm.is_none() {
+        report
+            .notes
+            .push("helm baseline skipped: no --helm-python / APPENV_HELM_PYTHON".into());
+    }
+    let mut existing = 0;
+    // Memory is read when the count reaches or passes a `--memory-at` value (batches may step
+    // over one: 1 + 100 environments exist after the first two), labelled with the real count.
+    let record_memory = |before: Option<usize>,
+                         existing: usize,
+                         operator: &Operator,
+                         report: &mut Report|
+     -> anyhow::Result<()> {
+        let crossed = args
+            .memory_at
+            .iter()
+            .any(|&m| m <= existing && before.is_none_or(|b| m > b));
+        if crossed {
+            let mib = operator.rss_mib()?;
+            progress(format!(
+                "operator memory with {existing} environments: {mib:.1} MiB"
+            ));
+            report.memory_mib.push((existing, mib));
+        }
+        Ok(())
+    };
+    record_memory(None, 0, &operator, &mut report)?;
+
+    let envs_ready = Arc::new(Readiness::default());
+    let env_watch = watch_environments(client.clone(), envs_ready.clone());
+    let baseline_ready = Arc::new(Readiness::default());
+    let deploy_watch =
+        watch_deployments(client.clone(), deployments_per_env, baseline_ready.clone());
+
+    for (round, &n) in args.sizes.iter().enumerate() {
+        // appenv
+        let names: Vec<String> = (0..n).map(|i| format!("bench-{round}-{i}")).collect();
+        progress(format!("appenv: {n} AppEnvironments at once"));
+        let before = operator.counters()?;
+        let started = Instant::now();
+        apply_environments(&client, &names, args.parallel).await?;
+        let latencies = envs_ready.wait(&names, started, limit).await?;
+        let after = operator.counters()?;
+        report.batches.push(batch("appenv", latencies));
+        report.requests.push(Requests {
+            n,
+            per_environment: (after.requests - before.requests) as f64 / n as f64,
+            writes_per_environment: (after.writes - before.writes) as f64 / n as f64,
+            minimum_per_environment: objects_per_env + 1,
+        });
+        record_memory(Some(existing), existing + n, &operator, &mut report)?;
+        existing += n;
+
+        // Direct apply of the rendered manifests.
+        let names: Vec<String> = (0..n).map(|i| format!("direct-{round}-{i}")).collect();
+        progress(format!("direct apply: {n} environments' manifests at once"));
+        let started = Instant::now();
+        apply_direct(&client, &discovery, &names, args.parallel).await?;
+        let latencies = baseline_ready.wait(&names, started, limit).await?;
+        report.batches.push(batch("direct apply", latencies));
+        delete_namespaces(&client, &names).await;
+
+        // One Helm release per environment.
+        if let (Some(python), true) = (&helm, n <= args.helm_max) {
+            let names: Vec<String> = (0..n).map(|i| format!("helm-{round}-{i}")).collect();
+            progress(format!(
+                "helm install: {n} releases at once ({} in flight)",
+                args.parallel
+            ));
+            let started = Instant::now();
+            helm_installs(
+                plane.kubeconfig(),
+                python,
+                &args.helm_script,
+                &names,
+                args.parallel,
+            )
+            .await?;
+            let latencies = baseline_ready.wait(&names, started, limit).await?;
+            report.batches.push(batch("helm install", latencies));
+            delete_namespaces(&client, &names).await;
+        }
+    }
+
+    // Steady state: two resync periods with nothing changing.
+    progress(format!(
+        "steady state: {existing} environments over two resyncs ({}s each)",
+        args.resync_seconds
+    ));
+    let before = operator.counters()?;
+    tokio::time::sleep(Duration::from_secs(args.resync_seconds * 2 + 1)).await;
+    let after = operator.counters()?;
+    let resyncs = after.reconciles - before.reconciles;
+    report.steady_resyncs = resyncs;
+    report.steady_requests_per_resync =
+        (after.requests - before.requests) as f64 / resyncs.max(1) as f64;
+    report.steady_writes_per_resync = (after.writes - before.writes) as f64 / resyncs.max(1) as f64;
+
+    // Memory at the larger counts.
+    let mut targets: Vec<usize> = args
+        .memory_at
+        .iter()
+        .copied()
+        .filter(|&m| m > existing)
+        .collect();
+    targets.sort_unstable();
+    for target in targets {
+        let names: Vec<String> = (existing..target)
+            .map(|i| format!("bench-mem-{i}"))
+            .collect();
+        progress(format!(
+            "memory: creating {} more environments (to {target})",
+            names.len()
+        ));
+        let started = Instant::now();
+        apply_environments(&client, &names, args.parallel).await?;
+        envs_ready.wait(&names, started, limit).await?;
+        record_memory(Some(existing), target, &operator, &mut report)?;
+        existing = target;
+    }
+    env_watch.abort();
+    deploy_watch.abort();
+    drop(operator);
+    Ok(report)
+}
+
+fn fmt_batch(b: &Batch) -> String {
+    format!(
+        "| {} | {} | {:.2} | {:.2} | {:.2} | {:.1} |",
+        b.method, b.n, b.p50, b.p95, b.max, b.per_second
+    )
+}
+
+/// The report as markdown.
+pub fn markdown(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Machine: {}; Kubernetes {} (local control plane, simulated kubelet)\n",
+        report.machine, report.kubernetes
+    );
+    let _ = writeln!(out, "| method | N | p50 s | p95 s | max s | envs/s |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for b in &report.batches {
+        let _ = writeln!(out, "{}", fmt_batch(b));
+    }
+    let _ = writeln!(
+        out,
+        "\n| N | p95 appenv / direct apply | p95 appenv / helm install |"
+    );
+    let _ = writeln!(out, "|---|---|---|");
+    let sizes: Vec<usize> = report
+        .batches
+        .iter()
+        .filter(|b| b.method == "appenv")
+        .map(|b| b.n)
+        .collect();
+    for n in sizes {
+        let p95 = |method: &str| {
+            report
+                .batches
+                .iter()
+                .find(|b| b.method == method && b.n == n)
+                .map(|b| b.p95)
+        };
+        let ratio = |other: &str| match (p95("appenv"), p95(other)) {
+            (Some(a), Some(o)) if o > 0.0 => format!("{:.2}", a / o),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {n} | {} | {} |",
+            ratio("direct apply"),
+            ratio("helm install")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n| N | API requests / environment | writes / environment | minimum (objects + status) | requests / minimum | writes / minimum |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for r in &report.requests {
+        let minimum = r.minimum_per_environment as f64;
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {} | {:.2} | {:.2} |",
+            r.n,
+            r.per_environment,
+            r.writes_per_environment,
+            r.minimum_per_environment,
+            r.per_environment / minimum,
+            r.writes_per_environment / minimum
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nSteady state: {} resyncs, {:.2} requests and {:.2} writes per resync.\n",
+        report.steady_resyncs, report.steady_requests_per_resync, report.steady_writes_per_resync
+    );
+    let _ = writeln!(out, "| environments | operator memory (RSS, MiB) |");
+    let _ = writeln!(out, "|---|---|");
+    for (n, mib) in &report.memory_mib {
+        let _ = writeln!(out, "| {n} | {mib:.1} |");
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "\nNote: {note}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_rates() {
+        let b = batch("x", vec![4.0, 1.0, 2.0, 3.0]);
+        assert_eq!((b.p50, b.p95, b.max), (2.0, 4.0, 4.0));
+        assert!((b.per_second - 1.0).abs() < f64::EPSILON);
+        assert_eq!(batch("x", vec![]).p95, 0.0);
+    }
+
+    #[test]
+    fn the_benchmarked_environment_is_valid_and_renders() {
+        let objects = rendered("bench-0-0").expect("renders");
+        let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == "Deployment").count(),
+            3,
+            "{kinds:?}"
+        );
+        let moved = objects_in("bench-0-0", "direct-0-0").expect("moves");
+        assert!(moved.iter().all(|o| o["kind"] == "Namespace"
+            && o["metadata"]["name"] == "direct-0-0"
+            || o["metadata"]["namespace"] == "direct-0-0"));
+    }
+}

@@ -1,0 +1,549 @@
+//! The apply step: server-side apply of the built children with one field manager, in an
+//! order that respects the gates, then pruning of what the spec no longer has.
+
+use crate::error::Error;
+use crate::stores::Stores;
+use appenv_core::build::{
+    APPLIED_HASH_ANNOTATION, Children, FIELD_MANAGER, Guardrails, Postgres, RETAINED_LABEL, Redis,
+    Web, hash_json,
+};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, Resource, ResourceExt as _};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What this reconcile may apply beyond the always-safe parts.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    /// The database is ready: the migration Job may run.
+    pub migration: bool,
+    /// Web and workers may be applied (an image for them is decided).
+    pub workloads: bool,
+    /// The `APPLIED_HASH_ANNOTATION` of the existing PostgreSQL StatefulSet, if any.
+    pub statefulset_hash: Option<String>,
+}
+
+fn params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// How long an object appenv applied may be missing from its watch's store before it counts
+/// as deleted: the watch event of a new object arrives a moment after the apply's answer.
+const IN_FLIGHT: Duration = Duration::from_secs(30);
+
+/// An object's version marker: its generation where it has one (only changes of its spec
+/// move it), else its resourceVersion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Marker {
+    Generation(i64),
+    Version(String),
+}
+
+impl Marker {
+    fn of(meta: &ObjectMeta) -> Self {
+        match meta.generation {
+            Some(generation) if generation > 0 => Marker::Generation(generation),
+            _ => Marker::Version(meta.resource_version.clone().unwrap_or_default()),
+        }
+    }
+}
+
+/// How a watched copy relates to what appenv last applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// The version appenv's apply produced.
+    Same,
+    /// An earlier version: the watch has not caught up yet.
+    Older,
+    /// A later version: somebody else changed it.
+    Changed,
+}
+
+/// Compare a watched copy with the marker of appenv's last apply. Generations are ordered by
+/// definition; resourceVersions are compared as the numbers the API server (etcd revisions)
+/// gives, and counted as a change when either is not a number.
+fn compare(live: &ObjectMeta, applied: &Marker) -> Seen {
+    use std::cmp::Ordering;
+    let order = match (Marker::of(live), applied) {
+        (Marker::Generation(live), Marker::Generation(applied)) => live.cmp(applied),
+        (Marker::Version(live), Marker::Version(applied)) if live == *applied => Ordering::Equal,
+        (Marker::Version(live), Marker::Version(applied)) => {
+            match (live.parse::<u64>(), applied.parse::<u64>()) {
+                (Ok(live), Ok(applied)) => live.cmp(&applied),
+                _ => Ordering::Greater,
+            }
+        }
+        _ => Ordering::Greater,
+    };
+    match order {
+        Ordering::Equal => Seen::Same,
+        Ordering::Less => Seen::Older,
+        Ordering::Greater => Seen::Changed,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    hash: String,
+    marker: Marker,
+    /// The watch has shown the applied version (so its absence now means a deletion).
+    seen: bool,
+    applied_at: Instant,
+}
+
+/// What appenv last applied, per object (`Kind/namespace/name`): the hash of what it applied
+/// and the object's version marker right after. An object whose desired content matches and
+/// whose watched copy is that version (or an earlier one the watch has not replaced yet) is
+/// not applied again: a steady state writes nothing, while a deleted or edited object is
+/// applied again.
+#[derive(Debug, Default)]
+pub struct AppliedCache(Mutex<HashMap<String, Entry>>);
+
+impl AppliedCache {
+    fn unchanged(&self, key: &str, hash: &str, live: Option<&ObjectMeta>, now: Instant) -> bool {
+        let Ok(mut cache) = self.0.lock() else {
+            return false;
+        };
+        let Some(entry) = cache.get_mut(key).filter(|e| e.hash == hash) else {
+            return false;
+        };
+        match live.map(|meta| compare(meta, &entry.marker)) {
+            Some(Seen::Same) => {
+                entry.seen = true;
+                true
+            }
+            Some(Seen::Older) => true,
+            Some(Seen::Changed) => false,
+            None => !entry.seen && now.duration_since(entry.applied_at) < IN_FLIGHT,
+        }
+    }
+
+    fn remember(&self, key: String, hash: String, meta: &ObjectMeta) {
+        if let Ok(mut cache) = self.0.lock() {
+            let entry = Entry {
+                hash,
+                marker: Marker::of(meta),
+                seen: false,
+                applied_at: Instant::now(),
+            };
+            cache.insert(key, entry);
+        }
+    }
+
+    /// Forget a namespace's objects (its environment is gone).
+    pub fn forget_namespace(&self, ns: &str) {
+        let infix = format!("/{ns}/");
+        let namespace = format!("Namespace//{ns}");
+        if let Ok(mut cache) = self.0.lock() {
+            cache.retain(|key, _| !key.contains(&infix) && *key != namespace);
+        }
+    }
+}
+
+/// Applies the children of one environment, skipping what is already as applied.
+pub struct Applier<'a> {
+    client: &'a Client,
+    cache: &'a AppliedCache,
+    stores: &'a Stores,
+    /// Something applied was skipped while its watch had not shown it yet.
+    in_flight: AtomicBool,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(client: &'a Client, cache: &'a AppliedCache, stores: &'a Stores) -> Self {
+        Self {
+            client,
+            cache,
+            stores,
+            in_flight: AtomicBool::new(false),
+        }
+    }
+
+    /// When to look again at objects skipped as in flight (none: `None`): if their watch never
+    /// shows them, they count as deleted then and are applied again.
+    pub fn look_again(&self) -> Option<Duration> {
+        self.in_flight.load(Ordering::Relaxed).then_some(IN_FLIGHT)
+    }
+
+    /// Whether the object at `key` is as last applied (see [`AppliedCache`]).
+    fn skip(&self, kind: &str, ns: &str, name: &str, key: &str, hash: &str) -> bool {
+        let live = self.stores.meta(kind, ns, name);
+        let skip = self
+            .cache
+            .unchanged(key, hash, live.as_ref(), Instant::now());
+        if skip && live.is_none() {
+            self.in_flight.store(true, Ordering::Relaxed);
+        }
+        skip
+    }
+
+    async fn apply<K>(&self, object: &K) -> Result<(), Error>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let name = object.name_any();
+        let ns = object.namespace().unwrap_or_default();
+        let kind = short_kind::<K>();
+        let key = format!("{kind}/{ns}/{name}");
+        let hash = hash_json(object);
+        if self.skip(kind, &ns, &name, &key, &hash) {
+            return Ok(());
+        }
+        let applied = Api::<K>::namespaced(self.client.clone(), &ns)
+            .patch(&name, &params(), &Patch::Apply(object))
+            .await
+            .map_err(|source| Error::Apply { kind, name, source })?;
+        self.cache.remember(key, hash, applied.meta());
+        Ok(())
+    }
+
+    async fn apply_namespace(&self, namespace: &Namespace) -> Result<(), Error> {
+        let name = namespace.name_any();
+        let key = format!("Namespace//{name}");
+        let hash = hash_json(namespace);
+        if self.skip("Namespace", "", &name, &key, &hash) {
+            return Ok(());
+        }
+        let applied = Api::<Namespace>::all(self.client.clone())
+            .patch(&name, &params(), &Patch::Apply(namespace))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "Namespace",
+                name,
+                source,
+            })?;
+        self.cache.remember(key, hash, &applied.metadata);
+        Ok(())
+    }
+}
+
+fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
+    // Kinds of k8s-openapi types are static strings.
+    match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "object",
+    }
+}
+
+/// Apply every child that `allowed` permits, in dependency order. Returns the names applied
+/// per kind, for pruning.
+pub async fn apply_children(
+    applier: &Applier<'_>,
+    children: &Children,
+    allowed: &Allowed,
+) -> Result<BTreeMap<&'static str, BTreeSet<String>>, Error> {
+    // Destructured without `..`: a new kind of child does not compile until it is applied.
+    let Children {
+        namespace,
+        guardrails,
+        config,
+        postgres,
+        redis,
+        data_volume,
+        migration,
+        web,
+        workers,
+    } = children;
+    let mut applied: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    let mut note = |kind: &'static str, name: String| {
+        applied.entry(kind).or_default().insert(name);
+    };
+
+    applier.apply_namespace(namespace).await?;
+    if let Some(Guardrails {
+        quota,
+        limits,
+        network_policy,
+    }) = guardrails
+    {
+        applier.apply(quota).await?;
+        applier.apply(limits).await?;
+        applier.apply(network_policy).await?;
+        note("ResourceQuota", quota.name_any());
+        note("LimitRange", limits.name_any());
+        note("NetworkPolicy", network_policy.name_any());
+    }
+    applier.apply(config).await?;
+    note("ConfigMap", config.name_any());
+    if let Some(Postgres {
+        credentials,
+        init,
+        service,
+        statefulset,
+    }) = postgres
+    {
+        applier.apply(credentials).await?;
+        applier.apply(init).await?;
+        applier.apply(service).await?;
+        // On 1.20 a StatefulSet apply always writes (its atomic volumeClaimTemplates come back
+        // defaulted), so it is applied only when what we apply changed. The price: a manual
+        // edit of the StatefulSet is not reverted until the spec changes.
+        let mut statefulset = statefulset.clone();
+        let hash = hash_json(&statefulset);
+        statefulset
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash.clone());
+        if allowed.statefulset_hash.as_deref() != Some(hash.as_str()) {
+            applier.apply(&statefulset).await?;
+        }
+        note("Secret", credentials.name_any());
+        note("ConfigMap", init.name_any());
+        note("Service", service.name_any());
+        note("StatefulSet", statefulset.name_any());
+    }
+    if let Some(Redis {
+        volume,
+        deployment,
+        service,
+    }) = redis
+    {
+        if let Some(volume) = volume {
+            applier.apply(volume).await?;
+            note("PersistentVolumeClaim", volume.name_any());
+        }
+        applier.apply(service).await?;
+        applier.apply(deployment).await?;
+        note("Service", service.name_any());
+        note("Deployment", deployment.name_any());
+    }
+    if let Some(volume) = data_volume {
+        applier.apply(volume).await?;
+        note("PersistentVolumeClaim", volume.name_any());
+    }
+    if let Some(job) = migration {
+        if allowed.migration {
+            applier.apply(job).await?;
+        }
+        // The current image's Job is kept even while it waits for the database.
+        note("Job", job.name_any());
+    }
+    let Web {
+        deployment,
+        service,
+        ingress,
+    } = web;
+    applier.apply(service).await?;
+    note("Service", service.name_any());
+    if allowed.workloads {
+        applier.apply(deployment).await?;
+        note("Deployment", deployment.name_any());
+        for worker in workers {
+            applier.apply(worker).await?;
+            note("Deployment", worker.name_any());
+        }
+    } else {
+        // Held until the first migration succeeds: keep what exists, create nothing new.
+        note("Deployment", deployment.name_any());
+        for worker in workers {
+            note("Deployment", worker.name_any());
+        }
+    }
+    if let Some(ingress) = ingress {
+        applier.apply(ingress).await?;
+        note("Ingress", ingress.name_any());
+    }
+    Ok(applied)
+}
+
+async fn prune_kind<K>(
+    client: &Client,
+    stores: &Stores,
+    ns: &str,
+    environment: &str,
+    keep: Option<&BTreeSet<String>>,
+    skip: impl Fn(&ObjectMeta) -> bool,
+) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    let kind = short_kind::<K>();
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    for meta in stores.of_environment(kind, ns, environment) {
+        let name = meta.name.clone().unwrap_or_default();
+        if keep.is_some_and(|k| k.contains(&name))
+            || skip(&meta)
+            || meta.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        match api.delete(&name, &params).await {
+            Ok(_) => tracing::info!(kind, %name, "pruned"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => return Err(Error::Prune { kind, name, source }),
+        }
+    }
+    Ok(())
+}
+
+fn never(_: &ObjectMeta) -> bool {
+    false
+}
+
+/// Delete this environment's objects that were not applied: components that were disabled or
+/// removed. Database volumes are never pruned: data is deleted only with the environment.
+/// What exists is read from the watches' stores.
+pub async fn prune(
+    client: &Client,
+    stores: &Stores,
+    ns: &str,
+    environment: &str,
+    applied: &BTreeMap<&'static str, BTreeSet<String>>,
+) -> Result<(), Error> {
+    let keep = |kind: &str| applied.get(kind);
+    let (c, s, env) = (client, stores, environment);
+    prune_kind::<Deployment>(c, s, ns, env, keep("Deployment"), never).await?;
+    prune_kind::<StatefulSet>(c, s, ns, env, keep("StatefulSet"), never).await?;
+    prune_kind::<Service>(c, s, ns, env, keep("Service"), never).await?;
+    prune_kind::<ConfigMap>(c, s, ns, env, keep("ConfigMap"), never).await?;
+    prune_kind::<Secret>(c, s, ns, env, keep("Secret"), never).await?;
+    prune_kind::<Ingress>(c, s, ns, env, keep("Ingress"), never).await?;
+    prune_kind::<Job>(c, s, ns, env, keep("Job"), never).await?;
+    prune_kind::<ResourceQuota>(c, s, ns, env, keep("ResourceQuota"), never).await?;
+    prune_kind::<LimitRange>(c, s, ns, env, keep("LimitRange"), never).await?;
+    prune_kind::<NetworkPolicy>(c, s, ns, env, keep("NetworkPolicy"), never).await?;
+    // Only Redis's own volume may go with Redis; a database volume never does.
+    prune_kind::<PersistentVolumeClaim>(
+        c,
+        s,
+        ns,
+        env,
+        keep("PersistentVolumeClaim"),
+        |meta: &ObjectMeta| {
+            let labels = meta.labels.as_ref();
+            labels
+                .and_then(|l| l.get("app.kubernetes.io/component"))
+                .map(String::as_str)
+                != Some("redis")
+                || labels.is_some_and(|l| l.contains_key(RETAINED_LABEL))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Copy the wildcard certificate into a preview's namespace (same name, current data). Returns
+/// the copy's name for pruning. Its content never leaves the two Secrets.
+pub async fn copy_wildcard_tls(
+    applier: &Applier<'_>,
+    source: &(String, String),
+    namespace: &str,
+    labels: BTreeMap<String, String>,
+    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+) -> Result<String, Error> {
+    let (source_ns, name) = source;
+    let original = applier
+        .stores
+        .wildcard
+        .as_ref()
+        .and_then(|store| store.get(&ObjectRef::new(name).within(source_ns)))
+        .ok_or_else(|| Error::Missing(format!("wildcard TLS Secret {source_ns}/{name}")))?;
+    let copy = Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: original.type_.clone(),
+        data: original.data.clone(),
+        ..Secret::default()
+    };
+    applier.apply(&copy).await?;
+    Ok(name.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(generation: Option<i64>, version: &str) -> ObjectMeta {
+        ObjectMeta {
+            generation,
+            resource_version: Some(version.to_owned()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn generations_order_and_versions_compare_as_numbers() {
+        let applied = Marker::of(&meta(Some(3), "100"));
+        assert_eq!(compare(&meta(Some(3), "250"), &applied), Seen::Same);
+        assert_eq!(compare(&meta(Some(2), "90"), &applied), Seen::Older);
+        assert_eq!(compare(&meta(Some(4), "300"), &applied), Seen::Changed);
+        let applied = Marker::of(&meta(None, "100"));
+        assert_eq!(compare(&meta(None, "100"), &applied), Seen::Same);
+        assert_eq!(compare(&meta(None, "99"), &applied), Seen::Older);
+        // Numbers, not strings: "1000" is after "999".
+        let applied = Marker::of(&meta(None, "999"));
+        assert_eq!(compare(&meta(None, "1000"), &applied), Seen::Changed);
+        // Not a number: only equality is known.
+        let applied = Marker::of(&meta(None, "abc"));
+        assert_eq!(compare(&meta(None, "abc"), &applied), Seen::Same);
+        assert_eq!(compare(&meta(None, "abb"), &applied), Seen::Changed);
+    }
+
+    #[test]
+    fn the_cache_skips_what_the_watch_shows_as_applied_and_applies_what_changed_or_went() {
+        let cache = AppliedCache::default();
+        let now = Instant::now();
+        let applied = meta(None, "10");
+        assert!(
+            !cache.unchanged("k", "h", Some(&applied), now),
+            "never applied"
+        );
+        cache.remember("k".into(), "h".into(), &applied);
+        assert!(
+            !cache.unchanged("k", "other", Some(&applied), now),
+            "new content"
+        );
+        // Created a moment ago, the watch has not shown it yet: in flight, not missing.
+        assert!(cache.unchanged("k", "h", None, now));
+        assert!(
+            cache.unchanged("k", "h", Some(&meta(None, "9")), now),
+            "watch behind"
+        );
+        assert!(cache.unchanged("k", "h", Some(&applied), now), "as applied");
+        // Once shown, its absence is a deletion.
+        assert!(!cache.unchanged("k", "h", None, now));
+        assert!(
+            !cache.unchanged("k", "h", Some(&meta(None, "11")), now),
+            "edited"
+        );
+        // Never shown for longer than IN_FLIGHT: counted as gone.
+        cache.remember("j".into(), "h".into(), &applied);
+        assert!(!cache.unchanged("j", "h", None, now + IN_FLIGHT + Duration::from_secs(1)));
+        cache.forget_namespace("x");
+        assert!(
+            cache.unchanged("j", "h", Some(&applied), now),
+            "other keys kept"
+        );
+    }
+}

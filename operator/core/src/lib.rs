@@ -1,0 +1,8 @@
+//! appenv-core: the pure middle of appenv. `validate` turns an `AppEnvironment` into a
+//! defaulted `Model` (or every violation, by field); `build` turns a `Model` into every child
+//! object. No kube client, no async runtime, no I/O: depends on appenv-api and k8s-openapi.
+#![forbid(unsafe_code)]
+
+pub mod build;
+pub mod quantity;
+pub mod validate;

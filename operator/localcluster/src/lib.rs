@@ -1,0 +1,656 @@
+//! appenv-localcluster: a real, local Kubernetes control plane (etcd + kube-apiserver +
+//! kube-controller-manager) and a simulated kubelet, for the integration tests, `appenv dev`
+//! and the benchmark. Never linked into the operator's image.
+//!
+//! The binaries come from `APPENV_K8S_BIN_DIR`, or from the cache that `.ci/control-plane.sh`
+//! fills (it builds Kubernetes 1.20.2 from Debian's source package once per machine).
+//!
+//! Failure tests can break a running control plane: [`ControlPlane::restart_apiserver`] (the
+//! API server goes away and comes back on the same port, etcd and its data stay) and
+//! [`ControlPlane::pause_apiserver`] (the API server stops answering, connections hang).
+
+mod certs;
+pub mod kubelet;
+mod shared;
+pub use shared::shared;
+mod process;
+
+use crate::process::{Supervised, pid_alive};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use tracing::instrument::WithSubscriber as _;
+
+/// The Kubernetes version `.ci/control-plane.sh` builds when no binaries are given.
+pub const DEFAULT_K8S_VERSION: &str = "1.20.2";
+/// The cache folder of that build: the version and the patches applied to it (must match
+/// `BUILD_ID` in `.ci/control-plane.sh`).
+pub const DEFAULT_K8S_BUILD_ID: &str = "1.20.2-appenv1";
+/// Directory of ready binaries (kube-apiserver, kube-controller-manager, etcd), e.g. official
+/// releases downloaded in CI. Like envtest's `KUBEBUILDER_ASSETS`.
+pub const BIN_DIR_ENV: &str = "APPENV_K8S_BIN_DIR";
+const TEMP_PREFIX: &str = "appenv-cp-";
+const APISERVER: &str = "kube-apiserver";
+/// How long a restart waits for kube-apiserver to exit after SIGTERM before SIGKILL. It stops
+/// listening at once, but then keeps open watches streaming for up to 60 s (1.20 has no flag
+/// for that): waiting them out would only make every restart a minute long.
+const APISERVER_STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long kube-apiserver may take to answer /readyz after a (re)start.
+const APISERVER_READY_LIMIT: Duration = Duration::from_secs(90);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevClusterError {
+    #[error(
+        "control-plane binary {binary} not found in {dir}: run `bash .ci/control-plane.sh` \
+         once (it builds Kubernetes {DEFAULT_K8S_VERSION} in about 5 minutes), or set \
+         {BIN_DIR_ENV} to a directory holding kube-apiserver, kube-controller-manager and etcd"
+    )]
+    MissingBinary { binary: &'static str, dir: PathBuf },
+    #[error(
+        "cannot determine the binary cache directory: neither APPENV_CACHE_DIR nor HOME is set"
+    )]
+    NoCacheDir,
+    #[error("generating certificates for the local control plane")]
+    Certificates(#[from] rcgen::Error),
+    #[error("local control plane I/O ({what})")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{process} exited during start-up ({status}); last log lines:\n{log}")]
+    Exited {
+        process: String,
+        status: String,
+        log: String,
+    },
+    #[error("{what} not ready after {waited:?}; last log lines of {process}:\n{log}")]
+    Timeout {
+        what: &'static str,
+        waited: Duration,
+        process: String,
+        log: String,
+    },
+    #[error("building a client for the local control plane")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+    #[error("building a client for the local control plane")]
+    Client(#[from] kube::Error),
+    #[error("{process} is not running: the control plane was shut down")]
+    NotRunning { process: &'static str },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DevClusterError {
+    let what = what.into();
+    move |source| DevClusterError::Io { what, source }
+}
+
+/// Where the control-plane binaries are: `APPENV_K8S_BIN_DIR`, else the build cache.
+pub fn binary_dir() -> Result<PathBuf, DevClusterError> {
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    let cache = match std::env::var_os("APPENV_CACHE_DIR").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").ok_or(DevClusterError::NoCacheDir)?)
+            .join(".cache/appenv"),
+    };
+    Ok(cache
+        .join("kubernetes")
+        .join(DEFAULT_K8S_BUILD_ID)
+        .join("bin"))
+}
+
+fn binary(dir: &Path, binary: &'static str) -> Result<PathBuf, DevClusterError> {
+    let path = dir.join(binary);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(DevClusterError::MissingBinary {
+            binary,
+            dir: dir.to_owned(),
+        })
+    }
+}
+
+/// Options for [`ControlPlane::start`].
+#[derive(Debug, Default, Clone)]
+pub struct StartOptions {
+    /// Also write the kubeconfig here (e.g. a stable path for `appenv dev`); removed on shutdown.
+    pub kubeconfig_copy: Option<PathBuf>,
+    /// Print progress lines to stderr.
+    pub progress: bool,
+}
+
+/// A running control plane on free loopback ports. Stopped, and its directory removed, on drop
+/// or [`ControlPlane::shutdown`]; its processes also die with this process (see `process.rs`).
+#[derive(Debug)]
+pub struct ControlPlane {
+    kubeconfig: PathBuf,
+    server: String,
+    server_version: String,
+    kubeconfig_copy: Option<PathBuf>,
+    state: Mutex<Running>,
+}
+
+#[derive(Debug)]
+struct Running {
+    /// In start order; stopped in reverse.
+    processes: Vec<Supervised>,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl ControlPlane {
+    /// Start etcd, kube-apiserver and kube-controller-manager and wait until they serve.
+    pub async fn start(options: StartOptions) -> Result<Self, DevClusterError> {
+        let started = Instant::now();
+        let say = |msg: String| {
+            if options.progress {
+                let _ = writeln!(std::io::stderr(), "[appenv] {msg}");
+            }
+        };
+        let bins = binary_dir()?;
+        let etcd = binary(&bins, "etcd")?;
+        let apiserver = binary(&bins, "kube-apiserver")?;
+        let controller_manager = binary(&bins, "kube-controller-manager")?;
+        remove_stale_dirs();
+
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+            .tempdir()
+            .map_err(io_err("creating the control plane directory"))?;
+        let path = dir.path().to_owned();
+        let mut running = Running {
+            processes: Vec::new(),
+            dir: Some(dir),
+        };
+
+        let pki = certs::Pki::generate()?;
+        let token = random_hex().map_err(io_err("reading /dev/urandom"))?;
+        let files = [
+            ("ca.crt", pki.ca_cert_pem.as_str()),
+            ("apiserver.crt", pki.server_cert_pem.as_str()),
+            ("apiserver.key", pki.server_key_pem.as_str()),
+            ("sa.key", pki.service_account_key_pem.as_str()),
+            ("sa.pub", pki.service_account_pub_pem.as_str()),
+            (
+                "tokens.csv",
+                &format!("{token},admin,admin,system:masters\n"),
+            ),
+        ];
+        for (name, contents) in files {
+            write_private(&path.join(name), contents)?;
+        }
+        let [etcd_client, etcd_peer, apiserver_port, kcm_port] = free_ports::<4>()?;
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+        let kubeconfig = path.join("kubeconfig");
+        let kubeconfig_text = kubeconfig_yaml(&server, &path.join("ca.crt"), &token);
+        write_private(&kubeconfig, &kubeconfig_text)?;
+
+        say(format!("starting etcd ({})", etcd.display()));
+        let mut cmd = Command::new(&etcd);
+        cmd.arg("--data-dir")
+            .arg(path.join("etcd"))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
+            ))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg(format!(
+                "--initial-cluster=default=http://127.0.0.1:{etcd_peer}"
+            ))
+            .arg("--unsafe-no-fsync")
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
+        running.spawn("etcd", cmd, &path)?;
+        running
+            .wait_for("etcd", Duration::from_secs(30), || async {
+                TcpStream::connect((Ipv4Addr::LOCALHOST, etcd_client)).is_ok()
+            })
+            .await?;
+
+        say("starting kube-apiserver".to_owned());
+        let p = |name: &str| path.join(name).display().to_string();
+        let mut cmd = Command::new(&apiserver);
+        cmd.args([
+            format!("--etcd-servers=http://127.0.0.1:{etcd_client}"),
+            "--bind-address=127.0.0.1".to_owned(),
+            format!("--secure-port={apiserver_port}"),
+            "--advertise-address=127.0.0.1".to_owned(),
+            format!("--tls-cert-file={}", p("apiserver.crt")),
+            format!("--tls-private-key-file={}", p("apiserver.key")),
+            format!("--client-ca-file={}", p("ca.crt")),
+            format!("--token-auth-file={}", p("tokens.csv")),
+            "--authorization-mode=RBAC".to_owned(),
+            format!("--service-account-key-file={}", p("sa.pub")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--service-account-issuer=https://kubernetes.default.svc".to_owned(),
+            "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
+            "--allow-privileged=true".to_owned(),
+            "--disable-admission-plugins=ServiceAccount".to_owned(),
+            format!("--cert-dir={}", p("apiserver-certs")),
+        ]);
+        running.spawn(APISERVER, cmd, &path)?;
+        let client = client_from(&kubeconfig).await?;
+        running
+            .wait_for("kube-apiserver /readyz", APISERVER_READY_LIMIT, || {
+                apiserver_ready(client.clone())
+            })
+            .await?;
+        let info = client.apiserver_version().await?;
+        let server_version = format!("{}.{} ({})", info.major, info.minor, info.git_version);
+
+        say("starting kube-controller-manager".to_owned());
+        let mut cmd = Command::new(&controller_manager);
+        let kc = kubeconfig.display().to_string();
+        cmd.args([
+            format!("--kubeconfig={kc}"),
+            format!("--authentication-kubeconfig={kc}"),
+            format!("--authorization-kubeconfig={kc}"),
+            "--bind-address=127.0.0.1".to_owned(),
+            format!("--secure-port={kcm_port}"),
+            "--leader-elect=false".to_owned(),
+            "--controllers=*,-serviceaccount-token,-bootstrapsigner,-tokencleaner".to_owned(),
+            format!("--service-account-private-key-file={}", p("sa.key")),
+            format!("--root-ca-file={}", p("ca.crt")),
+            "--use-service-account-credentials=false".to_owned(),
+            format!("--cert-dir={}", p("kcm-certs")),
+        ]);
+        // Before 1.24 the controller manager also served plain HTTP on the fixed port 10252,
+        // which collides with any other control plane on the machine; later releases dropped
+        // both that port and the flag that turns it off.
+        if info.major == "1"
+            && info
+                .minor
+                .trim_end_matches('+')
+                .parse::<u32>()
+                .is_ok_and(|m| m < 24)
+        {
+            cmd.arg("--port=0");
+        }
+        running.spawn("kube-controller-manager", cmd, &path)?;
+        // The service-account controller creates `default/default` once the controllers run:
+        // a functional sign that garbage collection, namespaces and workloads are handled.
+        let service_accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(client.clone(), "default");
+        running
+            .wait_for("kube-controller-manager", Duration::from_secs(60), || {
+                let api = service_accounts.clone();
+                async move { matches!(api.get_opt("default").await, Ok(Some(_))) }
+            })
+            .await?;
+
+        if let Some(copy) = &options.kubeconfig_copy {
+            if let Some(parent) = copy.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(io_err(format!("creating {}", parent.display())))?;
+            }
+            write_private(copy, &kubeconfig_text)?;
+        }
+        say(format!(
+            "control plane ready: Kubernetes {server_version} at {server} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Self {
+            kubeconfig,
+            server,
+            server_version,
+            kubeconfig_copy: options.kubeconfig_copy,
+            state: Mutex::new(running),
+        })
+    }
+
+    /// Path of an admin kubeconfig for this control plane.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// e.g. `1.20 (v1.20.2)`.
+    pub fn server_version(&self) -> &str {
+        &self.server_version
+    }
+
+    /// A new admin client. Create one per async runtime: a client's connection pool lives on
+    /// the runtime that created it.
+    pub async fn client(&self) -> Result<Client, DevClusterError> {
+        client_from(&self.kubeconfig).await
+    }
+
+    /// PIDs of the running control-plane processes (for leak checks).
+    pub fn pids(&self) -> Vec<u32> {
+        self.state().processes.iter().map(Supervised::pid).collect()
+    }
+
+    /// Restart kube-apiserver while etcd (and its data) and kube-controller-manager keep
+    /// running: SIGTERM and wait for it to exit (SIGKILL after 5 s), then start it again with
+    /// the same flags, port and certificates, and return once its /readyz answers `ok`.
+    ///
+    /// Meanwhile new connections are refused and open watches end. The new server has the same
+    /// objects and resource versions, but a fresh watch cache: a watch resumed from a resource
+    /// version of before the restart gets 410 Gone and must relist, as after a real upgrade.
+    pub async fn restart_apiserver(&self) -> Result<(), DevClusterError> {
+        self.with_apiserver("stopping kube-apiserver", Supervised::terminate)?;
+        let deadline = Instant::now() + APISERVER_STOP_GRACE;
+        loop {
+            if self.with_apiserver("", |p| Ok(p.exited().is_some()))? {
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.with_apiserver("", |p| {
+                    p.kill();
+                    Ok(())
+                })?;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.with_apiserver("starting kube-apiserver again", Supervised::respawn)?;
+        self.wait_apiserver_ready().await
+    }
+
+    /// Make the API server unreachable until [`ControlPlane::resume_apiserver`]: SIGSTOP. Its
+    /// port stays open, so connections (open and new) hang without an answer, as across a
+    /// network partition, rather than being refused; clients find out only through their own
+    /// timeouts. kube-controller-manager and the simulated kubelet lose it too.
+    ///
+    /// A paused server is resumed by [`ControlPlane::shutdown`], so a failing test still
+    /// tears down promptly.
+    pub fn pause_apiserver(&self) -> Result<(), DevClusterError> {
+        self.with_apiserver("pausing kube-apiserver", Supervised::pause)
+    }
+
+    /// SIGCONT after [`ControlPlane::pause_apiserver`]; returns once /readyz answers `ok`.
+    pub async fn resume_apiserver(&self) -> Result<(), DevClusterError> {
+        self.with_apiserver("resuming kube-apiserver", Supervised::resume)?;
+        self.wait_apiserver_ready().await
+    }
+
+    fn state(&self) -> MutexGuard<'_, Running> {
+        // The state stays consistent if a holder panicked: every change is one push or pop.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Run `f` on the kube-apiserver process, holding the state lock only for that call.
+    fn with_apiserver<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Supervised) -> std::io::Result<T>,
+    ) -> Result<T, DevClusterError> {
+        let mut state = self.state();
+        let process = state
+            .processes
+            .iter_mut()
+            .find(|p| p.name() == APISERVER)
+            .ok_or(DevClusterError::NotRunning { process: APISERVER })?;
+        f(process).map_err(io_err(what))
+    }
+
+    /// Poll /readyz until `ok`, failing early if the restarted kube-apiserver exits.
+    async fn wait_apiserver_ready(&self) -> Result<(), DevClusterError> {
+        let client = self.client().await?;
+        let started = Instant::now();
+        loop {
+            if apiserver_ready(client.clone()).await {
+                return Ok(());
+            }
+            let failure = self.with_apiserver("", |p| {
+                Ok(match p.exited() {
+                    Some(status) => Some(DevClusterError::Exited {
+                        process: APISERVER.to_owned(),
+                        status,
+                        log: p.log_tail(25),
+                    }),
+                    None if started.elapsed() > APISERVER_READY_LIMIT => {
+                        Some(DevClusterError::Timeout {
+                            what: "kube-apiserver /readyz",
+                            waited: APISERVER_READY_LIMIT,
+                            process: APISERVER.to_owned(),
+                            log: p.log_tail(25),
+                        })
+                    }
+                    None => None,
+                })
+            })?;
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Stop every process (in reverse start order) and remove the directory. Idempotent.
+    pub fn shutdown(&self) {
+        let mut state = self.state();
+        while let Some(mut process) = state.processes.pop() {
+            process.stop(Duration::from_secs(5));
+        }
+        if let Some(dir) = state.dir.take() {
+            let _ = dir.close();
+        }
+        if let Some(copy) = &self.kubeconfig_copy {
+            let _ = std::fs::remove_file(copy);
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Running {
+    fn spawn(&mut self, name: &str, cmd: Command, dir: &Path) -> Result<(), DevClusterError> {
+        let log = dir.join(format!("{name}.log"));
+        let child =
+            Supervised::spawn(name, cmd, &log).map_err(io_err(format!("starting {name}")))?;
+        self.processes.push(child);
+        Ok(())
+    }
+
+    /// Poll `ready` until it holds, failing early if the last started process exits.
+    async fn wait_for<F, Fut>(
+        &mut self,
+        what: &'static str,
+        limit: Duration,
+        mut ready: F,
+    ) -> Result<(), DevClusterError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        loop {
+            if ready().await {
+                return Ok(());
+            }
+            let Some(last) = self.processes.last_mut() else {
+                return Ok(());
+            };
+            if let Some(status) = last.exited() {
+                return Err(DevClusterError::Exited {
+                    process: last.name().to_owned(),
+                    status,
+                    log: last.log_tail(25),
+                });
+            }
+            if start.elapsed() > limit {
+                return Err(DevClusterError::Timeout {
+                    what,
+                    waited: limit,
+                    process: last.name().to_owned(),
+                    log: last.log_tail(25),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Whether kube-apiserver answers `ok` on /readyz. Refused connections and 500s are expected
+/// while it starts: the client's error logging for those polls is kept out of the terminal.
+async fn apiserver_ready(client: Client) -> bool {
+    let Ok(req) = http::Request::get("/readyz").body(Vec::new()) else {
+        return false;
+    };
+    client
+        .request_text(req)
+        .with_subscriber(tracing::subscriber::NoSubscriber::default())
+        .await
+        .is_ok_and(|t| t.trim() == "ok")
+}
+
+async fn client_from(kubeconfig: &Path) -> Result<Client, DevClusterError> {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig)?;
+    let mut config =
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    config.read_timeout = Some(Duration::from_secs(295));
+    Ok(Client::try_from(config)?)
+}
+
+fn kubeconfig_yaml(server: &str, ca: &Path, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: appenv-local\n  cluster:\n    \
+         server: {server}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    \
+         token: {token}\ncontexts:\n- name: appenv-local\n  context:\n    cluster: appenv-local\n    \
+         user: admin\ncurrent-context: appenv-local\n",
+        ca = ca.display()
+    )
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), DevClusterError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(format!("writing {}", path.display())))?;
+    file.write_all(contents.as_bytes())
+        .map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// `N` distinct free loopback ports. All listeners are held until every port is chosen, so the
+/// kernel cannot hand out the same port twice.
+fn free_ports<const N: usize>() -> Result<[u16; N], DevClusterError> {
+    let mut listeners = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    for port in &mut ports {
+        let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .map_err(io_err("choosing a free port"))?;
+        *port = listener
+            .local_addr()
+            .map_err(io_err("choosing a free port"))?
+            .port();
+        listeners.push(listener);
+    }
+    Ok(ports)
+}
+
+fn random_hex() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Remove directories left by control planes whose process died without cleaning up
+/// (SIGKILL); their child processes died with them (PDEATHSIG).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        let owner = rest
+            .split('-')
+            .next()
+            .and_then(|pid| pid.parse::<i32>().ok());
+        if owner.is_some_and(|pid| !pid_alive(pid)) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_ports::<4>().expect("ports");
+        for (i, a) in ports.iter().enumerate() {
+            assert!(*a > 0);
+            assert!(ports[i + 1..].iter().all(|b| b != a));
+        }
+    }
+
+    #[test]
+    fn kubeconfig_parses_and_points_at_server() {
+        let text = kubeconfig_yaml("https://127.0.0.1:6443", Path::new("/x/ca.crt"), "t0k");
+        let parsed: Kubeconfig = serde_yaml::from_str(&text).expect("valid kubeconfig");
+        let cluster = parsed.clusters[0].cluster.as_ref().expect("cluster");
+        assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
+        assert_eq!(parsed.current_context.as_deref(), Some("appenv-local"));
+    }
+
+    #[test]
+    fn random_hex_has_requested_length_and_varies() {
+        let a = random_hex().expect("urandom");
+        let b = random_hex().expect("urandom");
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+}
+
+#[cfg(test)]
+mod build_id_tests {
+    use super::{DEFAULT_K8S_BUILD_ID, DEFAULT_K8S_VERSION};
+
+    #[test]
+    fn the_cache_folder_matches_what_the_provisioning_script_builds() {
+        let script = include_str!("../../../.ci/control-plane.sh");
+        let suffix = DEFAULT_K8S_BUILD_ID
+            .strip_prefix(&format!("{DEFAULT_K8S_VERSION}-"))
+            .expect("build id starts with the version");
+        assert!(script.contains(&format!("K8S_VERSION=\"{DEFAULT_K8S_VERSION}\"")));
+        assert!(script.contains(&format!("BUILD_ID=\"$K8S_VERSION-{suffix}\"")));
+    }
+}
+
+/// GET `path` from a local HTTP endpoint on `port` (plain HTTP/1.0): status code and body. For
+/// the operator's /metrics, /healthz and /readyz in tests and benchmarks.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))?;
+    use std::io::{Read as _, Write as _};
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}

@@ -1,6 +1,0 @@
-//! `appenv crd`: print the CustomResourceDefinition (as kept in `crds/`).
-
-pub fn run() -> anyhow::Result<bool> {
-    print!("{}", crate::crd::crd_yaml()?);
-    Ok(true)
-}
