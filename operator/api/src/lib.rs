@@ -4,6 +4,7 @@
 //! The `AppEnvironment` API, `appenv.dev/v1alpha1`. Doc comments here become the CRD's schema
 //! descriptions: they are written for the person editing an AppEnvironment.
 #![forbid(unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 mod spec;
 mod status;
@@ -11,6 +12,7 @@ mod status;
 pub mod crd;
 pub mod field;
 pub mod manifest;
+pub mod names;
 
 pub use spec::*;
 pub use status::*;

@@ -44,6 +44,36 @@ pub enum Phase {
     Suspended,
 }
 
+impl Phase {
+    /// Every phase, in declaration order.
+    pub const ALL: &'static [Self] = &[
+        Self::Pending,
+        Self::Progressing,
+        Self::Ready,
+        Self::Degraded,
+        Self::Invalid,
+        Self::Suspended,
+    ];
+
+    /// The phase as the API writes it (and as a metric label).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Progressing => "Progressing",
+            Self::Ready => "Ready",
+            Self::Degraded => "Degraded",
+            Self::Invalid => "Invalid",
+            Self::Suspended => "Suspended",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentStatus {
@@ -64,12 +94,14 @@ impl super::AppEnvironment {
     }
 }
 
-/// Condition types.
+/// Condition types as strings (from [`ConditionType`](crate::names::ConditionType)).
 pub mod condition {
-    pub const READY: &str = "Ready";
-    pub const VALID: &str = "Valid";
-    pub const PROGRESSING: &str = "Progressing";
-    pub const DEGRADED: &str = "Degraded";
-    pub const DATABASE_READY: &str = "DatabaseReady";
-    pub const MIGRATIONS_SUCCEEDED: &str = "MigrationsSucceeded";
+    use crate::names::ConditionType;
+
+    pub const READY: &str = ConditionType::Ready.as_str();
+    pub const VALID: &str = ConditionType::Valid.as_str();
+    pub const PROGRESSING: &str = ConditionType::Progressing.as_str();
+    pub const DEGRADED: &str = ConditionType::Degraded.as_str();
+    pub const DATABASE_READY: &str = ConditionType::DatabaseReady.as_str();
+    pub const MIGRATIONS_SUCCEEDED: &str = ConditionType::MigrationsSucceeded.as_str();
 }

@@ -6,6 +6,7 @@
 //! is read from the watches' stores (`stores`); the API sees only the writes of `apply` and
 //! the status.
 #![forbid(unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 mod apply;
 pub mod crd;
@@ -301,6 +302,7 @@ fn expired(env: &AppEnvironment, now: Timestamp) -> bool {
 }
 
 #[tracing::instrument(skip_all, fields(environment = %env.name_any()))]
+#[allow(clippy::too_many_lines)] // becomes plan + steps next (issue 13)
 async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
     let generation = env.metadata.generation;

@@ -123,6 +123,7 @@ fn rolled_out(d: &Deployment, image: &str, desired: i32) -> bool {
         && status.replicas.unwrap_or(0) == desired
 }
 
+#[allow(clippy::too_many_lines)] // split into steps next (issue 13)
 pub fn compute(
     model: &Model,
     observed: &Observed,

@@ -43,7 +43,7 @@ use std::time::Duration;
 pub type Trigger = BoxStream<'static, ObjectRef<DeserializeGuard<AppEnvironment>>>;
 
 /// The label that names a component; prune reads it (a Redis volume may go with Redis).
-const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+const COMPONENT_LABEL: &str = appenv_api::names::label::COMPONENT;
 
 /// How long a reconcile waits for the watches' first lists before it fails (and is retried).
 const FIRST_LIST: Duration = Duration::from_secs(30);

@@ -2,6 +2,7 @@
 //! defaulted `Model` (or every violation, by field); `build` turns a `Model` into every child
 //! object. No kube client, no async runtime, no I/O: depends on appenv-api and k8s-openapi.
 #![forbid(unsafe_code)]
+#![warn(clippy::too_many_lines)]
 
 pub mod build;
 pub mod quantity;

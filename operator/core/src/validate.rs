@@ -569,6 +569,7 @@ fn check_env(path: &str, env: &[EnvVar], reserved: &BTreeMap<String, &str>, erro
 }
 
 /// Validate an AppEnvironment against every rule and apply the defaults.
+#[allow(clippy::too_many_lines)] // split by spec section next (issue 13)
 pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Invalid> {
     let mut errors = Errors::default();
     let spec = &env.spec;

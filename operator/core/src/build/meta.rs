@@ -2,6 +2,7 @@
 
 use crate::build::Context;
 use crate::validate::Model;
+use appenv_api::names::label;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
@@ -9,10 +10,10 @@ use std::collections::BTreeMap;
 pub const FIELD_MANAGER: &str = "appenv";
 pub const MANAGED_BY: &str = "appenv";
 /// Set on every child: the AppEnvironment it belongs to (the controller watches by it).
-pub const ENVIRONMENT_LABEL: &str = "appenv.dev/environment";
+pub const ENVIRONMENT_LABEL: &str = label::ENVIRONMENT;
 /// Set on volumes (and their namespace) kept after their environment was deleted, so that a
 /// new AppEnvironment of the same name adopts them.
-pub const RETAINED_LABEL: &str = "appenv.dev/retain";
+pub const RETAINED_LABEL: &str = label::RETAINED;
 /// Hash of what appenv last applied to an object whose apply is never a no-op on older API
 /// servers (a StatefulSet: its atomic `volumeClaimTemplates` come back defaulted).
 pub const APPLIED_HASH_ANNOTATION: &str = "appenv.dev/applied-hash";
@@ -22,22 +23,16 @@ pub const CONFIG_HASH_ANNOTATION: &str = "appenv.dev/config-hash";
 /// The labels that select a component's Pods.
 pub fn selector(model: &Model, component: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_owned(), model.app.clone()),
-        ("app.kubernetes.io/instance".to_owned(), model.name.clone()),
-        (
-            "app.kubernetes.io/component".to_owned(),
-            component.to_owned(),
-        ),
+        (label::NAME.to_owned(), model.app.clone()),
+        (label::INSTANCE.to_owned(), model.name.clone()),
+        (label::COMPONENT.to_owned(), component.to_owned()),
     ])
 }
 
 /// Every label of a component's objects.
 pub fn labels(model: &Model, component: &str) -> BTreeMap<String, String> {
     let mut labels = selector(model, component);
-    labels.insert(
-        "app.kubernetes.io/managed-by".to_owned(),
-        MANAGED_BY.to_owned(),
-    );
+    labels.insert(label::MANAGED_BY.to_owned(), MANAGED_BY.to_owned());
     labels.insert(ENVIRONMENT_LABEL.to_owned(), model.name.clone());
     labels
 }
