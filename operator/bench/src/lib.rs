@@ -1,4 +1,4 @@
-//! `appenv bench`: measured figures, side by side with what users would do instead, on one local
+//! appenv-bench: `appenv bench`, measured figures, side by side with what users would do instead, on one local
 //! control plane with the simulated kubelet, in one run.
 //!
 //! For each size N, N environments (a web app, an RQ-style worker and Redis) are created at once
