@@ -1,5 +1,5 @@
-//! appenv-bench: `appenv bench`, measured figures, side by side with what users would do instead, on one local
-//! control plane with the simulated kubelet, in one run.
+//! appenv-bench: `appenv bench`, measured figures, side by side with what users would do
+//! instead, on one local control plane with the simulated kubelet, in one run.
 //!
 //! For each size N, N environments (a web app, an RQ-style worker and Redis) are created at once
 //! three ways: as AppEnvironments reconciled by an `appenv operator` process; by applying their
