@@ -4,7 +4,7 @@
 mod common;
 
 use appenv::cli::render::render;
-use appenv_core::validate::Settings;
+use appenv_core::settings::Settings;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -47,7 +47,7 @@ async fn the_crd_examples_and_every_rendered_object_are_accepted_by_the_api_serv
         .await
         .expect("the API server accepts the generated CRD");
     let settings = Settings {
-        preview_domain: Some("preview.example.com".into()),
+        preview_domain: Some("preview.example.com".parse().expect("domain")),
         ..Settings::default()
     };
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");

@@ -9,7 +9,7 @@ mod common;
 
 use appenv_api::AppEnvironment;
 use appenv_controller::{self as controller, Metrics, Options};
-use appenv_core::validate::Settings;
+use appenv_core::settings::Settings;
 use appenv_localcluster::kubelet::{FAIL_ANNOTATION, TERMINATE_AFTER_ANNOTATION};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, PersistentVolumeClaim, Service};
@@ -42,7 +42,7 @@ async fn operator(client: &Client, test: &str, resync: Duration) -> Operator {
     let metrics = Arc::new(Metrics::default());
     let options = Options {
         settings: Settings {
-            preview_domain: Some("preview.example.com".into()),
+            preview_domain: Some("preview.example.com".parse().expect("domain")),
             ..Settings::default()
         },
         resync,

@@ -388,7 +388,7 @@ async fn expected_children(client: &Client, fleet: &Fleet) -> Inventory {
     for name in fleet.envs.keys() {
         let env = api.get(name).await.expect("get AppEnvironment");
         let model =
-            appenv_core::validate::validate(&env, &appenv_core::validate::Settings::default())
+            appenv_core::validate::validate(&env, &appenv_core::settings::Settings::default())
                 .expect("a valid spec");
         let children = appenv_core::build::build(&model, &appenv_core::build::Context::default());
         for object in children.objects() {

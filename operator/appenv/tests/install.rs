@@ -9,7 +9,7 @@ use appenv_controller::leader::{Elector, LeaseConfig};
 use appenv_controller::rbac::{self, CLUSTER_RULES, LEADER_ELECTION_RULES};
 use appenv_controller::requests::Request;
 use appenv_controller::{self as controller, Metrics, Options};
-use appenv_core::validate::Settings;
+use appenv_core::settings::Settings;
 use appenv_localcluster::kubelet::FAIL_ANNOTATION;
 use common::{TEST_LABEL, apply, example, ready};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -249,8 +249,12 @@ async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet
 
     let options = Options {
         settings: Settings {
-            preview_domain: Some("preview.example.com".into()),
-            wildcard_tls: Some((wildcard.clone(), "preview-wildcard-tls".into())),
+            preview_domain: Some("preview.example.com".parse().expect("domain")),
+            wildcard_tls: Some(
+                format!("{wildcard}/preview-wildcard-tls")
+                    .parse()
+                    .expect("reference"),
+            ),
             ..Settings::default()
         },
         resync: Duration::from_secs(20),

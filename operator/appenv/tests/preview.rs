@@ -4,7 +4,7 @@
 mod common;
 
 use appenv_controller::{self as controller, Options};
-use appenv_core::validate::Settings;
+use appenv_core::settings::Settings;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota, Secret};
@@ -36,8 +36,12 @@ async fn operator(client: &Client) {
             set_wildcard(client, "cert-1").await;
             let options = Options {
                 settings: Settings {
-                    preview_domain: Some("preview.example.com".into()),
-                    wildcard_tls: Some(("appenv-system".into(), WILDCARD.into())),
+                    preview_domain: Some("preview.example.com".parse().expect("domain")),
+                    wildcard_tls: Some(
+                        format!("appenv-system/{WILDCARD}")
+                            .parse()
+                            .expect("reference"),
+                    ),
                     ..Settings::default()
                 },
                 ..Options::default()

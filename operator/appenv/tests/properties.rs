@@ -8,7 +8,8 @@
 use appenv::cli::render::render;
 use appenv_api::manifest;
 use appenv_core::build::{self, Context};
-use appenv_core::validate::{self, FieldError, Model, Settings};
+use appenv_core::settings::Settings;
+use appenv_core::validate::{self, FieldError, Model};
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 use proptest::test_runner::{Config, TestCaseError};
@@ -37,9 +38,9 @@ fn config(cases: u32) -> Config {
 fn settings(full: bool) -> Settings {
     if full {
         Settings {
-            preview_domain: Some("preview.example.com".into()),
-            ingress_class: Some("nginx".into()),
-            wildcard_tls: Some(("ingress-nginx".into(), "wildcard-tls".into())),
+            preview_domain: Some("preview.example.com".parse().expect("domain")),
+            ingress_class: Some("nginx".parse().expect("class")),
+            wildcard_tls: Some("ingress-nginx/wildcard-tls".parse().expect("reference")),
             ..Settings::default()
         }
     } else {

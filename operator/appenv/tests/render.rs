@@ -5,7 +5,7 @@
 use appenv::cli::render::render;
 use appenv_api::AppEnvironment;
 use appenv_api::crd::{CRD_PATH, crd_yaml};
-use appenv_core::validate::Settings;
+use appenv_core::settings::Settings;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
@@ -23,7 +23,7 @@ fn repo() -> PathBuf {
 
 fn settings() -> Settings {
     Settings {
-        preview_domain: Some("preview.example.com".into()),
+        preview_domain: Some("preview.example.com".parse().expect("domain")),
         ..Settings::default()
     }
 }

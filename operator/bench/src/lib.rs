@@ -13,7 +13,8 @@
 use anyhow::Context as _;
 use appenv_api::AppEnvironment;
 use appenv_core::build::{self, ENVIRONMENT_LABEL, FIELD_MANAGER};
-use appenv_core::validate::{self, Settings};
+use appenv_core::settings::Settings;
+use appenv_core::validate;
 use appenv_localcluster::kubelet::SimKubelet;
 use appenv_localcluster::{ControlPlane, StartOptions, http_get};
 use futures::{StreamExt as _, TryStreamExt as _};

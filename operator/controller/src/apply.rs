@@ -452,12 +452,12 @@ pub async fn prune(
 /// the copy's name for pruning. Its content never leaves the two Secrets.
 pub async fn copy_wildcard_tls(
     applier: &Applier<'_>,
-    source: &(String, String),
+    source: &appenv_core::settings::SecretRef,
     namespace: &str,
     labels: BTreeMap<String, String>,
     owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
 ) -> Result<String, Error> {
-    let (source_ns, name) = source;
+    let (source_ns, name) = (source.namespace(), source.name());
     let original = applier
         .stores
         .wildcard
@@ -466,7 +466,7 @@ pub async fn copy_wildcard_tls(
         .ok_or_else(|| Error::Missing(format!("wildcard TLS Secret {source_ns}/{name}")))?;
     let copy = Secret {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some(name.clone()),
+            name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
             labels: Some(labels),
             owner_references: owner.map(|o| vec![o]),
@@ -477,7 +477,7 @@ pub async fn copy_wildcard_tls(
         ..Secret::default()
     };
     applier.apply(&copy).await?;
-    Ok(name.clone())
+    Ok(name.to_owned())
 }
 
 #[cfg(test)]

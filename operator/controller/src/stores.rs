@@ -521,7 +521,7 @@ impl Stores {
     /// controller polls them: every change of an environment's object reconciles it).
     pub fn watch<B>(
         client: &Client,
-        wildcard: Option<&(String, String)>,
+        wildcard: Option<&appenv_core::settings::SecretRef>,
         backoff: impl Fn() -> B,
     ) -> (Self, Vec<Trigger>, BoxStream<'static, ()>)
     where
@@ -558,7 +558,7 @@ impl Stores {
             wildcard: None,
         };
         let mut wildcard_changes = futures::stream::pending().boxed();
-        if let Some((ns, name)) = wildcard {
+        if let Some((ns, name)) = wildcard.map(|w| (w.namespace(), w.name())) {
             // A change of the certificate reaches every preview's copy: the caller reconciles
             // every environment on this stream.
             let (reader, writer) = reflector::store();

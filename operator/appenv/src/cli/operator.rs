@@ -1,10 +1,11 @@
 //! `appenv operator`: run the controller against the cluster of the current kubeconfig (or
 //! in-cluster configuration).
 
-use crate::cli::settings::{SettingsArgs, parse_duration};
+use crate::cli::settings::SettingsArgs;
 use anyhow::Context as _;
 use appenv_controller::leader::{Elector, LeaseConfig};
 use appenv_controller::{self as controller, Options};
+use appenv_core::settings::parse_duration;
 use std::sync::Arc;
 use std::time::Duration;
 

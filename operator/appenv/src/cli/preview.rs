@@ -1,10 +1,10 @@
 //! `appenv preview up|down|list`: one environment per pull request, for CI and for people.
 //! Also usable as `kubectl appenv preview ...` when installed as `kubectl-appenv`.
 
-use crate::cli::settings::parse_duration;
 use anyhow::{Context as _, bail};
 use appenv_api::manifest;
 use appenv_api::{AppEnvironment, AppEnvironmentStatus, Phase, condition};
+use appenv_core::settings::{Settings, parse_duration};
 use appenv_core::validate;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
@@ -316,9 +316,9 @@ async fn up(client: &Client, args: UpArgs) -> anyhow::Result<bool> {
     // here, so a host is not required.
     let env: AppEnvironment =
         serde_json::from_value(object.clone()).context("building the preview")?;
-    let settings = validate::Settings {
-        preview_domain: Some("preview.invalid".to_owned()),
-        ..validate::Settings::default()
+    let settings = Settings {
+        preview_domain: Some("preview.invalid".parse()?),
+        ..Settings::default()
     };
     if let Err(invalid) = validate::validate(&env, &settings) {
         eprintln!("error: the preview spec is invalid:");

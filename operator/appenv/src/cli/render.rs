@@ -5,6 +5,7 @@ use crate::cli::settings::SettingsArgs;
 use anyhow::Context as _;
 use appenv_api::manifest;
 use appenv_core::build::{self, Context};
+use appenv_core::settings::Settings;
 use appenv_core::validate;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ pub struct RenderArgs {
 pub fn render(
     text: &str,
     source: &str,
-    settings: &validate::Settings,
+    settings: &Settings,
     with_credentials: bool,
 ) -> Result<String, Vec<String>> {
     let documents = manifest::parse_numbered(text);

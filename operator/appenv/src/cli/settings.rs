@@ -1,57 +1,46 @@
 //! Operator settings shared by `render` and `operator`, each a flag with an environment fallback.
+//! Every value is parsed into its checked type at start, so a bad one stops the process with a
+//! message that names the flag and the rule.
 
-use appenv_core::validate::{Quota, Settings};
+use appenv_core::settings::{
+    CheckedQuantity, DnsLabel, DnsName, Quota, SecretRef, Settings, parse_duration,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SettingsArgs {
     /// Domain for preview hosts: `<app>-pr-<n>.<domain>`.
-    #[arg(long, env = "APPENV_PREVIEW_DOMAIN")]
-    pub preview_domain: Option<String>,
+    #[arg(long, env = "APPENV_PREVIEW_DOMAIN", value_parser = DnsName::parse)]
+    pub preview_domain: Option<DnsName>,
     /// IngressClass for Ingresses that name none.
-    #[arg(long, env = "APPENV_INGRESS_CLASS")]
-    pub ingress_class: Option<String>,
+    #[arg(long, env = "APPENV_INGRESS_CLASS", value_parser = DnsName::parse)]
+    pub ingress_class: Option<DnsName>,
     /// Namespace of the ingress controller, allowed in by previews' NetworkPolicy.
     #[arg(
         long,
         env = "APPENV_INGRESS_NAMESPACE",
-        default_value = "ingress-nginx"
+        default_value = "ingress-nginx",
+        value_parser = DnsLabel::parse
     )]
-    pub ingress_namespace: String,
+    pub ingress_namespace: DnsLabel,
     /// TTL of previews that set none, e.g. 72h.
     #[arg(long, env = "APPENV_PREVIEW_TTL", default_value = "72h", value_parser = parse_duration)]
     pub preview_ttl: std::time::Duration,
     /// ResourceQuota of preview namespaces: requests.cpu.
-    #[arg(long, env = "APPENV_PREVIEW_QUOTA_CPU", default_value = "4")]
-    pub preview_quota_cpu: String,
+    #[arg(long, env = "APPENV_PREVIEW_QUOTA_CPU", default_value = "4", value_parser = CheckedQuantity::parse)]
+    pub preview_quota_cpu: CheckedQuantity,
     /// ResourceQuota of preview namespaces: requests.memory.
-    #[arg(long, env = "APPENV_PREVIEW_QUOTA_MEMORY", default_value = "8Gi")]
-    pub preview_quota_memory: String,
-    /// ResourceQuota of preview namespaces: pods.
-    #[arg(long, env = "APPENV_PREVIEW_QUOTA_PODS", default_value = "40")]
-    pub preview_quota_pods: String,
+    #[arg(long, env = "APPENV_PREVIEW_QUOTA_MEMORY", default_value = "8Gi", value_parser = CheckedQuantity::parse)]
+    pub preview_quota_memory: CheckedQuantity,
+    /// ResourceQuota of preview namespaces: pods (a whole number).
+    #[arg(long, env = "APPENV_PREVIEW_QUOTA_PODS", default_value = "40", value_parser = CheckedQuantity::parse_count)]
+    pub preview_quota_pods: CheckedQuantity,
     /// A wildcard TLS Secret (`namespace/name`) copied into every preview namespace and used
     /// by previews' Ingresses, so previews never request certificates of their own.
-    #[arg(long, env = "APPENV_WILDCARD_TLS_SECRET", value_parser = parse_secret_ref)]
-    pub wildcard_tls_secret: Option<(String, String)>,
+    #[arg(long, env = "APPENV_WILDCARD_TLS_SECRET", value_parser = SecretRef::parse)]
+    pub wildcard_tls_secret: Option<SecretRef>,
     /// ResourceQuota of preview namespaces: requests.storage.
-    #[arg(long, env = "APPENV_PREVIEW_QUOTA_STORAGE", default_value = "20Gi")]
-    pub preview_quota_storage: String,
-}
-
-fn parse_secret_ref(text: &str) -> Result<(String, String), String> {
-    match text.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok((ns.to_owned(), name.to_owned()))
-        }
-        _ => Err(format!("{text:?}: expected NAMESPACE/NAME of a TLS Secret")),
-    }
-}
-
-/// A duration such as `72h`, `10m`, `30s` or `7d` (TTLs and timeouts).
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    appenv_core::validate::parse_ttl(text).ok_or_else(|| {
-        format!("{text:?}: expected a number followed by s, m, h or d, e.g. 72h or 10m")
-    })
+    #[arg(long, env = "APPENV_PREVIEW_QUOTA_STORAGE", default_value = "20Gi", value_parser = CheckedQuantity::parse)]
+    pub preview_quota_storage: CheckedQuantity,
 }
 
 impl SettingsArgs {
@@ -69,5 +58,101 @@ impl SettingsArgs {
             },
             wildcard_tls: self.wildcard_tls_secret.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+
+    /// `appenv render -f x.yaml` with `flags` after it.
+    fn render(flags: &[&str]) -> Result<Cli, clap::Error> {
+        let args = ["appenv", "render", "-f", "x.yaml"];
+        Cli::try_parse_from(args.iter().chain(flags))
+    }
+
+    fn rejection(flags: &[&str]) -> String {
+        match render(flags) {
+            Ok(cli) => panic!("{flags:?} accepted: {cli:?}"),
+            Err(err) => {
+                assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+                err.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_quota_names_the_flag_and_the_rule() {
+        let message = rejection(&["--preview-quota-cpu", "four"]);
+        assert!(message.contains("--preview-quota-cpu"), "{message}");
+        assert!(
+            message.contains("\"four\" is not a Kubernetes quantity"),
+            "{message}"
+        );
+        let message = rejection(&["--preview-quota-pods", "1.5"]);
+        assert!(message.contains("--preview-quota-pods"), "{message}");
+        assert!(message.contains("must be a whole number"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_wildcard_reference_names_the_flag_and_the_rule() {
+        let message = rejection(&["--wildcard-tls-secret", "wildcard-tls"]);
+        assert!(message.contains("--wildcard-tls-secret"), "{message}");
+        assert!(message.contains("must be NAMESPACE/NAME"), "{message}");
+        let message = rejection(&["--wildcard-tls-secret", "Ingress/wildcard-tls"]);
+        assert!(message.contains("--wildcard-tls-secret"), "{message}");
+        assert!(
+            message.contains("\"Ingress\" must be a DNS label"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_or_name_names_the_flag_and_the_rule() {
+        let message = rejection(&["--preview-ttl", "3 days"]);
+        assert!(message.contains("--preview-ttl"), "{message}");
+        assert!(message.contains("followed by s, m, h or d"), "{message}");
+        let message = rejection(&["--preview-domain", "Preview.Example.com"]);
+        assert!(message.contains("--preview-domain"), "{message}");
+        assert!(message.contains("must be a DNS name"), "{message}");
+        let message = rejection(&["--ingress-namespace", "ingress.nginx"]);
+        assert!(message.contains("--ingress-namespace"), "{message}");
+        assert!(message.contains("must be a DNS label"), "{message}");
+    }
+
+    #[test]
+    fn good_flags_become_typed_settings() {
+        let cli = render(&[
+            "--preview-quota-cpu",
+            "500m",
+            "--preview-quota-pods",
+            "12",
+            "--wildcard-tls-secret",
+            "ingress-nginx/wildcard-tls",
+            "--preview-ttl",
+            "2d",
+            "--preview-domain",
+            "preview.example.com",
+        ])
+        .expect("valid flags");
+        let Command::Render(args) = cli.command else {
+            panic!("not render: {cli:?}")
+        };
+        let settings = args.settings.to_settings();
+        assert_eq!(&*settings.preview_quota.cpu, "500m");
+        assert_eq!(&*settings.preview_quota.pods, "12");
+        assert_eq!(&*settings.preview_quota.memory, "8Gi");
+        let wildcard = settings.wildcard_tls.expect("wildcard");
+        assert_eq!(
+            (wildcard.namespace(), wildcard.name()),
+            ("ingress-nginx", "wildcard-tls")
+        );
+        assert_eq!(settings.preview_ttl.as_secs(), 2 * 86_400);
+        assert_eq!(
+            settings.preview_domain.as_deref(),
+            Some("preview.example.com")
+        );
+        assert_eq!(&*settings.ingress_namespace, "ingress-nginx");
     }
 }

@@ -80,7 +80,8 @@ pub fn job(model: &Model, ctx: &Context, config_hash: &str) -> Option<Job> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{Settings, validate};
+    use crate::settings::Settings;
+    use crate::validate::validate;
     use appenv_api::{AppEnvironment, AppEnvironmentSpec};
 
     fn model(yaml: &str) -> Model {

@@ -1,0 +1,279 @@
+//! The validate step: an `AppEnvironment` in, a fully defaulted [`Model`] out, or every
+//! violation found, each naming the field path and the rule. The same invariants are CEL rules
+//! in the CRD, but a server may not enforce those (1.20 ignores them), and `appenv render`
+//! has no server at all: this is where they are always enforced.
+//!
+//! One module per section of the spec; [`validate`] runs them in the order of the spec, so
+//! violations come out in that order.
+
+mod database;
+mod egress;
+mod metadata;
+mod migrations;
+mod namespace;
+mod preview;
+mod redis;
+mod rules;
+mod web;
+mod workers;
+
+use crate::settings::{Quota, Settings};
+pub use appenv_api::field::{FieldError, Invalid, truncate};
+use appenv_api::{
+    AppEnvironment, DeletionPolicy, EgressRule, EmbeddedEngine, IssuerKind, Profile, PullPolicy,
+    SecuritySpec,
+};
+use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+pub use preview::parse_ttl;
+pub use rules::is_dns_label;
+pub(crate) use rules::is_dns_subdomain;
+use rules::{Errors, Reserved, check_env};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A validated AppEnvironment with every default applied: what the builders consume.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// `metadata.name` of the AppEnvironment.
+    pub name: String,
+    pub app: String,
+    pub profile: Profile,
+    pub namespace: NamespaceModel,
+    pub image: String,
+    pub pull_policy: Option<String>,
+    pub pull_secrets: Vec<String>,
+    pub env: Vec<EnvVar>,
+    pub env_from: Vec<EnvFromSource>,
+    pub security: SecuritySpec,
+    pub suspend: bool,
+    pub web: WebModel,
+    pub workers: Vec<WorkerModel>,
+    pub redis: Option<RedisModel>,
+    pub database: Option<DatabaseModel>,
+    pub deletion_policy: DeletionPolicy,
+    pub migrations: Option<MigrationsModel>,
+    pub preview: Option<PreviewModel>,
+    pub guardrails: Option<Quota>,
+    pub ingress_namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceModel {
+    pub name: String,
+    pub owned: bool,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Destinations a preview's Pods may reach outside the namespace (validated).
+    pub egress: Vec<EgressRule>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebModel {
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub port: i32,
+    pub replicas: i32,
+    /// One writer (embedded database): Recreate strategy, never two Pods.
+    pub recreate: bool,
+    pub readiness: Option<ProbeModel>,
+    pub liveness: Option<ProbeModel>,
+    pub resources: ResourceRequirements,
+    pub env: Vec<EnvVar>,
+    pub service_port: i32,
+    pub ingress: Option<IngressModel>,
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeModel {
+    pub path: String,
+    pub initial_delay_seconds: i32,
+    pub period_seconds: i32,
+    pub timeout_seconds: i32,
+    pub failure_threshold: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngressModel {
+    pub host: String,
+    pub class_name: Option<String>,
+    pub path: String,
+    pub tls: Option<TlsModel>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsModel {
+    Secret(String),
+    Issuer { name: String, kind: IssuerKind },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerModel {
+    pub name: String,
+    /// The worker's own image; `None` runs the environment's image (and follows its rollout).
+    pub image: Option<String>,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub replicas: i32,
+    /// (variable, value)
+    pub concurrency: Option<(String, i32)>,
+    pub singleton: bool,
+    pub resources: ResourceRequirements,
+    pub env: Vec<EnvVar>,
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisModel {
+    pub image: String,
+    pub resources: ResourceRequirements,
+    pub persistence: Option<StorageModel>,
+    /// `REDIS_URL` first, then the user's extra names.
+    pub url_env: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageModel {
+    pub size: Quantity,
+    pub storage_class_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DatabaseModel {
+    Postgres(PostgresModel),
+    Embedded(EmbeddedModel),
+    External {
+        secret: String,
+        key: String,
+        url_env: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresModel {
+    pub image: String,
+    pub extensions: Vec<String>,
+    pub database: String,
+    pub storage: StorageModel,
+    pub resources: ResourceRequirements,
+    pub url_env: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedModel {
+    pub engine: EmbeddedEngine,
+    pub path: String,
+    /// The directory of `path`: the volume's mount point.
+    pub mount_path: String,
+    pub path_env: String,
+    pub storage: StorageModel,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MigrationsModel {
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub timeout_seconds: i64,
+    pub resources: ResourceRequirements,
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewModel {
+    pub pull_request: i64,
+    pub repository: Option<String>,
+    pub branch: Option<String>,
+    pub sha: Option<String>,
+    pub ttl: Duration,
+}
+
+pub const DEFAULT_POSTGRES_IMAGE: &str = "pgvector/pgvector:pg16";
+pub const DEFAULT_REDIS_IMAGE: &str = "redis:7.4-alpine";
+pub const REDIS_URL_ENV: &str = "REDIS_URL";
+/// Validate an AppEnvironment against every rule and apply the defaults.
+pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Invalid> {
+    let mut errors = Errors::default();
+    let spec = &env.spec;
+    let name = env.metadata.name.clone().unwrap_or_default();
+
+    metadata::check(spec, &name, &mut errors);
+    let preview = preview::preview(spec, settings, &mut errors);
+    let namespace = namespace::namespace(spec, &name, preview.as_ref(), &mut errors);
+    let database = database::database(spec, &mut errors);
+    let embedded = database::embedded_engine(spec);
+    let deletion_policy = database::deletion_policy(spec);
+    let redis = redis::redis(spec, &mut errors);
+    let reserved = reserved(redis.as_ref(), database.as_ref());
+    check_env("spec.env", &spec.env, &reserved, &mut errors);
+    let web = web::web(
+        spec,
+        &web::Around {
+            settings,
+            preview: preview.as_ref(),
+            embedded,
+            recreate: matches!(database, Some(DatabaseModel::Embedded(_))),
+            reserved: &reserved,
+        },
+        &mut errors,
+    );
+    let workers = workers::workers(spec, &reserved, &mut errors);
+    let migrations = migrations::migrations(spec, embedded, &web.resources, &mut errors);
+    errors.finish()?;
+
+    let is_preview = preview.is_some() || spec.profile == Profile::Preview;
+    Ok(Model {
+        name,
+        app: spec.app.clone(),
+        profile: spec.profile,
+        namespace,
+        image: spec.image.clone(),
+        pull_policy: spec.image_pull_policy.map(|p| {
+            match p {
+                PullPolicy::Always => "Always",
+                PullPolicy::IfNotPresent => "IfNotPresent",
+                PullPolicy::Never => "Never",
+            }
+            .to_owned()
+        }),
+        pull_secrets: spec.image_pull_secrets.clone(),
+        env: spec.env.clone(),
+        env_from: spec.env_from.clone(),
+        security: spec.security.clone(),
+        suspend: spec.suspend,
+        web,
+        workers,
+        redis,
+        database,
+        deletion_policy,
+        migrations,
+        guardrails: is_preview.then(|| settings.preview_quota.clone()),
+        preview,
+        ingress_namespace: settings.ingress_namespace.to_string(),
+    })
+}
+
+/// Variables appenv sets itself, and where from: users may not set them too.
+fn reserved(redis: Option<&RedisModel>, database: Option<&DatabaseModel>) -> Reserved {
+    let mut reserved = Reserved::new();
+    for var in redis.iter().flat_map(|r| r.url_env.iter()) {
+        reserved.insert(var.clone(), "spec.redis");
+    }
+    match database {
+        Some(DatabaseModel::Postgres(pg)) => {
+            reserved.insert(pg.url_env.clone(), "spec.database.postgres");
+        }
+        Some(DatabaseModel::Embedded(em)) => {
+            reserved.insert(em.path_env.clone(), "spec.database.embedded");
+        }
+        Some(DatabaseModel::External { url_env, .. }) => {
+            reserved.insert(url_env.clone(), "spec.database.external");
+        }
+        None => {}
+    }
+    reserved
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+use super::*;
+use appenv_api::AppEnvironmentSpec;
+
+fn env(yaml: &str) -> AppEnvironment {
+    let spec: AppEnvironmentSpec = serde_yaml::from_str(yaml).expect("spec");
+    AppEnvironment::new("shop-prod", spec)
+}
+
+fn messages(yaml: &str) -> Vec<String> {
+    match validate(&env(yaml), &Settings::default()) {
+        Ok(_) => Vec::new(),
+        Err(Invalid(errors)) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn request(r: &ResourceRequirements, name: &str) -> String {
+    r.requests
+        .as_ref()
+        .and_then(|m| m.get(name))
+        .map(|q| q.0.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn profiles_set_defaults_and_explicit_fields_win() {
+    let prod = validate(
+        &env("{app: shop, image: 'shop:1', workers: [{name: w}], redis: {}}"),
+        &Settings::default(),
+    )
+    .expect("valid");
+    assert_eq!((prod.web.replicas, prod.workers[0].replicas), (2, 2));
+    assert_eq!(prod.deletion_policy, DeletionPolicy::Retain);
+    assert_eq!(
+        request(&prod.redis.as_ref().expect("redis").resources, "cpu"),
+        "100m"
+    );
+    assert!(prod.guardrails.is_none());
+
+    let preview = validate(
+        &env("{app: shop, image: 'shop:1', profile: Preview, preview: {pullRequest: 9}, workers: [{name: w}], redis: {}}"),
+        &Settings::default(),
+    )
+    .expect("valid");
+    assert_eq!((preview.web.replicas, preview.workers[0].replicas), (1, 1));
+    assert_eq!(preview.deletion_policy, DeletionPolicy::Delete);
+    assert_eq!(
+        request(&preview.redis.as_ref().expect("redis").resources, "cpu"),
+        "50m"
+    );
+    assert_eq!(preview.namespace.name, "shop-pr-9");
+    assert_eq!(
+        preview.preview.as_ref().map(|p| p.ttl),
+        Some(Duration::from_secs(72 * 3600))
+    );
+    assert!(preview.guardrails.is_some());
+
+    let explicit = validate(
+        &env("{app: shop, image: 'shop:1', profile: Preview, web: {replicas: 3}, database: {postgres: {}, deletionPolicy: Retain}}"),
+        &Settings::default(),
+    )
+    .expect("valid");
+    assert_eq!(explicit.web.replicas, 3);
+    assert_eq!(explicit.deletion_policy, DeletionPolicy::Retain);
+}
+
+#[test]
+fn an_embedded_database_means_one_recreated_web_pod() {
+    let model = validate(
+        &env("{app: dojo, image: 'd:1', database: {embedded: {engine: SQLite, path: /var/lib/app/app.db}}}"),
+        &Settings::default(),
+    )
+    .expect("valid");
+    assert_eq!((model.web.replicas, model.web.recreate), (1, true));
+    let Some(DatabaseModel::Embedded(em)) = model.database else {
+        panic!("embedded")
+    };
+    assert_eq!(em.mount_path, "/var/lib/app");
+    assert_eq!(
+        messages(
+            "{app: dojo, image: 'd:1', web: {replicas: 2}, database: {embedded: {engine: SQLite, path: /d/a.db}}}"
+        ),
+        vec![
+            "spec.web.replicas: must be 1 when spec.database.embedded is set (SQLite allows one writer)"
+        ]
+    );
+}
+
+#[test]
+fn previews_get_a_host_under_the_preview_domain_or_must_name_one() {
+    let yaml = "{app: shop, image: 's:1', profile: Preview, preview: {pullRequest: 42}, web: {ingress: {}}}";
+    let settings = Settings {
+        preview_domain: Some("preview.example.com".parse().expect("domain")),
+        ..Settings::default()
+    };
+    let model = validate(&env(yaml), &settings).expect("valid");
+    assert_eq!(
+        model.web.ingress.map(|i| i.host),
+        Some("shop-pr-42.preview.example.com".into())
+    );
+    assert_eq!(messages(yaml).len(), 1);
+    assert!(messages(yaml)[0].starts_with("spec.web.ingress.host: is required"));
+}
+
+#[test]
+fn hostile_input_is_reported_not_panicked_on() {
+    let long = "x".repeat(5000);
+    let yaml = format!(
+        "{{app: 'ünïcødé-{long}', image: ' ', namespace: {{name: ''}}, preview: {{pullRequest: -1, ttl: '99999999999999999999d'}}, \
+         web: {{port: -5, replicas: -2147483648, resources: {{requests: {{cpu: '1e999'}}}}}}, \
+         database: {{embedded: {{engine: DuckDB, path: '/'}}, postgres: {{extensions: ['x; DROP TABLE users']}}}}}}"
+    );
+    let all = messages(&yaml);
+    for path in [
+        "spec.app",
+        "spec.image",
+        "spec.namespace.name",
+        "spec.preview.pullRequest",
+        "spec.preview.ttl",
+        "spec.web.port",
+        "spec.web.replicas",
+        "spec.web.resources.requests.cpu",
+        "spec.database",
+    ] {
+        assert!(
+            all.iter().any(|m| m.starts_with(path)),
+            "no error for {path}: {all:#?}"
+        );
+    }
+    // Quoted input is cut short in messages.
+    assert!(all.iter().all(|m| m.len() < 400), "{all:#?}");
+}
+
+#[test]
+fn quoted_unusual_characters_stay_short_once_escaped() {
+    // Each of these characters is written as `\u{3347a}` by `{:?}`: ten for one.
+    let odd = "\u{3347a}".repeat(100);
+    let all = messages(&format!(
+        "{{app: a, image: b, redis: {{resources: {{requests: {{cpu: '{odd}'}}}}}}}}"
+    ));
+    let cpu = all
+        .iter()
+        .find(|m| m.starts_with("spec.redis.resources.requests.cpu"))
+        .expect("the quantity is rejected");
+    assert!(cpu.chars().count() < 200, "{cpu}");
+}
+
+#[test]
+fn ttl_parses_units_and_rejects_the_rest() {
+    assert_eq!(parse_ttl("72h"), Some(Duration::from_secs(72 * 3600)));
+    assert_eq!(parse_ttl("7d"), Some(Duration::from_secs(7 * 86_400)));
+    assert_eq!(parse_ttl("30m"), Some(Duration::from_secs(1800)));
+    for bad in ["", "h", "0h", "3 days", "1w", "-1h", "١h"] {
+        assert_eq!(parse_ttl(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn ip_blocks_parse_as_the_api_server_reads_them() {
+    use egress::{is_inside, parse_cidr};
+    let block = |text: &str| parse_cidr(text).map(|b| (b.network().to_string(), b.prefix_len()));
+    assert_eq!(block("0.0.0.0/0"), Some(("0.0.0.0".into(), 0)));
+    assert_eq!(block("10.0.0.0/8"), Some(("10.0.0.0".into(), 8)));
+    assert_eq!(block("2001:db8::/32"), Some(("2001:db8::".into(), 32)));
+    assert_eq!(block("::/0"), Some(("::".into(), 0)));
+    // Host bits are allowed and ignored, as by Go's net.ParseCIDR.
+    assert_eq!(block("10.1.2.3/8"), Some(("10.0.0.0".into(), 8)));
+    for bad in [
+        "",
+        "10.0.0.0",
+        "10.0.0.0/",
+        "10.0.0.0/33",
+        "::/129",
+        "10.0.0/8",
+        "10.0.0.0/-1",
+        "10.0.0.0/+8",
+        "10.0.0.0/0008",
+        "example.com/8",
+        "10.0.0.0/8/8",
+        " 10.0.0.0/8",
+    ] {
+        assert_eq!(parse_cidr(bad), None, "{bad:?}");
+    }
+    let net = |text: &str| parse_cidr(text).expect(text);
+    // Strictly smaller and inside, of the same family.
+    assert!(is_inside(&net("10.1.2.3/32"), &net("10.0.0.0/8")));
+    assert!(is_inside(&net("10.1.0.0/16"), &net("10.1.2.3/8")));
+    assert!(!is_inside(&net("10.2.0.0/16"), &net("10.1.0.0/16")));
+    assert!(!is_inside(&net("10.1.2.3/32"), &net("10.2.0.0/16")));
+    assert!(!is_inside(&net("10.0.0.0/8"), &net("10.0.0.0/8")));
+    assert!(!is_inside(&net("::/64"), &net("0.0.0.0/0")));
+    assert!(is_inside(&net("2001:db8:1::/48"), &net("2001:db8::/32")));
+}
+
+fn at_in(found: &[String], prefix: &str) -> usize {
+    found.iter().filter(|m| m.starts_with(prefix)).count()
+}
+
+#[test]
+fn egress_rules_name_the_rule_and_the_field() {
+    let found = messages(
+        "app: shop\nimage: i\nnamespace:\n  egress:\n  - cidr: 0.0.0.0/0\n    except: [10.0.0.0/8, 172.16.0.0/12]\n    ports: [27017, 5432]\n  - cidr: 2001:db8::/32\n    except: [2001:db8:1::/48]\n",
+    );
+    assert!(found.is_empty(), "{found:?}");
+    let found = messages(
+        "app: shop\nimage: i\nnamespace:\n  egress:\n  - cidr: 10.0.0.0/8\n    except: [10.0.0.0/8, 11.0.0.0/16, '::/64', nonsense]\n    ports: [65536, -1]\n  - cidr: 300.0.0.0/8\n    except: [10.0.0.0/16]\n",
+    );
+    let at = |path: &str| at_in(&found, path);
+    // Equal, outside, of the other family, unreadable.
+    for i in 0..4 {
+        assert_eq!(
+            at(&format!("spec.namespace.egress[0].except[{i}]: ")),
+            1,
+            "{found:?}"
+        );
+    }
+    assert_eq!(
+        at("spec.namespace.egress[0].ports[0]: 65536 "),
+        1,
+        "{found:?}"
+    );
+    assert_eq!(at("spec.namespace.egress[0].ports[1]: -1 "), 1, "{found:?}");
+    assert_eq!(
+        at("spec.namespace.egress[1].cidr: \"300.0.0.0/8\" "),
+        1,
+        "{found:?}"
+    );
+    // An except of an unreadable block is not judged twice.
+    assert_eq!(at("spec.namespace.egress[1].except"), 0, "{found:?}");
+    assert_eq!(found.len(), 7, "{found:?}");
+
+    let many = format!(
+        "app: shop\nimage: i\nnamespace:\n  egress:\n{}",
+        "  - cidr: 10.0.0.0/8\n    ports: [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33]\n"
+            .repeat(33)
+    );
+    let found = messages(&many);
+    assert_eq!(
+        at_in(&found, "spec.namespace.egress: at most 32"),
+        1,
+        "{found:?}"
+    );
+    assert_eq!(
+        at_in(&found, "spec.namespace.egress[32].ports: at most 32"),
+        1,
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 34, "{found:?}");
+}
