@@ -31,14 +31,50 @@ pub enum Error {
 
 impl Error {
     /// A stable, low-cardinality name for Events and metrics.
-    pub fn category(&self) -> &'static str {
+    pub fn category(&self) -> Category {
         match self {
-            Error::Apply { .. } => "ApplyFailed",
-            Error::Prune { .. } => "PruneFailed",
-            Error::Missing(_) | Error::Watches(_) => "ObserveFailed",
-            Error::Status(_) => "StatusFailed",
-            Error::Password(_) => "PasswordFailed",
-            Error::Expire(_) => "ExpireFailed",
+            Error::Apply { .. } => Category::Apply,
+            Error::Prune { .. } => Category::Prune,
+            Error::Missing(_) | Error::Watches(_) => Category::Observe,
+            Error::Status(_) => Category::Status,
+            Error::Password(_) => Category::Password,
+            Error::Expire(_) => Category::Expire,
+        }
+    }
+}
+
+/// What kind of failure a reconcile had: the reason of its Warning Event and the `category`
+/// label of `appenv_reconcile_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Category {
+    Apply,
+    Prune,
+    Observe,
+    Status,
+    Password,
+    Expire,
+}
+
+impl Category {
+    /// Every category, in declaration order.
+    pub const ALL: &'static [Self] = &[
+        Self::Apply,
+        Self::Prune,
+        Self::Observe,
+        Self::Status,
+        Self::Password,
+        Self::Expire,
+    ];
+
+    /// The category as Events and metrics show it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Apply => "ApplyFailed",
+            Self::Prune => "PruneFailed",
+            Self::Observe => "ObserveFailed",
+            Self::Status => "StatusFailed",
+            Self::Password => "PasswordFailed",
+            Self::Expire => "ExpireFailed",
         }
     }
 }

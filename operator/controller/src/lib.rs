@@ -267,7 +267,7 @@ async fn write_status(
     status: AppEnvironmentStatus,
 ) -> Result<(), Error> {
     if let Some(phase) = status.phase {
-        ctx.metrics.phase(&env.name_any(), &format!("{phase:?}"));
+        ctx.metrics.phase(&env.name_any(), phase);
     }
     if env.status.as_ref() == Some(&status) {
         return Ok(());
@@ -512,10 +512,10 @@ fn error_policy(
         ctx.forget_if_gone(env);
     }
     let cause = error::chain(err);
-    tracing::warn!(environment = %name, category = err.category(), error = %cause, retry_in = ?delay, "reconcile failed");
+    tracing::warn!(environment = %name, category = err.category().as_str(), error = %cause, retry_in = ?delay, "reconcile failed");
     if let Ok(env) = &guarded.0 {
         let env = env.clone();
-        let category = err.category();
+        let category = err.category().as_str();
         tokio::spawn(async move {
             publish(&ctx, &env, EventType::Warning, category, "Reconcile", cause).await;
         });

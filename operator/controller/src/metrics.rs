@@ -1,34 +1,141 @@
-//! What the controller did, counted: reconciles per environment, errors by category, reconcile
-//! durations and environments by phase. Shared with whoever serves or asserts on them.
+//! What the controller did, counted: reconciles, errors by category, reconcile durations,
+//! environments by phase, API requests and, with leader election, leadership. Kept in
+//! `prometheus-client` metrics and served by `http` in the Prometheus text format. What is
+//! counted per environment (its phase, its reconciles) is forgotten with the environment.
 
+use crate::error::Category;
 use crate::requests::Recorder;
+use appenv_api::Phase;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric as _, LabelValueEncoder,
+    prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Upper bounds (seconds) of the reconcile-duration histogram buckets.
+/// Upper bounds (seconds) of the reconcile-duration histogram buckets; `+Inf` follows them.
 pub const DURATION_BUCKETS: [f64; 8] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
 
-#[derive(Debug, Default)]
+/// The `Content-Type` of [`Metrics::render`]'s text: the Prometheus text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+#[derive(Debug)]
 pub struct Metrics {
-    inner: Mutex<Counts>,
-    /// Every API request of the operator's client (see [`Recorder::client`]).
+    registry: Registry,
+    /// `appenv_reconciles_total`.
+    reconciles: Counter,
+    /// `appenv_reconcile_errors_total{category}`.
+    errors: Family<ErrorLabels, Counter>,
+    /// `appenv_reconcile_duration_seconds`.
+    durations: Histogram,
+    /// `appenv_environments{phase}`: how many of `per_environment.phases` are in each phase,
+    /// without the phases none is in.
+    environments: Family<PhaseLabels, Gauge>,
+    /// `appenv_leader`.
+    leader: Arc<Leader>,
+    per_environment: Mutex<PerEnvironment>,
+    /// Every API request of the operator's client (see [`Recorder::client`]), served as
+    /// `appenv_api_requests_total{verb,group,resource}`.
     pub requests: Recorder,
 }
 
+/// What is counted per environment that still exists.
+#[derive(Debug, Default)]
+struct PerEnvironment {
+    phases: BTreeMap<String, Phase>,
+    reconciles: BTreeMap<String, u64>,
+}
+
+/// A copy of what [`Metrics`] counted, for tests and diagnostics.
 #[derive(Debug, Default, Clone)]
 pub struct Counts {
     /// Every reconcile since start (the `appenv_reconciles_total` counter).
     pub reconciles_total: u64,
     /// Reconciles per environment that still exists (forgotten with it).
     pub reconciles: BTreeMap<String, u64>,
-    pub errors: BTreeMap<&'static str, u64>,
-    /// Count per bucket of `DURATION_BUCKETS` (cumulative counts are derived when served).
-    pub duration_buckets: [u64; 8],
-    pub duration_sum: Duration,
-    pub phases: BTreeMap<String, String>,
+    /// Failed reconciles by category (only the categories that happened).
+    pub errors: BTreeMap<Category, u64>,
+    /// The last phase of each environment that still exists.
+    pub phases: BTreeMap<String, Phase>,
     /// With leader election: whether this replica holds the Lease.
     pub leader: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorLabels {
+    category: Category,
+}
+
+impl EncodeLabelValue for Category {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
+impl PhaseLabels {
+    fn of(phase: Phase) -> Self {
+        Self {
+            phase: phase.as_str(),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let reconciles = Counter::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let durations = Histogram::new(DURATION_BUCKETS);
+        let environments = Family::<PhaseLabels, Gauge>::default();
+        let leader = Arc::new(Leader::default());
+        let requests = Recorder::default();
+        let mut registry = Registry::default();
+        // Counters are registered without `_total`: the encoder appends it.
+        registry.register(
+            "appenv_reconciles",
+            "Reconciles of AppEnvironments",
+            reconciles.clone(),
+        );
+        registry.register(
+            "appenv_reconcile_errors",
+            "Failed reconciles by error category",
+            errors.clone(),
+        );
+        registry.register(
+            "appenv_reconcile_duration_seconds",
+            "Time a reconcile took",
+            durations.clone(),
+        );
+        registry.register(
+            "appenv_environments",
+            "AppEnvironments by phase",
+            environments.clone(),
+        );
+        registry.register_collector(Box::new(leader.clone()));
+        registry.register_collector(Box::new(ApiRequests(requests.clone())));
+        Self {
+            registry,
+            reconciles,
+            errors,
+            durations,
+            environments,
+            leader,
+            per_environment: Mutex::default(),
+            requests,
+        }
+    }
 }
 
 impl Metrics {
@@ -41,23 +148,29 @@ impl Metrics {
         }
     }
 
-    pub fn error(&self, category: &'static str) {
-        if let Ok(mut counts) = self.inner.lock() {
-            *counts.errors.entry(category).or_default() += 1;
+    fn reconciled(&self, environment: String, took: Duration) {
+        self.reconciles.inc();
+        self.durations.observe(took.as_secs_f64());
+        if let Ok(mut per) = self.per_environment.lock() {
+            *per.reconciles.entry(environment).or_default() += 1;
         }
     }
 
-    pub fn phase(&self, environment: &str, phase: &str) {
-        if let Ok(mut counts) = self.inner.lock() {
-            counts
-                .phases
-                .insert(environment.to_owned(), phase.to_owned());
+    pub fn error(&self, category: Category) {
+        self.errors.get_or_create(&ErrorLabels { category }).inc();
+    }
+
+    pub fn phase(&self, environment: &str, phase: Phase) {
+        if let Ok(mut per) = self.per_environment.lock()
+            && per.phases.insert(environment.to_owned(), phase) != Some(phase)
+        {
+            self.count_phases(&per);
         }
     }
 
     pub fn leader(&self, leading: bool) {
-        if let Ok(mut counts) = self.inner.lock() {
-            counts.leader = Some(leading);
+        if let Ok(mut leader) = self.leader.0.lock() {
+            *leader = Some(leading);
         }
     }
 
@@ -67,23 +180,66 @@ impl Metrics {
 
     /// Keep what is counted per environment only for the environments `keep` says exist.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        if let Ok(mut counts) = self.inner.lock() {
-            counts.phases.retain(|name, _| keep(name));
-            counts.reconciles.retain(|name, _| keep(name));
+        if let Ok(mut per) = self.per_environment.lock() {
+            per.phases.retain(|name, _| keep(name));
+            per.reconciles.retain(|name, _| keep(name));
+            self.count_phases(&per);
+        }
+    }
+
+    /// Set the phase gauge from `per` (whose lock the caller holds, so that two changes cannot
+    /// interleave): a phase no environment is in has no series.
+    fn count_phases(&self, per: &PerEnvironment) {
+        for &phase in Phase::ALL {
+            let labels = PhaseLabels::of(phase);
+            let count = per.phases.values().filter(|p| **p == phase).count();
+            match i64::try_from(count) {
+                Ok(count) if count > 0 => {
+                    self.environments.get_or_create(&labels).set(count);
+                }
+                _ => {
+                    self.environments.remove(&labels);
+                }
+            }
         }
     }
 
     pub fn snapshot(&self) -> Counts {
-        self.inner.lock().map(|c| c.clone()).unwrap_or_default()
+        let (phases, reconciles) = self
+            .per_environment
+            .lock()
+            .map(|per| (per.phases.clone(), per.reconciles.clone()))
+            .unwrap_or_default();
+        let errors = Category::ALL
+            .iter()
+            .filter_map(|&category| {
+                let counter = self.errors.get(&ErrorLabels { category })?;
+                Some((category, counter.get()))
+            })
+            .collect();
+        Counts {
+            reconciles_total: self.reconciles.get(),
+            reconciles,
+            errors,
+            phases,
+            leader: self.leader.0.lock().ok().and_then(|leader| *leader),
+        }
     }
 
     /// Reconciles of one environment so far.
     pub fn reconciles_of(&self, environment: &str) -> u64 {
-        self.snapshot()
-            .reconciles
-            .get(environment)
-            .copied()
+        self.per_environment
+            .lock()
+            .ok()
+            .and_then(|per| per.reconciles.get(environment).copied())
             .unwrap_or(0)
+    }
+
+    /// The metrics in the Prometheus text format (version 0.0.4, see [`CONTENT_TYPE`]).
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &self.registry)?;
+        Ok(text)
     }
 }
 
@@ -97,26 +253,63 @@ pub struct ReconcileTimer<'a> {
 
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
-        let took = self.started.elapsed();
-        if let Ok(mut counts) = self.metrics.inner.lock() {
-            counts.reconciles_total += 1;
-            *counts
-                .reconciles
-                .entry(std::mem::take(&mut self.environment))
-                .or_default() += 1;
-            let bucket = DURATION_BUCKETS
-                .iter()
-                .position(|bound| took.as_secs_f64() <= *bound)
-                .unwrap_or(DURATION_BUCKETS.len() - 1);
-            counts.duration_buckets[bucket] += 1;
-            counts.duration_sum += took;
+        self.metrics.reconciled(
+            std::mem::take(&mut self.environment),
+            self.started.elapsed(),
+        );
+    }
+}
+
+/// `appenv_leader`: served only once leader election said something, so a replica without
+/// it has no such series.
+#[derive(Debug, Default)]
+struct Leader(Mutex<Option<bool>>);
+
+impl Collector for Leader {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(leading) = self.0.lock().ok().and_then(|leader| *leader) else {
+            return Ok(());
+        };
+        let gauge = ConstGauge::new(i64::from(leading));
+        let metric = encoder.encode_descriptor(
+            "appenv_leader",
+            "Whether this replica holds the leader-election Lease.",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
+}
+
+/// `appenv_api_requests_total`, read from the client's [`Recorder`] at each scrape (which
+/// keeps the counts for the RBAC and standby tests too).
+#[derive(Debug)]
+struct ApiRequests(Recorder);
+
+impl Collector for ApiRequests {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "appenv_api_requests",
+            "Requests to the Kubernetes API by verb and resource.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (request, n) in self.0.snapshot() {
+            ConstCounter::new(n).encode(family.encode_family(&request)?)?;
         }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_parse::{HistogramCount, Scrape, Value};
+
+    fn parse(metrics: &Metrics) -> Scrape {
+        let text = metrics.render().expect("renders");
+        Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses")
+    }
 
     #[test]
     fn counts_reconciles_errors_and_phases() {
@@ -124,15 +317,18 @@ mod tests {
         drop(metrics.reconcile("a"));
         drop(metrics.reconcile("a"));
         drop(metrics.reconcile("b"));
-        metrics.error("ApplyFailed");
-        metrics.phase("a", "Ready");
+        metrics.error(Category::Apply);
+        metrics.phase("a", Phase::Ready);
         let counts = metrics.snapshot();
         assert_eq!(metrics.reconciles_of("a"), 2);
         assert_eq!(metrics.reconciles_of("b"), 1);
-        assert_eq!(counts.errors.get("ApplyFailed"), Some(&1));
-        assert_eq!(counts.duration_buckets.iter().sum::<u64>(), 3);
-        assert_eq!(counts.phases.get("a").map(String::as_str), Some("Ready"));
+        assert_eq!(
+            counts.errors.into_iter().collect::<Vec<_>>(),
+            [(Category::Apply, 1)]
+        );
+        assert_eq!(counts.phases.get("a"), Some(&Phase::Ready));
         assert_eq!(counts.reconciles_total, 3);
+        assert_eq!(counts.leader, None);
     }
 
     #[test]
@@ -140,8 +336,9 @@ mod tests {
         let metrics = Metrics::default();
         for name in ["a", "b", "c"] {
             drop(metrics.reconcile(name));
-            metrics.phase(name, "Ready");
+            metrics.phase(name, Phase::Ready);
         }
+        metrics.phase("c", Phase::Degraded);
         metrics.forget("a");
         metrics.retain(|name| name != "c");
         let counts = metrics.snapshot();
@@ -149,5 +346,73 @@ mod tests {
         assert_eq!(counts.reconciles.keys().collect::<Vec<_>>(), ["b"]);
         // A counter never goes down.
         assert_eq!(counts.reconciles_total, 3);
+        // The gauge counts what is left, and a phase nobody is in has no series.
+        let text = metrics.render().expect("renders");
+        assert!(
+            text.contains("appenv_environments{phase=\"Ready\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("phase=\"Degraded\""), "{text}");
+    }
+
+    #[test]
+    fn a_phase_change_moves_the_environment_between_series() {
+        let metrics = Metrics::default();
+        metrics.phase("a", Phase::Progressing);
+        metrics.phase("b", Phase::Progressing);
+        metrics.phase("a", Phase::Ready);
+        let text = metrics.render().expect("renders");
+        assert!(
+            text.contains("appenv_environments{phase=\"Progressing\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("appenv_environments{phase=\"Ready\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_reconcile_longer_than_the_last_bound_is_counted_in_inf_only() {
+        let metrics = Metrics::default();
+        metrics.reconciled("slow".to_owned(), Duration::from_secs(45));
+        metrics.reconciled("quick".to_owned(), Duration::from_millis(200));
+        let scrape = parse(&metrics);
+        let buckets = scrape
+            .samples
+            .iter()
+            .find_map(|s| match &s.value {
+                Value::Histogram(buckets) if s.metric == "appenv_reconcile_duration_seconds" => {
+                    Some(buckets.clone())
+                }
+                _ => None,
+            })
+            .expect("the duration histogram");
+        let count = |bound: f64| {
+            buckets
+                .iter()
+                .find(|b: &&HistogramCount| b.less_than == bound)
+                .map(|b| b.count)
+        };
+        assert_eq!(count(0.1), Some(0.0), "{buckets:?}");
+        assert_eq!(count(0.25), Some(1.0), "{buckets:?}");
+        assert_eq!(
+            count(30.0),
+            Some(1.0),
+            "45 s is not within 30 s: {buckets:?}"
+        );
+        assert_eq!(count(f64::INFINITY), Some(2.0), "{buckets:?}");
+        let untyped = |name: &str| {
+            scrape.samples.iter().find_map(|s| match s.value {
+                Value::Untyped(v) if s.metric == name => Some(v),
+                _ => None,
+            })
+        };
+        assert_eq!(
+            untyped("appenv_reconcile_duration_seconds_count"),
+            Some(2.0)
+        );
+        let sum = untyped("appenv_reconcile_duration_seconds_sum").expect("sum");
+        assert!((sum - 45.2).abs() < 1e-9, "{sum}");
     }
 }

@@ -4,12 +4,13 @@
 //! replica writes nothing.
 
 use kube::client::{Body, ClientBuilder};
+use prometheus_client::encoding::EncodeLabelSet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 /// What RBAC sees of a request: verb, API group ("" for the core group) and resource (with
-/// `/subresource` when there is one).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// `/subresource` when there is one). Its fields are the labels of `appenv_api_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, EncodeLabelSet)]
 pub struct Request {
     pub verb: &'static str,
     pub group: String,
@@ -98,7 +99,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    fn record(&self, method: &http::Method, uri: &http::Uri) -> Option<Request> {
+    pub(crate) fn record(&self, method: &http::Method, uri: &http::Uri) -> Option<Request> {
         let request = classify(method, uri)?;
         if let Ok(mut counts) = self.counts.lock() {
             *counts.entry(request.clone()).or_default() += 1;
