@@ -192,7 +192,8 @@ pub fn free_port() -> u16 {
 }
 
 /// The sum of a metric's samples (all label sets) whose line starts with `prefix`, in the
-/// Prometheus text an operator serves.
+/// Prometheus text (format 0.0.4) an operator serves: comment lines start with `#`, so only
+/// samples match a metric's name.
 pub fn metric(text: &str, prefix: &str, filter: impl Fn(&str) -> bool) -> u64 {
     text.lines()
         .filter(|l| l.starts_with(prefix) && filter(l))
