@@ -8,7 +8,8 @@ use ipnet::IpNet;
 const CIDR: &str = "must be an IP block in CIDR notation, e.g. 0.0.0.0/0 or 203.0.113.0/24";
 
 /// An IP block `address/prefix`; the address may have host bits set (`10.1.2.3/8` is the
-/// block `10.0.0.0/8`), as the API server reads it.
+/// block `10.0.0.0/8`) and IPv4 octets leading zeros (read as decimal), as the API server reads
+/// them. An IPv4 prefix has at most two digits, an IPv6 one three.
 pub(super) fn parse_cidr(text: &str) -> Option<IpNet> {
     text.parse().ok()
 }

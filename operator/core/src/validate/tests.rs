@@ -164,6 +164,8 @@ fn ip_blocks_parse_as_the_api_server_reads_them() {
     assert_eq!(block("::/0"), Some(("::".into(), 0)));
     // Host bits are allowed and ignored, as by Go's net.ParseCIDR.
     assert_eq!(block("10.1.2.3/8"), Some(("10.0.0.0".into(), 8)));
+    assert_eq!(block("010.0.0.0/08"), Some(("10.0.0.0".into(), 8)));
+    assert_eq!(block("::/000"), Some(("::".into(), 0)));
     for bad in [
         "",
         "10.0.0.0",
