@@ -89,7 +89,8 @@ fn set_path(spec: &mut Value, assignment: &str) -> anyhow::Result<()> {
     let (path, raw) = assignment
         .split_once('=')
         .with_context(|| format!("--set {assignment:?}: expected PATH=VALUE"))?;
-    let value: Value = serde_yaml::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+    let value: Value =
+        serde_norway::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
     let path = path.strip_prefix("spec.").unwrap_or(path);
     let segments: Vec<&str> = path.split('.').collect();
     if segments.iter().any(|s| s.is_empty()) {
