@@ -12,8 +12,8 @@ pub const CRD_PATH: &str = "crds/appenv.dev_appenvironments.yaml";
 pub const CEL_SINCE_MINOR: u32 = 25;
 
 /// The CRD as YAML, with a header saying how it is regenerated.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    let body = serde_yaml::to_string(&crd())?;
+pub fn crd_yaml() -> Result<String, serde_norway::Error> {
+    let body = serde_norway::to_string(&crd())?;
     Ok(format!(
         "# Generated from operator/api by `appenv crd`; do not edit.\n\
          # Regenerate: cargo run -q -- crd > {CRD_PATH}\n{body}"

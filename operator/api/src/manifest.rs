@@ -25,10 +25,10 @@ pub fn parse(text: &str) -> Vec<Result<AppEnvironment, ReadError>> {
 /// [`parse`], each result with its 1-based document number in the file.
 pub fn parse_numbered(text: &str) -> Vec<(usize, Result<AppEnvironment, ReadError>)> {
     let mut out = Vec::new();
-    for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, document) in serde_norway::Deserializer::from_str(text).enumerate() {
         let number = i + 1;
-        let value = match serde_yaml::Value::deserialize(document) {
-            Ok(serde_yaml::Value::Null) => continue,
+        let value = match serde_norway::Value::deserialize(document) {
+            Ok(serde_norway::Value::Null) => continue,
             Ok(value) => value,
             Err(err) => {
                 out.push((
@@ -56,7 +56,7 @@ pub fn parse_numbered(text: &str) -> Vec<(usize, Result<AppEnvironment, ReadErro
     out
 }
 
-fn from_value(value: serde_yaml::Value) -> Result<AppEnvironment, Vec<FieldError>> {
+fn from_value(value: serde_norway::Value) -> Result<AppEnvironment, Vec<FieldError>> {
     let mut errors = Vec::new();
     let api_version = value
         .get("apiVersion")
@@ -118,8 +118,8 @@ fn from_value(value: serde_yaml::Value) -> Result<AppEnvironment, Vec<FieldError
 
 /// Every mapping key below `value` that is not a string (`1:`, `true:`, a YAML `? ` complex key),
 /// named by the path of the mapping that holds it (`(document)` at the top).
-fn non_string_keys(value: &serde_yaml::Value, path: &str, errors: &mut Vec<FieldError>) {
-    use serde_yaml::Value;
+fn non_string_keys(value: &serde_norway::Value, path: &str, errors: &mut Vec<FieldError>) {
+    use serde_norway::Value;
     match value {
         Value::Mapping(mapping) => {
             for (key, child) in mapping {
@@ -159,8 +159,8 @@ fn non_string_keys(value: &serde_yaml::Value, path: &str, errors: &mut Vec<Field
 }
 
 /// What a YAML value is, in words, without quoting it (it may be large, or a secret).
-fn kind_of(value: &serde_yaml::Value) -> &'static str {
-    use serde_yaml::Value;
+fn kind_of(value: &serde_norway::Value) -> &'static str {
+    use serde_norway::Value;
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

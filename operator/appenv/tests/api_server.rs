@@ -70,12 +70,12 @@ async fn the_crd_examples_and_every_rendered_object_are_accepted_by_the_api_serv
         let text = std::fs::read_to_string(file).expect("read");
         let source = file.display().to_string();
         // The AppEnvironment itself, as a user would `kubectl apply` it.
-        let env: Value = serde_yaml::from_str(&text).expect("yaml");
+        let env: Value = serde_norway::from_str(&text).expect("yaml");
         if let Err(e) = apply(&client, &env, true).await {
             failures.push(format!("{source}: AppEnvironment: {e}"));
         }
         let rendered = render(&text, &source, &settings, true).expect("example renders");
-        for document in serde_yaml::Deserializer::from_str(&rendered) {
+        for document in serde_norway::Deserializer::from_str(&rendered) {
             let object: Value = serde::Deserialize::deserialize(document).expect("rendered yaml");
             let is_namespace = object["kind"] == "Namespace";
             if is_namespace {

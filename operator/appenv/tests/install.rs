@@ -592,7 +592,7 @@ async fn server_side_dry_run_accepts_the_kustomize_manifests() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rendered = String::from_utf8_lossy(&out.stdout).into_owned();
-    let kinds: BTreeSet<String> = serde_yaml::Deserializer::from_str(&rendered)
+    let kinds: BTreeSet<String> = serde_norway::Deserializer::from_str(&rendered)
         .map(|doc| {
             let value: Value = serde::Deserialize::deserialize(doc).expect("yaml");
             value["kind"].as_str().unwrap_or_default().to_owned()
@@ -615,7 +615,7 @@ async fn server_side_dry_run_accepts_the_kustomize_manifests() {
         );
     }
     // A dry run cannot create the namespace its objects go into: create it first.
-    let namespace: Value = serde_yaml::Deserializer::from_str(&rendered)
+    let namespace: Value = serde_norway::Deserializer::from_str(&rendered)
         .map(|doc| serde::Deserialize::deserialize(doc).expect("yaml"))
         .find(|v: &Value| v["kind"] == "Namespace")
         .expect("namespace");

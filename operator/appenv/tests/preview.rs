@@ -333,11 +333,11 @@ async fn up_with_a_failing_migration_exits_non_zero_and_says_why() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/t7e.yaml"),
     )
     .expect("example");
-    let mut env: serde_json::Value = serde_yaml::from_str(&base).expect("yaml");
+    let mut env: serde_json::Value = serde_norway::from_str(&base).expect("yaml");
     env["spec"]["migrations"]["podAnnotations"] =
         json!({ appenv_localcluster::kubelet::FAIL_ANNOTATION: "true" });
     let file = tempfile::NamedTempFile::new().expect("tempfile");
-    std::fs::write(file.path(), serde_yaml::to_string(&env).expect("yaml")).expect("write");
+    std::fs::write(file.path(), serde_norway::to_string(&env).expect("yaml")).expect("write");
     let started = Instant::now();
     let up = appenv(
         &[

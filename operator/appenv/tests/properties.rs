@@ -57,7 +57,7 @@ static SEEDS: LazyLock<Vec<(String, Value)>> = LazyLock::new(|| {
         .filter(|name| name.ends_with(".yaml"))
         .map(|name| {
             let text = std::fs::read_to_string(dir.join(&name)).expect("example");
-            let value: Value = serde_yaml::from_str(&text).expect("example is YAML");
+            let value: Value = serde_norway::from_str(&text).expect("example is YAML");
             (name, value)
         })
         .collect();
@@ -233,18 +233,18 @@ fn check_build(model: &Model) -> Result<(), TestCaseError> {
                     );
                 }
             }
-            no_panic("serialize", || serde_yaml::to_string(object))?
+            no_panic("serialize", || serde_norway::to_string(object))?
                 .map_err(|e| TestCaseError::fail(format!("{kind} {name} as YAML: {e}")))?;
         }
     }
     Ok(())
 }
 
-/// Whether iterating the YAML documents of `text` ends. serde_yaml's document iterator
+/// Whether iterating the YAML documents of `text` ends. serde_norway's document iterator
 /// repeats a syntax error forever (a file has at most one document per line, plus one).
 fn yaml_iteration_ends(text: &str) -> bool {
     let most = text.lines().count() + 2;
-    serde_yaml::Deserializer::from_str(text)
+    serde_norway::Deserializer::from_str(text)
         .take(most + 1)
         .count()
         <= most
@@ -291,7 +291,7 @@ fn render_process(text: &str, limit: Duration) -> (Option<i32>, String) {
 }
 
 /// A file with a YAML syntax error, and whether `appenv render` reports it (rather than
-/// looping until memory runs out: serde_yaml repeats the error as endless documents).
+/// looping until memory runs out: serde_norway repeats the error as endless documents).
 static SYNTAX_ERRORS_END: LazyLock<bool> = LazyLock::new(|| {
     render_process(
         "apiVersion: appenv.dev/v1alpha1\nkind: AppEnvironment\nspec: [\n",
@@ -764,7 +764,7 @@ enum Format {
 
 fn format(value: &Value, format: Format) -> String {
     match format {
-        Format::Yaml => serde_yaml::to_string(value).expect("YAML"),
+        Format::Yaml => serde_norway::to_string(value).expect("YAML"),
         Format::Json => serde_json::to_string(value).expect("JSON"),
         Format::PrettyJson => serde_json::to_string_pretty(value).expect("JSON"),
     }
@@ -1249,7 +1249,7 @@ proptest! {
         let yaml = first.map_err(|p| TestCaseError::fail(format!("{p:?}")))?;
         let objects = build::build(&model, &Context::default()).objects();
         // The rendered YAML is the built objects, in order.
-        let rendered: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
+        let rendered: Vec<Value> = serde_norway::Deserializer::from_str(&yaml)
             .map(|d| serde::Deserialize::deserialize(d).expect("rendered YAML reads"))
             .collect();
         prop_assert_eq!(rendered, objects);

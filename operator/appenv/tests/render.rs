@@ -40,7 +40,7 @@ fn examples(invalid: bool) -> Vec<String> {
 fn credentials_appear_only_in_their_secret() {
     let text = read("t7e.yaml");
     let yaml = render(&text, "t7e.yaml", &settings(), true).expect("renders");
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&yaml)
         .map(|d| serde::Deserialize::deserialize(d).expect("yaml"))
         .collect();
     let secret: Secret = docs
@@ -227,7 +227,7 @@ fn field<'a>(doc: &'a mut Value, path: &[Option<String>], create: bool) -> Optio
 
 #[test]
 fn every_bound_in_the_crd_schema_is_checked_by_the_rust_validation() {
-    let crd: Value = serde_yaml::from_str(&crd_yaml().expect("crd")).expect("CRD parses");
+    let crd: Value = serde_norway::from_str(&crd_yaml().expect("crd")).expect("CRD parses");
     let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
     let mut found = Vec::new();
     limits(spec, &mut vec![Some("spec".into())], &mut found);
@@ -235,7 +235,7 @@ fn every_bound_in_the_crd_schema_is_checked_by_the_rust_validation() {
     let valid: Vec<(String, Value)> = examples(false)
         .into_iter()
         .map(|name| {
-            let doc = serde_yaml::from_str(&read(&name)).expect("example parses");
+            let doc = serde_norway::from_str(&read(&name)).expect("example parses");
             (name, doc)
         })
         .collect();
@@ -254,7 +254,7 @@ fn every_bound_in_the_crd_schema_is_checked_by_the_rust_validation() {
         }) else {
             panic!("no example has the parent of {path}: add it to one");
         };
-        let text = serde_yaml::to_string(&doc).expect("YAML");
+        let text = serde_norway::to_string(&doc).expect("YAML");
         let problems = render(&text, example, &settings(), false)
             .err()
             .unwrap_or_default();

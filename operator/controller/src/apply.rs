@@ -2,10 +2,10 @@
 //! order that respects the gates, then pruning of what the spec no longer has.
 
 use crate::error::Error;
-use crate::stores::Stores;
+use crate::stores::{Child, Meta, Stores};
+use appenv_api::names::Component;
 use appenv_core::build::{
-    APPLIED_HASH_ANNOTATION, Children, FIELD_MANAGER, Guardrails, Postgres, RETAINED_LABEL, Redis,
-    Web, hash_json,
+    APPLIED_HASH_ANNOTATION, Children, FIELD_MANAGER, Guardrails, Postgres, Redis, Web, hash_json,
 };
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -14,10 +14,9 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::reflector::ObjectRef;
-use kube::{Client, Resource, ResourceExt as _};
+use kube::{Client, ResourceExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -54,10 +53,10 @@ enum Marker {
 }
 
 impl Marker {
-    fn of(meta: &ObjectMeta) -> Self {
+    fn of(meta: &Meta) -> Self {
         match meta.generation {
             Some(generation) if generation > 0 => Marker::Generation(generation),
-            _ => Marker::Version(meta.resource_version.clone().unwrap_or_default()),
+            _ => Marker::Version(meta.version.to_string()),
         }
     }
 }
@@ -76,7 +75,7 @@ enum Seen {
 /// Compare a watched copy with the marker of appenv's last apply. Generations are ordered by
 /// definition; resourceVersions are compared as the numbers the API server (etcd revisions)
 /// gives, and counted as a change when either is not a number.
-fn compare(live: &ObjectMeta, applied: &Marker) -> Seen {
+fn compare(live: &Meta, applied: &Marker) -> Seen {
     use std::cmp::Ordering;
     let order = match (Marker::of(live), applied) {
         (Marker::Generation(live), Marker::Generation(applied)) => live.cmp(applied),
@@ -114,7 +113,7 @@ struct Entry {
 pub struct AppliedCache(Mutex<HashMap<String, Entry>>);
 
 impl AppliedCache {
-    fn unchanged(&self, key: &str, hash: &str, live: Option<&ObjectMeta>, now: Instant) -> bool {
+    fn unchanged(&self, key: &str, hash: &str, live: Option<&Meta>, now: Instant) -> bool {
         let Ok(mut cache) = self.0.lock() else {
             return false;
         };
@@ -132,7 +131,7 @@ impl AppliedCache {
         }
     }
 
-    fn remember(&self, key: String, hash: String, meta: &ObjectMeta) {
+    fn remember(&self, key: String, hash: String, meta: &Meta) {
         if let Ok(mut cache) = self.0.lock() {
             let entry = Entry {
                 hash,
@@ -180,8 +179,8 @@ impl<'a> Applier<'a> {
     }
 
     /// Whether the object at `key` is as last applied (see [`AppliedCache`]).
-    fn skip(&self, kind: &str, ns: &str, name: &str, key: &str, hash: &str) -> bool {
-        let live = self.stores.meta(kind, ns, name);
+    fn skip<K: Child>(&self, ns: &str, name: &str, key: &str, hash: &str) -> bool {
+        let live = self.stores.meta::<K>(ns, name);
         let skip = self
             .cache
             .unchanged(key, hash, live.as_ref(), Instant::now());
@@ -193,25 +192,21 @@ impl<'a> Applier<'a> {
 
     async fn apply<K>(&self, object: &K) -> Result<(), Error>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + Debug
-            + Serialize
-            + DeserializeOwned,
+        K: Child<Scope = NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned,
     {
         let name = object.name_any();
         let ns = object.namespace().unwrap_or_default();
-        let kind = short_kind::<K>();
+        let kind = K::KIND.as_str();
         let key = format!("{kind}/{ns}/{name}");
         let hash = hash_json(object);
-        if self.skip(kind, &ns, &name, &key, &hash) {
+        if self.skip::<K>(&ns, &name, &key, &hash) {
             return Ok(());
         }
         let applied = Api::<K>::namespaced(self.client.clone(), &ns)
             .patch(&name, &params(), &Patch::Apply(object))
             .await
             .map_err(|source| Error::Apply { kind, name, source })?;
-        self.cache.remember(key, hash, applied.meta());
+        self.cache.remember(key, hash, &Meta::of(applied.meta()));
         Ok(())
     }
 
@@ -219,7 +214,7 @@ impl<'a> Applier<'a> {
         let name = namespace.name_any();
         let key = format!("Namespace//{name}");
         let hash = hash_json(namespace);
-        if self.skip("Namespace", "", &name, &key, &hash) {
+        if self.skip::<Namespace>("", &name, &key, &hash) {
             return Ok(());
         }
         let applied = Api::<Namespace>::all(self.client.clone())
@@ -230,16 +225,8 @@ impl<'a> Applier<'a> {
                 name,
                 source,
             })?;
-        self.cache.remember(key, hash, &applied.metadata);
+        self.cache.remember(key, hash, &Meta::of(&applied.metadata));
         Ok(())
-    }
-}
-
-fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
-    // Kinds of k8s-openapi types are static strings.
-    match K::kind(&()) {
-        std::borrow::Cow::Borrowed(kind) => kind,
-        std::borrow::Cow::Owned(_) => "object",
     }
 }
 
@@ -371,26 +358,20 @@ async fn prune_kind<K>(
     ns: &str,
     environment: &str,
     keep: Option<&BTreeSet<String>>,
-    skip: impl Fn(&ObjectMeta) -> bool,
+    skip: impl Fn(&Meta) -> bool,
 ) -> Result<(), Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: Child<Scope = NamespaceResourceScope> + Clone + Debug + DeserializeOwned,
 {
     let api = Api::<K>::namespaced(client.clone(), ns);
-    let kind = short_kind::<K>();
+    let kind = K::KIND.as_str();
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()
     };
-    for meta in stores.of_environment(kind, ns, environment) {
-        let name = meta.name.clone().unwrap_or_default();
-        if keep.is_some_and(|k| k.contains(&name))
-            || skip(&meta)
-            || meta.deletion_timestamp.is_some()
-        {
+    for (name, snapshot) in stores.of_environment::<K>(ns, environment) {
+        let meta = snapshot.as_ref();
+        if keep.is_some_and(|k| k.contains(&name)) || skip(meta) || meta.deleting {
             continue;
         }
         match api.delete(&name, &params).await {
@@ -402,7 +383,7 @@ where
     Ok(())
 }
 
-fn never(_: &ObjectMeta) -> bool {
+fn never(_: &Meta) -> bool {
     false
 }
 
@@ -435,14 +416,7 @@ pub async fn prune(
         ns,
         env,
         keep("PersistentVolumeClaim"),
-        |meta: &ObjectMeta| {
-            let labels = meta.labels.as_ref();
-            labels
-                .and_then(|l| l.get("app.kubernetes.io/component"))
-                .map(String::as_str)
-                != Some("redis")
-                || labels.is_some_and(|l| l.contains_key(RETAINED_LABEL))
-        },
+        |meta: &Meta| meta.component.as_deref() != Some(Component::Redis.as_str()) || meta.retained,
     )
     .await?;
     Ok(())
@@ -483,13 +457,14 @@ pub async fn copy_wildcard_tls(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn meta(generation: Option<i64>, version: &str) -> ObjectMeta {
-        ObjectMeta {
+    fn meta(generation: Option<i64>, version: &str) -> Meta {
+        Meta::of(&ObjectMeta {
             generation,
             resource_version: Some(version.to_owned()),
             ..ObjectMeta::default()
-        }
+        })
     }
 
     #[test]

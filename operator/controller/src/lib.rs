@@ -370,7 +370,6 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
         Some(DatabaseModel::Postgres(_)) => observed
             .postgres
             .as_ref()
-            .and_then(|s| s.status.as_ref())
             .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= 1),
         _ => true,
     };
@@ -399,7 +398,7 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
         statefulset_hash: observed
             .postgres
             .as_ref()
-            .and_then(|s| s.annotations().get(build::APPLIED_HASH_ANNOTATION).cloned()),
+            .and_then(|s| s.applied_hash.as_deref().map(str::to_owned)),
     };
     let wildcard = match (&ctx.options.settings.wildcard_tls, &model.preview) {
         (Some(source), Some(_)) => Some(source),

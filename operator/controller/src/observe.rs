@@ -2,12 +2,13 @@
 //! before anything is written; what it returns is what the gates and the status are decided
 //! from.
 
-use crate::stores::Stores;
+use crate::stores::{DeploymentSnapshot, JobSnapshot, StatefulSetSnapshot, Stores};
+use appenv_api::names::{ChildKind, Component, worker_component};
 use appenv_core::build::{self, migration_job_name};
 use appenv_core::validate::{DatabaseModel, Model};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::jiff::Timestamp;
 use std::collections::BTreeMap;
 
@@ -30,9 +31,9 @@ pub struct Observed {
     /// The generated database password, if the credentials Secret has one.
     pub password: Option<String>,
     pub migration: Option<Migration>,
-    pub postgres: Option<StatefulSet>,
+    pub postgres: Option<StatefulSetSnapshot>,
     /// Deployments by component name (`web`, `redis`, `worker-<name>`).
-    pub deployments: BTreeMap<String, Deployment>,
+    pub deployments: BTreeMap<String, DeploymentSnapshot>,
     /// Why a component's Pods fail, for components that are not ready.
     pub pod_failures: BTreeMap<String, String>,
     /// Volumes that cannot bind, with the reason.
@@ -46,46 +47,33 @@ pub struct Observed {
 const UNBOUND_GRACE: std::time::Duration = std::time::Duration::from_secs(300);
 
 fn observe_volumes(stores: &Stores, model: &Model, observed: &mut Observed) {
+    const CLAIM: ChildKind = ChildKind::PersistentVolumeClaim;
     let ns = model.namespace.name.as_str();
-    let claims = stores.claims_of(ns, &model.name);
+    let claims = stores.of_environment::<PersistentVolumeClaim>(ns, &model.name);
     let now = Timestamp::now();
-    for claim in claims {
-        let name = claim.metadata.name.clone().unwrap_or_default();
-        let phase = claim
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
+    for (name, claim) in claims {
+        let phase = claim.phase.as_deref().unwrap_or_default();
         if name == build::data_volume_name(model) {
-            observed.data_volume_phase = Some(phase.clone());
+            observed.data_volume_phase = Some(phase.to_owned());
         }
-        match phase.as_str() {
+        match phase {
             "Bound" => {}
-            "Lost" => observed.volume_failures.push(format!(
-                "PersistentVolumeClaim {name}: Lost (its volume is gone)"
-            )),
+            "Lost" => observed
+                .volume_failures
+                .push(format!("{CLAIM} {name}: Lost (its volume is gone)")),
             _ => {
-                let class = claim
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.storage_class_name.clone());
-                if let Some(class) = class.filter(|c| !c.is_empty())
-                    && !stores.storage_class_exists(&class)
+                if let Some(class) = claim.class.as_deref().filter(|c| !c.is_empty())
+                    && !stores.storage_class_exists(class)
                 {
                     observed.volume_failures.push(format!(
-                        "PersistentVolumeClaim {name}: StorageClass {class:?} does not exist"
+                        "{CLAIM} {name}: StorageClass {class:?} does not exist"
                     ));
                     continue;
                 }
-                let since = claim
-                    .metadata
-                    .creation_timestamp
-                    .as_ref()
-                    .map(|t| t.0)
-                    .unwrap_or(now);
+                let since = claim.created.unwrap_or(now);
                 if now.duration_since(since).unsigned_abs() > UNBOUND_GRACE {
                     observed.volume_failures.push(format!(
-                        "PersistentVolumeClaim {name}: unbound for more than {} minutes (no volume was provisioned)",
+                        "{CLAIM} {name}: unbound for more than {} minutes (no volume was provisioned)",
                         UNBOUND_GRACE.as_secs() / 60
                     ));
                 }
@@ -94,17 +82,16 @@ fn observe_volumes(stores: &Stores, model: &Model, observed: &mut Observed) {
     }
 }
 
-fn job_state(job: &Job) -> Migration {
-    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
-    for c in conditions.into_iter().flatten() {
-        if c.status != "True" {
+fn job_state(job: &JobSnapshot) -> Migration {
+    for c in &job.conditions {
+        if &*c.status != "True" {
             continue;
         }
-        match c.type_.as_str() {
+        match &*c.type_ {
             "Complete" => return Migration::Succeeded,
             "Failed" => {
-                let reason = c.reason.clone().unwrap_or_else(|| "Failed".to_owned());
-                let message = c.message.clone().unwrap_or_default();
+                let reason = c.reason.as_deref().unwrap_or("Failed");
+                let message = c.message.as_deref().unwrap_or_default();
                 return Migration::Failed(
                     format!("{reason}: {message}")
                         .trim_end_matches(": ")
@@ -115,32 +102,6 @@ fn job_state(job: &Job) -> Migration {
         }
     }
     Migration::Running
-}
-
-/// The first reason a Pod of the component is failing, if any.
-pub fn pod_failure(pods: &[Pod]) -> Option<String> {
-    pods.iter().find_map(|pod| {
-        let status = pod.status.as_ref()?;
-        status.container_statuses.iter().flatten().find_map(|c| {
-            let waiting = c.state.as_ref()?.waiting.as_ref()?;
-            let reason = waiting.reason.as_deref()?;
-            matches!(
-                reason,
-                "CrashLoopBackOff"
-                    | "ImagePullBackOff"
-                    | "ErrImagePull"
-                    | "CreateContainerConfigError"
-                    | "InvalidImageName"
-            )
-            .then(|| {
-                format!(
-                    "Pod {} container {}: {reason}",
-                    pod.metadata.name.as_deref().unwrap_or("?"),
-                    c.name
-                )
-            })
-        })
-    })
 }
 
 /// One Deployment of the environment.
@@ -158,20 +119,20 @@ pub struct Workload {
 /// Every Deployment the model has.
 pub fn workloads(model: &Model) -> Vec<Workload> {
     let mut all = vec![Workload {
-        component: "web".to_owned(),
+        component: Component::Web.as_str().to_owned(),
         deployment: model.app.clone(),
         replicas: model.web.replicas,
         own_image: None,
     }];
     all.extend(model.workers.iter().map(|w| Workload {
-        component: format!("worker-{}", w.name),
+        component: worker_component(&w.name),
         deployment: format!("{}-{}", model.app, w.name),
         replicas: w.replicas,
         own_image: w.image.clone(),
     }));
     if let Some(redis) = &model.redis {
         all.push(Workload {
-            component: "redis".to_owned(),
+            component: Component::Redis.as_str().to_owned(),
             deployment: format!("{}-redis", model.app),
             replicas: 1,
             own_image: Some(redis.image.clone()),
@@ -180,8 +141,8 @@ pub fn workloads(model: &Model) -> Vec<Workload> {
     all
 }
 
-fn deployment_ready(d: &Deployment) -> bool {
-    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+fn deployment_ready(d: &DeploymentSnapshot) -> bool {
+    let want = d.replicas.unwrap_or(1);
     d.status
         .as_ref()
         .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= want)
@@ -193,13 +154,14 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
     let mut observed = Observed::default();
     if let Some(DatabaseModel::Postgres(_)) = &model.database {
         observed.password = stores
-            .password(ns, &build::postgres_secret_name(model))
+            .get::<Secret>(ns, &build::postgres_secret_name(model))
+            .and_then(|s| s.password)
             .filter(|p| !p.is_empty());
-        observed.postgres = stores.stateful_set(ns, &build::postgres_service_name(model));
+        observed.postgres = stores.get::<StatefulSet>(ns, &build::postgres_service_name(model));
     }
     observed.migration = Some(match &model.migrations {
         None => Migration::NotConfigured,
-        Some(m) => match stores.job(ns, &migration_job_name(model, m)) {
+        Some(m) => match stores.get::<Job>(ns, &migration_job_name(model, m)) {
             None => Migration::NotStarted,
             Some(job) => job_state(&job),
         },
@@ -220,14 +182,11 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
         ..
     } in workloads(model)
     {
-        let Some(d) = stores.deployment(ns, &name) else {
+        let Some(d) = stores.get::<Deployment>(ns, &name) else {
             continue;
         };
         if !deployment_ready(&d) {
-            let selector = d
-                .spec
-                .as_ref()
-                .and_then(|s| s.selector.match_labels.as_ref());
+            let selector = d.selector.as_ref();
             if let Some(failure) = selector.and_then(|s| stores.pod_failure(ns, s)) {
                 observed.pod_failures.insert(component.clone(), failure);
             }
@@ -235,4 +194,132 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
         observed.deployments.insert(component, d);
     }
     observed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appenv_api::names::label;
+    use appenv_api::{AppEnvironment, AppEnvironmentSpec};
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateWaiting, ContainerStatus, PersistentVolumeClaimSpec,
+        PersistentVolumeClaimStatus, Pod, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+
+    fn model() -> Model {
+        let spec: AppEnvironmentSpec = serde_norway::from_str(
+            "{app: shop, image: 'shop:2', workers: [{name: w}], \
+             redis: {persistence: {size: 1Gi, storageClassName: missing}}}",
+        )
+        .expect("spec");
+        let env = AppEnvironment::new("shop-prod", spec);
+        appenv_core::validate::validate(&env, &Default::default()).expect("valid")
+    }
+
+    fn meta(model: &Model, name: &str, labels: &[(&str, &str)]) -> ObjectMeta {
+        let env = [(label::ENVIRONMENT, model.name.as_str())];
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(model.namespace.name.clone()),
+            labels: Some(
+                env.iter()
+                    .chain(labels)
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn deployment(model: &Model, name: &str, replicas: i32, ready: i32) -> Deployment {
+        Deployment {
+            metadata: meta(model, name, &[]),
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                selector: LabelSelector {
+                    match_labels: Some([("app".to_owned(), name.to_owned())].into()),
+                    ..LabelSelector::default()
+                },
+                ..DeploymentSpec::default()
+            }),
+            status: Some(DeploymentStatus {
+                ready_replicas: Some(ready),
+                ..DeploymentStatus::default()
+            }),
+        }
+    }
+
+    fn crashing_pod(model: &Model, name: &str, app: &str) -> Pod {
+        let waiting = ContainerStateWaiting {
+            reason: Some("CrashLoopBackOff".to_owned()),
+            message: None,
+        };
+        Pod {
+            metadata: meta(model, name, &[("app", app)]),
+            status: Some(PodStatus {
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "main".to_owned(),
+                    state: Some(ContainerState {
+                        waiting: Some(waiting),
+                        ..ContainerState::default()
+                    }),
+                    ..ContainerStatus::default()
+                }]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn observe_names_deployments_by_component_and_why_the_unready_ones_fail() {
+        let model = model();
+        let stores = Stores::empty();
+        stores.insert::<Deployment>(deployment(&model, "shop", 2, 1));
+        stores.insert::<Deployment>(deployment(&model, "shop-w", 1, 1));
+        stores.insert::<Pod>(crashing_pod(&model, "shop-1", "shop"));
+        // The worker is ready: its crashing Pod (an old one) is not reported.
+        stores.insert::<Pod>(crashing_pod(&model, "shop-w-1", "shop-w"));
+        stores.insert::<PersistentVolumeClaim>(PersistentVolumeClaim {
+            metadata: meta(&model, "shop-redis", &[]),
+            spec: Some(PersistentVolumeClaimSpec {
+                storage_class_name: Some("missing".to_owned()),
+                ..PersistentVolumeClaimSpec::default()
+            }),
+            status: Some(PersistentVolumeClaimStatus {
+                phase: Some("Pending".to_owned()),
+                ..PersistentVolumeClaimStatus::default()
+            }),
+        });
+
+        let observed = observe(&stores, &model);
+        let components: Vec<&str> = observed.deployments.keys().map(String::as_str).collect();
+        assert_eq!(
+            components,
+            ["web", "worker-w"],
+            "redis has no Deployment yet"
+        );
+        assert_eq!(
+            observed.deployments["web"]
+                .status
+                .as_ref()
+                .and_then(|s| s.ready_replicas),
+            Some(1)
+        );
+        assert_eq!(
+            observed.pod_failures,
+            BTreeMap::from([(
+                "web".to_owned(),
+                "Pod shop-1 container main: CrashLoopBackOff".to_owned()
+            )])
+        );
+        assert_eq!(
+            observed.volume_failures,
+            ["PersistentVolumeClaim shop-redis: StorageClass \"missing\" does not exist"]
+        );
+        assert_eq!(observed.migration, Some(Migration::NotConfigured));
+        assert_eq!((observed.password, observed.postgres), (None, None));
+    }
 }

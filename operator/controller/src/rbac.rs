@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn manifest_is_yaml_with_both_roles() {
-        let docs: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&manifest())
+        let docs: Vec<serde_json::Value> = serde_norway::Deserializer::from_str(&manifest())
             .map(|doc| serde::Deserialize::deserialize(doc).expect("yaml"))
             .collect();
         assert_eq!(docs.len(), 2);

@@ -4,10 +4,10 @@
 //! written.
 
 use crate::observe::{self, Migration, Observed};
+use crate::stores::DeploymentSnapshot;
 use appenv_api::{AppEnvironmentStatus, ComponentStatus, Phase, condition};
 use appenv_core::build;
 use appenv_core::validate::{DatabaseModel, Invalid, Model};
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -99,25 +99,13 @@ pub struct Gates {
     pub database_ready: bool,
 }
 
-fn container_image(d: &Deployment) -> Option<&str> {
-    d.spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .image
-        .as_deref()
-}
-
 /// Whether the Deployment runs `image` in all `desired` replicas, fully rolled out.
-fn rolled_out(d: &Deployment, image: &str, desired: i32) -> bool {
+fn rolled_out(d: &DeploymentSnapshot, image: &str, desired: i32) -> bool {
     let Some(status) = &d.status else {
         return false;
     };
-    status.observed_generation >= d.metadata.generation
-        && container_image(d) == Some(image)
+    status.observed_generation >= d.meta.generation
+        && d.image.as_deref() == Some(image)
         && status.updated_replicas.unwrap_or(0) == desired
         && status.available_replicas.unwrap_or(0) >= desired
         && status.replicas.unwrap_or(0) == desired
@@ -153,20 +141,12 @@ pub fn compute(
         if let Some(failure) = observed.pod_failures.get(&component) {
             failures.push(format!("{component}: {failure}"));
         }
-        for c in deployment
+        for why in deployment
             .and_then(|d| d.status.as_ref())
-            .and_then(|s| s.conditions.as_ref())
             .into_iter()
-            .flatten()
+            .flat_map(|s| &s.stuck)
         {
-            let stuck = (c.type_ == "Progressing" && c.status == "False")
-                || (c.type_ == "ReplicaFailure" && c.status == "True");
-            if stuck {
-                failures.push(format!(
-                    "{component}: {}",
-                    c.message.clone().unwrap_or_else(|| c.type_.clone())
-                ));
-            }
+            failures.push(format!("{component}: {why}"));
         }
         components.push(ComponentStatus {
             name: component,
@@ -178,7 +158,6 @@ pub fn compute(
         let ready = observed
             .postgres
             .as_ref()
-            .and_then(|s| s.status.as_ref())
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0);
         components.push(ComponentStatus {

@@ -516,7 +516,7 @@ fn aifacade_renders_gunicorn_on_5000_with_sqlite_on_a_volume_and_tls() {
 fn every_child_carries_the_recommended_labels_and_rendering_is_deterministic() {
     for example in examples(false) {
         let text = read(&example);
-        let yaml = |objects: Vec<Value>| serde_yaml::to_string(&objects).expect("YAML");
+        let yaml = |objects: Vec<Value>| serde_norway::to_string(&objects).expect("YAML");
         let first = yaml(build_objects(&text, &example));
         let second = yaml(build_objects(&text, &example));
         assert_eq!(first, second, "{example}: rendering must be byte-identical");
@@ -544,7 +544,7 @@ fn the_crd_in_the_repository_is_generated_from_the_types() {
 }
 
 fn load(example: &str) -> AppEnvironment {
-    serde_yaml::from_str(&read(example)).expect("parses")
+    serde_norway::from_str(&read(example)).expect("parses")
 }
 
 #[test]

@@ -604,7 +604,7 @@ mod tests {
     #[test]
     fn kubeconfig_parses_and_points_at_server() {
         let text = kubeconfig_yaml("https://127.0.0.1:6443", Path::new("/x/ca.crt"), "t0k");
-        let parsed: Kubeconfig = serde_yaml::from_str(&text).expect("valid kubeconfig");
+        let parsed: Kubeconfig = serde_norway::from_str(&text).expect("valid kubeconfig");
         let cluster = parsed.clusters[0].cluster.as_ref().expect("cluster");
         assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
         assert_eq!(parsed.current_context.as_deref(), Some("appenv-local"));

@@ -3,10 +3,12 @@
 
 use anyhow::{Context as _, bail};
 use appenv_api::manifest;
+use appenv_api::names::{Component, Reason, label};
 use appenv_api::{AppEnvironment, AppEnvironmentStatus, Phase, condition};
 use appenv_core::settings::{Settings, parse_duration};
 use appenv_core::validate;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 use std::io::Write as _;
@@ -89,7 +91,8 @@ fn set_path(spec: &mut Value, assignment: &str) -> anyhow::Result<()> {
     let (path, raw) = assignment
         .split_once('=')
         .with_context(|| format!("--set {assignment:?}: expected PATH=VALUE"))?;
-    let value: Value = serde_yaml::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
+    let value: Value =
+        serde_norway::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
     let path = path.strip_prefix("spec.").unwrap_or(path);
     let segments: Vec<&str> = path.split('.').collect();
     if segments.iter().any(|s| s.is_empty()) {
@@ -260,7 +263,7 @@ fn hopeless(env: &AppEnvironment) -> Option<String> {
         return Some(format!("the spec is invalid: {}", valid.message));
     }
     env.condition(condition::MIGRATIONS_SUCCEEDED)
-        .filter(|c| c.reason == "Failed")
+        .filter(|c| c.reason == Reason::Failed.as_str())
         .map(|c| c.message.clone())
 }
 
@@ -269,7 +272,11 @@ async fn migration_log(client: &Client, namespace: &str) -> Option<String> {
     use k8s_openapi::api::core::v1::Pod;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let list = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/component=migrations"))
+        .list(&ListParams::default().labels(&format!(
+            "{}={}",
+            label::COMPONENT,
+            Component::Migrations
+        )))
         .await
         .ok()?;
     let pod = list
@@ -349,67 +356,88 @@ async fn up(client: &Client, args: UpArgs) -> anyhow::Result<bool> {
         github_output(None, &namespace)?;
         return Ok(true);
     }
+    let env = wait_until_settled(&api, &name, args.timeout).await?;
+    let namespace = env
+        .status
+        .as_ref()
+        .and_then(|s| s.namespace.clone())
+        .unwrap_or(namespace);
+    if is_ready(&env) {
+        let url = env.status.as_ref().and_then(|s| s.url.clone());
+        match &url {
+            Some(url) => println!("{url}"),
+            None => println!("ready (no Ingress): namespace {namespace}"),
+        }
+        github_output(url.as_deref(), &namespace)?;
+        return Ok(true);
+    }
+    let failure = hopeless(&env);
+    eprintln!(
+        "error: preview {name} {}",
+        match &failure {
+            Some(why) => format!("failed: {why}"),
+            None => format!("is not Ready after {}s", args.timeout.as_secs()),
+        }
+    );
+    for c in conditions_of(env.status.as_ref()) {
+        let bad = (c.type_ == condition::READY
+            || c.type_ == condition::VALID
+            || c.type_ == condition::DATABASE_READY
+            || c.type_ == condition::MIGRATIONS_SUCCEEDED)
+            && c.status == "False"
+            || (c.type_ == condition::DEGRADED && c.status == "True");
+        if bad {
+            eprintln!("  {}={} ({}): {}", c.type_, c.status, c.reason, c.message);
+        }
+    }
+    if env
+        .condition(condition::MIGRATIONS_SUCCEEDED)
+        .is_some_and(|c| c.status == "False")
+        && let Some(log) = migration_log(client, &namespace).await
+    {
+        eprintln!("  migration log (last lines):");
+        for line in log.lines() {
+            eprintln!("    {line}");
+        }
+    }
+    Ok(false)
+}
+
+/// Watch the preview until it is Ready or cannot become Ready without a change, printing a
+/// line whenever its progress changes; past `timeout`, its state then. Errors if it is
+/// deleted meanwhile or cannot be watched.
+async fn wait_until_settled(
+    api: &Api<AppEnvironment>,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<AppEnvironment> {
     let started = Instant::now();
-    let mut last = String::new();
-    loop {
-        let env = api
-            .get(&name)
-            .await
-            .with_context(|| format!("reading AppEnvironment {name}"))?;
-        let line = progress_line(&env);
-        if line != last {
+    // The condition is called for every change the watch sees; it remembers the last line.
+    let last = std::sync::Mutex::new(String::new());
+    let settled = |env: Option<&AppEnvironment>| {
+        let Some(env) = env else {
+            return true;
+        };
+        let line = progress_line(env);
+        let mut last = last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *last != line {
             eprintln!("[{:>4}s] {line}", started.elapsed().as_secs());
-            last = line;
+            *last = line;
         }
-        let namespace = env
-            .status
-            .as_ref()
-            .and_then(|s| s.namespace.clone())
-            .unwrap_or_else(|| namespace.clone());
-        if is_ready(&env) {
-            let url = env.status.as_ref().and_then(|s| s.url.clone());
-            match &url {
-                Some(url) => println!("{url}"),
-                None => println!("ready (no Ingress): namespace {namespace}"),
-            }
-            github_output(url.as_deref(), &namespace)?;
-            return Ok(true);
-        }
-        let failure = hopeless(&env);
-        let timed_out = started.elapsed() >= args.timeout;
-        if failure.is_some() || timed_out {
-            eprintln!(
-                "error: preview {name} {}",
-                match &failure {
-                    Some(why) => format!("failed: {why}"),
-                    None => format!("is not Ready after {}s", args.timeout.as_secs()),
-                }
-            );
-            for c in conditions_of(env.status.as_ref()) {
-                let bad = (c.type_ == condition::READY
-                    || c.type_ == condition::VALID
-                    || c.type_ == condition::DATABASE_READY
-                    || c.type_ == condition::MIGRATIONS_SUCCEEDED)
-                    && c.status == "False"
-                    || (c.type_ == condition::DEGRADED && c.status == "True");
-                if bad {
-                    eprintln!("  {}={} ({}): {}", c.type_, c.status, c.reason, c.message);
-                }
-            }
-            if env
-                .condition(condition::MIGRATIONS_SUCCEEDED)
-                .is_some_and(|c| c.status == "False")
-                && let Some(log) = migration_log(client, &namespace).await
-            {
-                eprintln!("  migration log (last lines):");
-                for line in log.lines() {
-                    eprintln!("    {line}");
-                }
-            }
-            return Ok(false);
-        }
-        // The status changes with every component; one read a second is plenty.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        is_ready(env) || hopeless(env).is_some()
+    };
+    let watched = tokio::time::timeout(timeout, await_condition(api.clone(), name, settled)).await;
+    match watched {
+        Ok(Ok(Some(env))) => Ok(env),
+        Ok(Ok(None)) => bail!("AppEnvironment {name} was deleted while waiting for it"),
+        Ok(Err(err)) => Err(err).with_context(|| format!("watching AppEnvironment {name}")),
+        // The deadline: its state now, for the report.
+        Err(_) => api
+            .get(name)
+            .await
+            .with_context(|| format!("reading AppEnvironment {name}")),
     }
 }
 

@@ -76,7 +76,7 @@ pub fn render(
                 };
                 for object in build::build(&model, &ctx).objects() {
                     out.push_str("---\n");
-                    out.push_str(&serde_yaml::to_string(&object).unwrap_or_default());
+                    out.push_str(&serde_norway::to_string(&object).unwrap_or_default());
                 }
             }
             Err(invalid) => problems.extend(invalid.0.iter().map(|e| format!("{}{e}", at(number)))),

@@ -146,7 +146,7 @@ pub fn example(file: &str, name: &str, test: &str) -> Value {
         .join("../../examples")
         .join(file);
     let mut env: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).expect("example")).expect("yaml");
+        serde_norway::from_str(&std::fs::read_to_string(path).expect("example")).expect("yaml");
     env["metadata"] = json!({"name": name, "labels": {TEST_LABEL: test}});
     env["spec"]["namespace"] = json!({"name": name});
     env

@@ -85,7 +85,7 @@ mod tests {
     use appenv_api::{AppEnvironment, AppEnvironmentSpec};
 
     fn model(yaml: &str) -> Model {
-        let spec: AppEnvironmentSpec = serde_yaml::from_str(yaml).expect("spec");
+        let spec: AppEnvironmentSpec = serde_norway::from_str(yaml).expect("spec");
         validate(&AppEnvironment::new("shop", spec), &Settings::default()).expect("valid")
     }
 

@@ -2,7 +2,7 @@ use super::*;
 use appenv_api::AppEnvironmentSpec;
 
 fn env(yaml: &str) -> AppEnvironment {
-    let spec: AppEnvironmentSpec = serde_yaml::from_str(yaml).expect("spec");
+    let spec: AppEnvironmentSpec = serde_norway::from_str(yaml).expect("spec");
     AppEnvironment::new("shop-prod", spec)
 }
 
