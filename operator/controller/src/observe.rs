@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
+use secrecy::SecretString;
 use std::collections::BTreeMap;
 
 /// The state of the migration for the spec's image.
@@ -28,7 +29,7 @@ pub enum Migration {
 #[derive(Debug, Default)]
 pub struct Observed {
     /// The generated database password, if the credentials Secret has one.
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
     pub migration: Option<Migration>,
     pub postgres: Option<StatefulSet>,
     /// Deployments by component name (`web`, `redis`, `worker-<name>`).
@@ -194,7 +195,8 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
     if let Some(DatabaseModel::Postgres(_)) = &model.database {
         observed.password = stores
             .password(ns, &build::postgres_secret_name(model))
-            .filter(|p| !p.is_empty());
+            .filter(|p| !p.is_empty())
+            .map(SecretString::from);
         observed.postgres = stores.stateful_set(ns, &build::postgres_service_name(model));
     }
     observed.migration = Some(match &model.migrations {
