@@ -165,3 +165,66 @@ pub fn transitions(
     }
     notes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn status(conditions: &[(ConditionType, &str, Reason)]) -> AppEnvironmentStatus {
+        AppEnvironmentStatus {
+            conditions: conditions
+                .iter()
+                .map(|(type_, status, reason)| Condition {
+                    type_: type_.as_str().to_owned(),
+                    status: (*status).to_owned(),
+                    reason: reason.as_str().to_owned(),
+                    message: format!("{type_} says so"),
+                    last_transition_time: Time(Timestamp::UNIX_EPOCH),
+                    observed_generation: None,
+                })
+                .collect(),
+            ..AppEnvironmentStatus::default()
+        }
+    }
+
+    #[test]
+    fn becoming_ready_is_one_normal_event_and_staying_ready_none() {
+        let ready = status(&[(ConditionType::Ready, "True", Reason::Ready)]);
+        let notes = transitions(None, &ready);
+        assert_eq!(
+            notes,
+            [Note {
+                kind: Kind::Normal,
+                reason: Reason::Ready,
+                action: Action::Reconcile,
+                message: "Ready says so".into(),
+            }]
+        );
+        assert_eq!(transitions(Some(&ready), &ready), []);
+    }
+
+    #[test]
+    fn an_invalid_spec_a_degradation_and_a_failed_migration_are_warnings_once() {
+        let bad = status(&[
+            (ConditionType::Valid, "False", Reason::InvalidSpec),
+            (ConditionType::Degraded, "True", Reason::ComponentFailing),
+            (ConditionType::MigrationsSucceeded, "False", Reason::Failed),
+        ]);
+        let reasons: Vec<Reason> = transitions(None, &bad).iter().map(|n| n.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                Reason::InvalidSpec,
+                Reason::Degraded,
+                Reason::MigrationFailed
+            ]
+        );
+        assert!(
+            transitions(None, &bad)
+                .iter()
+                .all(|n| n.kind == Kind::Warning)
+        );
+        assert_eq!(transitions(Some(&bad), &bad), []);
+    }
+}

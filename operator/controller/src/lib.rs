@@ -31,7 +31,7 @@ pub use metrics::{Counts, Metrics};
 pub use plan::KEEP_ANNOTATION;
 
 use crate::events::Publisher;
-use crate::reconcile::{error_policy, reconcile};
+use crate::reconcile::{error_policy, reconcile_guarded};
 use appenv_api::AppEnvironment;
 use appenv_core::validate::Settings;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -236,7 +236,7 @@ pub async fn run_until(
                 .debounce(DEBOUNCE),
         )
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_guarded, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(environment = %object.name, "reconciled"),

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 /// The steps, in order.
 #[tracing::instrument(skip_all, fields(environment = %env.name_any()))]
-async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error> {
+async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
     let spec = match validate(env, ctx) {
         Ok(model) => Ok(observe(ctx, model).await?),
@@ -38,7 +38,7 @@ async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, 
         Plan::Invalid(status) => return report_invalid(ctx, env, *status).await,
         Plan::Rollout(rollout) => rollout,
     };
-    let children = build(env, &rollout, spec.as_ref().ok());
+    let children = build(env, &rollout, spec.as_ref().ok())?;
     let applier = Applier::new(&ctx.client, &ctx.applied, &ctx.stores);
     let applied = apply::apply_children(&applier, &children, &rollout.gates).await?;
     prune(ctx, env, &rollout, &applied).await?;
@@ -64,8 +64,10 @@ struct Observation {
     /// The database password: the credentials Secret's, or a new one when it has none (it is
     /// written only into that Secret).
     password: Option<SecretString>,
-    /// The wildcard certificate, for a preview when one is configured.
-    wildcard_tls: Option<WildcardTls>,
+    /// The wildcard certificate, for a preview when one is configured. `Err`: its Secret
+    /// (`namespace/name`) does not exist, which fails the build, not the observation (an
+    /// expired preview is deleted all the same).
+    wildcard_tls: Result<Option<WildcardTls>, String>,
 }
 
 async fn observe(ctx: &Context, model: Model) -> Result<Observation, Error> {
@@ -79,8 +81,8 @@ async fn observe(ctx: &Context, model: Model) -> Result<Observation, Error> {
         None => None,
     };
     let wildcard_tls = match (&ctx.options.settings.wildcard_tls, &model.preview) {
-        (Some(source), Some(_)) => Some(wildcard_tls(ctx, source)?),
-        _ => None,
+        (Some(source), Some(_)) => wildcard_tls(ctx, source).map(Some),
+        _ => Ok(None),
     };
     Ok(Observation {
         model,
@@ -91,13 +93,16 @@ async fn observe(ctx: &Context, model: Model) -> Result<Observation, Error> {
 }
 
 /// The wildcard certificate's Secret, from its watch.
-fn wildcard_tls(ctx: &Context, (namespace, name): &(String, String)) -> Result<WildcardTls, Error> {
+fn wildcard_tls(
+    ctx: &Context,
+    (namespace, name): &(String, String),
+) -> Result<WildcardTls, String> {
     let source = ctx
         .stores
         .wildcard
         .as_ref()
         .and_then(|store| store.get(&ObjectRef::new(name).within(namespace)))
-        .ok_or_else(|| Error::Missing(format!("wildcard TLS Secret {namespace}/{name}")))?;
+        .ok_or_else(|| format!("{namespace}/{name}"))?;
     Ok(WildcardTls {
         name: name.clone(),
         type_: source.type_.clone(),
@@ -137,17 +142,24 @@ fn build(
     env: &AppEnvironment,
     rollout: &Rollout<'_>,
     observation: Option<&Observation>,
-) -> Children {
-    build::build(
+) -> Result<Children, Error> {
+    let wildcard_tls = match observation.map(|o| &o.wildcard_tls) {
+        Some(Err(missing)) => {
+            return Err(Error::Missing(format!("wildcard TLS Secret {missing}")));
+        }
+        Some(Ok(found)) => found.clone(),
+        None => None,
+    };
+    Ok(build::build(
         rollout.model,
         &build::Context {
             // `controller_owner_ref` needs the uid, which a server-side object always has.
             owner: env.controller_owner_ref(&()),
             postgres_password: observation.and_then(|o| o.password.clone()),
             workload_image: rollout.gates.workload_image.clone(),
-            wildcard_tls: observation.and_then(|o| o.wildcard_tls.clone()),
+            wildcard_tls,
         },
-    )
+    ))
 }
 
 async fn prune(
@@ -172,7 +184,7 @@ async fn prune(
 
 /// The controller's reconcile: a malformed object is reported and left alone; the reconcile
 /// is timed; success clears the environment's backoff.
-pub(crate) async fn reconcile(
+pub(crate) async fn reconcile_guarded(
     guarded: Arc<DeserializeGuard<AppEnvironment>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
@@ -185,7 +197,7 @@ pub(crate) async fn reconcile(
         }
     };
     let timer = ctx.metrics.reconcile(&env.name_any());
-    let result = reconcile_valid(env, &ctx).await;
+    let result = reconcile(env, &ctx).await;
     drop(timer);
     if result.is_ok() {
         if let Ok(mut failures) = ctx.failures.lock() {

@@ -494,3 +494,265 @@ pub async fn write(
     .map(|_| ())
     .map_err(Error::Status)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fixtures::{self, FULL, PREVIEW, deployment, env, is, now, observed, state};
+    use k8s_openapi::api::apps::v1::DeploymentCondition;
+    use std::time::Duration;
+
+    fn gates(image: Option<&str>, database_ready: bool) -> Gates {
+        Gates {
+            workload_image: image.map(str::to_owned),
+            database_ready,
+            run_migration: database_ready,
+            statefulset_hash: None,
+        }
+    }
+
+    fn later() -> Timestamp {
+        now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn an_environment_at_rest_computes_exactly_the_status_it_has() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:2", Migration::Succeeded);
+        let gates = gates(Some("shop:2"), true);
+        let first = compute(&model, &observed, &gates, None, Some(1), now());
+        let again = compute(&model, &observed, &gates, Some(&first), Some(1), later());
+        assert_eq!(again, first, "nothing to write");
+    }
+
+    #[test]
+    fn a_transition_time_moves_only_when_its_condition_changes() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let rolling = observed(&model, "shop:1", Migration::Succeeded);
+        let gates = gates(Some("shop:2"), true);
+        let first = compute(&model, &rolling, &gates, None, Some(1), now());
+        let done = observed(&model, "shop:2", Migration::Succeeded);
+        let second = compute(&model, &done, &gates, Some(&first), Some(1), later());
+        let time = |status: &AppEnvironmentStatus, type_| {
+            fixtures::condition(status, type_).last_transition_time.0
+        };
+        assert_eq!(time(&second, ConditionType::Ready), later(), "became ready");
+        assert_eq!(time(&second, ConditionType::Valid), now(), "still valid");
+        assert_eq!(time(&second, ConditionType::DatabaseReady), now());
+    }
+
+    #[test]
+    fn the_first_status_is_pending_and_later_ones_progressing() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let gates = gates(None, false);
+        let first = compute(&model, &Observed::default(), &gates, None, Some(1), now());
+        assert_eq!(first.phase, Some(Phase::Pending));
+        let second = compute(
+            &model,
+            &Observed::default(),
+            &gates,
+            Some(&first),
+            Some(1),
+            later(),
+        );
+        assert_eq!(second.phase, Some(Phase::Progressing));
+    }
+
+    #[test]
+    fn a_previews_expiry_counts_from_the_last_spec_change() {
+        let env = env(PREVIEW);
+        let model = fixtures::model(&env);
+        let gates = gates(Some("shop:2"), true);
+        let observed = Observed::default();
+        let first = compute(&model, &observed, &gates, None, Some(1), now());
+        let hour = Duration::from_secs(3600);
+        assert_eq!(first.expires_at, Some(Time(now() + hour)));
+        let same = compute(&model, &observed, &gates, Some(&first), Some(1), later());
+        assert_eq!(same.expires_at, first.expires_at, "kept while unchanged");
+        let changed = compute(&model, &observed, &gates, Some(&first), Some(2), later());
+        assert_eq!(changed.expires_at, Some(Time(later() + hour)), "restarted");
+    }
+
+    #[test]
+    fn the_progress_message_names_what_is_not_ready() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::Succeeded);
+        observed.postgres = Some(fixtures::postgres(0));
+        observed
+            .deployments
+            .insert("web".into(), deployment("shop:2", 0));
+        let status = compute(
+            &model,
+            &observed,
+            &gates(Some("shop:2"), false),
+            None,
+            Some(1),
+            now(),
+        );
+        let ready = fixtures::condition(&status, ConditionType::Ready);
+        let web = model.web.replicas;
+        assert_eq!(
+            ready.message,
+            format!("waiting for web 0/{web}, postgres 0/1")
+        );
+        let progressing = fixtures::condition(&status, ConditionType::Progressing);
+        assert_eq!(progressing.reason, Reason::RollingOut.as_str());
+        assert_eq!(progressing.message, ready.message);
+    }
+
+    #[test]
+    fn components_report_ready_and_desired_pods() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:2", Migration::Succeeded);
+        let status = compute(
+            &model,
+            &observed,
+            &gates(Some("shop:2"), true),
+            None,
+            Some(1),
+            now(),
+        );
+        let names: Vec<&str> = status.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["web", "worker-w", "postgres"]);
+        assert!(status.components.iter().all(|c| c.ready == c.desired));
+    }
+
+    #[test]
+    fn a_stuck_deployment_degrades_with_its_message() {
+        let env = env("{app: shop, image: 'shop:2'}");
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::NotConfigured);
+        if let Some(status) = observed
+            .deployments
+            .get_mut("web")
+            .and_then(|d| d.status.as_mut())
+        {
+            status.conditions = Some(vec![DeploymentCondition {
+                type_: "ReplicaFailure".into(),
+                status: "True".into(),
+                message: Some("exceeded quota".into()),
+                ..DeploymentCondition::default()
+            }]);
+        }
+        let status = compute(
+            &model,
+            &observed,
+            &gates(Some("shop:2"), true),
+            None,
+            Some(1),
+            now(),
+        );
+        let degraded = fixtures::condition(&status, ConditionType::Degraded);
+        assert_eq!(degraded.message, "web: exceeded quota");
+        assert_eq!(status.phase, Some(Phase::Degraded));
+    }
+
+    #[test]
+    fn an_unbindable_volume_degrades() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::Succeeded);
+        observed
+            .volume_failures
+            .push("PersistentVolumeClaim data: StorageClass \"x\" does not exist".into());
+        let status = compute(
+            &model,
+            &observed,
+            &gates(Some("shop:2"), true),
+            None,
+            Some(1),
+            now(),
+        );
+        assert_eq!(
+            state(&status, ConditionType::Degraded),
+            is("True", Reason::ComponentFailing)
+        );
+        assert_eq!(
+            state(&status, ConditionType::Ready),
+            is("True", Reason::Ready),
+            "ready and degraded at once"
+        );
+        assert_eq!(status.phase, Some(Phase::Degraded));
+    }
+
+    #[test]
+    fn an_embedded_database_is_ready_once_its_volume_is_bound() {
+        let env = env(
+            "{app: shop, image: 'shop:2', database: {embedded: {engine: SQLite, path: /data/shop.db}}}",
+        );
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::NotConfigured);
+        let gates = gates(Some("shop:2"), true);
+        let status = compute(&model, &observed, &gates, None, Some(1), now());
+        let database = fixtures::condition(&status, ConditionType::DatabaseReady);
+        assert_eq!(database.reason, Reason::VolumePending.as_str());
+        assert!(
+            database.message.contains("not created yet"),
+            "{}",
+            database.message
+        );
+        assert_eq!(
+            state(&status, ConditionType::Ready),
+            is("False", Reason::NotReady)
+        );
+        observed.data_volume_phase = Some("Bound".into());
+        let status = compute(&model, &observed, &gates, None, Some(1), now());
+        assert_eq!(
+            state(&status, ConditionType::DatabaseReady),
+            is("True", Reason::Embedded)
+        );
+        assert_eq!(status.phase, Some(Phase::Ready));
+    }
+
+    #[test]
+    fn an_external_database_is_ready_from_its_secret() {
+        let env = env(
+            "{app: shop, image: 'shop:2', database: {external: {secretRef: {name: db, key: url}}}}",
+        );
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:2", Migration::NotConfigured);
+        let status = compute(
+            &model,
+            &observed,
+            &gates(Some("shop:2"), true),
+            None,
+            Some(1),
+            now(),
+        );
+        let database = fixtures::condition(&status, ConditionType::DatabaseReady);
+        assert_eq!(database.reason, Reason::External.as_str());
+        assert!(
+            database.message.contains("Secret db"),
+            "{}",
+            database.message
+        );
+    }
+
+    #[test]
+    fn an_invalid_status_keeps_where_the_environment_runs() {
+        let previous = AppEnvironmentStatus {
+            observed_generation: Some(1),
+            namespace: Some("shop".into()),
+            image: Some("shop:1".into()),
+            url: Some("https://shop.example.com".into()),
+            ..AppEnvironmentStatus::default()
+        };
+        let invalid = Invalid(vec![]);
+        let status = super::invalid(&invalid, Some(&previous), Some(2), now());
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(status.phase, Some(Phase::Invalid));
+        assert_eq!(
+            (&status.namespace, &status.image, &status.url),
+            (&previous.namespace, &previous.image, &previous.url)
+        );
+        assert_eq!(
+            state(&status, ConditionType::Ready),
+            is("False", Reason::InvalidSpec)
+        );
+    }
+}
