@@ -86,7 +86,8 @@ pub struct Guardrails {
     pub network_policy: NetworkPolicy,
 }
 
-#[derive(Debug, Clone)]
+/// Debug shows names only: the credentials Secret holds the password.
+#[derive(Clone)]
 pub struct Postgres {
     pub credentials: Secret,
     pub init: ConfigMap,
@@ -196,6 +197,20 @@ impl Children {
     }
 }
 
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            meta.name.clone().unwrap_or_default()
+        };
+        f.debug_struct("Postgres")
+            .field("credentials", &name(&self.credentials.metadata))
+            .field("init", &name(&self.init.metadata))
+            .field("service", &name(&self.service.metadata))
+            .field("statefulset", &name(&self.statefulset.metadata))
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for Children {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names = self.objects().into_iter().map(|object| {
@@ -268,7 +283,12 @@ mod tests {
         let data = credentials.data.as_ref().expect("data");
         assert_eq!(data["password"].0, password.as_bytes());
         assert!(String::from_utf8_lossy(&data["url"].0).contains(password));
-        for shown in [format!("{ctx:?}"), format!("{children:?}")] {
+        let postgres = children.postgres.as_ref().expect("postgres");
+        for shown in [
+            format!("{ctx:?}"),
+            format!("{children:?}"),
+            format!("{postgres:?}"),
+        ] {
             assert!(!shown.contains(password), "{shown}");
         }
         assert!(format!("{children:?}").contains("Secret/shop-postgres-credentials"));
