@@ -191,7 +191,7 @@ fn check_build(model: &Model) -> Result<(), TestCaseError> {
     for ctx in [
         Context::default(),
         Context {
-            postgres_password: Some("p".repeat(32)),
+            postgres_password: Some("p".repeat(32).into()),
             workload_image: Some("example.invalid/previous:1".into()),
             ..Context::default()
         },

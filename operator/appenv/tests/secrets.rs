@@ -8,6 +8,7 @@
 mod common;
 
 use appenv_api::{AppEnvironment, Phase};
+use appenv_controller::secrets::ExposeSecret as _;
 use appenv_localcluster::kubelet::FAIL_ANNOTATION;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -193,7 +194,10 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
     let tls_ns = name("tls");
 
     // Distinctive values in the referenced Secrets.
-    let token = || appenv_controller::secrets::generate_password().expect("random");
+    let token = || {
+        let token = appenv_controller::secrets::generate_password().expect("random");
+        token.expose_secret().to_owned()
+    };
     let (api_token, signing_key, external_password, tls_key, conflict_password) =
         (token(), token(), token(), token(), token());
     let mut namespaces: Vec<String> = environments.iter().map(|n| (*n).clone()).collect();

@@ -2,8 +2,9 @@
 //! order that respects the gates, then pruning of what the spec no longer has.
 
 use crate::error::Error;
+use crate::plan::Gates;
 use crate::stores::{Child, Meta, Stores};
-use appenv_api::names::Component;
+use appenv_api::names::{ChildKind, Component};
 use appenv_core::build::{
     APPLIED_HASH_ANNOTATION, Children, FIELD_MANAGER, Guardrails, Postgres, Redis, Web, hash_json,
 };
@@ -15,7 +16,6 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,17 +24,6 @@ use std::fmt::Debug;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-/// What this reconcile may apply beyond the always-safe parts.
-#[derive(Debug, Clone)]
-pub struct Allowed {
-    /// The database is ready: the migration Job may run.
-    pub migration: bool,
-    /// Web and workers may be applied (an image for them is decided).
-    pub workloads: bool,
-    /// The `APPLIED_HASH_ANNOTATION` of the existing PostgreSQL StatefulSet, if any.
-    pub statefulset_hash: Option<String>,
-}
 
 fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
@@ -146,7 +135,7 @@ impl AppliedCache {
     /// Forget a namespace's objects (its environment is gone).
     pub fn forget_namespace(&self, ns: &str) {
         let infix = format!("/{ns}/");
-        let namespace = format!("Namespace//{ns}");
+        let namespace = format!("{}//{ns}", ChildKind::Namespace);
         if let Ok(mut cache) = self.0.lock() {
             cache.retain(|key, _| !key.contains(&infix) && *key != namespace);
         }
@@ -212,7 +201,7 @@ impl<'a> Applier<'a> {
 
     async fn apply_namespace(&self, namespace: &Namespace) -> Result<(), Error> {
         let name = namespace.name_any();
-        let key = format!("Namespace//{name}");
+        let key = format!("{}//{name}", ChildKind::Namespace);
         let hash = hash_json(namespace);
         if self.skip::<Namespace>("", &name, &key, &hash) {
             return Ok(());
@@ -221,7 +210,7 @@ impl<'a> Applier<'a> {
             .patch(&name, &params(), &Patch::Apply(namespace))
             .await
             .map_err(|source| Error::Apply {
-                kind: "Namespace",
+                kind: ChildKind::Namespace.as_str(),
                 name,
                 source,
             })?;
@@ -230,13 +219,16 @@ impl<'a> Applier<'a> {
     }
 }
 
-/// Apply every child that `allowed` permits, in dependency order. Returns the names applied
+/// The names of the children a reconcile applied (or keeps), per kind: prune deletes the rest.
+pub type Applied = BTreeMap<ChildKind, BTreeSet<String>>;
+
+/// Apply every child that the `gates` permit, in dependency order. Returns the names applied
 /// per kind, for pruning.
 pub async fn apply_children(
     applier: &Applier<'_>,
     children: &Children,
-    allowed: &Allowed,
-) -> Result<BTreeMap<&'static str, BTreeSet<String>>, Error> {
+    gates: &Gates,
+) -> Result<Applied, Error> {
     // Destructured without `..`: a new kind of child does not compile until it is applied.
     let Children {
         namespace,
@@ -248,9 +240,10 @@ pub async fn apply_children(
         migration,
         web,
         workers,
+        wildcard_tls,
     } = children;
-    let mut applied: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
-    let mut note = |kind: &'static str, name: String| {
+    let mut applied = Applied::new();
+    let mut note = |kind: ChildKind, name: String| {
         applied.entry(kind).or_default().insert(name);
     };
 
@@ -264,12 +257,12 @@ pub async fn apply_children(
         applier.apply(quota).await?;
         applier.apply(limits).await?;
         applier.apply(network_policy).await?;
-        note("ResourceQuota", quota.name_any());
-        note("LimitRange", limits.name_any());
-        note("NetworkPolicy", network_policy.name_any());
+        note(ChildKind::ResourceQuota, quota.name_any());
+        note(ChildKind::LimitRange, limits.name_any());
+        note(ChildKind::NetworkPolicy, network_policy.name_any());
     }
     applier.apply(config).await?;
-    note("ConfigMap", config.name_any());
+    note(ChildKind::ConfigMap, config.name_any());
     if let Some(Postgres {
         credentials,
         init,
@@ -290,13 +283,13 @@ pub async fn apply_children(
             .annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash.clone());
-        if allowed.statefulset_hash.as_deref() != Some(hash.as_str()) {
+        if gates.statefulset_hash.as_deref() != Some(hash.as_str()) {
             applier.apply(&statefulset).await?;
         }
-        note("Secret", credentials.name_any());
-        note("ConfigMap", init.name_any());
-        note("Service", service.name_any());
-        note("StatefulSet", statefulset.name_any());
+        note(ChildKind::Secret, credentials.name_any());
+        note(ChildKind::ConfigMap, init.name_any());
+        note(ChildKind::Service, service.name_any());
+        note(ChildKind::StatefulSet, statefulset.name_any());
     }
     if let Some(Redis {
         volume,
@@ -306,23 +299,23 @@ pub async fn apply_children(
     {
         if let Some(volume) = volume {
             applier.apply(volume).await?;
-            note("PersistentVolumeClaim", volume.name_any());
+            note(ChildKind::PersistentVolumeClaim, volume.name_any());
         }
         applier.apply(service).await?;
         applier.apply(deployment).await?;
-        note("Service", service.name_any());
-        note("Deployment", deployment.name_any());
+        note(ChildKind::Service, service.name_any());
+        note(ChildKind::Deployment, deployment.name_any());
     }
     if let Some(volume) = data_volume {
         applier.apply(volume).await?;
-        note("PersistentVolumeClaim", volume.name_any());
+        note(ChildKind::PersistentVolumeClaim, volume.name_any());
     }
     if let Some(job) = migration {
-        if allowed.migration {
+        if gates.run_migration {
             applier.apply(job).await?;
         }
         // The current image's Job is kept even while it waits for the database.
-        note("Job", job.name_any());
+        note(ChildKind::Job, job.name_any());
     }
     let Web {
         deployment,
@@ -330,24 +323,28 @@ pub async fn apply_children(
         ingress,
     } = web;
     applier.apply(service).await?;
-    note("Service", service.name_any());
-    if allowed.workloads {
+    note(ChildKind::Service, service.name_any());
+    if gates.apply_workloads() {
         applier.apply(deployment).await?;
-        note("Deployment", deployment.name_any());
+        note(ChildKind::Deployment, deployment.name_any());
         for worker in workers {
             applier.apply(worker).await?;
-            note("Deployment", worker.name_any());
+            note(ChildKind::Deployment, worker.name_any());
         }
     } else {
         // Held until the first migration succeeds: keep what exists, create nothing new.
-        note("Deployment", deployment.name_any());
+        note(ChildKind::Deployment, deployment.name_any());
         for worker in workers {
-            note("Deployment", worker.name_any());
+            note(ChildKind::Deployment, worker.name_any());
         }
+    }
+    if let Some(copy) = wildcard_tls {
+        applier.apply(copy).await?;
+        note(ChildKind::Secret, copy.name_any());
     }
     if let Some(ingress) = ingress {
         applier.apply(ingress).await?;
-        note("Ingress", ingress.name_any());
+        note(ChildKind::Ingress, ingress.name_any());
     }
     Ok(applied)
 }
@@ -395,63 +392,31 @@ pub async fn prune(
     stores: &Stores,
     ns: &str,
     environment: &str,
-    applied: &BTreeMap<&'static str, BTreeSet<String>>,
+    applied: &Applied,
 ) -> Result<(), Error> {
-    let keep = |kind: &str| applied.get(kind);
+    let keep = |kind: ChildKind| applied.get(&kind);
     let (c, s, env) = (client, stores, environment);
-    prune_kind::<Deployment>(c, s, ns, env, keep("Deployment"), never).await?;
-    prune_kind::<StatefulSet>(c, s, ns, env, keep("StatefulSet"), never).await?;
-    prune_kind::<Service>(c, s, ns, env, keep("Service"), never).await?;
-    prune_kind::<ConfigMap>(c, s, ns, env, keep("ConfigMap"), never).await?;
-    prune_kind::<Secret>(c, s, ns, env, keep("Secret"), never).await?;
-    prune_kind::<Ingress>(c, s, ns, env, keep("Ingress"), never).await?;
-    prune_kind::<Job>(c, s, ns, env, keep("Job"), never).await?;
-    prune_kind::<ResourceQuota>(c, s, ns, env, keep("ResourceQuota"), never).await?;
-    prune_kind::<LimitRange>(c, s, ns, env, keep("LimitRange"), never).await?;
-    prune_kind::<NetworkPolicy>(c, s, ns, env, keep("NetworkPolicy"), never).await?;
+    prune_kind::<Deployment>(c, s, ns, env, keep(ChildKind::Deployment), never).await?;
+    prune_kind::<StatefulSet>(c, s, ns, env, keep(ChildKind::StatefulSet), never).await?;
+    prune_kind::<Service>(c, s, ns, env, keep(ChildKind::Service), never).await?;
+    prune_kind::<ConfigMap>(c, s, ns, env, keep(ChildKind::ConfigMap), never).await?;
+    prune_kind::<Secret>(c, s, ns, env, keep(ChildKind::Secret), never).await?;
+    prune_kind::<Ingress>(c, s, ns, env, keep(ChildKind::Ingress), never).await?;
+    prune_kind::<Job>(c, s, ns, env, keep(ChildKind::Job), never).await?;
+    prune_kind::<ResourceQuota>(c, s, ns, env, keep(ChildKind::ResourceQuota), never).await?;
+    prune_kind::<LimitRange>(c, s, ns, env, keep(ChildKind::LimitRange), never).await?;
+    prune_kind::<NetworkPolicy>(c, s, ns, env, keep(ChildKind::NetworkPolicy), never).await?;
     // Only Redis's own volume may go with Redis; a database volume never does.
     prune_kind::<PersistentVolumeClaim>(
         c,
         s,
         ns,
         env,
-        keep("PersistentVolumeClaim"),
+        keep(ChildKind::PersistentVolumeClaim),
         |meta: &Meta| meta.component.as_deref() != Some(Component::Redis.as_str()) || meta.retained,
     )
     .await?;
     Ok(())
-}
-
-/// Copy the wildcard certificate into a preview's namespace (same name, current data). Returns
-/// the copy's name for pruning. Its content never leaves the two Secrets.
-pub async fn copy_wildcard_tls(
-    applier: &Applier<'_>,
-    source: &appenv_core::settings::SecretRef,
-    namespace: &str,
-    labels: BTreeMap<String, String>,
-    owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-) -> Result<String, Error> {
-    let (source_ns, name) = (source.namespace(), source.name());
-    let original = applier
-        .stores
-        .wildcard
-        .as_ref()
-        .and_then(|store| store.get(&ObjectRef::new(name).within(source_ns)))
-        .ok_or_else(|| Error::Missing(format!("wildcard TLS Secret {source_ns}/{name}")))?;
-    let copy = Secret {
-        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(namespace.to_owned()),
-            labels: Some(labels),
-            owner_references: owner.map(|o| vec![o]),
-            ..Default::default()
-        },
-        type_: original.type_.clone(),
-        data: original.data.clone(),
-        ..Secret::default()
-    };
-    applier.apply(&copy).await?;
-    Ok(name.to_owned())
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ pub enum Error {
     #[error("writing the status")]
     Status(#[source] kube::Error),
     #[error("generating the database password")]
-    Password(#[source] std::io::Error),
+    Password(#[source] getrandom::Error),
     #[error("deleting the expired preview")]
     Expire(#[source] kube::Error),
 }

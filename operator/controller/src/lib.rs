@@ -1,10 +1,11 @@
 //! appenv-controller: everything that talks to the API server while the operator runs.
 //! Depends on appenv-api, appenv-core, kube's client and runtime, and tokio.
 //!
-//! The controller: one reconcile per AppEnvironment, as a pipeline
-//! `observe -> validate -> build -> apply -> status`, each step in its own file. What exists
-//! is read from the watches' stores (`stores`); the API sees only the writes of `apply` and
-//! the status.
+//! The controller: one reconcile per AppEnvironment (`reconcile`), as a pipeline
+//! `validate -> observe -> plan -> build -> apply -> prune -> status`, each step in its own
+//! file: the decisions are the pure `plan`, the objects the pure builders of appenv-core. What
+//! exists is read from the watches' stores (`stores`); the API sees only the writes of `apply`
+//! and the status.
 #![forbid(unsafe_code)]
 #![warn(clippy::too_many_lines)]
 
@@ -15,6 +16,8 @@ mod events;
 pub mod http;
 mod metrics;
 mod observe;
+mod plan;
+mod reconcile;
 mod status;
 mod stores;
 
@@ -25,23 +28,18 @@ pub mod secrets;
 
 pub use error::Error;
 pub use metrics::{Counts, Metrics};
+pub use plan::KEEP_ANNOTATION;
 
-use crate::apply::Allowed;
-use crate::events::{Kind as EventType, Publisher};
-use crate::observe::Migration;
-use crate::status::Gates;
-use appenv_api::{AppEnvironment, AppEnvironmentStatus, condition};
-use appenv_core::build::{self, FIELD_MANAGER};
+use crate::events::Publisher;
+use crate::reconcile::{error_policy, reconcile_guarded};
+use appenv_api::AppEnvironment;
 use appenv_core::settings::Settings;
-use appenv_core::validate::{self, DatabaseModel};
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::core::DeserializeGuard;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Controller;
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
-use kube::{Client, Resource, ResourceExt as _};
+use kube::{Client, ResourceExt as _};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,9 +68,6 @@ impl Iterator for ConstantBackoff {
 impl kube::runtime::utils::Backoff for ConstantBackoff {
     fn reset(&mut self) {}
 }
-
-/// Annotation that keeps a preview past its TTL.
-pub const KEEP_ANNOTATION: &str = "appenv.dev/keep";
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -160,368 +155,6 @@ impl std::fmt::Debug for Context {
     }
 }
 
-fn owner_reference(env: &AppEnvironment) -> Option<OwnerReference> {
-    // `controller_owner_ref` needs the uid, which a server-side object always has.
-    env.controller_owner_ref(&())
-}
-
-async fn publish(
-    ctx: &Context,
-    env: &AppEnvironment,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    ctx.events
-        .publish(&env.object_ref(&()), type_, reason, action, &note)
-        .await;
-}
-
-fn condition_status<'a>(status: Option<&'a AppEnvironmentStatus>, type_: &str) -> Option<&'a str> {
-    status?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| c.status.as_str())
-}
-
-/// Events for the transitions between two statuses.
-async fn publish_transitions(
-    ctx: &Context,
-    env: &AppEnvironment,
-    before: Option<&AppEnvironmentStatus>,
-    after: &AppEnvironmentStatus,
-) {
-    let became = |type_: &str, value: &str| {
-        condition_status(Some(after), type_) == Some(value)
-            && condition_status(before, type_) != Some(value)
-    };
-    let message = |type_: &str| {
-        after
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .map(|c| c.message.clone())
-            .unwrap_or_default()
-    };
-    if became(condition::VALID, "False") {
-        publish(
-            ctx,
-            env,
-            EventType::Warning,
-            "InvalidSpec",
-            "Validate",
-            message(condition::VALID),
-        )
-        .await;
-    }
-    if became(condition::READY, "True") {
-        publish(
-            ctx,
-            env,
-            EventType::Normal,
-            "Ready",
-            "Reconcile",
-            message(condition::READY),
-        )
-        .await;
-    }
-    if became(condition::DEGRADED, "True") {
-        publish(
-            ctx,
-            env,
-            EventType::Warning,
-            "Degraded",
-            "Reconcile",
-            message(condition::DEGRADED),
-        )
-        .await;
-    }
-    let migration_failed = after
-        .conditions
-        .iter()
-        .any(|c| c.type_ == condition::MIGRATIONS_SUCCEEDED && c.reason == "Failed");
-    let failed_before = before.is_some_and(|b| {
-        b.conditions
-            .iter()
-            .any(|c| c.type_ == condition::MIGRATIONS_SUCCEEDED && c.reason == "Failed")
-    });
-    if migration_failed && !failed_before {
-        publish(
-            ctx,
-            env,
-            EventType::Warning,
-            "MigrationFailed",
-            "Migrate",
-            message(condition::MIGRATIONS_SUCCEEDED),
-        )
-        .await;
-    }
-}
-
-/// Write the status only if it differs from what the object has.
-async fn write_status(
-    ctx: &Context,
-    env: &AppEnvironment,
-    status: AppEnvironmentStatus,
-) -> Result<(), Error> {
-    if let Some(phase) = status.phase {
-        ctx.metrics.phase(&env.name_any(), phase);
-    }
-    if env.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    publish_transitions(ctx, env, env.status.as_ref(), &status).await;
-    let api: Api<AppEnvironment> = Api::all(ctx.client.clone());
-    let body = serde_json::json!({
-        "apiVersion": "appenv.dev/v1alpha1",
-        "kind": "AppEnvironment",
-        "status": status,
-    });
-    api.patch_status(
-        &env.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map(|_| ())
-    .map_err(Error::Status)
-}
-
-fn expired(env: &AppEnvironment, now: Timestamp) -> bool {
-    let keep = env
-        .annotations()
-        .get(KEEP_ANNOTATION)
-        .is_some_and(|v| v == "true");
-    let expires = env
-        .status
-        .as_ref()
-        .and_then(|s| s.expires_at.as_ref())
-        .map(|t| t.0);
-    env.spec.preview.is_some() && !keep && expires.is_some_and(|at| at <= now)
-}
-
-#[tracing::instrument(skip_all, fields(environment = %env.name_any()))]
-#[allow(clippy::too_many_lines)] // becomes plan + steps next (issue 13)
-async fn reconcile_valid(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error> {
-    let now = Timestamp::now();
-    let generation = env.metadata.generation;
-    let api: Api<AppEnvironment> = Api::all(ctx.client.clone());
-    if expired(env, now) {
-        publish(
-            ctx,
-            env,
-            EventType::Normal,
-            "Expired",
-            "Delete",
-            "the preview's TTL ran out".to_owned(),
-        )
-        .await;
-        api.delete(&env.name_any(), &Default::default())
-            .await
-            .map_err(Error::Expire)?;
-        ctx.forget(env);
-        return Ok(Action::await_change());
-    }
-
-    // validate
-    let model = match validate::validate(env, &ctx.options.settings) {
-        Ok(model) => model,
-        Err(invalid) => {
-            tracing::info!(violations = invalid.0.len(), "invalid spec");
-            let status = status::invalid(&invalid, env.status.as_ref(), generation, now);
-            write_status(ctx, env, status).await?;
-            // Nothing to retry until the spec changes.
-            return Ok(Action::await_change());
-        }
-    };
-    if let Some(owned) = env.status.as_ref().and_then(|s| s.namespace.as_deref())
-        && owned != model.namespace.name
-    {
-        let invalid = validate::Invalid(vec![validate::FieldError {
-            path: "spec.namespace.name".to_owned(),
-            message: format!("immutable: the environment owns namespace {owned:?}"),
-        }]);
-        write_status(
-            ctx,
-            env,
-            status::invalid(&invalid, env.status.as_ref(), generation, now),
-        )
-        .await?;
-        return Ok(Action::await_change());
-    }
-
-    // observe (from the watches' stores)
-    ctx.stores.ready().await.map_err(Error::Watches)?;
-    let observed = observe::observe(&ctx.stores, &model);
-    let migration = observed
-        .migration
-        .clone()
-        .unwrap_or(Migration::NotConfigured);
-    let previous_image = env.status.as_ref().and_then(|s| s.image.clone());
-    let rollout_image = match migration {
-        Migration::NotConfigured | Migration::Succeeded => Some(model.image.clone()),
-        // The previous version keeps serving (or, on the first rollout, nothing starts
-        // before the schema exists).
-        _ => previous_image,
-    };
-    let database_ready = match &model.database {
-        Some(DatabaseModel::Postgres(_)) => observed
-            .postgres
-            .as_ref()
-            .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= 1),
-        _ => true,
-    };
-
-    // build
-    let password = match observed.password.clone() {
-        Some(existing) => Some(existing),
-        None if matches!(model.database, Some(DatabaseModel::Postgres(_))) => {
-            Some(crate::secrets::generate_password().map_err(Error::Password)?)
-        }
-        None => None,
-    };
-    let children = build::build(
-        &model,
-        &build::Context {
-            owner: owner_reference(env),
-            postgres_password: password,
-            workload_image: rollout_image.clone(),
-        },
-    );
-
-    // apply
-    let allowed = Allowed {
-        migration: database_ready,
-        workloads: rollout_image.is_some(),
-        statefulset_hash: observed
-            .postgres
-            .as_ref()
-            .and_then(|s| s.applied_hash.as_deref().map(str::to_owned)),
-    };
-    let wildcard = match (&ctx.options.settings.wildcard_tls, &model.preview) {
-        (Some(source), Some(_)) => Some(source),
-        _ => None,
-    };
-    let applier = apply::Applier::new(&ctx.client, &ctx.applied, &ctx.stores);
-    let mut applied = apply::apply_children(&applier, &children, &allowed).await?;
-    if let Some(source) = wildcard {
-        let copy = apply::copy_wildcard_tls(
-            &applier,
-            source,
-            &model.namespace.name,
-            build::labels(&model, "tls"),
-            owner_reference(env),
-        )
-        .await?;
-        applied.entry("Secret").or_default().insert(copy);
-    }
-    let spec_changed = env.status.as_ref().and_then(|s| s.observed_generation) != generation;
-    if spec_changed {
-        apply::prune(
-            &ctx.client,
-            &ctx.stores,
-            &model.namespace.name,
-            &env.name_any(),
-            &applied,
-        )
-        .await?;
-    }
-
-    // status
-    let gates = Gates {
-        rollout_image,
-        database_ready,
-    };
-    let status = status::compute(
-        &model,
-        &observed,
-        &gates,
-        env.status.as_ref(),
-        generation,
-        now,
-    );
-    let ready = condition_status(Some(&status), condition::READY) == Some("True");
-    let failed = matches!(migration, Migration::Failed(_));
-    let expires_at = status.expires_at.as_ref().map(|t| t.0);
-    write_status(ctx, env, status).await?;
-
-    let mut next = if ready || failed {
-        // At rest (or waiting for a new image after a failed migration): resync only.
-        ctx.options.resync
-    } else {
-        // Rolling out: watches of the children bring the changes; this is a safety net.
-        Duration::from_secs(30).min(ctx.options.resync)
-    };
-    if let Some(wait) = applier.look_again() {
-        next = next.min(wait);
-    }
-    if let Some(at) = expires_at {
-        let until = at.duration_since(now).unsigned_abs();
-        next = next.min(until + Duration::from_secs(1));
-    }
-    Ok(Action::requeue(next))
-}
-
-async fn reconcile(
-    guarded: Arc<DeserializeGuard<AppEnvironment>>,
-    ctx: Arc<Context>,
-) -> Result<Action, Error> {
-    let env = match &guarded.0 {
-        Ok(env) => env,
-        Err(invalid) => {
-            // One object that cannot be read must not stall the others: report and wait.
-            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "undeserializable AppEnvironment");
-            return Ok(Action::await_change());
-        }
-    };
-    let timer = ctx.metrics.reconcile(&env.name_any());
-    let result = reconcile_valid(env, &ctx).await;
-    drop(timer);
-    if result.is_ok() {
-        if let Ok(mut failures) = ctx.failures.lock() {
-            failures.remove(&env.name_any());
-        }
-        ctx.forget_if_gone(env);
-    }
-    result
-}
-
-fn error_policy(
-    guarded: Arc<DeserializeGuard<AppEnvironment>>,
-    err: &Error,
-    ctx: Arc<Context>,
-) -> Action {
-    let name = guarded.0.as_ref().map(|e| e.name_any()).unwrap_or_default();
-    let attempts = ctx
-        .failures
-        .lock()
-        .map(|mut f| {
-            let n = f.entry(name.clone()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        })
-        .unwrap_or(1);
-    // 1 s, 2 s, 4 s ... capped at 5 minutes.
-    let delay = Duration::from_secs(1u64 << attempts.min(9).saturating_sub(1))
-        .min(Duration::from_secs(300));
-    ctx.metrics.error(err.category());
-    if let Ok(env) = &guarded.0 {
-        ctx.forget_if_gone(env);
-    }
-    let cause = error::chain(err);
-    tracing::warn!(environment = %name, category = err.category().as_str(), error = %cause, retry_in = ?delay, "reconcile failed");
-    if let Ok(env) = &guarded.0 {
-        let env = env.clone();
-        let category = err.category().as_str();
-        tokio::spawn(async move {
-            publish(&ctx, &env, EventType::Warning, category, "Reconcile", cause).await;
-        });
-    }
-    Action::requeue(delay)
-}
-
 /// Run the controller until a shutdown signal.
 pub async fn run(client: Client, options: Options) {
     run_with_metrics(client, options, Arc::new(Metrics::default())).await;
@@ -603,7 +236,7 @@ pub async fn run_until(
                 .debounce(DEBOUNCE),
         )
         .graceful_shutdown_on(shutdown.clone())
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile_guarded, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(environment = %object.name, "reconciled"),

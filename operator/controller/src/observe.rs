@@ -10,6 +10,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::jiff::Timestamp;
+use secrecy::SecretString;
 use std::collections::BTreeMap;
 
 /// The state of the migration for the spec's image.
@@ -29,7 +30,7 @@ pub enum Migration {
 #[derive(Debug, Default)]
 pub struct Observed {
     /// The generated database password, if the credentials Secret has one.
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
     pub migration: Option<Migration>,
     pub postgres: Option<StatefulSetSnapshot>,
     /// Deployments by component name (`web`, `redis`, `worker-<name>`).
@@ -156,7 +157,8 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
         observed.password = stores
             .get::<Secret>(ns, &build::postgres_secret_name(model))
             .and_then(|s| s.password)
-            .filter(|p| !p.is_empty());
+            .filter(|p| !p.is_empty())
+            .map(SecretString::from);
         observed.postgres = stores.get::<StatefulSet>(ns, &build::postgres_service_name(model));
     }
     observed.migration = Some(match &model.migrations {
@@ -320,6 +322,7 @@ mod tests {
             ["PersistentVolumeClaim shop-redis: StorageClass \"missing\" does not exist"]
         );
         assert_eq!(observed.migration, Some(Migration::NotConfigured));
-        assert_eq!((observed.password, observed.postgres), (None, None));
+        assert!(observed.password.is_none());
+        assert_eq!(observed.postgres, None);
     }
 }

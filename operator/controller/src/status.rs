@@ -1,29 +1,38 @@
-//! The status step, as a pure function: the model, what was observed and the gate decisions
-//! in; the status out. Transition times (and a preview's expiry) are kept while nothing
-//! changes, so an environment at rest computes exactly the status it has, and nothing is
-//! written.
+//! The status step. `compute` and `invalid` are pure: the model, what was observed and the
+//! gate decisions in, the status out. Transition times (and a preview's expiry) are kept while
+//! nothing changes, so an environment at rest computes exactly the status it has, and
+//! nothing is written. `write` sends a status that changed, with the Events of its
+//! transitions.
 
+use crate::Context;
+use crate::error::Error;
+use crate::events;
 use crate::observe::{self, Migration, Observed};
+use crate::plan::Gates;
 use crate::stores::DeploymentSnapshot;
-use appenv_api::{AppEnvironmentStatus, ComponentStatus, Phase, condition};
-use appenv_core::build;
+use appenv_api::names::{Component, ConditionType, Reason};
+use appenv_api::{AppEnvironment, AppEnvironmentStatus, ComponentStatus, Phase};
+use appenv_core::build::{self, FIELD_MANAGER};
 use appenv_core::validate::{DatabaseModel, Invalid, Model};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource as _, ResourceExt as _};
 
 /// One condition before its transition time is decided.
+#[derive(Debug, Clone, PartialEq)]
 struct Cond {
-    type_: &'static str,
+    type_: ConditionType,
     ok: bool,
-    reason: String,
+    reason: Reason,
     message: String,
 }
 
-fn cond(type_: &'static str, ok: bool, reason: &str, message: impl Into<String>) -> Cond {
+fn cond(type_: ConditionType, ok: bool, reason: Reason, message: impl Into<String>) -> Cond {
     Cond {
         type_,
         ok,
-        reason: reason.to_owned(),
+        reason,
         message: message.into(),
     }
 }
@@ -39,16 +48,19 @@ fn conditions(
         .into_iter()
         .map(|c| {
             let status = if c.ok { "True" } else { "False" };
-            let before =
-                previous.and_then(|p| p.conditions.iter().find(|old| old.type_ == c.type_));
+            let before = previous.and_then(|p| {
+                p.conditions
+                    .iter()
+                    .find(|old| old.type_ == c.type_.as_str())
+            });
             let since = match before {
                 Some(old) if old.status == status => old.last_transition_time.clone(),
                 _ => Time(now),
             };
             Condition {
-                type_: c.type_.to_owned(),
+                type_: c.type_.as_str().to_owned(),
                 status: status.to_owned(),
-                reason: c.reason,
+                reason: c.reason.as_str().to_owned(),
                 message: c.message,
                 last_transition_time: since,
                 observed_generation: generation,
@@ -71,12 +83,12 @@ pub fn invalid(
         conditions: conditions(
             vec![
                 cond(
-                    condition::READY,
+                    ConditionType::Ready,
                     false,
-                    "InvalidSpec",
+                    Reason::InvalidSpec,
                     "the spec is invalid; see the Valid condition",
                 ),
-                cond(condition::VALID, false, "InvalidSpec", message),
+                cond(ConditionType::Valid, false, Reason::InvalidSpec, message),
             ],
             previous,
             generation,
@@ -91,14 +103,6 @@ pub fn invalid(
     }
 }
 
-/// Gate decisions of this reconcile.
-#[derive(Debug, Clone)]
-pub struct Gates {
-    /// The image web and workers were moved to (`None`: held until the first migration).
-    pub rollout_image: Option<String>,
-    pub database_ready: bool,
-}
-
 /// Whether the Deployment runs `image` in all `desired` replicas, fully rolled out.
 fn rolled_out(d: &DeploymentSnapshot, image: &str, desired: i32) -> bool {
     let Some(status) = &d.status else {
@@ -111,44 +115,49 @@ fn rolled_out(d: &DeploymentSnapshot, image: &str, desired: i32) -> bool {
         && status.replicas.unwrap_or(0) == desired
 }
 
-#[allow(clippy::too_many_lines)] // split into steps next (issue 13)
-pub fn compute(
-    model: &Model,
-    observed: &Observed,
-    gates: &Gates,
-    previous: Option<&AppEnvironmentStatus>,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> AppEnvironmentStatus {
-    let mut components = Vec::new();
-    let mut all_current = true;
-    let mut failures: Vec<String> = Vec::new();
+/// The messages of a Deployment's conditions that say its rollout is stuck.
+fn stuck(component: &str, d: &DeploymentSnapshot) -> Vec<String> {
+    d.status
+        .iter()
+        .flat_map(|s| &s.stuck)
+        .map(|why| format!("{component}: {why}"))
+        .collect()
+}
+
+/// Ready and desired Pods of every component, whether every Deployment is rolled out at its
+/// image, and what is failing.
+#[derive(Debug, Default)]
+struct Components {
+    list: Vec<ComponentStatus>,
+    all_current: bool,
+    failures: Vec<String>,
+}
+
+fn components(model: &Model, observed: &Observed, gates: &Gates) -> Components {
     let scale = |n: i32| if model.suspend { 0 } else { n };
+    let mut out = Components {
+        all_current: true,
+        ..Components::default()
+    };
     for workload in observe::workloads(model) {
         let component = workload.component;
         let desired = scale(workload.replicas);
-        let image = workload.own_image.or_else(|| gates.rollout_image.clone());
+        let image = workload.own_image.or_else(|| gates.workload_image.clone());
         let deployment = observed.deployments.get(&component);
         let ready = deployment
             .and_then(|d| d.status.as_ref())
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0);
-        let current = match (deployment, image) {
+        out.all_current &= match (deployment, image) {
             (Some(d), Some(image)) => rolled_out(d, &image, desired),
             _ => false,
         };
-        all_current &= current;
         if let Some(failure) = observed.pod_failures.get(&component) {
-            failures.push(format!("{component}: {failure}"));
+            out.failures.push(format!("{component}: {failure}"));
         }
-        for why in deployment
-            .and_then(|d| d.status.as_ref())
-            .into_iter()
-            .flat_map(|s| &s.stuck)
-        {
-            failures.push(format!("{component}: {why}"));
-        }
-        components.push(ComponentStatus {
+        out.failures
+            .extend(deployment.map(|d| stuck(&component, d)).unwrap_or_default());
+        out.list.push(ComponentStatus {
             name: component,
             ready,
             desired,
@@ -160,40 +169,38 @@ pub fn compute(
             .as_ref()
             .and_then(|s| s.ready_replicas)
             .unwrap_or(0);
-        components.push(ComponentStatus {
-            name: "postgres".to_owned(),
+        out.list.push(ComponentStatus {
+            name: Component::Postgres.as_str().to_owned(),
             ready,
             desired: scale(1),
         });
     }
+    out
+}
 
-    let database = match &model.database {
-        None => cond(
-            condition::DATABASE_READY,
-            true,
-            "NotConfigured",
-            "the environment has no database",
+fn database(model: &Model, observed: &Observed, gates: &Gates) -> Cond {
+    let ok = |reason, message: String| cond(ConditionType::DatabaseReady, true, reason, message);
+    let waiting =
+        |reason, message: String| cond(ConditionType::DatabaseReady, false, reason, message);
+    match &model.database {
+        None => ok(
+            Reason::NotConfigured,
+            "the environment has no database".to_owned(),
         ),
-        Some(DatabaseModel::External { secret, .. }) => cond(
-            condition::DATABASE_READY,
-            true,
-            "External",
+        Some(DatabaseModel::External { secret, .. }) => ok(
+            Reason::External,
             format!("connection string from Secret {secret}"),
         ),
         Some(DatabaseModel::Embedded(em))
             if observed.data_volume_phase.as_deref() == Some("Bound") =>
         {
-            cond(
-                condition::DATABASE_READY,
-                true,
-                "Embedded",
+            ok(
+                Reason::Embedded,
                 format!("{} on volume {}", em.path, build::data_volume_name(model)),
             )
         }
-        Some(DatabaseModel::Embedded(_)) => cond(
-            condition::DATABASE_READY,
-            false,
-            "VolumePending",
+        Some(DatabaseModel::Embedded(_)) => waiting(
+            Reason::VolumePending,
             format!(
                 "waiting for volume {} to be bound ({})",
                 build::data_volume_name(model),
@@ -203,82 +210,94 @@ pub fn compute(
                     .unwrap_or("not created yet")
             ),
         ),
-        Some(DatabaseModel::Postgres(_)) if gates.database_ready => cond(
-            condition::DATABASE_READY,
-            true,
-            "Ready",
-            "PostgreSQL is ready",
-        ),
-        Some(DatabaseModel::Postgres(_)) => cond(
-            condition::DATABASE_READY,
-            false,
-            "Starting",
-            "waiting for PostgreSQL to become ready",
-        ),
-    };
-    let migration_state = observed
-        .migration
-        .clone()
-        .unwrap_or(Migration::NotConfigured);
-    let migrations = match &migration_state {
-        Migration::NotConfigured => cond(
-            condition::MIGRATIONS_SUCCEEDED,
-            true,
-            "NotConfigured",
-            "the environment has no migrations",
-        ),
-        Migration::Succeeded => cond(
-            condition::MIGRATIONS_SUCCEEDED,
-            true,
-            "Succeeded",
-            format!("migrations for {} succeeded", model.image),
-        ),
-        Migration::NotStarted if !gates.database_ready => cond(
-            condition::MIGRATIONS_SUCCEEDED,
-            false,
-            "WaitingForDatabase",
-            "migrations start when the database is ready",
-        ),
-        Migration::NotStarted | Migration::Running => cond(
-            condition::MIGRATIONS_SUCCEEDED,
-            false,
-            "Running",
-            format!("migrating to {}", model.image),
-        ),
-        Migration::Failed(why) => {
-            failures.push(format!("migrations for {}: {why}", model.image));
-            cond(
-                condition::MIGRATIONS_SUCCEEDED,
-                false,
-                "Failed",
-                format!(
-                    "migrations for {} failed ({why}); the previous version keeps serving",
-                    model.image
-                ),
-            )
+        Some(DatabaseModel::Postgres(_)) if gates.database_ready => {
+            ok(Reason::Ready, "PostgreSQL is ready".to_owned())
         }
-    };
-    failures.extend(observed.volume_failures.iter().cloned());
-    let migrations_ok = matches!(
-        migration_state,
-        Migration::NotConfigured | Migration::Succeeded
-    );
-    let at_spec_image = gates.rollout_image.as_deref() == Some(model.image.as_str());
-    let ready = all_current && migrations_ok && database.ok && at_spec_image;
-    let degraded = !failures.is_empty();
+        Some(DatabaseModel::Postgres(_)) => waiting(
+            Reason::Starting,
+            "waiting for PostgreSQL to become ready".to_owned(),
+        ),
+    }
+}
+
+/// The MigrationsSucceeded condition, and the failure to report if the migration failed.
+fn migrations(model: &Model, migration: &Migration, gates: &Gates) -> (Cond, Option<String>) {
+    let type_ = ConditionType::MigrationsSucceeded;
+    let image = &model.image;
+    match migration {
+        Migration::NotConfigured => (
+            cond(
+                type_,
+                true,
+                Reason::NotConfigured,
+                "the environment has no migrations",
+            ),
+            None,
+        ),
+        Migration::Succeeded => (
+            cond(
+                type_,
+                true,
+                Reason::Succeeded,
+                format!("migrations for {image} succeeded"),
+            ),
+            None,
+        ),
+        Migration::NotStarted if !gates.database_ready => (
+            cond(
+                type_,
+                false,
+                Reason::WaitingForDatabase,
+                "migrations start when the database is ready",
+            ),
+            None,
+        ),
+        Migration::NotStarted | Migration::Running => (
+            cond(
+                type_,
+                false,
+                Reason::Running,
+                format!("migrating to {image}"),
+            ),
+            None,
+        ),
+        Migration::Failed(why) => (
+            cond(
+                type_,
+                false,
+                Reason::Failed,
+                format!(
+                    "migrations for {image} failed ({why}); the previous version keeps serving"
+                ),
+            ),
+            Some(format!("migrations for {image}: {why}")),
+        ),
+    }
+}
+
+/// "waiting for web 1/2, postgres 0/1", or "rolling out" when every Pod is ready.
+fn progress(components: &[ComponentStatus]) -> String {
     let waiting: Vec<String> = components
         .iter()
         .filter(|c| c.ready < c.desired)
         .map(|c| format!("{} {}/{}", c.name, c.ready, c.desired))
         .collect();
-    let progress_message = if waiting.is_empty() {
+    if waiting.is_empty() {
         "rolling out".to_owned()
     } else {
         format!("waiting for {}", waiting.join(", "))
-    };
-    let phase = if degraded {
+    }
+}
+
+fn phase(
+    ready: bool,
+    degraded: bool,
+    suspend: bool,
+    previous: Option<&AppEnvironmentStatus>,
+) -> Phase {
+    if degraded {
         Phase::Degraded
-    } else if model.suspend && ready {
+    } else if suspend && ready {
         Phase::Suspended
     } else if ready {
         Phase::Ready
@@ -286,68 +305,123 @@ pub fn compute(
         Phase::Pending
     } else {
         Phase::Progressing
+    }
+}
+
+/// When a preview is deleted: its TTL counts from the last spec change.
+fn expires_at(
+    model: &Model,
+    previous: Option<&AppEnvironmentStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Option<Time> {
+    let preview = model.preview.as_ref()?;
+    let unchanged = previous.is_some_and(|prev| prev.observed_generation == generation);
+    Some(match previous.and_then(|prev| prev.expires_at.clone()) {
+        Some(at) if unchanged => at,
+        _ => Time(now + preview.ttl),
+    })
+}
+
+/// Ready, Progressing and Degraded, from the rollout's state.
+fn rollout_conditions(ready: bool, failures: &[String], progress: String) -> [Cond; 3] {
+    let degraded = !failures.is_empty();
+    let ready_cond = if ready {
+        cond(
+            ConditionType::Ready,
+            true,
+            Reason::Ready,
+            "every component is available at the current spec and image",
+        )
+    } else {
+        cond(
+            ConditionType::Ready,
+            false,
+            Reason::NotReady,
+            progress.clone(),
+        )
     };
-    let expires_at = model.preview.as_ref().map(|p| {
-        let unchanged = previous.is_some_and(|prev| prev.observed_generation == generation);
-        match previous.and_then(|prev| prev.expires_at.clone()) {
-            Some(at) if unchanged => at,
-            // The TTL counts from the last spec change.
-            _ => Time(now + p.ttl),
-        }
-    });
+    let progressing = match (ready, degraded) {
+        (true, _) => cond(
+            ConditionType::Progressing,
+            false,
+            Reason::Done,
+            "rollout complete",
+        ),
+        (false, true) => cond(
+            ConditionType::Progressing,
+            false,
+            Reason::Stalled,
+            "stalled on a failing component; see Degraded",
+        ),
+        (false, false) => cond(
+            ConditionType::Progressing,
+            true,
+            Reason::RollingOut,
+            progress,
+        ),
+    };
+    let degraded_cond = if degraded {
+        cond(
+            ConditionType::Degraded,
+            true,
+            Reason::ComponentFailing,
+            failures.join("; "),
+        )
+    } else {
+        cond(
+            ConditionType::Degraded,
+            false,
+            Reason::Healthy,
+            "no component is failing",
+        )
+    };
+    [ready_cond, progressing, degraded_cond]
+}
+
+/// The status of a valid environment.
+pub fn compute(
+    model: &Model,
+    observed: &Observed,
+    gates: &Gates,
+    previous: Option<&AppEnvironmentStatus>,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> AppEnvironmentStatus {
+    let Components {
+        list,
+        all_current,
+        mut failures,
+    } = components(model, observed, gates);
+    let database = database(model, observed, gates);
+    let migration = observed
+        .migration
+        .clone()
+        .unwrap_or(Migration::NotConfigured);
+    let (migrations, migration_failure) = migrations(model, &migration, gates);
+    failures.extend(migration_failure);
+    failures.extend(observed.volume_failures.iter().cloned());
+    let at_spec_image = gates.workload_image.as_deref() == Some(model.image.as_str());
+    let ready = all_current && migrations.ok && database.ok && at_spec_image;
+    let [ready_cond, progressing, degraded] = rollout_conditions(ready, &failures, progress(&list));
+    let valid = cond(
+        ConditionType::Valid,
+        true,
+        Reason::Valid,
+        "the spec is valid",
+    );
     AppEnvironmentStatus {
         observed_generation: generation,
-        phase: Some(phase),
+        phase: Some(phase(ready, !failures.is_empty(), model.suspend, previous)),
         url: build::url(model),
         namespace: Some(model.namespace.name.clone()),
-        image: gates.rollout_image.clone(),
+        image: gates.workload_image.clone(),
         conditions: conditions(
             vec![
-                if ready {
-                    cond(
-                        condition::READY,
-                        true,
-                        "Ready",
-                        "every component is available at the current spec and image",
-                    )
-                } else {
-                    cond(
-                        condition::READY,
-                        false,
-                        "NotReady",
-                        progress_message.clone(),
-                    )
-                },
-                cond(condition::VALID, true, "Valid", "the spec is valid"),
-                if ready || degraded {
-                    cond(
-                        condition::PROGRESSING,
-                        false,
-                        if ready { "Done" } else { "Stalled" },
-                        if ready {
-                            "rollout complete"
-                        } else {
-                            "stalled on a failing component; see Degraded"
-                        },
-                    )
-                } else {
-                    cond(condition::PROGRESSING, true, "RollingOut", progress_message)
-                },
-                if degraded {
-                    cond(
-                        condition::DEGRADED,
-                        true,
-                        "ComponentFailing",
-                        failures.join("; "),
-                    )
-                } else {
-                    cond(
-                        condition::DEGRADED,
-                        false,
-                        "Healthy",
-                        "no component is failing",
-                    )
-                },
+                ready_cond,
+                valid,
+                progressing,
+                degraded,
                 database,
                 migrations,
             ],
@@ -355,7 +429,307 @@ pub fn compute(
             generation,
             now,
         ),
-        components,
-        expires_at,
+        components: list,
+        expires_at: expires_at(model, previous, generation, now),
+    }
+}
+
+/// Write the status if it differs from what the object has, with the Events of its
+/// transitions; count the phase either way.
+pub async fn write(
+    ctx: &Context,
+    env: &AppEnvironment,
+    status: AppEnvironmentStatus,
+) -> Result<(), Error> {
+    if let Some(phase) = status.phase {
+        ctx.metrics.phase(&env.name_any(), phase);
+    }
+    if env.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    for note in events::transitions(env.status.as_ref(), &status) {
+        ctx.events
+            .publish(
+                &env.object_ref(&()),
+                note.kind,
+                note.reason.as_str(),
+                note.action.as_str(),
+                &note.message,
+            )
+            .await;
+    }
+    let api: Api<AppEnvironment> = Api::all(ctx.client.clone());
+    let body = serde_json::json!({
+        "apiVersion": AppEnvironment::api_version(&()),
+        "kind": AppEnvironment::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &env.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::Status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fixtures::{self, FULL, PREVIEW, deployment, env, is, now, observed, state};
+    use k8s_openapi::api::apps::v1::DeploymentCondition;
+    use std::time::Duration;
+
+    fn gates(image: Option<&str>, database_ready: bool) -> Gates {
+        Gates {
+            workload_image: image.map(str::to_owned),
+            database_ready,
+            run_migration: database_ready,
+            statefulset_hash: None,
+        }
+    }
+
+    fn later() -> Timestamp {
+        now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn an_environment_at_rest_computes_exactly_the_status_it_has() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:2", Migration::Succeeded);
+        let gates = gates(Some("shop:2"), true);
+        let first = compute(&model, &observed, &gates, None, Some(1), now());
+        let again = compute(&model, &observed, &gates, Some(&first), Some(1), later());
+        assert_eq!(again, first, "nothing to write");
+    }
+
+    #[test]
+    fn a_transition_time_moves_only_when_its_condition_changes() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let rolling = observed(&model, "shop:1", Migration::Succeeded);
+        let gates = gates(Some("shop:2"), true);
+        let first = compute(&model, &rolling, &gates, None, Some(1), now());
+        let done = observed(&model, "shop:2", Migration::Succeeded);
+        let second = compute(&model, &done, &gates, Some(&first), Some(1), later());
+        let time = |status: &AppEnvironmentStatus, type_| {
+            fixtures::condition(status, type_).last_transition_time.0
+        };
+        assert_eq!(time(&second, ConditionType::Ready), later(), "became ready");
+        assert_eq!(time(&second, ConditionType::Valid), now(), "still valid");
+        assert_eq!(time(&second, ConditionType::DatabaseReady), now());
+    }
+
+    #[test]
+    fn the_first_status_is_pending_and_later_ones_progressing() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let gates = gates(None, false);
+        let first = compute(&model, &Observed::default(), &gates, None, Some(1), now());
+        assert_eq!(first.phase, Some(Phase::Pending));
+        let second = compute(
+            &model,
+            &Observed::default(),
+            &gates,
+            Some(&first),
+            Some(1),
+            later(),
+        );
+        assert_eq!(second.phase, Some(Phase::Progressing));
+    }
+
+    #[test]
+    fn a_previews_expiry_counts_from_the_last_spec_change() {
+        let env = env(PREVIEW);
+        let model = fixtures::model(&env);
+        let gates = gates(Some("shop:2"), true);
+        let observed = Observed::default();
+        let first = compute(&model, &observed, &gates, None, Some(1), now());
+        let hour = Duration::from_secs(3600);
+        assert_eq!(first.expires_at, Some(Time(now() + hour)));
+        let same = compute(&model, &observed, &gates, Some(&first), Some(1), later());
+        assert_eq!(same.expires_at, first.expires_at, "kept while unchanged");
+        let changed = compute(&model, &observed, &gates, Some(&first), Some(2), later());
+        assert_eq!(changed.expires_at, Some(Time(later() + hour)), "restarted");
+    }
+
+    #[test]
+    fn the_progress_message_names_what_is_not_ready() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::Succeeded);
+        observed.postgres = Some(fixtures::postgres(0));
+        observed
+            .deployments
+            .insert("web".into(), deployment("shop:2", 0));
+        let status = compute(
+            &model,
+            &observed,
+            &gates(Some("shop:2"), false),
+            None,
+            Some(1),
+            now(),
+        );
+        let ready = fixtures::condition(&status, ConditionType::Ready);
+        let web = model.web.replicas;
+        assert_eq!(
+            ready.message,
+            format!("waiting for web 0/{web}, postgres 0/1")
+        );
+        let progressing = fixtures::condition(&status, ConditionType::Progressing);
+        assert_eq!(progressing.reason, Reason::RollingOut.as_str());
+        assert_eq!(progressing.message, ready.message);
+    }
+
+    #[test]
+    fn components_report_ready_and_desired_pods() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:2", Migration::Succeeded);
+        let status = compute(
+            &model,
+            &observed,
+            &gates(Some("shop:2"), true),
+            None,
+            Some(1),
+            now(),
+        );
+        let names: Vec<&str> = status.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["web", "worker-w", "postgres"]);
+        assert!(status.components.iter().all(|c| c.ready == c.desired));
+    }
+
+    #[test]
+    fn a_stuck_deployment_degrades_with_its_message() {
+        let env = env("{app: shop, image: 'shop:2'}");
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::NotConfigured);
+        let mut web = fixtures::deployment_object("shop:2", 1);
+        if let Some(status) = web.status.as_mut() {
+            status.conditions = Some(vec![DeploymentCondition {
+                type_: "ReplicaFailure".into(),
+                status: "True".into(),
+                message: Some("exceeded quota".into()),
+                ..DeploymentCondition::default()
+            }]);
+        }
+        observed.deployments.insert("web".into(), (&web).into());
+        let status = compute(
+            &model,
+            &observed,
+            &gates(Some("shop:2"), true),
+            None,
+            Some(1),
+            now(),
+        );
+        let degraded = fixtures::condition(&status, ConditionType::Degraded);
+        assert_eq!(degraded.message, "web: exceeded quota");
+        assert_eq!(status.phase, Some(Phase::Degraded));
+    }
+
+    #[test]
+    fn an_unbindable_volume_degrades() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::Succeeded);
+        observed
+            .volume_failures
+            .push("PersistentVolumeClaim data: StorageClass \"x\" does not exist".into());
+        let status = compute(
+            &model,
+            &observed,
+            &gates(Some("shop:2"), true),
+            None,
+            Some(1),
+            now(),
+        );
+        assert_eq!(
+            state(&status, ConditionType::Degraded),
+            is("True", Reason::ComponentFailing)
+        );
+        assert_eq!(
+            state(&status, ConditionType::Ready),
+            is("True", Reason::Ready),
+            "ready and degraded at once"
+        );
+        assert_eq!(status.phase, Some(Phase::Degraded));
+    }
+
+    #[test]
+    fn an_embedded_database_is_ready_once_its_volume_is_bound() {
+        let env = env(
+            "{app: shop, image: 'shop:2', database: {embedded: {engine: SQLite, path: /data/shop.db}}}",
+        );
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::NotConfigured);
+        let gates = gates(Some("shop:2"), true);
+        let status = compute(&model, &observed, &gates, None, Some(1), now());
+        let database = fixtures::condition(&status, ConditionType::DatabaseReady);
+        assert_eq!(database.reason, Reason::VolumePending.as_str());
+        assert!(
+            database.message.contains("not created yet"),
+            "{}",
+            database.message
+        );
+        assert_eq!(
+            state(&status, ConditionType::Ready),
+            is("False", Reason::NotReady)
+        );
+        observed.data_volume_phase = Some("Bound".into());
+        let status = compute(&model, &observed, &gates, None, Some(1), now());
+        assert_eq!(
+            state(&status, ConditionType::DatabaseReady),
+            is("True", Reason::Embedded)
+        );
+        assert_eq!(status.phase, Some(Phase::Ready));
+    }
+
+    #[test]
+    fn an_external_database_is_ready_from_its_secret() {
+        let env = env(
+            "{app: shop, image: 'shop:2', database: {external: {secretRef: {name: db, key: url}}}}",
+        );
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:2", Migration::NotConfigured);
+        let status = compute(
+            &model,
+            &observed,
+            &gates(Some("shop:2"), true),
+            None,
+            Some(1),
+            now(),
+        );
+        let database = fixtures::condition(&status, ConditionType::DatabaseReady);
+        assert_eq!(database.reason, Reason::External.as_str());
+        assert!(
+            database.message.contains("Secret db"),
+            "{}",
+            database.message
+        );
+    }
+
+    #[test]
+    fn an_invalid_status_keeps_where_the_environment_runs() {
+        let previous = AppEnvironmentStatus {
+            observed_generation: Some(1),
+            namespace: Some("shop".into()),
+            image: Some("shop:1".into()),
+            url: Some("https://shop.example.com".into()),
+            ..AppEnvironmentStatus::default()
+        };
+        let invalid = Invalid(vec![]);
+        let status = super::invalid(&invalid, Some(&previous), Some(2), now());
+        assert_eq!(status.observed_generation, Some(2));
+        assert_eq!(status.phase, Some(Phase::Invalid));
+        assert_eq!(
+            (&status.namespace, &status.image, &status.url),
+            (&previous.namespace, &previous.image, &previous.url)
+        );
+        assert_eq!(
+            state(&status, ConditionType::Ready),
+            is("False", Reason::InvalidSpec)
+        );
     }
 }

@@ -53,6 +53,7 @@ fn build_objects(text: &str, example: &str) -> Vec<Value> {
         owner: None,
         postgres_password: None,
         workload_image: None,
+        wildcard_tls: None,
     };
     manifest::parse_numbered(text)
         .into_iter()

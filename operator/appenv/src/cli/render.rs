@@ -73,6 +73,7 @@ pub fn render(
                     owner: None,
                     postgres_password: password,
                     workload_image: None,
+                    wildcard_tls: None,
                 };
                 for object in build::build(&model, &ctx).objects() {
                     out.push_str("---\n");

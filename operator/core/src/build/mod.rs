@@ -10,6 +10,7 @@ mod namespace;
 mod pod;
 mod postgres;
 mod redis;
+mod tls;
 mod web;
 mod workers;
 
@@ -20,6 +21,7 @@ pub use meta::{
 };
 pub use migrations::migration_job_name;
 pub use postgres::service_name as postgres_service_name;
+pub use tls::WildcardTls;
 pub use web::{data_volume_name, url};
 
 use crate::validate::Model;
@@ -30,6 +32,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use secrecy::SecretString;
 use serde_json::Value;
 
 /// Inputs of a build that do not come from the spec.
@@ -39,11 +42,15 @@ pub struct Context {
     pub owner: Option<OwnerReference>,
     /// The generated database password: read back from the cluster by the controller (it is
     /// generated once, never again), generated fresh by `render --with-credentials`, and
-    /// absent in a plain render, which must be deterministic.
-    pub postgres_password: Option<String>,
+    /// absent in a plain render, which must be deterministic. Neither Debug nor Display shows
+    /// it: only the credentials Secret's builder exposes it.
+    pub postgres_password: Option<SecretString>,
     /// The image web and workers run when it is not the spec's yet: the controller holds them
     /// at the previous image until the migration for the new one succeeded.
     pub workload_image: Option<String>,
+    /// The operator-wide wildcard certificate, as the controller read it: a preview gets a
+    /// copy (absent when none is configured, and when rendering offline).
+    pub wildcard_tls: Option<WildcardTls>,
 }
 
 impl Context {
@@ -53,8 +60,9 @@ impl Context {
     }
 }
 
-/// Every child of an environment.
-#[derive(Debug, Clone)]
+/// Every child of an environment. Debug shows each object's kind and name only: the
+/// credentials Secret and the certificate copy hold secret values.
+#[derive(Clone)]
 pub struct Children {
     pub namespace: Namespace,
     pub guardrails: Option<Guardrails>,
@@ -67,6 +75,8 @@ pub struct Children {
     pub migration: Option<Job>,
     pub web: Web,
     pub workers: Vec<Deployment>,
+    /// A preview's copy of the wildcard certificate its Ingress serves.
+    pub wildcard_tls: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,7 +86,8 @@ pub struct Guardrails {
     pub network_policy: NetworkPolicy,
 }
 
-#[derive(Debug, Clone)]
+/// Debug shows names only: the credentials Secret holds the password.
+#[derive(Clone)]
 pub struct Postgres {
     pub credentials: Secret,
     pub init: ConfigMap,
@@ -115,6 +126,7 @@ pub fn build(model: &Model, ctx: &Context) -> Children {
             ingress: web::ingress(model, ctx),
         },
         workers: workers::deployments(model, ctx, &config_hash),
+        wildcard_tls: tls::wildcard_copy(model, ctx),
         config,
     }
 }
@@ -122,7 +134,7 @@ pub fn build(model: &Model, ctx: &Context) -> Children {
 impl Children {
     /// All objects as JSON, in an order that applies cleanly: the namespace, its guardrails,
     /// configuration, volumes and services, then workloads, the migration before the
-    /// workloads that wait for it, and the Ingress last.
+    /// workloads that wait for it, and the Ingress last (after the certificate it serves).
     pub fn objects(&self) -> Vec<Value> {
         // Destructured without `..`: a new kind of child does not compile until it is listed.
         let Children {
@@ -135,6 +147,7 @@ impl Children {
             migration,
             web,
             workers,
+            wildcard_tls,
         } = self;
         let mut out = vec![to_value(namespace)];
         if let Some(Guardrails {
@@ -178,8 +191,37 @@ impl Children {
         } = web;
         out.extend([to_value(service), to_value(deployment)]);
         out.extend(workers.iter().map(to_value));
+        out.extend(wildcard_tls.iter().map(to_value));
         out.extend(ingress.iter().map(to_value));
         out
+    }
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            meta.name.clone().unwrap_or_default()
+        };
+        f.debug_struct("Postgres")
+            .field("credentials", &name(&self.credentials.metadata))
+            .field("init", &name(&self.init.metadata))
+            .field("service", &name(&self.service.metadata))
+            .field("statefulset", &name(&self.statefulset.metadata))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Children {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = self.objects().into_iter().map(|object| {
+            let text = |value: &Value| value.as_str().unwrap_or("?").to_owned();
+            format!(
+                "{}/{}",
+                text(&object["kind"]),
+                text(&object["metadata"]["name"])
+            )
+        });
+        f.debug_list().entries(names).finish()
     }
 }
 
@@ -216,4 +258,40 @@ fn service(
 fn to_value<T: serde::Serialize>(object: &T) -> Value {
     // k8s-openapi objects always serialize to JSON objects.
     serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+    use crate::validate::validate;
+    use appenv_api::{AppEnvironment, AppEnvironmentSpec};
+
+    #[test]
+    fn the_password_is_in_the_credentials_secret_and_in_no_debug_output() {
+        let spec: AppEnvironmentSpec =
+            serde_norway::from_str("{app: shop, image: 'shop:1', database: {postgres: {}}}")
+                .expect("spec");
+        let model =
+            validate(&AppEnvironment::new("shop", spec), &Settings::default()).expect("valid");
+        let password = "s3cretPassw0rdThatMustNotLeak123";
+        let ctx = Context {
+            postgres_password: Some(password.into()),
+            ..Context::default()
+        };
+        let children = build(&model, &ctx);
+        let credentials = &children.postgres.as_ref().expect("postgres").credentials;
+        let data = credentials.data.as_ref().expect("data");
+        assert_eq!(data["password"].0, password.as_bytes());
+        assert!(String::from_utf8_lossy(&data["url"].0).contains(password));
+        let postgres = children.postgres.as_ref().expect("postgres");
+        for shown in [
+            format!("{ctx:?}"),
+            format!("{children:?}"),
+            format!("{postgres:?}"),
+        ] {
+            assert!(!shown.contains(password), "{shown}");
+        }
+        assert!(format!("{children:?}").contains("Secret/shop-postgres-credentials"));
+    }
 }

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{
     PodTemplateSpec, Probe, Secret, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use secrecy::ExposeSecret as _;
 use std::collections::BTreeMap;
 
 const COMPONENT: &str = "postgres";
@@ -71,9 +72,11 @@ fn credentials(model: &Model, ctx: &Context, pg: &PostgresModel) -> Secret {
     let mut meta = object_meta(model, ctx, &postgres_secret_name(model), COMPONENT);
     match &ctx.postgres_password {
         Some(password) => {
+            // The one place the password is exposed: into the Secret that holds it.
+            let password = password.expose_secret();
             data.insert(
                 "password".to_owned(),
-                ByteString(password.clone().into_bytes()),
+                ByteString(password.as_bytes().to_vec()),
             );
             data.insert(
                 "url".to_owned(),

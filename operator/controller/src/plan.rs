@@ -1,0 +1,848 @@
+//! The plan step, pure: from the validated model, what was observed, the previous status and
+//! the time, decide what this reconcile does. Whether a preview expired (unless kept), whether
+//! the spec is invalid (a namespace cannot change), the gates of the rollout (the database
+//! before the migration, the migration before web and workers move to a new image), whether to
+//! prune, the status to report and when to look again. The other steps only execute it.
+
+use crate::observe::{Migration, Observed};
+use crate::status;
+use appenv_api::names::ConditionType;
+use appenv_api::{AppEnvironment, AppEnvironmentStatus};
+use appenv_core::validate::{DatabaseModel, FieldError, Invalid, Model};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt as _;
+use std::time::Duration;
+
+/// Annotation that keeps a preview past its TTL.
+pub const KEEP_ANNOTATION: &str = "appenv.dev/keep";
+
+/// While a rollout is under way the children's watches bring its changes; this is the safety
+/// net.
+const ROLLING_OUT: Duration = Duration::from_secs(30);
+
+/// What the plan is decided from.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The environment as the watch has it: its previous status, generation and annotations.
+    pub env: &'a AppEnvironment,
+    /// The validated model with what was observed of it, or why the spec is invalid.
+    pub spec: Result<(&'a Model, &'a Observed), &'a Invalid>,
+    pub now: Timestamp,
+    /// The longest wait before the next reconcile.
+    pub resync: Duration,
+}
+
+/// What this reconcile does.
+#[derive(Debug)]
+pub enum Plan<'a> {
+    /// The preview's TTL ran out: delete it, and nothing else.
+    Expire,
+    /// The spec is invalid: report it and wait for a change (what runs keeps running).
+    Invalid(Box<AppEnvironmentStatus>),
+    /// Build, apply (within the gates), prune, report.
+    Rollout(Box<Rollout<'a>>),
+}
+
+#[derive(Debug)]
+pub struct Rollout<'a> {
+    pub model: &'a Model,
+    pub gates: Gates,
+    /// The spec changed since the last status: delete the children it no longer has.
+    pub prune: bool,
+    pub status: AppEnvironmentStatus,
+    /// When to reconcile again if nothing changes before.
+    pub requeue: Duration,
+}
+
+/// The gates of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gates {
+    /// The image web and workers run: the spec's once its migration succeeded (or there is
+    /// none), else the one they ran before (`None` on a first rollout: nothing starts before
+    /// the schema exists).
+    pub workload_image: Option<String>,
+    /// The environment's database is ready (true without a PostgreSQL of its own).
+    pub database_ready: bool,
+    /// The migration Job may be applied: it needs the database.
+    pub run_migration: bool,
+    /// The `APPLIED_HASH_ANNOTATION` of the existing PostgreSQL StatefulSet, if any.
+    pub statefulset_hash: Option<String>,
+}
+
+impl Gates {
+    /// Web and workers may be applied: an image for them is decided.
+    pub fn apply_workloads(&self) -> bool {
+        self.workload_image.is_some()
+    }
+}
+
+/// Decide this reconcile.
+pub fn plan<'a>(input: &Input<'a>) -> Plan<'a> {
+    let Input {
+        env,
+        spec,
+        now,
+        resync,
+    } = *input;
+    let previous = env.status.as_ref();
+    let generation = env.metadata.generation;
+    if expired(env, now) {
+        return Plan::Expire;
+    }
+    let (model, observed) = match spec {
+        Ok(valid) => valid,
+        Err(invalid) => {
+            return Plan::Invalid(Box::new(status::invalid(
+                invalid, previous, generation, now,
+            )));
+        }
+    };
+    if let Some(invalid) = namespace_change(model, previous) {
+        return Plan::Invalid(Box::new(status::invalid(
+            &invalid, previous, generation, now,
+        )));
+    }
+    let gates = gates(model, observed, previous);
+    let status = status::compute(model, observed, &gates, previous, generation, now);
+    let requeue = requeue(&status, observed, kept(env), resync, now);
+    Plan::Rollout(Box::new(Rollout {
+        model,
+        prune: previous.and_then(|s| s.observed_generation) != generation,
+        gates,
+        status,
+        requeue,
+    }))
+}
+
+fn kept(env: &AppEnvironment) -> bool {
+    env.annotations()
+        .get(KEEP_ANNOTATION)
+        .is_some_and(|v| v == "true")
+}
+
+/// A preview past the expiry its status gives, and not kept.
+fn expired(env: &AppEnvironment, now: Timestamp) -> bool {
+    let expires = env
+        .status
+        .as_ref()
+        .and_then(|s| s.expires_at.as_ref())
+        .map(|t| t.0);
+    env.spec.preview.is_some() && !kept(env) && expires.is_some_and(|at| at <= now)
+}
+
+/// The namespace an environment owns cannot change: its data and children live there.
+fn namespace_change(model: &Model, previous: Option<&AppEnvironmentStatus>) -> Option<Invalid> {
+    let owned = previous?.namespace.as_deref()?;
+    (owned != model.namespace.name).then(|| {
+        Invalid(vec![FieldError {
+            path: "spec.namespace.name".to_owned(),
+            message: format!("immutable: the environment owns namespace {owned:?}"),
+        }])
+    })
+}
+
+fn gates(model: &Model, observed: &Observed, previous: Option<&AppEnvironmentStatus>) -> Gates {
+    let migrated = matches!(
+        observed.migration,
+        None | Some(Migration::NotConfigured | Migration::Succeeded)
+    );
+    let workload_image = if migrated {
+        Some(model.image.clone())
+    } else {
+        // The previous version keeps serving (or, on the first rollout, nothing starts before
+        // the schema exists).
+        previous.and_then(|s| s.image.clone())
+    };
+    let database_ready = match &model.database {
+        Some(DatabaseModel::Postgres(_)) => observed
+            .postgres
+            .as_ref()
+            .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= 1),
+        _ => true,
+    };
+    Gates {
+        workload_image,
+        database_ready,
+        run_migration: database_ready,
+        statefulset_hash: observed
+            .postgres
+            .as_ref()
+            .and_then(|s| s.applied_hash.as_deref().map(str::to_owned)),
+    }
+}
+
+/// At rest (or waiting for a new image after a failed migration): resync only. Rolling out:
+/// the safety net. Never past a preview's expiry, unless the preview is kept.
+fn requeue(
+    status: &AppEnvironmentStatus,
+    observed: &Observed,
+    kept: bool,
+    resync: Duration,
+    now: Timestamp,
+) -> Duration {
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == ConditionType::Ready.as_str() && c.status == "True");
+    let failed = matches!(observed.migration, Some(Migration::Failed(_)));
+    let mut next = if ready || failed {
+        resync
+    } else {
+        ROLLING_OUT.min(resync)
+    };
+    if let Some(at) = status.expires_at.as_ref().filter(|_| !kept) {
+        let until = at.0.duration_since(now).unsigned_abs();
+        next = next.min(until + Duration::from_secs(1));
+    }
+    next
+}
+
+/// The wait before a reconcile that failed `attempts` times in a row is retried: 1 s, 2 s,
+/// 4 s ... capped at 5 minutes.
+pub fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.clamp(1, 9).saturating_sub(1))
+        .min(Duration::from_secs(300))
+}
+
+/// The requeue of a plan, sooner if apply left objects to look at again.
+pub fn after_apply(requeue: Duration, look_again: Option<Duration>) -> Duration {
+    look_again.map_or(requeue, |wait| requeue.min(wait))
+}
+
+/// Environments, models and observed states for the tests of the pure steps.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::observe::{self, Migration, Observed};
+    use crate::stores::{DeploymentSnapshot, StatefulSetSnapshot};
+    use appenv_api::names::ConditionType;
+    use appenv_api::{AppEnvironment, AppEnvironmentSpec, AppEnvironmentStatus};
+    use appenv_core::settings::Settings;
+    use appenv_core::validate::{self, DatabaseModel, Model};
+    use k8s_openapi::api::apps::v1::{
+        Deployment, DeploymentSpec, DeploymentStatus, StatefulSet, StatefulSetStatus,
+    };
+    use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+    use k8s_openapi::jiff::Timestamp;
+
+    /// PostgreSQL, migrations, a worker: every gate.
+    pub const FULL: &str = "{app: shop, image: 'shop:2', workers: [{name: w, replicas: 1}], database: {postgres: {}}, migrations: {command: [migrate]}}";
+    pub const PREVIEW: &str =
+        "{app: shop, image: 'shop:2', profile: Preview, preview: {pullRequest: 7, ttl: 1h}}";
+
+    pub fn now() -> Timestamp {
+        "2026-12-01T12:00:00Z".parse().expect("timestamp")
+    }
+
+    /// An environment at generation 1 with no status yet.
+    pub fn env(yaml: &str) -> AppEnvironment {
+        let spec: AppEnvironmentSpec = serde_norway::from_str(yaml).expect("spec");
+        let mut env = AppEnvironment::new("shop-env", spec);
+        env.metadata.generation = Some(1);
+        env
+    }
+
+    pub fn model(env: &AppEnvironment) -> Model {
+        validate::validate(env, &Settings::default()).expect("valid")
+    }
+
+    /// A Deployment fully rolled out at `image` with `replicas` Pods, as its watch keeps it.
+    pub fn deployment(image: &str, replicas: i32) -> DeploymentSnapshot {
+        DeploymentSnapshot::from(&deployment_object(image, replicas))
+    }
+
+    /// A Deployment fully rolled out at `image` with `replicas` Pods.
+    pub fn deployment_object(image: &str, replicas: i32) -> Deployment {
+        Deployment {
+            metadata: ObjectMeta {
+                generation: Some(1),
+                ..ObjectMeta::default()
+            },
+            spec: Some(DeploymentSpec {
+                replicas: Some(replicas),
+                template: PodTemplateSpec {
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: "app".into(),
+                            image: Some(image.into()),
+                            ..Container::default()
+                        }],
+                        ..PodSpec::default()
+                    }),
+                    ..PodTemplateSpec::default()
+                },
+                ..DeploymentSpec::default()
+            }),
+            status: Some(DeploymentStatus {
+                observed_generation: Some(1),
+                replicas: Some(replicas),
+                updated_replicas: Some(replicas),
+                available_replicas: Some(replicas),
+                ready_replicas: Some(replicas),
+                ..DeploymentStatus::default()
+            }),
+        }
+    }
+
+    /// The PostgreSQL StatefulSet with `ready` Pods, as its watch keeps it.
+    pub fn postgres(ready: i32) -> StatefulSetSnapshot {
+        StatefulSetSnapshot::from(&postgres_object(ready))
+    }
+
+    pub fn postgres_object(ready: i32) -> StatefulSet {
+        StatefulSet {
+            status: Some(StatefulSetStatus {
+                ready_replicas: Some(ready),
+                ..StatefulSetStatus::default()
+            }),
+            ..StatefulSet::default()
+        }
+    }
+
+    /// Every Deployment rolled out at `image` (or its own), the database ready, the migration
+    /// in `migration` (if the model has migrations).
+    pub fn observed(model: &Model, image: &str, migration: Migration) -> Observed {
+        let mut observed = Observed {
+            migration: Some(match model.migrations {
+                Some(_) => migration,
+                None => Migration::NotConfigured,
+            }),
+            ..Observed::default()
+        };
+        if let Some(DatabaseModel::Postgres(_)) = model.database {
+            observed.postgres = Some(postgres(if model.suspend { 0 } else { 1 }));
+        }
+        for workload in observe::workloads(model) {
+            let replicas = if model.suspend { 0 } else { workload.replicas };
+            let image = workload.own_image.as_deref().unwrap_or(image);
+            observed
+                .deployments
+                .insert(workload.component, deployment(image, replicas));
+        }
+        observed
+    }
+
+    pub fn condition(status: &AppEnvironmentStatus, type_: ConditionType) -> &Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_.as_str())
+            .expect("condition")
+    }
+
+    /// `(status, reason)` of a condition.
+    pub fn state(status: &AppEnvironmentStatus, type_: ConditionType) -> (String, String) {
+        let c = condition(status, type_);
+        (c.status.clone(), c.reason.clone())
+    }
+
+    pub fn is(status: &str, reason: appenv_api::names::Reason) -> (String, String) {
+        (status.to_owned(), reason.as_str().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{self, FULL, PREVIEW, deployment, env, is, now, observed, state};
+    use super::*;
+    use appenv_api::Phase;
+    use appenv_api::names::Reason;
+    use appenv_core::build::APPLIED_HASH_ANNOTATION;
+    use appenv_core::validate::Invalid;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    const RESYNC: Duration = Duration::from_secs(300);
+
+    /// The environment after a reconcile of generation `observed` that ran `image`.
+    fn with_status(mut env: AppEnvironment, generation: i64, image: &str) -> AppEnvironment {
+        let model = fixtures::model(&env);
+        env.status = Some(AppEnvironmentStatus {
+            observed_generation: Some(generation),
+            namespace: Some(model.namespace.name.clone()),
+            image: Some(image.to_owned()),
+            ..AppEnvironmentStatus::default()
+        });
+        env
+    }
+
+    fn plan_of<'a>(env: &'a AppEnvironment, model: &'a Model, observed: &'a Observed) -> Plan<'a> {
+        plan(&Input {
+            env,
+            spec: Ok((model, observed)),
+            now: now(),
+            resync: RESYNC,
+        })
+    }
+
+    fn rollout<'a>(plan: Plan<'a>) -> Rollout<'a> {
+        match plan {
+            Plan::Rollout(rollout) => *rollout,
+            other => panic!("expected a rollout, got {other:?}"),
+        }
+    }
+
+    /// What a rollout decided, without the borrowed model.
+    struct Decided {
+        gates: Gates,
+        prune: bool,
+        status: AppEnvironmentStatus,
+        requeue: Duration,
+    }
+
+    fn rollout_of(env: &AppEnvironment, observed: &Observed) -> Decided {
+        let model = fixtures::model(env);
+        let r = rollout(plan_of(env, &model, observed));
+        Decided {
+            gates: r.gates,
+            prune: r.prune,
+            status: r.status,
+            requeue: r.requeue,
+        }
+    }
+
+    #[test]
+    fn a_first_rollout_waits_for_the_database_before_the_migration_and_the_workloads() {
+        let env = env(FULL);
+        let observed = Observed {
+            migration: Some(Migration::NotStarted),
+            ..Observed::default()
+        };
+        let r = rollout_of(&env, &observed);
+        assert!(!r.gates.database_ready);
+        assert!(
+            !r.gates.run_migration,
+            "the migration waits for the database"
+        );
+        assert_eq!(r.gates.workload_image, None);
+        assert!(
+            !r.gates.apply_workloads(),
+            "nothing starts before the schema"
+        );
+        assert_eq!(
+            state(&r.status, ConditionType::DatabaseReady),
+            is("False", Reason::Starting)
+        );
+        assert_eq!(
+            state(&r.status, ConditionType::MigrationsSucceeded),
+            is("False", Reason::WaitingForDatabase)
+        );
+        assert_eq!(r.status.phase, Some(Phase::Pending));
+        assert_eq!(r.requeue, ROLLING_OUT);
+    }
+
+    #[test]
+    fn a_ready_database_lets_the_migration_run_and_still_holds_the_workloads() {
+        let env = env(FULL);
+        let mut observed = Observed {
+            migration: Some(Migration::NotStarted),
+            ..Observed::default()
+        };
+        observed.postgres = Some(fixtures::postgres(1));
+        let r = rollout_of(&env, &observed);
+        assert!(r.gates.database_ready && r.gates.run_migration);
+        assert_eq!(r.gates.workload_image, None);
+        let migrations = fixtures::condition(&r.status, ConditionType::MigrationsSucceeded);
+        assert_eq!(migrations.reason, Reason::Running.as_str());
+        assert_eq!(migrations.message, "migrating to shop:2");
+    }
+
+    #[test]
+    fn a_running_migration_keeps_the_previous_image_serving() {
+        let mut env = with_status(env(FULL), 1, "shop:1");
+        env.metadata.generation = Some(2);
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:1", Migration::Running);
+        let r = rollout_of(&env, &observed);
+        assert_eq!(r.gates.workload_image.as_deref(), Some("shop:1"));
+        assert!(r.gates.apply_workloads() && r.gates.run_migration);
+        assert_eq!(r.status.image.as_deref(), Some("shop:1"));
+        assert_eq!(
+            state(&r.status, ConditionType::Ready),
+            is("False", Reason::NotReady)
+        );
+        assert_eq!(r.status.phase, Some(Phase::Progressing));
+        assert_eq!(r.requeue, ROLLING_OUT);
+    }
+
+    #[test]
+    fn a_failed_migration_degrades_keeps_the_previous_image_and_rests_until_resync() {
+        let env = with_status(env(FULL), 1, "shop:1");
+        let model = fixtures::model(&env);
+        let failed = Migration::Failed("BackoffLimitExceeded: too many retries".into());
+        let observed = observed(&model, "shop:1", failed);
+        let r = rollout_of(&env, &observed);
+        assert_eq!(r.gates.workload_image.as_deref(), Some("shop:1"));
+        let migrations = fixtures::condition(&r.status, ConditionType::MigrationsSucceeded);
+        assert_eq!(migrations.reason, Reason::Failed.as_str());
+        assert!(
+            migrations
+                .message
+                .contains("previous version keeps serving")
+        );
+        let degraded = fixtures::condition(&r.status, ConditionType::Degraded);
+        assert_eq!(degraded.status, "True");
+        assert!(
+            degraded
+                .message
+                .contains("migrations for shop:2: BackoffLimitExceeded"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(r.status.phase, Some(Phase::Degraded));
+        assert_eq!(
+            state(&r.status, ConditionType::Progressing),
+            is("False", Reason::Stalled)
+        );
+        assert_eq!(
+            r.requeue, RESYNC,
+            "a new image is a spec change: no polling"
+        );
+    }
+
+    #[test]
+    fn a_succeeded_migration_moves_web_and_workers_to_the_new_image() {
+        let env = with_status(env(FULL), 1, "shop:1");
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:1", Migration::Succeeded);
+        let r = rollout_of(&env, &observed);
+        assert_eq!(r.gates.workload_image.as_deref(), Some("shop:2"));
+        assert_eq!(r.status.image.as_deref(), Some("shop:2"));
+        // The Deployments still run shop:1: not ready until they roll.
+        assert_eq!(
+            state(&r.status, ConditionType::Ready),
+            is("False", Reason::NotReady)
+        );
+        assert_eq!(
+            state(&r.status, ConditionType::MigrationsSucceeded),
+            is("True", Reason::Succeeded)
+        );
+        assert_eq!(r.requeue, ROLLING_OUT);
+    }
+
+    #[test]
+    fn fully_rolled_out_at_the_spec_image_is_ready_and_rests_until_resync() {
+        let env = with_status(env(FULL), 1, "shop:2");
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:2", Migration::Succeeded);
+        let r = rollout_of(&env, &observed);
+        assert_eq!(
+            state(&r.status, ConditionType::Ready),
+            is("True", Reason::Ready)
+        );
+        assert_eq!(
+            state(&r.status, ConditionType::Progressing),
+            is("False", Reason::Done)
+        );
+        assert_eq!(r.status.phase, Some(Phase::Ready));
+        assert_eq!(r.requeue, RESYNC);
+        assert!(!r.prune, "the generation was seen: nothing to prune");
+    }
+
+    #[test]
+    fn without_migrations_the_spec_image_rolls_out_at_once() {
+        let env = with_status(env("{app: shop, image: 'shop:2'}"), 1, "shop:1");
+        let r = rollout_of(&env, &Observed::default());
+        assert_eq!(r.gates.workload_image.as_deref(), Some("shop:2"));
+        assert!(r.gates.database_ready && r.gates.run_migration);
+        assert_eq!(
+            state(&r.status, ConditionType::MigrationsSucceeded),
+            is("True", Reason::NotConfigured)
+        );
+        assert_eq!(
+            state(&r.status, ConditionType::DatabaseReady),
+            is("True", Reason::NotConfigured)
+        );
+    }
+
+    #[test]
+    fn an_image_change_is_not_ready_while_the_old_image_serves() {
+        let mut env = with_status(env(FULL), 1, "shop:1");
+        env.metadata.generation = Some(2);
+        let model = fixtures::model(&env);
+        // Every Deployment is fully rolled out, at the previous image.
+        let observed = observed(&model, "shop:1", Migration::NotStarted);
+        let r = rollout_of(&env, &observed);
+        assert_eq!(r.gates.workload_image.as_deref(), Some("shop:1"));
+        assert_eq!(
+            state(&r.status, ConditionType::Ready),
+            is("False", Reason::NotReady)
+        );
+        assert_eq!(r.status.phase, Some(Phase::Progressing));
+        assert!(r.prune, "a new generation prunes");
+    }
+
+    #[test]
+    fn a_spec_change_without_an_image_change_prunes_and_keeps_serving_the_image() {
+        let mut env = with_status(env(FULL), 1, "shop:2");
+        env.metadata.generation = Some(2);
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:2", Migration::Succeeded);
+        let r = rollout_of(&env, &observed);
+        assert!(r.prune);
+        assert_eq!(r.gates.workload_image.as_deref(), Some("shop:2"));
+        assert_eq!(r.status.observed_generation, Some(2));
+        assert_eq!(
+            state(&r.status, ConditionType::Ready),
+            is("True", Reason::Ready)
+        );
+    }
+
+    #[test]
+    fn a_suspended_environment_scales_to_zero_and_says_so() {
+        let yaml = "{app: shop, image: 'shop:2', suspend: true, workers: [{name: w}], redis: {}}";
+        let env = with_status(env(yaml), 1, "shop:2");
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:2", Migration::NotConfigured);
+        let r = rollout_of(&env, &observed);
+        assert!(r.status.components.iter().all(|c| c.desired == 0));
+        assert_eq!(r.status.components.len(), 3, "web, the worker, redis");
+        assert_eq!(r.status.phase, Some(Phase::Suspended));
+        assert_eq!(r.requeue, RESYNC);
+    }
+
+    fn expiring(at: Timestamp, keep: Option<&str>) -> AppEnvironment {
+        let mut env = with_status(env(PREVIEW), 1, "shop:2");
+        if let Some(status) = env.status.as_mut() {
+            status.expires_at = Some(Time(at));
+        }
+        if let Some(keep) = keep {
+            env.metadata.annotations = Some([(KEEP_ANNOTATION.to_owned(), keep.to_owned())].into());
+        }
+        env
+    }
+
+    fn past() -> Timestamp {
+        now() - Duration::from_secs(1)
+    }
+
+    #[test]
+    fn a_preview_past_its_expiry_is_deleted() {
+        let env = expiring(past(), None);
+        let model = fixtures::model(&env);
+        assert!(matches!(
+            plan_of(&env, &model, &Observed::default()),
+            Plan::Expire
+        ));
+    }
+
+    #[test]
+    fn a_preview_expires_at_the_exact_time_but_not_before() {
+        let env = expiring(now(), None);
+        let model = fixtures::model(&env);
+        assert!(matches!(
+            plan_of(&env, &model, &Observed::default()),
+            Plan::Expire
+        ));
+        let env = expiring(now() + Duration::from_secs(1), None);
+        assert!(matches!(
+            plan_of(&env, &model, &Observed::default()),
+            Plan::Rollout(_)
+        ));
+    }
+
+    #[test]
+    fn the_keep_annotation_keeps_an_expired_preview_and_its_expiry_sets_no_requeue() {
+        let env = expiring(past(), Some("true"));
+        let r = rollout_of(&env, &Observed::default());
+        assert_eq!(r.status.expires_at, Some(Time(past())), "the expiry stays");
+        assert_eq!(
+            r.requeue, ROLLING_OUT,
+            "not 1 s: the expiry is not waited for"
+        );
+    }
+
+    #[test]
+    fn only_keep_true_keeps_a_preview() {
+        let env = expiring(past(), Some("yes"));
+        let model = fixtures::model(&env);
+        assert!(matches!(
+            plan_of(&env, &model, &Observed::default()),
+            Plan::Expire
+        ));
+    }
+
+    #[test]
+    fn an_expired_preview_is_deleted_even_with_an_invalid_spec() {
+        let env = expiring(past(), None);
+        let invalid = Invalid(vec![]);
+        let plan = plan(&Input {
+            env: &env,
+            spec: Err(&invalid),
+            now: now(),
+            resync: RESYNC,
+        });
+        assert!(matches!(plan, Plan::Expire));
+    }
+
+    #[test]
+    fn an_environment_that_is_not_a_preview_never_expires() {
+        let mut env = with_status(env("{app: shop, image: 'shop:2'}"), 1, "shop:2");
+        if let Some(status) = env.status.as_mut() {
+            status.expires_at = Some(Time(past()));
+        }
+        let r = rollout_of(&env, &Observed::default());
+        assert_eq!(r.status.expires_at, None);
+    }
+
+    #[test]
+    fn a_preview_is_looked_at_again_when_it_expires() {
+        let env = expiring(now() + Duration::from_secs(10), None);
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:2", Migration::NotConfigured);
+        let r = rollout_of(&env, &observed);
+        assert_eq!(
+            state(&r.status, ConditionType::Ready),
+            is("True", Reason::Ready)
+        );
+        assert_eq!(r.requeue, Duration::from_secs(11));
+    }
+
+    #[test]
+    fn an_invalid_spec_is_reported_and_what_runs_keeps_running() {
+        let env = with_status(env(FULL), 1, "shop:1");
+        let invalid = Invalid(vec![FieldError {
+            path: "spec.web.port".into(),
+            message: "must be between 1 and 65535".into(),
+        }]);
+        let plan = plan(&Input {
+            env: &env,
+            spec: Err(&invalid),
+            now: now(),
+            resync: RESYNC,
+        });
+        let Plan::Invalid(status) = plan else {
+            panic!("expected Invalid, got {plan:?}");
+        };
+        assert_eq!(status.phase, Some(Phase::Invalid));
+        let valid = fixtures::condition(&status, ConditionType::Valid);
+        assert_eq!(
+            (valid.status.as_str(), valid.reason.as_str()),
+            ("False", "InvalidSpec")
+        );
+        assert!(valid.message.contains("spec.web.port"), "{}", valid.message);
+        assert_eq!(status.image.as_deref(), Some("shop:1"));
+        assert_eq!(
+            status.namespace,
+            env.status.as_ref().and_then(|s| s.namespace.clone())
+        );
+    }
+
+    #[test]
+    fn the_namespace_an_environment_owns_cannot_change() {
+        let mut env = with_status(env(FULL), 1, "shop:2");
+        if let Some(status) = env.status.as_mut() {
+            status.namespace = Some("elsewhere".into());
+        }
+        let model = fixtures::model(&env);
+        let observed = Observed::default();
+        let plan = plan_of(&env, &model, &observed);
+        let Plan::Invalid(status) = plan else {
+            panic!("expected Invalid, got {plan:?}");
+        };
+        let valid = fixtures::condition(&status, ConditionType::Valid);
+        assert!(valid.message.contains("immutable"), "{}", valid.message);
+        assert!(valid.message.contains("elsewhere"), "{}", valid.message);
+        assert_eq!(status.namespace.as_deref(), Some("elsewhere"));
+    }
+
+    #[test]
+    fn a_crash_looping_component_degrades_the_environment() {
+        let env = with_status(env(FULL), 1, "shop:2");
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::Succeeded);
+        observed.pod_failures.insert(
+            "web".into(),
+            "Pod shop-1 container web: CrashLoopBackOff".into(),
+        );
+        let r = rollout_of(&env, &observed);
+        let degraded = fixtures::condition(&r.status, ConditionType::Degraded);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "ComponentFailing")
+        );
+        assert_eq!(
+            degraded.message,
+            "web: Pod shop-1 container web: CrashLoopBackOff"
+        );
+        assert_eq!(r.status.phase, Some(Phase::Degraded));
+        assert_eq!(
+            r.requeue, RESYNC,
+            "ready: the failure is watched, not polled"
+        );
+    }
+
+    #[test]
+    fn a_rollout_is_looked_at_again_within_the_resync() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let observed = Observed::default();
+        let short = Duration::from_secs(10);
+        let plan = plan(&Input {
+            env: &env,
+            spec: Ok((&model, &observed)),
+            now: now(),
+            resync: short,
+        });
+        assert_eq!(rollout(plan).requeue, short);
+    }
+
+    #[test]
+    fn retries_double_from_a_second_and_stop_growing() {
+        let delays: Vec<u64> = [0, 1, 2, 3, 9, 10, 1000]
+            .map(|n| retry_delay(n).as_secs())
+            .to_vec();
+        assert_eq!(delays, [1, 1, 2, 4, 256, 256, 256]);
+    }
+
+    #[test]
+    fn objects_in_flight_bring_the_next_look_forward() {
+        let in_flight = Some(Duration::from_secs(30));
+        assert_eq!(
+            after_apply(Duration::from_secs(300), in_flight),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            after_apply(Duration::from_secs(5), in_flight),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            after_apply(Duration::from_secs(300), None),
+            Duration::from_secs(300)
+        );
+    }
+
+    #[test]
+    fn the_statefulset_hash_goes_to_apply() {
+        let env = env(FULL);
+        let mut observed = Observed::default();
+        let mut statefulset = fixtures::postgres_object(1);
+        statefulset.metadata.annotations =
+            Some([(APPLIED_HASH_ANNOTATION.to_owned(), "abc".to_owned())].into());
+        observed.postgres = Some((&statefulset).into());
+        let r = rollout_of(&env, &observed);
+        assert_eq!(r.gates.statefulset_hash.as_deref(), Some("abc"));
+        let r = rollout_of(&env, &Observed::default());
+        assert_eq!(r.gates.statefulset_hash, None);
+    }
+
+    #[test]
+    fn a_deployment_at_its_own_image_counts_as_current() {
+        let yaml = "{app: shop, image: 'shop:2', workers: [{name: side, image: 'sidecar:9'}]}";
+        let env = with_status(env(yaml), 1, "shop:2");
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::NotConfigured);
+        assert_eq!(
+            state(&rollout_of(&env, &observed).status, ConditionType::Ready),
+            is("True", Reason::Ready)
+        );
+        // The worker at the environment's image is not at its own.
+        let replicas = observed.deployments["worker-side"].replicas.unwrap_or(1);
+        observed
+            .deployments
+            .insert("worker-side".into(), deployment("shop:2", replicas));
+        assert_eq!(
+            state(&rollout_of(&env, &observed).status, ConditionType::Ready),
+            is("False", Reason::NotReady)
+        );
+    }
+}

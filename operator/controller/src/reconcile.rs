@@ -1,0 +1,250 @@
+//! One reconcile of an AppEnvironment, as a list of steps:
+//! `validate -> observe -> plan -> build -> apply -> prune -> status`. Validate, plan and build
+//! are pure; observe reads the watches' stores; only apply, prune and status write.
+
+use crate::apply::{self, Applied, Applier};
+use crate::error::{self, Error};
+use crate::events::Kind as EventType;
+use crate::observe::{self, Observed};
+use crate::plan::{self, Plan, Rollout};
+use crate::secrets::{self, SecretString};
+use crate::{Context, status};
+use appenv_api::AppEnvironment;
+use appenv_api::names::{Action as EventAction, Reason};
+use appenv_core::build::{self, Children, WildcardTls};
+use appenv_core::settings::SecretRef;
+use appenv_core::validate::{self, DatabaseModel, Invalid, Model};
+use k8s_openapi::jiff::Timestamp;
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource as _, ResourceExt as _};
+use std::sync::Arc;
+
+/// The steps, in order.
+#[tracing::instrument(skip_all, fields(environment = %env.name_any()))]
+async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let spec = match validate(env, ctx) {
+        Ok(model) => Ok(observe(ctx, model).await?),
+        Err(invalid) => Err(invalid),
+    };
+    let rollout = match plan::plan(&plan::Input {
+        env,
+        spec: spec.as_ref().map(|o| (&o.model, &o.observed)),
+        now,
+        resync: ctx.options.resync,
+    }) {
+        Plan::Expire => return expire(ctx, env).await,
+        Plan::Invalid(status) => return report_invalid(ctx, env, *status).await,
+        Plan::Rollout(rollout) => rollout,
+    };
+    let children = build(env, &rollout, spec.as_ref().ok())?;
+    let applier = Applier::new(&ctx.client, &ctx.applied, &ctx.stores);
+    let applied = apply::apply_children(&applier, &children, &rollout.gates).await?;
+    prune(ctx, env, &rollout, &applied).await?;
+    status::write(ctx, env, rollout.status).await?;
+    let next = plan::after_apply(rollout.requeue, applier.look_again());
+    Ok(Action::requeue(next))
+}
+
+fn validate(env: &AppEnvironment, ctx: &Context) -> Result<Model, Invalid> {
+    let validated = validate::validate(env, &ctx.options.settings);
+    if let Err(invalid) = &validated {
+        tracing::info!(violations = invalid.0.len(), "invalid spec");
+    }
+    validated
+}
+
+/// A valid environment with what the observe step found: the stores' view of it, and what the
+/// build needs beyond the spec. Debug shows neither secret value.
+#[derive(Debug)]
+struct Observation {
+    model: Model,
+    observed: Observed,
+    /// The database password: the credentials Secret's, or a new one when it has none (it is
+    /// written only into that Secret).
+    password: Option<SecretString>,
+    /// The wildcard certificate, for a preview when one is configured. `Err`: its Secret
+    /// (`namespace/name`) does not exist, which fails the build, not the observation (an
+    /// expired preview is deleted all the same).
+    wildcard_tls: Result<Option<WildcardTls>, String>,
+}
+
+async fn observe(ctx: &Context, model: Model) -> Result<Observation, Error> {
+    ctx.stores.ready().await.map_err(Error::Watches)?;
+    let mut observed = observe::observe(&ctx.stores, &model);
+    let password = match observed.password.take() {
+        Some(existing) => Some(existing),
+        None if matches!(model.database, Some(DatabaseModel::Postgres(_))) => {
+            Some(secrets::generate_password().map_err(Error::Password)?)
+        }
+        None => None,
+    };
+    let wildcard_tls = match (&ctx.options.settings.wildcard_tls, &model.preview) {
+        (Some(source), Some(_)) => wildcard_tls(ctx, source).map(Some),
+        _ => Ok(None),
+    };
+    Ok(Observation {
+        model,
+        observed,
+        password,
+        wildcard_tls,
+    })
+}
+
+/// The wildcard certificate's Secret, from its watch.
+fn wildcard_tls(ctx: &Context, source_ref: &SecretRef) -> Result<WildcardTls, String> {
+    let (namespace, name) = (source_ref.namespace(), source_ref.name());
+    let source = ctx
+        .stores
+        .wildcard
+        .as_ref()
+        .and_then(|store| store.get(&ObjectRef::new(name).within(namespace)))
+        .ok_or_else(|| format!("{namespace}/{name}"))?;
+    Ok(WildcardTls {
+        name: name.to_owned(),
+        type_: source.type_.clone(),
+        data: source.data.clone().unwrap_or_default(),
+    })
+}
+
+async fn expire(ctx: &Context, env: &AppEnvironment) -> Result<Action, Error> {
+    ctx.events
+        .publish(
+            &env.object_ref(&()),
+            EventType::Normal,
+            Reason::Expired.as_str(),
+            EventAction::Delete.as_str(),
+            "the preview's TTL ran out",
+        )
+        .await;
+    kube::Api::<AppEnvironment>::all(ctx.client.clone())
+        .delete(&env.name_any(), &Default::default())
+        .await
+        .map_err(Error::Expire)?;
+    ctx.forget(env);
+    Ok(Action::await_change())
+}
+
+async fn report_invalid(
+    ctx: &Context,
+    env: &AppEnvironment,
+    status: appenv_api::AppEnvironmentStatus,
+) -> Result<Action, Error> {
+    status::write(ctx, env, status).await?;
+    // Nothing to retry until the spec changes.
+    Ok(Action::await_change())
+}
+
+fn build(
+    env: &AppEnvironment,
+    rollout: &Rollout<'_>,
+    observation: Option<&Observation>,
+) -> Result<Children, Error> {
+    let wildcard_tls = match observation.map(|o| &o.wildcard_tls) {
+        Some(Err(missing)) => {
+            return Err(Error::Missing(format!("wildcard TLS Secret {missing}")));
+        }
+        Some(Ok(found)) => found.clone(),
+        None => None,
+    };
+    Ok(build::build(
+        rollout.model,
+        &build::Context {
+            // `controller_owner_ref` needs the uid, which a server-side object always has.
+            owner: env.controller_owner_ref(&()),
+            postgres_password: observation.and_then(|o| o.password.clone()),
+            workload_image: rollout.gates.workload_image.clone(),
+            wildcard_tls,
+        },
+    ))
+}
+
+async fn prune(
+    ctx: &Context,
+    env: &AppEnvironment,
+    rollout: &Rollout<'_>,
+    applied: &Applied,
+) -> Result<(), Error> {
+    if !rollout.prune {
+        return Ok(());
+    }
+    let namespace = &rollout.model.namespace.name;
+    apply::prune(
+        &ctx.client,
+        &ctx.stores,
+        namespace,
+        &env.name_any(),
+        applied,
+    )
+    .await
+}
+
+/// The controller's reconcile: a malformed object is reported and left alone; the reconcile
+/// is timed; success clears the environment's backoff.
+pub(crate) async fn reconcile_guarded(
+    guarded: Arc<DeserializeGuard<AppEnvironment>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let env = match &guarded.0 {
+        Ok(env) => env,
+        Err(invalid) => {
+            // One object that cannot be read must not stall the others: report and wait.
+            tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "undeserializable AppEnvironment");
+            return Ok(Action::await_change());
+        }
+    };
+    let timer = ctx.metrics.reconcile(&env.name_any());
+    let result = reconcile(env, &ctx).await;
+    drop(timer);
+    if result.is_ok() {
+        if let Ok(mut failures) = ctx.failures.lock() {
+            failures.remove(&env.name_any());
+        }
+        ctx.forget_if_gone(env);
+    }
+    result
+}
+
+/// A failed reconcile: counted, reported as a Warning Event whose reason is the error's
+/// category, and retried after a per-environment exponential backoff.
+pub(crate) fn error_policy(
+    guarded: Arc<DeserializeGuard<AppEnvironment>>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let name = guarded.0.as_ref().map(|e| e.name_any()).unwrap_or_default();
+    let attempts = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(name.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let delay = plan::retry_delay(attempts);
+    ctx.metrics.error(err.category());
+    if let Ok(env) = &guarded.0 {
+        ctx.forget_if_gone(env);
+    }
+    let cause = error::chain(err);
+    tracing::warn!(environment = %name, category = err.category().as_str(), error = %cause, retry_in = ?delay, "reconcile failed");
+    if let Ok(env) = &guarded.0 {
+        let env = env.clone();
+        let category = err.category().as_str();
+        tokio::spawn(async move {
+            ctx.events
+                .publish(
+                    &env.object_ref(&()),
+                    EventType::Warning,
+                    category,
+                    EventAction::Reconcile.as_str(),
+                    &cause,
+                )
+                .await;
+        });
+    }
+    Action::requeue(delay)
+}
