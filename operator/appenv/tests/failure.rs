@@ -390,7 +390,7 @@ async fn expected_children(client: &Client, fleet: &Fleet) -> Inventory {
         let model =
             appenv_core::validate::validate(&env, &appenv_core::settings::Settings::default())
                 .expect("a valid spec");
-        let children = appenv_core::build::build(&model, &appenv_core::build::Context::default());
+        let children = appenv_core::build::build(&model, &appenv_core::build::Inputs::default());
         for object in children.objects() {
             let kind = object["kind"].as_str().unwrap_or_default();
             let Some(kind) = CHECKED_KINDS.iter().find(|k| **k == kind) else {

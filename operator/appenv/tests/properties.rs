@@ -7,7 +7,7 @@
 
 use appenv::cli::render::render;
 use appenv_api::manifest;
-use appenv_core::build::{self, Context};
+use appenv_core::build::{self, Inputs};
 use appenv_core::settings::Settings;
 use appenv_core::validate::{self, FieldError, Model};
 use proptest::prelude::*;
@@ -189,11 +189,11 @@ fn is_label_value(value: &str) -> bool {
 /// A valid model builds, the same twice, into objects the API server would accept by name.
 fn check_build(model: &Model) -> Result<(), TestCaseError> {
     for ctx in [
-        Context::default(),
-        Context {
+        Inputs::default(),
+        Inputs {
             postgres_password: Some("p".repeat(32).into()),
             workload_image: Some("example.invalid/previous:1".into()),
-            ..Context::default()
+            ..Inputs::default()
         },
     ] {
         let first = no_panic("build", || build::build(model, &ctx).objects())?;
@@ -1247,7 +1247,7 @@ proptest! {
         let second = render(&text, SOURCE, &settings, false);
         prop_assert_eq!(&first, &second);
         let yaml = first.map_err(|p| TestCaseError::fail(format!("{p:?}")))?;
-        let objects = build::build(&model, &Context::default()).objects();
+        let objects = build::build(&model, &Inputs::default()).objects();
         // The rendered YAML is the built objects, in order.
         let rendered: Vec<Value> = serde_norway::Deserializer::from_str(&yaml)
             .map(|d| serde::Deserialize::deserialize(d).expect("rendered YAML reads"))

@@ -132,7 +132,7 @@ fn rendered(name: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     let env = environment(name)?;
     let model = validate::validate(&env, &Settings::default())
         .map_err(|invalid| anyhow::anyhow!("the benchmark's environment is invalid: {invalid}"))?;
-    Ok(build::build(&model, &build::Context::default()).objects())
+    Ok(build::build(&model, &build::Inputs::default()).objects())
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -151,7 +151,7 @@ fn build(
     };
     Ok(build::build(
         rollout.model,
-        &build::Context {
+        &build::Inputs {
             // `controller_owner_ref` needs the uid, which a server-side object always has.
             owner: env.controller_owner_ref(&()),
             postgres_password: observation.and_then(|o| o.password.clone()),

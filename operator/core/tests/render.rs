@@ -6,7 +6,7 @@
 
 use appenv_api::crd::{CRD_PATH, crd_yaml};
 use appenv_api::{AppEnvironment, manifest};
-use appenv_core::build::{self, Context};
+use appenv_core::build::{self, Inputs};
 use appenv_core::settings::Settings;
 use appenv_core::validate::validate;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -49,7 +49,7 @@ fn examples(invalid: bool) -> Vec<String> {
 /// Every child of each AppEnvironment in `text`, in apply order, as `appenv render` prints them
 /// (without `--with-credentials`, so nothing random).
 fn build_objects(text: &str, example: &str) -> Vec<Value> {
-    let ctx = Context {
+    let ctx = Inputs {
         owner: None,
         postgres_password: None,
         workload_image: None,

@@ -4,7 +4,7 @@
 use crate::cli::settings::SettingsArgs;
 use anyhow::Context as _;
 use appenv_api::manifest;
-use appenv_core::build::{self, Context};
+use appenv_core::build::{self, Inputs};
 use appenv_core::settings::Settings;
 use appenv_core::validate;
 use std::io::Write as _;
@@ -69,7 +69,7 @@ pub fn render(
                         continue;
                     }
                 };
-                let ctx = Context {
+                let ctx = Inputs {
                     owner: None,
                     postgres_password: password,
                     workload_image: None,

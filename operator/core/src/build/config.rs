@@ -1,7 +1,7 @@
 //! `<app>-env`: the variables appenv itself provides (Redis URLs, the embedded database's
 //! path, the environment's identity), shared by every application container.
 
-use crate::build::Context;
+use crate::build::Inputs;
 use crate::build::meta::object_meta;
 use crate::validate::{DatabaseModel, Model};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -19,7 +19,7 @@ pub fn redis_url(model: &Model) -> String {
     format!("redis://{}-redis:6379/0", model.app)
 }
 
-pub fn env_config_map(model: &Model, ctx: &Context) -> ConfigMap {
+pub fn env_config_map(model: &Model, inputs: &Inputs) -> ConfigMap {
     let mut data = BTreeMap::from([
         ("APPENV_APP".to_owned(), model.app.clone()),
         ("APPENV_ENVIRONMENT".to_owned(), model.name.clone()),
@@ -37,7 +37,7 @@ pub fn env_config_map(model: &Model, ctx: &Context) -> ConfigMap {
         data.insert(em.path_env.clone(), em.path.clone());
     }
     ConfigMap {
-        metadata: object_meta(model, ctx, &env_config_map_name(model), "config"),
+        metadata: object_meta(model, inputs, &env_config_map_name(model), "config"),
         data: Some(data),
         ..ConfigMap::default()
     }

@@ -4,7 +4,7 @@
 //! (`spec.namespace.egress`).
 
 use crate::build::meta::object_meta;
-use crate::build::{Context, Guardrails};
+use crate::build::{Guardrails, Inputs};
 use crate::validate::Model;
 use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, ResourceQuota, ResourceQuotaSpec,
@@ -45,7 +45,7 @@ fn same_namespace() -> NetworkPolicyPeer {
     }
 }
 
-pub fn guardrails(model: &Model, ctx: &Context) -> Option<Guardrails> {
+pub fn guardrails(model: &Model, inputs: &Inputs) -> Option<Guardrails> {
     let quota = model.guardrails.as_ref()?;
     let hard = quantities(&[
         ("requests.cpu", &quota.cpu),
@@ -87,7 +87,7 @@ pub fn guardrails(model: &Model, ctx: &Context) -> Option<Guardrails> {
     );
     Some(Guardrails {
         quota: ResourceQuota {
-            metadata: object_meta(model, ctx, "appenv-quota", "guardrails"),
+            metadata: object_meta(model, inputs, "appenv-quota", "guardrails"),
             spec: Some(ResourceQuotaSpec {
                 hard: Some(hard),
                 ..ResourceQuotaSpec::default()
@@ -95,7 +95,7 @@ pub fn guardrails(model: &Model, ctx: &Context) -> Option<Guardrails> {
             ..ResourceQuota::default()
         },
         limits: LimitRange {
-            metadata: object_meta(model, ctx, "appenv-defaults", "guardrails"),
+            metadata: object_meta(model, inputs, "appenv-defaults", "guardrails"),
             spec: Some(LimitRangeSpec {
                 limits: vec![LimitRangeItem {
                     type_: "Container".to_owned(),
@@ -106,7 +106,7 @@ pub fn guardrails(model: &Model, ctx: &Context) -> Option<Guardrails> {
             }),
         },
         network_policy: NetworkPolicy {
-            metadata: object_meta(model, ctx, "appenv-default-deny", "guardrails"),
+            metadata: object_meta(model, inputs, "appenv-default-deny", "guardrails"),
             spec: Some(NetworkPolicySpec {
                 pod_selector: Some(LabelSelector::default()),
                 policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),

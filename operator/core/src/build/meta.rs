@@ -1,6 +1,6 @@
 //! Names, labels and metadata shared by every child.
 
-use crate::build::Context;
+use crate::build::Inputs;
 use crate::validate::Model;
 use appenv_api::names::label;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -38,12 +38,12 @@ pub fn labels(model: &Model, component: &str) -> BTreeMap<String, String> {
 }
 
 /// Metadata of a namespaced child.
-pub fn object_meta(model: &Model, ctx: &Context, name: &str, component: &str) -> ObjectMeta {
+pub fn object_meta(model: &Model, inputs: &Inputs, name: &str, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: Some(model.namespace.name.clone()),
         labels: Some(labels(model, component)),
-        owner_references: ctx.owner.clone().map(|o| vec![o]),
+        owner_references: inputs.owner.clone().map(|o| vec![o]),
         ..ObjectMeta::default()
     }
 }

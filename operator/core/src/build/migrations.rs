@@ -1,7 +1,7 @@
 //! The migration Job: the new image runs the migration command before web and workers move
 //! to it. Named after what it runs, so a new image, command or environment is a new Job.
 
-use crate::build::Context;
+use crate::build::Inputs;
 use crate::build::meta::{hash_json, labels, object_meta};
 use crate::build::pod::{
     app_env, app_env_from, app_pod_spec, mount, pod_annotations, restricted_container,
@@ -29,7 +29,7 @@ pub fn migration_job_name(model: &Model, migrations: &MigrationsModel) -> String
     format!("{}-migrate-{}", model.app, &hash[..10])
 }
 
-pub fn job(model: &Model, ctx: &Context, config_hash: &str) -> Option<Job> {
+pub fn job(model: &Model, inputs: &Inputs, config_hash: &str) -> Option<Job> {
     let migrations = model.migrations.as_ref()?;
     let container = Container {
         name: "migrate".to_owned(),
@@ -49,7 +49,7 @@ pub fn job(model: &Model, ctx: &Context, config_hash: &str) -> Option<Job> {
     pod.restart_policy = Some("Never".to_owned());
     let mut meta = object_meta(
         model,
-        ctx,
+        inputs,
         &migration_job_name(model, migrations),
         COMPONENT,
     );

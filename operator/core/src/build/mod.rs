@@ -37,7 +37,7 @@ use serde_json::Value;
 
 /// Inputs of a build that do not come from the spec.
 #[derive(Debug, Clone, Default)]
-pub struct Context {
+pub struct Inputs {
     /// Reference to the AppEnvironment (absent when rendering offline: the operator adds it).
     pub owner: Option<OwnerReference>,
     /// The generated database password: read back from the cluster by the controller (it is
@@ -53,7 +53,7 @@ pub struct Context {
     pub wildcard_tls: Option<WildcardTls>,
 }
 
-impl Context {
+impl Inputs {
     /// The image of web and of workers that follow the environment's image.
     pub fn workload_image<'a>(&'a self, model: &'a Model) -> &'a str {
         self.workload_image.as_deref().unwrap_or(&model.image)
@@ -110,23 +110,23 @@ pub struct Web {
 }
 
 /// Build every child of the environment.
-pub fn build(model: &Model, ctx: &Context) -> Children {
-    let config = config::env_config_map(model, ctx);
+pub fn build(model: &Model, inputs: &Inputs) -> Children {
+    let config = config::env_config_map(model, inputs);
     let config_hash = meta::hash_json(&config.data);
     Children {
-        namespace: namespace::namespace(model, ctx),
-        guardrails: guardrails::guardrails(model, ctx),
-        postgres: postgres::postgres(model, ctx),
-        redis: redis::redis(model, ctx),
-        data_volume: web::data_volume(model, ctx),
-        migration: migrations::job(model, ctx, &config_hash),
+        namespace: namespace::namespace(model, inputs),
+        guardrails: guardrails::guardrails(model, inputs),
+        postgres: postgres::postgres(model, inputs),
+        redis: redis::redis(model, inputs),
+        data_volume: web::data_volume(model, inputs),
+        migration: migrations::job(model, inputs, &config_hash),
         web: Web {
-            deployment: web::deployment(model, ctx, &config_hash),
-            service: web::service(model, ctx),
-            ingress: web::ingress(model, ctx),
+            deployment: web::deployment(model, inputs, &config_hash),
+            service: web::service(model, inputs),
+            ingress: web::ingress(model, inputs),
         },
-        workers: workers::deployments(model, ctx, &config_hash),
-        wildcard_tls: tls::wildcard_copy(model, ctx),
+        workers: workers::deployments(model, inputs, &config_hash),
+        wildcard_tls: tls::wildcard_copy(model, inputs),
         config,
     }
 }
@@ -275,18 +275,18 @@ mod tests {
         let model =
             validate(&AppEnvironment::new("shop", spec), &Settings::default()).expect("valid");
         let password = "s3cretPassw0rdThatMustNotLeak123";
-        let ctx = Context {
+        let inputs = Inputs {
             postgres_password: Some(password.into()),
-            ..Context::default()
+            ..Inputs::default()
         };
-        let children = build(&model, &ctx);
+        let children = build(&model, &inputs);
         let credentials = &children.postgres.as_ref().expect("postgres").credentials;
         let data = credentials.data.as_ref().expect("data");
         assert_eq!(data["password"].0, password.as_bytes());
         assert!(String::from_utf8_lossy(&data["url"].0).contains(password));
         let postgres = children.postgres.as_ref().expect("postgres");
         for shown in [
-            format!("{ctx:?}"),
+            format!("{inputs:?}"),
             format!("{children:?}"),
             format!("{postgres:?}"),
         ] {

@@ -1,6 +1,6 @@
 //! The environment's namespace, labelled for Pod Security "restricted".
 
-use crate::build::Context;
+use crate::build::Inputs;
 use crate::build::meta::{RETAINED_LABEL, labels};
 use crate::validate::{DatabaseModel, Model};
 use appenv_api::DeletionPolicy;
@@ -16,7 +16,7 @@ pub fn retains_data(model: &Model) -> bool {
     has_volume && model.deletion_policy == DeletionPolicy::Retain
 }
 
-pub fn namespace(model: &Model, ctx: &Context) -> Namespace {
+pub fn namespace(model: &Model, inputs: &Inputs) -> Namespace {
     let mut all = model.namespace.labels.clone();
     all.extend(labels(model, "namespace"));
     for mode in ["enforce", "audit", "warn"] {
@@ -41,7 +41,7 @@ pub fn namespace(model: &Model, ctx: &Context) -> Namespace {
             labels: Some(all),
             annotations: (!model.namespace.annotations.is_empty())
                 .then(|| model.namespace.annotations.clone()),
-            owner_references: ctx.owner.clone().filter(|_| owned).map(|o| vec![o]),
+            owner_references: inputs.owner.clone().filter(|_| owned).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
         ..Namespace::default()

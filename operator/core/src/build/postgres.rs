@@ -5,7 +5,7 @@ use crate::build::config::postgres_secret_name;
 use crate::build::meta::{RETAINED_LABEL, labels, object_meta, selector};
 use crate::build::pod::{empty_dir, mount, restricted_container, restricted_pod, secret_env};
 use crate::build::web::pvc;
-use crate::build::{Context, Postgres, service};
+use crate::build::{Inputs, Postgres, service};
 use crate::validate::{DatabaseModel, Model, PostgresModel};
 use appenv_api::DeletionPolicy;
 use k8s_openapi::ByteString;
@@ -38,28 +38,28 @@ pub fn connection_url(model: &Model, pg: &PostgresModel, password: &str) -> Stri
     )
 }
 
-pub fn postgres(model: &Model, ctx: &Context) -> Option<Postgres> {
+pub fn postgres(model: &Model, inputs: &Inputs) -> Option<Postgres> {
     let Some(DatabaseModel::Postgres(pg)) = &model.database else {
         return None;
     };
     let name = service_name(model);
     Some(Postgres {
-        credentials: credentials(model, ctx, pg),
-        init: init_script(model, ctx, pg),
+        credentials: credentials(model, inputs, pg),
+        init: init_script(model, inputs, pg),
         // Headless: the StatefulSet's stable network identity.
         service: service(
-            object_meta(model, ctx, &name, COMPONENT),
+            object_meta(model, inputs, &name, COMPONENT),
             selector(model, COMPONENT),
             "postgres",
             5432,
             5432,
             true,
         ),
-        statefulset: statefulset(model, ctx, pg),
+        statefulset: statefulset(model, inputs, pg),
     })
 }
 
-fn credentials(model: &Model, ctx: &Context, pg: &PostgresModel) -> Secret {
+fn credentials(model: &Model, inputs: &Inputs, pg: &PostgresModel) -> Secret {
     let mut data: BTreeMap<String, ByteString> = [
         ("username", USER.to_owned()),
         ("database", pg.database.clone()),
@@ -69,8 +69,8 @@ fn credentials(model: &Model, ctx: &Context, pg: &PostgresModel) -> Secret {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), ByteString(v.into_bytes())))
     .collect();
-    let mut meta = object_meta(model, ctx, &postgres_secret_name(model), COMPONENT);
-    match &ctx.postgres_password {
+    let mut meta = object_meta(model, inputs, &postgres_secret_name(model), COMPONENT);
+    match &inputs.postgres_password {
         Some(password) => {
             // The one place the password is exposed: into the Secret that holds it.
             let password = password.expose_secret();
@@ -102,7 +102,7 @@ pub fn init_script_name(model: &Model) -> String {
     format!("{}-postgres-init", model.app)
 }
 
-fn init_script(model: &Model, ctx: &Context, pg: &PostgresModel) -> ConfigMap {
+fn init_script(model: &Model, inputs: &Inputs, pg: &PostgresModel) -> ConfigMap {
     // Extension names were validated as plain identifiers; quoting keeps them identifiers.
     let sql: String = pg
         .extensions
@@ -110,13 +110,13 @@ fn init_script(model: &Model, ctx: &Context, pg: &PostgresModel) -> ConfigMap {
         .map(|ext| format!("CREATE EXTENSION IF NOT EXISTS \"{ext}\";\n"))
         .collect();
     ConfigMap {
-        metadata: object_meta(model, ctx, &init_script_name(model), COMPONENT),
+        metadata: object_meta(model, inputs, &init_script_name(model), COMPONENT),
         data: Some(BTreeMap::from([("10-extensions.sql".to_owned(), sql)])),
         ..ConfigMap::default()
     }
 }
 
-fn statefulset(model: &Model, ctx: &Context, pg: &PostgresModel) -> StatefulSet {
+fn statefulset(model: &Model, inputs: &Inputs, pg: &PostgresModel) -> StatefulSet {
     let secret = postgres_secret_name(model);
     let plain = |name: &str, value: &str| EnvVar {
         name: name.to_owned(),
@@ -179,7 +179,7 @@ fn statefulset(model: &Model, ctx: &Context, pg: &PostgresModel) -> StatefulSet 
         l.insert(RETAINED_LABEL.to_owned(), "true".to_owned());
     }
     StatefulSet {
-        metadata: object_meta(model, ctx, &service_name(model), COMPONENT),
+        metadata: object_meta(model, inputs, &service_name(model), COMPONENT),
         spec: Some(StatefulSetSpec {
             replicas: Some(if model.suspend { 0 } else { 1 }),
             service_name: Some(service_name(model)),

@@ -3,7 +3,7 @@
 use crate::build::meta::{labels, object_meta, selector};
 use crate::build::pod::{empty_dir, mount, restricted_container, restricted_pod};
 use crate::build::web::{pvc, strategy};
-use crate::build::{Context, Redis, service};
+use crate::build::{Inputs, Redis, service};
 use crate::validate::Model;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -17,7 +17,7 @@ const COMPONENT: &str = "redis";
 /// The `redis` user of the official images.
 const REDIS_UID: i64 = 999;
 
-pub fn redis(model: &Model, ctx: &Context) -> Option<Redis> {
+pub fn redis(model: &Model, inputs: &Inputs) -> Option<Redis> {
     let redis = model.redis.as_ref()?;
     let name = format!("{}-redis", model.app);
     let volume_name = format!("{}-redis-data", model.app);
@@ -66,7 +66,7 @@ pub fn redis(model: &Model, ctx: &Context) -> Option<Redis> {
         ..Container::default()
     };
     let deployment = Deployment {
-        metadata: object_meta(model, ctx, &name, COMPONENT),
+        metadata: object_meta(model, inputs, &name, COMPONENT),
         spec: Some(DeploymentSpec {
             replicas: Some(if model.suspend { 0 } else { 1 }),
             revision_history_limit: Some(3),
@@ -94,7 +94,7 @@ pub fn redis(model: &Model, ctx: &Context) -> Option<Redis> {
         ..Deployment::default()
     };
     let service = service(
-        object_meta(model, ctx, &name, COMPONENT),
+        object_meta(model, inputs, &name, COMPONENT),
         selector(model, COMPONENT),
         "redis",
         6379,
@@ -104,7 +104,7 @@ pub fn redis(model: &Model, ctx: &Context) -> Option<Redis> {
     let volume = redis
         .persistence
         .as_ref()
-        .map(|storage| pvc(object_meta(model, ctx, &volume_name, COMPONENT), storage));
+        .map(|storage| pvc(object_meta(model, inputs, &volume_name, COMPONENT), storage));
     Some(Redis {
         volume,
         deployment,

@@ -2,7 +2,7 @@
 //! source Secret (read by the controller), in the preview's namespace, owned and pruned like
 //! every other child.
 
-use crate::build::Context;
+use crate::build::Inputs;
 use crate::build::meta::object_meta;
 use crate::validate::Model;
 use k8s_openapi::ByteString;
@@ -34,11 +34,11 @@ impl std::fmt::Debug for WildcardTls {
 
 /// The copy a preview gets, if a wildcard certificate is configured; none for other
 /// environments.
-pub fn wildcard_copy(model: &Model, ctx: &Context) -> Option<Secret> {
+pub fn wildcard_copy(model: &Model, inputs: &Inputs) -> Option<Secret> {
     model.preview.as_ref()?;
-    let source = ctx.wildcard_tls.as_ref()?;
+    let source = inputs.wildcard_tls.as_ref()?;
     Some(Secret {
-        metadata: object_meta(model, ctx, &source.name, COMPONENT),
+        metadata: object_meta(model, inputs, &source.name, COMPONENT),
         type_: source.type_.clone(),
         data: Some(source.data.clone()),
         ..Secret::default()
@@ -72,11 +72,11 @@ mod tests {
     #[test]
     fn a_preview_gets_a_labelled_copy_and_other_environments_none() {
         let preview = model("{app: shop, image: 'shop:1', preview: {pullRequest: 7}}");
-        let ctx = Context {
+        let inputs = Inputs {
             wildcard_tls: Some(source()),
-            ..Context::default()
+            ..Inputs::default()
         };
-        let copy = wildcard_copy(&preview, &ctx).expect("a copy");
+        let copy = wildcard_copy(&preview, &inputs).expect("a copy");
         assert_eq!(copy.metadata.name.as_deref(), Some("wildcard"));
         assert_eq!(
             copy.metadata.namespace,
@@ -89,9 +89,9 @@ mod tests {
             labels.get(appenv_api::names::label::ENVIRONMENT),
             Some(&preview.name)
         );
-        assert_eq!(wildcard_copy(&preview, &Context::default()), None);
+        assert_eq!(wildcard_copy(&preview, &Inputs::default()), None);
         let production = model("{app: shop, image: 'shop:1'}");
-        assert_eq!(wildcard_copy(&production, &ctx), None);
+        assert_eq!(wildcard_copy(&production, &inputs), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The web component: Deployment, Service, Ingress, and the embedded database's volume.
 
-use crate::build::Context;
+use crate::build::Inputs;
 use crate::build::meta::{RETAINED_LABEL, object_meta, selector};
 use crate::build::pod::{
     app_env, app_env_from, app_pod_spec, mount, pod_annotations, restricted_container,
@@ -76,11 +76,11 @@ pub fn pvc(meta: ObjectMeta, storage: &StorageModel) -> PersistentVolumeClaim {
     }
 }
 
-pub fn data_volume(model: &Model, ctx: &Context) -> Option<PersistentVolumeClaim> {
+pub fn data_volume(model: &Model, inputs: &Inputs) -> Option<PersistentVolumeClaim> {
     let Some(DatabaseModel::Embedded(em)) = &model.database else {
         return None;
     };
-    let mut meta = object_meta(model, ctx, &data_volume_name(model), "database");
+    let mut meta = object_meta(model, inputs, &data_volume_name(model), "database");
     if model.deletion_policy == DeletionPolicy::Retain {
         // Not owned: it must survive its environment (see `RETAINED_LABEL`).
         meta.owner_references = None;
@@ -91,7 +91,7 @@ pub fn data_volume(model: &Model, ctx: &Context) -> Option<PersistentVolumeClaim
     Some(pvc(meta, &em.storage))
 }
 
-pub fn deployment(model: &Model, ctx: &Context, config_hash: &str) -> Deployment {
+pub fn deployment(model: &Model, inputs: &Inputs, config_hash: &str) -> Deployment {
     let web = &model.web;
     let mut volumes = Vec::new();
     let mut mounts = vec![mount("tmp", "/tmp")];
@@ -108,7 +108,7 @@ pub fn deployment(model: &Model, ctx: &Context, config_hash: &str) -> Deployment
     }
     let container = Container {
         name: COMPONENT.to_owned(),
-        image: Some(ctx.workload_image(model).to_owned()),
+        image: Some(inputs.workload_image(model).to_owned()),
         image_pull_policy: model.pull_policy.clone(),
         command: (!web.command.is_empty()).then(|| web.command.clone()),
         args: (!web.args.is_empty()).then(|| web.args.clone()),
@@ -130,7 +130,7 @@ pub fn deployment(model: &Model, ctx: &Context, config_hash: &str) -> Deployment
     let mut pod = app_pod_spec(model, volumes);
     pod.containers = vec![container];
     Deployment {
-        metadata: object_meta(model, ctx, &model.app, COMPONENT),
+        metadata: object_meta(model, inputs, &model.app, COMPONENT),
         spec: Some(DeploymentSpec {
             replicas: Some(if model.suspend { 0 } else { web.replicas }),
             revision_history_limit: Some(5),
@@ -153,9 +153,9 @@ pub fn deployment(model: &Model, ctx: &Context, config_hash: &str) -> Deployment
     }
 }
 
-pub fn service(model: &Model, ctx: &Context) -> Service {
+pub fn service(model: &Model, inputs: &Inputs) -> Service {
     crate::build::service(
-        object_meta(model, ctx, &model.app, COMPONENT),
+        object_meta(model, inputs, &model.app, COMPONENT),
         selector(model, COMPONENT),
         "http",
         model.web.service_port,
@@ -164,9 +164,9 @@ pub fn service(model: &Model, ctx: &Context) -> Service {
     )
 }
 
-pub fn ingress(model: &Model, ctx: &Context) -> Option<Ingress> {
+pub fn ingress(model: &Model, inputs: &Inputs) -> Option<Ingress> {
     let ing = model.web.ingress.as_ref()?;
-    let mut meta = object_meta(model, ctx, &model.app, COMPONENT);
+    let mut meta = object_meta(model, inputs, &model.app, COMPONENT);
     let mut annotations = ing.annotations.clone();
     let tls_secret = match &ing.tls {
         None => None,

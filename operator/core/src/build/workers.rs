@@ -1,6 +1,6 @@
 //! Worker Deployments (`<app>-<worker>`), independent of web and of each other.
 
-use crate::build::Context;
+use crate::build::Inputs;
 use crate::build::meta::{labels, object_meta, selector};
 use crate::build::pod::{
     app_env, app_env_from, app_pod_spec, mount, pod_annotations, restricted_container,
@@ -24,15 +24,20 @@ fn worker_selector(model: &Model, worker: &WorkerModel) -> BTreeMap<String, Stri
     s
 }
 
-pub fn deployments(model: &Model, ctx: &Context, config_hash: &str) -> Vec<Deployment> {
+pub fn deployments(model: &Model, inputs: &Inputs, config_hash: &str) -> Vec<Deployment> {
     model
         .workers
         .iter()
-        .map(|w| deployment(model, ctx, w, config_hash))
+        .map(|w| deployment(model, inputs, w, config_hash))
         .collect()
 }
 
-fn deployment(model: &Model, ctx: &Context, worker: &WorkerModel, config_hash: &str) -> Deployment {
+fn deployment(
+    model: &Model,
+    inputs: &Inputs,
+    worker: &WorkerModel,
+    config_hash: &str,
+) -> Deployment {
     let mut env = worker.env.clone();
     if let Some((var, value)) = &worker.concurrency {
         env.push(EnvVar {
@@ -47,7 +52,7 @@ fn deployment(model: &Model, ctx: &Context, worker: &WorkerModel, config_hash: &
             worker
                 .image
                 .clone()
-                .unwrap_or_else(|| ctx.workload_image(model).to_owned()),
+                .unwrap_or_else(|| inputs.workload_image(model).to_owned()),
         ),
         image_pull_policy: model.pull_policy.clone(),
         command: (!worker.command.is_empty()).then(|| worker.command.clone()),
@@ -63,7 +68,7 @@ fn deployment(model: &Model, ctx: &Context, worker: &WorkerModel, config_hash: &
     pod.containers = vec![container];
     let mut pod_labels = labels(model, "worker");
     pod_labels.insert(WORKER_LABEL.to_owned(), worker.name.clone());
-    let mut meta = object_meta(model, ctx, &worker_name(model, worker), "worker");
+    let mut meta = object_meta(model, inputs, &worker_name(model, worker), "worker");
     if let Some(l) = meta.labels.as_mut() {
         l.insert(WORKER_LABEL.to_owned(), worker.name.clone());
     }
