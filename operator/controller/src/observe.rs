@@ -156,9 +156,7 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
     if let Some(DatabaseModel::Postgres(_)) = &model.database {
         observed.password = stores
             .get::<Secret>(ns, &build::postgres_secret_name(model))
-            .and_then(|s| s.password)
-            .filter(|p| !p.is_empty())
-            .map(SecretString::from);
+            .and_then(|s| s.password);
         observed.postgres = stores.get::<StatefulSet>(ns, &build::postgres_service_name(model));
     }
     observed.migration = Some(match &model.migrations {

@@ -3,6 +3,7 @@
 //! k8s-openapi object, so a field that is not kept cannot be read by mistake as if it were
 //! empty.
 
+use crate::secrets::SecretString;
 use appenv_api::names::{ChildKind, label};
 use appenv_core::build::APPLIED_HASH_ANNOTATION;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, StatefulSet};
@@ -212,11 +213,12 @@ impl From<&PersistentVolumeClaim> for ClaimSnapshot {
     }
 }
 
-/// A Secret: its generated `password`, if it has one. No Debug: it holds the password.
-#[derive(Clone)]
+/// A Secret: its generated `password`, if it has one (a [`SecretString`]: Debug does not show
+/// it).
+#[derive(Debug, Clone)]
 pub struct SecretSnapshot {
     pub meta: Meta,
-    pub password: Option<String>,
+    pub password: Option<SecretString>,
 }
 
 impl From<&Secret> for SecretSnapshot {
@@ -227,7 +229,9 @@ impl From<&Secret> for SecretSnapshot {
                 .data
                 .as_ref()
                 .and_then(|d| d.get("password"))
-                .and_then(|p| String::from_utf8(p.0.clone()).ok()),
+                .and_then(|p| String::from_utf8(p.0.clone()).ok())
+                .filter(|p| !p.is_empty())
+                .map(SecretString::from),
         }
     }
 }
