@@ -7,12 +7,13 @@ use crate::build::pod::{
     app_env, app_env_from, app_pod_spec, mount, pod_annotations, restricted_container,
 };
 use crate::validate::{MigrationsModel, Model};
+use appenv_api::names::Component;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
 
-const COMPONENT: &str = "migrations";
+const COMPONENT: &str = Component::Migrations.as_str();
 /// The image a migration Job runs, on the Job itself.
 pub const IMAGE_ANNOTATION: &str = "appenv.dev/image";
 

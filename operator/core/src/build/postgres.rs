@@ -8,6 +8,7 @@ use crate::build::web::pvc;
 use crate::build::{Inputs, Postgres, service};
 use crate::validate::{DatabaseModel, Model, PostgresModel};
 use appenv_api::DeletionPolicy;
+use appenv_api::names::Component;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
@@ -18,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use secrecy::ExposeSecret as _;
 use std::collections::BTreeMap;
 
-const COMPONENT: &str = "postgres";
+const COMPONENT: &str = Component::Postgres.as_str();
 pub const USER: &str = "app";
 /// The `postgres` user of the official images.
 const POSTGRES_UID: i64 = 999;

@@ -5,6 +5,7 @@ use crate::build::pod::{empty_dir, mount, restricted_container, restricted_pod};
 use crate::build::web::{pvc, strategy};
 use crate::build::{Inputs, Redis, service};
 use crate::validate::Model;
+use appenv_api::names::Component;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
@@ -13,7 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-const COMPONENT: &str = "redis";
+const COMPONENT: &str = Component::Redis.as_str();
 /// The `redis` user of the official images.
 const REDIS_UID: i64 = 999;
 

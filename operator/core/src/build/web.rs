@@ -6,6 +6,7 @@ use crate::build::pod::{
     app_env, app_env_from, app_pod_spec, mount, pod_annotations, restricted_container,
 };
 use crate::validate::{DatabaseModel, Model, ProbeModel, StorageModel, TlsModel};
+use appenv_api::names::Component;
 use appenv_api::{DeletionPolicy, IssuerKind};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
@@ -21,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
-pub const COMPONENT: &str = "web";
+pub const COMPONENT: &str = Component::Web.as_str();
 
 pub fn data_volume_name(model: &Model) -> String {
     format!("{}-data", model.app)

@@ -1,7 +1,7 @@
 //! `spec.database`: exactly one of a Postgres StatefulSet, an embedded database file on a
 //! volume, or an external database named by a Secret; and what becomes of the data.
 
-use super::rules::{Errors, is_dns_subdomain, profile_resources};
+use super::rules::{Errors, Workload, is_dns_subdomain, profile_resources};
 use super::{DEFAULT_POSTGRES_IMAGE, DatabaseModel, EmbeddedModel, PostgresModel};
 use appenv_api::field::truncate;
 use appenv_api::{
@@ -111,7 +111,7 @@ fn postgres(spec: &AppEnvironmentSpec, pg: &PostgresSpec, errors: &mut Errors) -
     let resources = pg
         .resources
         .clone()
-        .unwrap_or_else(|| profile_resources(spec.profile, "postgres"));
+        .unwrap_or_else(|| profile_resources(spec.profile, Workload::Postgres));
     errors.resources("spec.database.postgres.resources", &resources);
     PostgresModel {
         image: pg

@@ -1,6 +1,6 @@
 //! `spec.redis`: a Redis Deployment, the variables that carry its URL, and its volume.
 
-use super::rules::{Errors, profile_resources};
+use super::rules::{Errors, Workload, profile_resources};
 use super::{DEFAULT_REDIS_IMAGE, REDIS_URL_ENV, RedisModel};
 use appenv_api::AppEnvironmentSpec;
 use appenv_api::field::truncate;
@@ -21,7 +21,7 @@ pub(super) fn redis(spec: &AppEnvironmentSpec, errors: &mut Errors) -> Option<Re
     let resources = r
         .resources
         .clone()
-        .unwrap_or_else(|| profile_resources(spec.profile, "redis"));
+        .unwrap_or_else(|| profile_resources(spec.profile, Workload::Redis));
     errors.resources("spec.redis.resources", &resources);
     Some(RedisModel {
         image: r

@@ -179,17 +179,25 @@ pub(super) fn is_label_value(value: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
 }
 
+/// What a profile sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Workload {
+    Web,
+    Worker,
+    Redis,
+    Postgres,
+}
+
 /// Resources a profile gives a component that sets none: (requests cpu, memory, limits cpu, memory).
-pub(super) fn profile_resources(profile: Profile, component: &str) -> ResourceRequirements {
-    let (rc, rm, lc, lm) = match (profile, component) {
-        (Profile::Preview, "web") => ("50m", "128Mi", "500m", "512Mi"),
-        (Profile::Preview, "worker") => ("100m", "256Mi", "500m", "512Mi"),
-        (Profile::Preview, "redis") => ("50m", "128Mi", "200m", "256Mi"),
-        (Profile::Preview, _) => ("100m", "256Mi", "1", "1Gi"),
-        (Profile::Production, "web") => ("250m", "512Mi", "1", "1Gi"),
-        (Profile::Production, "worker") => ("250m", "512Mi", "1", "1Gi"),
-        (Profile::Production, "redis") => ("100m", "256Mi", "500m", "512Mi"),
-        (Profile::Production, _) => ("250m", "512Mi", "2", "2Gi"),
+pub(super) fn profile_resources(profile: Profile, workload: Workload) -> ResourceRequirements {
+    let (rc, rm, lc, lm) = match (profile, workload) {
+        (Profile::Preview, Workload::Web) => ("50m", "128Mi", "500m", "512Mi"),
+        (Profile::Preview, Workload::Worker) => ("100m", "256Mi", "500m", "512Mi"),
+        (Profile::Preview, Workload::Redis) => ("50m", "128Mi", "200m", "256Mi"),
+        (Profile::Preview, Workload::Postgres) => ("100m", "256Mi", "1", "1Gi"),
+        (Profile::Production, Workload::Web | Workload::Worker) => ("250m", "512Mi", "1", "1Gi"),
+        (Profile::Production, Workload::Redis) => ("100m", "256Mi", "500m", "512Mi"),
+        (Profile::Production, Workload::Postgres) => ("250m", "512Mi", "2", "2Gi"),
     };
     let pair = |cpu: &str, memory: &str| {
         BTreeMap::from([

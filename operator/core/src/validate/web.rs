@@ -2,7 +2,7 @@
 
 use super::database::engine_name;
 use super::rules::{
-    Errors, Reserved, check_annotations, check_env, is_dns_subdomain, profile_resources,
+    Errors, Reserved, Workload, check_annotations, check_env, is_dns_subdomain, profile_resources,
 };
 use super::{IngressModel, PreviewModel, ProbeModel, TlsModel, WebModel};
 use crate::settings::Settings;
@@ -53,7 +53,7 @@ pub(super) fn web(spec: &AppEnvironmentSpec, around: &Around<'_>, errors: &mut E
     let web_resources = web_spec
         .resources
         .clone()
-        .unwrap_or_else(|| profile_resources(spec.profile, "web"));
+        .unwrap_or_else(|| profile_resources(spec.profile, Workload::Web));
     errors.resources("spec.web.resources", &web_resources);
     check_env("spec.web.env", &web_spec.env, around.reserved, errors);
     let ingress = web_spec

@@ -1,7 +1,7 @@
 //! `spec.workers[]`: background processes, each its own Deployment.
 
 use super::WorkerModel;
-use super::rules::{Errors, Reserved, check_annotations, check_env, profile_resources};
+use super::rules::{Errors, Reserved, Workload, check_annotations, check_env, profile_resources};
 use appenv_api::field::truncate;
 use appenv_api::{AppEnvironmentSpec, Profile, WorkerSpec};
 use std::collections::BTreeSet;
@@ -75,7 +75,7 @@ fn worker(
     let resources = w
         .resources
         .clone()
-        .unwrap_or_else(|| profile_resources(spec.profile, "worker"));
+        .unwrap_or_else(|| profile_resources(spec.profile, Workload::Worker));
     errors.resources(&at("resources"), &resources);
     check_env(&at("env"), &w.env, reserved, errors);
     check_annotations(&at("podAnnotations"), &w.pod_annotations, errors);
