@@ -110,6 +110,7 @@ names! {
         Degraded => "Degraded",
         MigrationFailed => "MigrationFailed",
         Expired => "Expired",
+        Suspended => "Suspended",
     }
 }
 

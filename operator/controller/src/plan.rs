@@ -600,6 +600,29 @@ mod tests {
         assert_eq!(r.requeue, RESYNC);
     }
 
+    #[test]
+    fn a_suspended_environment_with_its_own_postgres_reaches_suspended() {
+        let yaml = "{app: shop, image: 'shop:2', suspend: true, database: {postgres: {}}}";
+        let env = with_status(env(yaml), 1, "shop:2");
+        let model = fixtures::model(&env);
+        let observed = observed(&model, "shop:2", Migration::NotConfigured);
+        assert_eq!(
+            observed.postgres.as_ref().and_then(|p| p.ready_replicas),
+            Some(0)
+        );
+        let r = rollout_of(&env, &observed);
+        assert_eq!(r.status.phase, Some(Phase::Suspended));
+        assert_eq!(
+            state(&r.status, ConditionType::DatabaseReady),
+            is("True", Reason::Suspended)
+        );
+        assert!(
+            !r.gates.run_migration,
+            "no migration against a stopped database"
+        );
+        assert_eq!(r.requeue, RESYNC);
+    }
+
     fn expiring(at: Timestamp, keep: Option<&str>) -> AppEnvironment {
         let mut env = with_status(env(PREVIEW), 1, "shop:2");
         if let Some(status) = env.status.as_mut() {

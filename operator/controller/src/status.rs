@@ -213,6 +213,13 @@ fn database(model: &Model, observed: &Observed, gates: &Gates) -> Cond {
         Some(DatabaseModel::Postgres(_)) if gates.database_ready => {
             ok(Reason::Ready, "PostgreSQL is ready".to_owned())
         }
+        // Suspended, PostgreSQL is scaled to 0 like everything else: that is the state asked
+        // for, not one to wait for (its volume and data stay).
+        Some(DatabaseModel::Postgres(_)) if model.suspend => ok(
+            Reason::Suspended,
+            "PostgreSQL is scaled to 0 while the environment is suspended; its data stays"
+                .to_owned(),
+        ),
         Some(DatabaseModel::Postgres(_)) => waiting(
             Reason::Starting,
             "waiting for PostgreSQL to become ready".to_owned(),
