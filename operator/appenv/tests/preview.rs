@@ -507,3 +507,63 @@ async fn down_names_what_blocks_the_namespace() {
     );
     assert!(again.status.success(), "{}", text(&again.stderr));
 }
+
+const TYPO: [&str; 10] = [
+    "preview",
+    "up",
+    "--app",
+    "typo",
+    "--pr",
+    "3",
+    "--image",
+    "example.invalid/typo:1",
+    "--set",
+    "web.replicaz=2",
+];
+
+#[test]
+fn a_misspelt_set_is_refused_before_any_connection() {
+    // A kubeconfig that does not exist: had `up` tried to connect, it would say so instead.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_appenv"))
+        .args(TYPO)
+        .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run appenv");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "error: --set web.replicaz=2: web.replicaz is not a field of the AppEnvironment spec; did you mean web.replicas?"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelt_or_invalid_set_creates_nothing() {
+    let client = common::client().await;
+    operator(&client).await;
+    let api: Api<appenv_api::AppEnvironment> = Api::all(client.clone());
+    let typo = appenv(&TYPO, None);
+    let stderr = text(&typo.stderr);
+    assert!(!typo.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("web.replicaz is not a field") && stderr.contains("web.replicas?"),
+        "{stderr}"
+    );
+    // Well spelt but against a rule: validation names the field and the rule.
+    let mut invalid = TYPO;
+    invalid[9] = "preview.ttl=soon";
+    let rule = appenv(&invalid, None);
+    let stderr = text(&rule.stderr);
+    assert!(!rule.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the preview spec is invalid")
+            && stderr.contains("spec.preview.ttl: \"soon\" must be a positive number"),
+        "{stderr}"
+    );
+    assert!(
+        api.get_opt("typo-pr-3").await.expect("get").is_none(),
+        "a refused preview was created"
+    );
+}

@@ -15,6 +15,8 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+mod set_path;
+
 const FIELD_MANAGER: &str = "appenv-preview";
 pub const PREVIEW_LABEL: &str = "appenv.dev/preview";
 pub const APP_LABEL: &str = "appenv.dev/app";
@@ -45,7 +47,10 @@ pub struct UpArgs {
     /// data deletion policy are dropped: a preview gets its own host and its data goes with it.
     #[arg(long, short = 'f')]
     pub file: Option<PathBuf>,
-    /// Set a spec field, e.g. `web.replicas=1` or `workers.0.concurrency=2` (repeatable).
+    /// Set a spec field, e.g. `web.replicas=1`; a list item by its index, as `workers.0.replicas=2`
+    /// or `workers[0].replicas=2` (repeatable). A path the spec does not have, an index past the
+    /// end of a list or a field of a scalar is an error, and so is a resulting spec that is not
+    /// valid: nothing is sent to the cluster then.
     #[arg(long = "set", value_name = "PATH=VALUE")]
     pub set: Vec<String>,
     /// Delete the preview this long after its last update, e.g. 72h.
@@ -84,46 +89,6 @@ pub struct ListArgs {
 
 pub fn preview_name(app: &str, pr: u32) -> String {
     format!("{app}-pr-{pr}")
-}
-
-/// Set `path` (dots; numbers index lists) in `spec` to `value` (read as YAML: `2` is a number).
-fn set_path(spec: &mut Value, assignment: &str) -> anyhow::Result<()> {
-    let (path, raw) = assignment
-        .split_once('=')
-        .with_context(|| format!("--set {assignment:?}: expected PATH=VALUE"))?;
-    let value: Value =
-        serde_norway::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_owned()));
-    let path = path.strip_prefix("spec.").unwrap_or(path);
-    let segments: Vec<&str> = path.split('.').collect();
-    if segments.iter().any(|s| s.is_empty()) {
-        bail!("--set {assignment:?}: empty path segment");
-    }
-    let mut node = spec;
-    for (i, segment) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        node = match (segment.parse::<usize>(), node) {
-            (Ok(index), Value::Array(items)) => {
-                let len = items.len();
-                items.get_mut(index).with_context(|| {
-                    format!("--set {assignment:?}: index {index} out of range ({len} items)")
-                })?
-            }
-            (Ok(index), node) if node.is_null() => {
-                bail!("--set {assignment:?}: index {index} into a list the spec does not have")
-            }
-            (_, node) => {
-                if !node.is_object() {
-                    *node = json!({});
-                }
-                let map = node.as_object_mut().context("object")?;
-                map.entry(segment.to_string()).or_insert(Value::Null)
-            }
-        };
-        if last {
-            *node = value.clone();
-        }
-    }
-    Ok(())
 }
 
 /// The AppEnvironment of a pull request's preview.
@@ -191,8 +156,17 @@ pub fn preview_object(args: &UpArgs, base: Option<&str>) -> anyhow::Result<Value
         preview["ttl"] = json!(ttl);
     }
     spec["preview"] = preview;
-    for assignment in &args.set {
-        set_path(&mut spec, assignment)?;
+    if !args.set.is_empty() {
+        let schema = set_path::spec_schema().context("the CRD has no schema for spec")?;
+        let refused: Vec<String> = args
+            .set
+            .iter()
+            .filter_map(|assignment| set_path::set(&mut spec, &schema, assignment).err())
+            .map(|err| err.to_string())
+            .collect();
+        if !refused.is_empty() {
+            bail!("{}", refused.join("\n"));
+        }
     }
     Ok(json!({
         "apiVersion": "appenv.dev/v1alpha1",
@@ -311,29 +285,43 @@ fn github_output(url: Option<&str>, namespace: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn up(client: &Client, args: UpArgs) -> anyhow::Result<bool> {
+/// The preview's AppEnvironment, read back by the strict manifest reader and validated as
+/// `appenv render` does, so that nothing goes to the cluster that the server would drop or the
+/// operator refuse. The operator's domain is not known here, so a host is not required.
+pub fn checked_preview(args: &UpArgs, base: Option<&str>) -> anyhow::Result<Value> {
+    let object = preview_object(args, base)?;
+    let text = serde_json::to_string(&object).context("serializing the preview")?;
+    let env = manifest::parse(&text)
+        .into_iter()
+        .next()
+        .context("the preview is empty")?
+        .map_err(|read| read.errors.iter().map(ToString::to_string).collect());
+    let settings = Settings {
+        preview_domain: Some("preview.invalid".parse()?),
+        ..Settings::default()
+    };
+    let problems: Vec<String> = match env {
+        Ok(env) => match validate::validate(&env, &settings) {
+            Ok(_) => return Ok(object),
+            Err(invalid) => invalid.0.iter().map(ToString::to_string).collect(),
+        },
+        Err(problems) => problems,
+    };
+    bail!("the preview spec is invalid:\n  {}", problems.join("\n  "))
+}
+
+/// Read the base file and build the checked preview: all before the cluster is contacted.
+fn prepare_up(args: &UpArgs) -> anyhow::Result<Value> {
     let base = match &args.file {
         Some(path) => Some(
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
         ),
         None => None,
     };
-    let object = preview_object(&args, base.as_deref())?;
-    // Catch what can be caught before the cluster does; the operator's domain is not known
-    // here, so a host is not required.
-    let env: AppEnvironment =
-        serde_json::from_value(object.clone()).context("building the preview")?;
-    let settings = Settings {
-        preview_domain: Some("preview.invalid".parse()?),
-        ..Settings::default()
-    };
-    if let Err(invalid) = validate::validate(&env, &settings) {
-        eprintln!("error: the preview spec is invalid:");
-        for error in &invalid.0 {
-            eprintln!("  {error}");
-        }
-        return Ok(false);
-    }
+    checked_preview(args, base.as_deref())
+}
+
+async fn up(client: &Client, args: UpArgs, object: Value) -> anyhow::Result<bool> {
     let name = preview_name(&args.app, args.pr);
     let api: Api<AppEnvironment> = Api::all(client.clone());
     let existed = api.get_opt(&name).await?.is_some();
@@ -613,15 +601,23 @@ async fn require_crd(client: &Client) -> anyhow::Result<()> {
     }
 }
 
-pub async fn run(command: PreviewCommand) -> anyhow::Result<bool> {
+async fn connect() -> anyhow::Result<Client> {
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     require_crd(&client).await?;
+    Ok(client)
+}
+
+pub async fn run(command: PreviewCommand) -> anyhow::Result<bool> {
     match command {
-        PreviewCommand::Up(args) => up(&client, args).await,
-        PreviewCommand::Down(args) => down(&client, args).await,
-        PreviewCommand::List(args) => list(&client, args).await,
+        PreviewCommand::Up(args) => {
+            // A preview that cannot work is refused before any request, so nothing is created.
+            let object = prepare_up(&args)?;
+            up(&connect().await?, args, object).await
+        }
+        PreviewCommand::Down(args) => down(&connect().await?, args).await,
+        PreviewCommand::List(args) => list(&connect().await?, args).await,
     }
 }
 
@@ -680,10 +676,51 @@ mod tests {
 
     #[test]
     fn set_reports_bad_paths_and_mismatched_apps() {
-        assert!(preview_object(&args(&["workers.5.replicas=1"]), None).is_err());
-        assert!(preview_object(&args(&["novalue"]), None).is_err());
+        let err = preview_object(&args(&["workers.5.replicas=1"]), None).expect_err("no workers");
+        assert_eq!(
+            err.to_string(),
+            "--set workers.5.replicas=1: workers.5: the spec has no workers list to index (set the whole list instead)"
+        );
+        let err = preview_object(&args(&["novalue"]), None).expect_err("no value");
+        assert_eq!(err.to_string(), "--set novalue: expected PATH=VALUE");
         let base = "apiVersion: appenv.dev/v1alpha1\nkind: AppEnvironment\nmetadata: {name: x}\nspec: {app: other, image: 'i:1'}\n";
         let err = preview_object(&args(&[]), Some(base)).expect_err("app mismatch");
         assert!(err.to_string().contains("does not match spec.app"), "{err}");
+    }
+
+    #[test]
+    fn every_refused_set_is_reported_at_once() {
+        let err = preview_object(
+            &args(&["web.replicaz=2", "imgae=x", "web.replicas=1"]),
+            None,
+        )
+        .expect_err("typos");
+        assert_eq!(
+            err.to_string(),
+            "--set web.replicaz=2: web.replicaz is not a field of the AppEnvironment spec; did you mean web.replicas?\n\
+             --set imgae=x: imgae is not a field of the AppEnvironment spec; did you mean image?"
+        );
+    }
+
+    #[test]
+    fn a_preview_is_read_strictly_and_validated_before_it_is_sent() {
+        // A value of the wrong type: the strict reader names the field.
+        let err = checked_preview(&args(&["web.replicas=many"]), None).expect_err("type");
+        let message = format!("{err:#}");
+        assert!(
+            message.starts_with("the preview spec is invalid:\n  spec.web.replicas: "),
+            "{message}"
+        );
+        // A well-typed value that breaks a rule: validation names the field and the rule.
+        let err = checked_preview(&args(&["preview.ttl=soon"]), None).expect_err("rule");
+        let message = format!("{err:#}");
+        assert!(
+            message.contains(
+                "spec.preview.ttl: \"soon\" must be a positive number followed by s, m, h or d"
+            ),
+            "{message}"
+        );
+        let object = checked_preview(&args(&["web.replicas=2"]), None).expect("valid");
+        assert_eq!(object["spec"]["web"]["replicas"], 2);
     }
 }
