@@ -1,6 +1,7 @@
-//! The local control plane cleans up after itself, and `appenv dev` works as a newcomer uses it.
+//! The local control plane cleans up after itself, runs kube-controller-manager with the client
+//! rate it is given, and `appenv dev` works as a newcomer uses it.
 
-use appenv_localcluster::{ControlPlane, StartOptions};
+use appenv_localcluster::{ClientRate, ControlPlane, Process, StartOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -30,6 +31,27 @@ fn children_of(parent: u32) -> Vec<u32> {
         }
     }
     children
+}
+
+/// The command line of a running process, one argument per element.
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .expect("read /proc/PID/cmdline")
+        .split(|b| *b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
+}
+
+/// The command line of the kube-controller-manager among `pids`.
+fn controller_manager_cmdline(pids: &[u32]) -> Vec<String> {
+    pids.iter()
+        .map(|pid| cmdline(*pid))
+        .find(|args| {
+            args.first()
+                .is_some_and(|program| program.ends_with("/kube-controller-manager"))
+        })
+        .unwrap_or_else(|| panic!("no kube-controller-manager among {pids:?}"))
 }
 
 /// Poll (the processes give no event to watch) until no pid in `pids` is alive.
@@ -64,20 +86,50 @@ async fn dropping_a_control_plane_stops_its_processes_and_removes_its_files() {
     assert!(!dir.exists(), "{} left behind", dir.display());
 }
 
+#[tokio::test]
+async fn the_controller_manager_runs_with_the_client_rate_it_is_given() {
+    // Not the default, so that only the option can have put these on its command line.
+    let rate = ClientRate {
+        qps: 1234,
+        burst: 2345,
+    };
+    assert_ne!(rate, ClientRate::default());
+    // `start` returns only once the controller manager runs its controllers: it accepted the
+    // flags (an unknown or malformed flag makes it exit at once, and `start` fail).
+    let control_plane = ControlPlane::start(StartOptions {
+        controller_manager_rate: rate,
+        ..StartOptions::default()
+    })
+    .await
+    .expect("control plane starts");
+    let pid = control_plane
+        .pid(Process::ControllerManager)
+        .expect("kube-controller-manager runs");
+    let args = controller_manager_cmdline(&[pid]);
+    assert!(args.iter().any(|a| a == "--kube-api-qps=1234"), "{args:?}");
+    assert!(
+        args.iter().any(|a| a == "--kube-api-burst=2345"),
+        "{args:?}"
+    );
+    control_plane.shutdown();
+    assert_eq!(control_plane.pid(Process::ControllerManager), None);
+}
+
 struct Dev {
     child: Child,
     kubeconfig: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
-/// Start `appenv dev` and wait for its "ready" line; returns how long that took.
-fn start_dev() -> (Dev, Duration) {
+/// Start `appenv dev` with `flags` and wait for its "ready" line; returns how long that took.
+fn start_dev(flags: &[&str]) -> (Dev, Duration) {
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_appenv"))
         .args(["dev", "--kubeconfig"])
         .arg(&kubeconfig)
+        .args(flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -123,7 +175,7 @@ fn signal(pid: u32, signal: libc::c_int) {
 
 #[test]
 fn appenv_dev_serves_a_ready_node_and_shuts_down_cleanly_on_ctrl_c() {
-    let (mut dev, took) = start_dev();
+    let (mut dev, took) = start_dev(&["--controller-manager-qps", "321"]);
     // Past the harness's output capture, so CI logs show the figure.
     let _ = writeln!(
         std::io::stderr(),
@@ -136,6 +188,10 @@ fn appenv_dev_serves_a_ready_node_and_shuts_down_cleanly_on_ctrl_c() {
         3,
         "etcd, kube-apiserver, kube-controller-manager"
     );
+    // The flag reaches kube-controller-manager, with a burst of twice the rate by default.
+    let args = controller_manager_cmdline(&components);
+    assert!(args.iter().any(|a| a == "--kube-api-qps=321"), "{args:?}");
+    assert!(args.iter().any(|a| a == "--kube-api-burst=642"), "{args:?}");
 
     // The simulated node registers right after the ready line; kubectl shows it Ready.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -169,7 +225,7 @@ fn appenv_dev_serves_a_ready_node_and_shuts_down_cleanly_on_ctrl_c() {
 
 #[test]
 fn appenv_dev_killed_outright_takes_its_control_plane_with_it() {
-    let (mut dev, _) = start_dev();
+    let (mut dev, _) = start_dev(&[]);
     let components = children_of(dev.child.id());
     assert_eq!(components.len(), 3);
 

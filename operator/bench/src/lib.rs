@@ -16,7 +16,7 @@ use appenv_core::build::{self, ENVIRONMENT_LABEL, FIELD_MANAGER};
 use appenv_core::settings::Settings;
 use appenv_core::validate;
 use appenv_localcluster::kubelet::SimKubelet;
-use appenv_localcluster::{ControlPlane, StartOptions, http_get};
+use appenv_localcluster::{ClientRate, ControlPlane, StartOptions, http_get};
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -65,6 +65,37 @@ pub struct BenchArgs {
     /// Where to write the figures as JSON.
     #[arg(long, default_value = "bench.json")]
     pub json: PathBuf,
+    #[command(flatten)]
+    pub controller_manager: ControllerManagerArgs,
+}
+
+/// kube-controller-manager's client rate limit on the local cluster, for `appenv bench` and
+/// `appenv dev`. Its own default (20 requests/s, burst 30) would pace every method of the
+/// benchmark alike, whatever it is meant to measure (see [`ClientRate`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ControllerManagerArgs {
+    /// kube-controller-manager's client limit in requests per second (its `--kube-api-qps`;
+    /// kube-controller-manager's own default is 20).
+    #[arg(
+        long,
+        env = "APPENV_CONTROLLER_MANAGER_QPS",
+        default_value_t = ClientRate::LOCAL_CLUSTER.qps,
+        value_parser = clap::value_parser!(u32).range(1..),
+    )]
+    pub controller_manager_qps: u32,
+    /// Its burst (`--kube-api-burst`) [default: twice --controller-manager-qps].
+    #[arg(
+        long,
+        env = "APPENV_CONTROLLER_MANAGER_BURST",
+        value_parser = clap::value_parser!(u32).range(1..),
+    )]
+    pub controller_manager_burst: Option<u32>,
+}
+
+impl ControllerManagerArgs {
+    pub fn rate(&self) -> ClientRate {
+        ClientRate::with_qps(self.controller_manager_qps, self.controller_manager_burst)
+    }
 }
 
 /// Latencies of one batch, in seconds.
@@ -91,6 +122,8 @@ pub struct Requests {
 pub struct Report {
     pub machine: String,
     pub kubernetes: String,
+    /// kube-controller-manager's client rate limit during the run.
+    pub controller_manager_rate: ClientRate,
     pub batches: Vec<Batch>,
     pub requests: Vec<Requests>,
     pub steady_resyncs: u64,
@@ -551,8 +584,10 @@ fn machine() -> String {
 pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let limit = Duration::from_secs(args.timeout_seconds);
     progress("starting the control plane and the simulated kubelet");
+    let controller_manager_rate = args.controller_manager.rate();
     let plane = ControlPlane::start(StartOptions {
         progress: true,
+        controller_manager_rate,
         ..StartOptions::default()
     })
     .await?;
@@ -565,6 +600,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let mut report = Report {
         machine: machine(),
         kubernetes: plane.server_version().to_owned(),
+        controller_manager_rate,
         ..Report::default()
     };
     let probe = rendered("probe")?;
@@ -709,8 +745,9 @@ pub fn markdown(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Machine: {}; Kubernetes {} (local control plane, simulated kubelet)\n",
-        report.machine, report.kubernetes
+        "Machine: {}; Kubernetes {} (local control plane, simulated kubelet); \
+         kube-controller-manager's client limit: {}\n",
+        report.machine, report.kubernetes, report.controller_manager_rate
     );
     let _ = writeln!(out, "| method | N | p50 s | p95 s | max s | envs/s |");
     let _ = writeln!(out, "|---|---|---|---|---|---|");
@@ -791,6 +828,65 @@ mod tests {
         assert_eq!((b.p50, b.p95, b.max), (2.0, 4.0, 4.0));
         assert!((b.per_second - 1.0).abs() < f64::EPSILON);
         assert_eq!(batch("x", vec![]).p95, 0.0);
+    }
+
+    #[test]
+    fn the_report_says_how_fast_the_controller_manager_could_go() {
+        let report = Report {
+            controller_manager_rate: ClientRate::with_qps(123, Some(456)),
+            ..Report::default()
+        };
+        let text = markdown(&report);
+        assert!(
+            text.lines()
+                .next()
+                .is_some_and(|l| l.ends_with("client limit: 123 requests/s, burst 456")),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).expect("serializes");
+        assert_eq!(
+            json["controller_manager_rate"],
+            serde_json::json!({"qps": 123, "burst": 456})
+        );
+    }
+
+    #[test]
+    fn the_controller_manager_flags_become_its_rate() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            controller_manager: ControllerManagerArgs,
+        }
+        let parse = |flags: &[&str]| {
+            <Cli as clap::Parser>::try_parse_from(
+                std::iter::once("bench").chain(flags.iter().copied()),
+            )
+            .map(|cli| cli.controller_manager.rate())
+        };
+        assert_eq!(parse(&[]).expect("defaults"), ClientRate::LOCAL_CLUSTER);
+        assert_eq!(
+            parse(&["--controller-manager-qps", "300"]).expect("qps"),
+            ClientRate {
+                qps: 300,
+                burst: 600
+            }
+        );
+        assert_eq!(
+            parse(&[
+                "--controller-manager-qps=300",
+                "--controller-manager-burst=310"
+            ])
+            .expect("both"),
+            ClientRate {
+                qps: 300,
+                burst: 310
+            }
+        );
+        let zero = parse(&["--controller-manager-qps", "0"]).expect_err("0 is refused");
+        assert!(
+            zero.to_string().contains("--controller-manager-qps"),
+            "{zero}"
+        );
     }
 
     #[test]

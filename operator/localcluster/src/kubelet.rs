@@ -19,6 +19,11 @@
 //! The state a Pod should be in is a pure function of the Pod and the clock ([`target`]); the
 //! watch loop only writes when the observed state differs, so it is idempotent and a restart
 //! of the kubelet is harmless.
+//!
+//! Unlike kube-controller-manager (see [`crate::ClientRate`]), it has no client-side rate limit:
+//! a kube-rs client, unlike client-go's, sends every request at once (its default stack has no
+//! QPS limit or token bucket), so what paces the kubelet is its own bound on writes in flight
+//! (`MAX_CONCURRENT_WRITES`) and the API server.
 
 use futures::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;

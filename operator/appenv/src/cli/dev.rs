@@ -21,6 +21,8 @@ pub struct DevArgs {
     #[arg(long)]
     pub no_operator: bool,
     #[command(flatten)]
+    pub controller_manager: appenv_bench::ControllerManagerArgs,
+    #[command(flatten)]
     pub settings: crate::cli::settings::SettingsArgs,
 }
 
@@ -70,6 +72,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let control_plane = ControlPlane::start(StartOptions {
         kubeconfig_copy: Some(kubeconfig.clone()),
         progress: true,
+        controller_manager_rate: args.controller_manager.rate(),
     })
     .await
     .context("starting the local control plane")?;
