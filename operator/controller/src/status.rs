@@ -497,6 +497,11 @@ mod tests {
         }
     }
 
+    /// The first status of an environment at generation 1 (no previous status).
+    fn first_status(model: &Model, observed: &Observed, gates: &Gates) -> AppEnvironmentStatus {
+        compute(model, observed, gates, None, Some(1), now())
+    }
+
     fn later() -> Timestamp {
         now() + Duration::from_secs(60)
     }
@@ -507,7 +512,7 @@ mod tests {
         let model = fixtures::model(&env);
         let observed = observed(&model, "shop:2", Migration::Succeeded);
         let gates = gates(Some("shop:2"), true);
-        let first = compute(&model, &observed, &gates, None, Some(1), now());
+        let first = first_status(&model, &observed, &gates);
         let again = compute(&model, &observed, &gates, Some(&first), Some(1), later());
         assert_eq!(again, first, "nothing to write");
     }
@@ -518,7 +523,7 @@ mod tests {
         let model = fixtures::model(&env);
         let rolling = observed(&model, "shop:1", Migration::Succeeded);
         let gates = gates(Some("shop:2"), true);
-        let first = compute(&model, &rolling, &gates, None, Some(1), now());
+        let first = first_status(&model, &rolling, &gates);
         let done = observed(&model, "shop:2", Migration::Succeeded);
         let second = compute(&model, &done, &gates, Some(&first), Some(1), later());
         let time = |status: &AppEnvironmentStatus, type_| {
@@ -534,7 +539,7 @@ mod tests {
         let env = env(FULL);
         let model = fixtures::model(&env);
         let gates = gates(None, false);
-        let first = compute(&model, &Observed::default(), &gates, None, Some(1), now());
+        let first = first_status(&model, &Observed::default(), &gates);
         assert_eq!(first.phase, Some(Phase::Pending));
         let second = compute(
             &model,
@@ -553,7 +558,7 @@ mod tests {
         let model = fixtures::model(&env);
         let gates = gates(Some("shop:2"), true);
         let observed = Observed::default();
-        let first = compute(&model, &observed, &gates, None, Some(1), now());
+        let first = first_status(&model, &observed, &gates);
         let hour = Duration::from_secs(3600);
         assert_eq!(first.expires_at, Some(Time(now() + hour)));
         let same = compute(&model, &observed, &gates, Some(&first), Some(1), later());
@@ -571,14 +576,7 @@ mod tests {
         observed
             .deployments
             .insert("web".into(), deployment("shop:2", 0));
-        let status = compute(
-            &model,
-            &observed,
-            &gates(Some("shop:2"), false),
-            None,
-            Some(1),
-            now(),
-        );
+        let status = first_status(&model, &observed, &gates(Some("shop:2"), false));
         let ready = fixtures::condition(&status, ConditionType::Ready);
         let web = model.web.replicas;
         assert_eq!(
@@ -595,14 +593,7 @@ mod tests {
         let env = env(FULL);
         let model = fixtures::model(&env);
         let observed = observed(&model, "shop:2", Migration::Succeeded);
-        let status = compute(
-            &model,
-            &observed,
-            &gates(Some("shop:2"), true),
-            None,
-            Some(1),
-            now(),
-        );
+        let status = first_status(&model, &observed, &gates(Some("shop:2"), true));
         let names: Vec<&str> = status.components.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["web", "worker-w", "postgres"]);
         assert!(status.components.iter().all(|c| c.ready == c.desired));
@@ -623,14 +614,7 @@ mod tests {
             }]);
         }
         observed.deployments.insert("web".into(), (&web).into());
-        let status = compute(
-            &model,
-            &observed,
-            &gates(Some("shop:2"), true),
-            None,
-            Some(1),
-            now(),
-        );
+        let status = first_status(&model, &observed, &gates(Some("shop:2"), true));
         let degraded = fixtures::condition(&status, ConditionType::Degraded);
         assert_eq!(degraded.message, "web: exceeded quota");
         assert_eq!(status.phase, Some(Phase::Degraded));
@@ -644,14 +628,7 @@ mod tests {
         observed
             .volume_failures
             .push("PersistentVolumeClaim data: StorageClass \"x\" does not exist".into());
-        let status = compute(
-            &model,
-            &observed,
-            &gates(Some("shop:2"), true),
-            None,
-            Some(1),
-            now(),
-        );
+        let status = first_status(&model, &observed, &gates(Some("shop:2"), true));
         assert_eq!(
             state(&status, ConditionType::Degraded),
             is("True", Reason::ComponentFailing)
@@ -672,7 +649,7 @@ mod tests {
         let model = fixtures::model(&env);
         let mut observed = observed(&model, "shop:2", Migration::NotConfigured);
         let gates = gates(Some("shop:2"), true);
-        let status = compute(&model, &observed, &gates, None, Some(1), now());
+        let status = first_status(&model, &observed, &gates);
         let database = fixtures::condition(&status, ConditionType::DatabaseReady);
         assert_eq!(database.reason, Reason::VolumePending.as_str());
         assert!(
@@ -685,7 +662,7 @@ mod tests {
             is("False", Reason::NotReady)
         );
         observed.data_volume_phase = Some("Bound".into());
-        let status = compute(&model, &observed, &gates, None, Some(1), now());
+        let status = first_status(&model, &observed, &gates);
         assert_eq!(
             state(&status, ConditionType::DatabaseReady),
             is("True", Reason::Embedded)
@@ -700,14 +677,7 @@ mod tests {
         );
         let model = fixtures::model(&env);
         let observed = observed(&model, "shop:2", Migration::NotConfigured);
-        let status = compute(
-            &model,
-            &observed,
-            &gates(Some("shop:2"), true),
-            None,
-            Some(1),
-            now(),
-        );
+        let status = first_status(&model, &observed, &gates(Some("shop:2"), true));
         let database = fixtures::condition(&status, ConditionType::DatabaseReady);
         assert_eq!(database.reason, Reason::External.as_str());
         assert!(
