@@ -3,8 +3,6 @@
 //! elsewhere names the variant, never the string, so a typo is a compile error and a rename
 //! is one line.
 
-use std::fmt;
-
 /// An enum whose variants each stand for one fixed string.
 macro_rules! names {
     ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
@@ -27,8 +25,8 @@ macro_rules! names {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
@@ -40,6 +38,8 @@ macro_rules! names {
         }
     };
 }
+
+pub(crate) use names;
 
 /// Label keys.
 pub mod label {
@@ -155,6 +155,10 @@ mod tests {
         for r in Reason::ALL {
             assert_eq!(Reason::parse(r.as_str()), Some(*r));
             assert_eq!(r.to_string(), r.as_str());
+        }
+        for p in crate::Phase::ALL {
+            assert_eq!(crate::Phase::parse(p.as_str()), Some(*p));
+            assert_eq!(serde_json::to_value(p).ok(), Some(p.as_str().into()));
         }
         for k in ChildKind::ALL {
             assert_eq!(ChildKind::parse(k.as_ref()), Some(*k));

@@ -34,43 +34,16 @@ pub struct AppEnvironmentStatus {
     pub expires_at: Option<Time>,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum Phase {
-    Pending,
-    Progressing,
-    Ready,
-    Degraded,
-    Invalid,
-    Suspended,
-}
-
-impl Phase {
-    /// Every phase, in declaration order.
-    pub const ALL: &'static [Self] = &[
-        Self::Pending,
-        Self::Progressing,
-        Self::Ready,
-        Self::Degraded,
-        Self::Invalid,
-        Self::Suspended,
-    ];
-
-    /// The phase as the API writes it (and as a metric label).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "Pending",
-            Self::Progressing => "Progressing",
-            Self::Ready => "Ready",
-            Self::Degraded => "Degraded",
-            Self::Invalid => "Invalid",
-            Self::Suspended => "Suspended",
-        }
-    }
-}
-
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::names::names! {
+    /// The summary of an environment's conditions (also a metric label); serialized as written.
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    pub enum Phase {
+        Pending => "Pending",
+        Progressing => "Progressing",
+        Ready => "Ready",
+        Degraded => "Degraded",
+        Invalid => "Invalid",
+        Suspended => "Suspended",
     }
 }
 
