@@ -368,7 +368,7 @@ async fn pods_can_be_made_to_fail_stay_unready_or_become_ready_late() {
     ] {
         let pod = pods_of(&client, &ns, name).await.remove(0).name_any();
         common::wait_for(&pods, &pod, LIMIT, "reported", move |p: Option<&Pod>| {
-            p.and_then(observed) == Some(state)
+            p.and_then(observed).as_ref() == Some(&state)
         })
         .await;
         let d = api.get(name).await.expect("deployment");

@@ -11,31 +11,62 @@
 //!   until that long after it started.
 //! - [`TERMINATE_AFTER_ANNOTATION`] milliseconds: a graceful deletion takes that long.
 //!
+//! It fails Pods as a real kubelet (and scheduler) would, with their reasons, messages and
+//! Events (see `pod_state.rs` for the texts), and retries as they do:
+//! - a claim the Pod mounts is missing or not Bound: not bound to the node, `PodScheduled=False`
+//!   (`Unschedulable`) with the scheduler's message and a `FailedScheduling` Event;
+//! - a Secret or ConfigMap volume whose object is missing (not optional): Pending, containers
+//!   waiting in `ContainerCreating`, a `FailedMount` Event;
+//! - a container whose `env[].valueFrom` or `envFrom` names a missing Secret, ConfigMap or key
+//!   (not optional): waiting in `CreateContainerConfigError` with the kubelet's message, a
+//!   `Failed` Event; the other containers run, the Pod is not Ready;
+//! - an image under the registry [`UNPULLABLE_REGISTRY`] (e.g. `unpullable.invalid/app:1`):
+//!   `ErrImagePull` for [`PULL_BACKOFF`], then `ImagePullBackOff`, with the `Pulling`, `Failed`
+//!   and `BackOff` Events (it stays in back-off: the simulated registry never has it);
+//! - an `imagePullSecrets` entry that does not exist: a `FailedToRetrieveImagePullSecret`
+//!   Event, and the Pod runs (the image may be public).
+//!
+//! Secrets (their keys only, never their values), ConfigMaps and claims are watched into
+//! stores: a Pod waiting for one is looked at again when an object of its namespace changes,
+//! so it starts (or is scheduled) once what it lacks appears. Init containers are not checked
+//! (appenv's Pods have none).
+//!
 //! It also provisions storage, as a cluster's default StorageClass would: the class
 //! [`STORAGE_CLASS`] (default, provisioner [`PROVISIONER`]) gets a PersistentVolume for each of
 //! its claims, which kube-controller-manager then binds; volumes released by deleted claims are
 //! removed. Claims of other classes stay Pending, as they would without a provisioner.
 //!
-//! The state a Pod should be in is a pure function of the Pod and the clock ([`target`]); the
-//! watch loop only writes when the observed state differs, so it is idempotent and a restart
-//! of the kubelet is harmless.
+//! The state a Pod should be in is a pure function of the Pod, the objects it references and
+//! the clock ([`target`], [`unschedulable`]); the watch loop only writes when the observed
+//! state differs, so it is idempotent and a restart of the kubelet is harmless. Events are
+//! written with each change of state; one recorded again increments its `count`.
 //!
 //! Unlike kube-controller-manager (see [`crate::ClientRate`]), it has no client-side rate limit:
 //! a kube-rs client, unlike client-go's, sends every request at once (its default stack has no
 //! QPS limit or token bucket), so what paces the kubelet is its own bound on writes in flight
 //! (`MAX_CONCURRENT_WRITES`) and the API server.
 
+mod events;
+mod pod_state;
+
+pub use self::pod_state::{
+    Found, PULL_BACKOFF, Referenced, SimEvent, SimState, Source, Wait, WaitReason, config_error,
+    mount_failure, observed, status_patch, target, unpullable, unschedulable,
+};
 use futures::StreamExt as _;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::WatchStreamExt as _;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,6 +81,8 @@ pub const FAIL_ANNOTATION: &str = "sim.appenv.dev/fail";
 pub const UNREADY_ANNOTATION: &str = "sim.appenv.dev/unready";
 pub const READY_AFTER_ANNOTATION: &str = "sim.appenv.dev/ready-after-ms";
 pub const TERMINATE_AFTER_ANNOTATION: &str = "sim.appenv.dev/terminate-after-ms";
+/// Images under this registry host cannot be pulled (see the module doc).
+pub const UNPULLABLE_REGISTRY: &str = "unpullable.invalid";
 const FIELD_MANAGER: &str = "appenv-sim-kubelet";
 const NODE_IP: &str = "10.0.0.1";
 /// Writes in flight at once: enough to keep up with hundreds of environments, few enough not
@@ -60,15 +93,6 @@ const MAX_CONCURRENT_WRITES: usize = 32;
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 const RETRY_FOR: Duration = Duration::from_secs(180);
 
-/// What the simulated kubelet reports for a Pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SimState {
-    Running { ready: bool },
-    CrashLoop,
-    Succeeded,
-    Failed,
-}
-
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata
         .annotations
@@ -77,7 +101,7 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-fn flag(pod: &Pod, key: &str) -> bool {
+fn annotation_flag(pod: &Pod, key: &str) -> bool {
     annotation(pod, key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
@@ -87,143 +111,6 @@ fn millis(pod: &Pod, key: &str) -> Option<Duration> {
         .parse()
         .ok()
         .map(Duration::from_millis)
-}
-
-fn runs_to_completion(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .is_some_and(|p| p == "Never" || p == "OnFailure")
-}
-
-/// When the Pod was reported started, if it was.
-fn started_at(pod: &Pod) -> Option<Timestamp> {
-    pod.status.as_ref()?.start_time.as_ref().map(|t| t.0)
-}
-
-/// The state the Pod should be in at `now`, and when that will change by itself (a delay).
-pub fn target(pod: &Pod, now: Timestamp) -> (SimState, Option<Timestamp>) {
-    let started = started_at(pod).unwrap_or(now);
-    if let Some(delay) = millis(pod, READY_AFTER_ANNOTATION) {
-        let due = started + delay;
-        if due > now {
-            let waiting = SimState::Running {
-                ready: runs_to_completion(pod),
-            };
-            return (waiting, Some(due));
-        }
-    }
-    let fail = flag(pod, FAIL_ANNOTATION);
-    let state = match (runs_to_completion(pod), fail) {
-        (true, true) => SimState::Failed,
-        (true, false) => SimState::Succeeded,
-        (false, true) => SimState::CrashLoop,
-        (false, false) => SimState::Running {
-            ready: !flag(pod, UNREADY_ANNOTATION),
-        },
-    };
-    (state, None)
-}
-
-/// The state the Pod's status shows now, if the simulated kubelet has reported it.
-pub fn observed(pod: &Pod) -> Option<SimState> {
-    let status = pod.status.as_ref()?;
-    let ready = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    let crash_looping = status.container_statuses.iter().flatten().any(|c| {
-        c.state
-            .as_ref()
-            .and_then(|s| s.waiting.as_ref())
-            .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
-    });
-    match status.phase.as_deref()? {
-        "Succeeded" => Some(SimState::Succeeded),
-        "Failed" => Some(SimState::Failed),
-        "Running" if crash_looping => Some(SimState::CrashLoop),
-        "Running" => Some(SimState::Running { ready }),
-        _ => None,
-    }
-}
-
-/// The status subresource body that reports `state` for `pod`.
-pub fn status_patch(pod: &Pod, state: SimState, pod_ip: &str, now: Timestamp) -> Value {
-    let start = started_at(pod).unwrap_or(now).to_string();
-    let now = now.to_string();
-    let spec = pod.spec.as_ref();
-    let ready = matches!(state, SimState::Running { ready: true });
-    let terminated = |code: i32, reason: &str| json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": start, "finishedAt": now}});
-    let container_state = match state {
-        SimState::Running { .. } => json!({"running": {"startedAt": start}}),
-        SimState::CrashLoop => json!({"waiting": {"reason": "CrashLoopBackOff",
-            "message": "back-off restarting failed container (simulated)"}}),
-        SimState::Succeeded => terminated(0, "Completed"),
-        SimState::Failed => terminated(1, "Error"),
-    };
-    let containers: Vec<Value> = spec
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .map(|c| {
-            let mut status = json!({
-                "name": c.name,
-                "image": c.image.clone().unwrap_or_default(),
-                "imageID": format!("sim://{}", c.image.clone().unwrap_or_default()),
-                "containerID": format!("sim://{}/{}", pod.uid().unwrap_or_default(), c.name),
-                "ready": ready,
-                "started": matches!(state, SimState::Running { .. }),
-                "restartCount": if state == SimState::CrashLoop { 5 } else { 0 },
-                "state": container_state,
-            });
-            if state == SimState::CrashLoop {
-                status["lastState"] = terminated(1, "Error");
-            }
-            status
-        })
-        .collect();
-    let init_containers: Vec<Value> = spec
-        .and_then(|s| s.init_containers.as_deref())
-        .unwrap_or_default()
-        .iter()
-        .map(|c| {
-            json!({"name": c.name, "image": c.image.clone().unwrap_or_default(),
-                "imageID": "", "ready": true, "restartCount": 0,
-                "state": terminated(0, "Completed")})
-        })
-        .collect();
-    let (phase, ready_reason) = match state {
-        SimState::Running { ready: true } => ("Running", None),
-        SimState::Running { ready: false } | SimState::CrashLoop => {
-            ("Running", Some("ContainersNotReady"))
-        }
-        SimState::Succeeded => ("Succeeded", Some("PodCompleted")),
-        SimState::Failed => ("Failed", Some("PodFailed")),
-    };
-    let condition = |type_: &str, ok: bool, reason: Option<&str>| {
-        let mut c = json!({"type": type_, "status": if ok { "True" } else { "False" },
-            "lastProbeTime": null, "lastTransitionTime": now});
-        if let Some(reason) = reason {
-            c["reason"] = json!(reason);
-        }
-        c
-    };
-    json!({"status": {
-        "phase": phase,
-        "hostIP": NODE_IP,
-        "podIP": pod_ip,
-        "podIPs": [{"ip": pod_ip}],
-        "startTime": start,
-        "conditions": [
-            condition("PodScheduled", true, None),
-            condition("Initialized", true, None),
-            condition("ContainersReady", ready, ready_reason),
-            condition("Ready", ready, ready_reason),
-        ],
-        "containerStatuses": containers,
-        "initContainerStatuses": init_containers,
-    }})
 }
 
 /// A running simulated kubelet; stops (its tasks are aborted) on drop.
@@ -246,6 +133,10 @@ struct Shared {
     /// `uid/action` keys of writes in flight, so a burst of events does not repeat them.
     in_flight: Mutex<HashSet<String>>,
     next_ip: AtomicU32,
+    refs: Refs,
+    /// Pods (namespace -> names) that wait for a Secret, ConfigMap or claim: looked at again
+    /// when one of their namespace changes.
+    blocked: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 impl Shared {
@@ -262,26 +153,178 @@ impl Shared {
             keys.remove(key);
         }
     }
+
+    /// Mark the Pod as waiting for an object (before its state is decided, so that an object
+    /// arriving meanwhile finds it).
+    fn block(&self, pod: &Pod) {
+        if let Ok(mut blocked) = self.blocked.lock() {
+            blocked
+                .entry(pod.namespace().unwrap_or_default())
+                .or_default()
+                .insert(pod.name_any());
+        }
+    }
+
+    fn unblock(&self, pod: &Pod) {
+        if let Ok(mut blocked) = self.blocked.lock() {
+            let ns = pod.namespace().unwrap_or_default();
+            if let Some(names) = blocked.get_mut(&ns) {
+                names.remove(&pod.name_any());
+                if names.is_empty() {
+                    blocked.remove(&ns);
+                }
+            }
+        }
+    }
+
+    /// The Pods of `namespace` that wait for an object, no longer marked.
+    fn take_blocked(&self, namespace: &str) -> HashSet<String> {
+        self.blocked
+            .lock()
+            .ok()
+            .and_then(|mut blocked| blocked.remove(namespace))
+            .unwrap_or_default()
+    }
+}
+
+/// The Secrets (keys only), ConfigMaps and claims Pods reference, as their watches keep them.
+#[derive(Clone)]
+struct Refs {
+    secrets: Store<Secret>,
+    config_maps: Store<ConfigMap>,
+    claims: Store<PersistentVolumeClaim>,
+}
+
+impl Referenced for Refs {
+    fn lookup(&self, source: Source, namespace: &str, name: &str, key: Option<&str>) -> Found {
+        fn has<'a>(mut keys: impl Iterator<Item = &'a String>, key: Option<&str>) -> bool {
+            key.is_none_or(|key| keys.any(|k| k.as_str() == key))
+        }
+        let found = match source {
+            Source::Secret => self
+                .secrets
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|s| has(s.data.iter().flat_map(|d| d.keys()), key)),
+            Source::ConfigMap => self
+                .config_maps
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|c| {
+                    let binary = c.binary_data.iter().flat_map(|d| d.keys());
+                    has(c.data.iter().flat_map(|d| d.keys()).chain(binary), key)
+                }),
+        };
+        match found {
+            None => Found::NoObject,
+            Some(false) => Found::NoKey,
+            Some(true) => Found::Yes,
+        }
+    }
+
+    fn claim_bound(&self, namespace: &str, name: &str) -> Option<bool> {
+        let claim = self.claims.get(&ObjectRef::new(name).within(namespace))?;
+        Some(claim.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+    }
+}
+
+/// Keep only what a lookup reads: a Secret's keys (never its values), a ConfigMap's keys.
+fn strip_secret(secret: &mut Secret) {
+    secret.metadata.managed_fields = None;
+    secret.string_data = None;
+    for value in secret.data.iter_mut().flat_map(|d| d.values_mut()) {
+        value.0.clear();
+    }
+}
+
+fn strip_config_map(config_map: &mut ConfigMap) {
+    config_map.metadata.managed_fields = None;
+    for value in config_map.data.iter_mut().flat_map(|d| d.values_mut()) {
+        value.clear();
+    }
+    for value in config_map
+        .binary_data
+        .iter_mut()
+        .flat_map(|d| d.values_mut())
+    {
+        value.0.clear();
+    }
+}
+
+fn strip_claim(claim: &mut PersistentVolumeClaim) {
+    claim.metadata.managed_fields = None;
+}
+
+/// Watch `K` into a store; every change looks again at the Pods of its namespace that wait.
+fn watch_referenced<K>(
+    client: &Client,
+    strip: fn(&mut K),
+    shared: std::sync::Weak<Shared>,
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher::watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer);
+    let task = tokio::spawn(async move {
+        let mut events = stream.boxed();
+        while let Some(event) = events.next().await {
+            let object = match event {
+                Ok(Event::Apply(object) | Event::Delete(object)) => object,
+                Ok(_) => continue,
+                Err(err) => {
+                    tracing::warn!(kind = %K::kind(&()), error = %err, "simulated kubelet: watch");
+                    continue;
+                }
+            };
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let ns = object.namespace().unwrap_or_default();
+            for name in shared.take_blocked(&ns) {
+                recheck_after(&shared, &ns, &name, Duration::ZERO);
+            }
+        }
+    });
+    (reader, task)
 }
 
 impl SimKubelet {
     /// Register the node and start binding, reporting and deleting Pods.
     pub async fn start(client: Client) -> Result<Self, kube::Error> {
         register_node(&client).await?;
-        let shared = Arc::new(Shared {
-            client: client.clone(),
-            writes: Semaphore::new(MAX_CONCURRENT_WRITES),
-            in_flight: Mutex::new(HashSet::new()),
-            next_ip: AtomicU32::new(0),
+        let mut tasks = Vec::new();
+        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
+            let (secrets, a) = watch_referenced(&client, strip_secret, weak.clone());
+            let (config_maps, b) = watch_referenced(&client, strip_config_map, weak.clone());
+            let (claims, c) = watch_referenced(&client, strip_claim, weak.clone());
+            tasks.extend([a, b, c]);
+            Shared {
+                client: client.clone(),
+                writes: Semaphore::new(MAX_CONCURRENT_WRITES),
+                in_flight: Mutex::new(HashSet::new()),
+                next_ip: AtomicU32::new(0),
+                refs: Refs {
+                    secrets,
+                    config_maps,
+                    claims,
+                },
+                blocked: Mutex::new(HashMap::new()),
+            }
         });
         register_storage_class(&client).await?;
-        let heartbeat = tokio::spawn(heartbeat(client.clone()));
-        let pods = tokio::spawn(watch_pods(shared));
-        let claims = tokio::spawn(provision(client.clone()));
-        let released = tokio::spawn(reclaim(client));
-        Ok(Self {
-            tasks: vec![heartbeat, pods, claims, released],
-        })
+        tasks.push(tokio::spawn(heartbeat(client.clone())));
+        tasks.push(tokio::spawn(watch_pods(shared)));
+        tasks.push(tokio::spawn(provision(client.clone())));
+        tasks.push(tokio::spawn(reclaim(client)));
+        Ok(Self { tasks })
     }
 }
 
@@ -491,6 +534,19 @@ async fn heartbeat(client: Client) {
 }
 
 async fn watch_pods(shared: Arc<Shared>) {
+    // Decide nothing before the referenced objects are known: a Secret not listed yet is not
+    // a missing one.
+    let refs = &shared.refs;
+    let ready = futures::future::try_join3(
+        refs.secrets.wait_until_ready(),
+        refs.config_maps.wait_until_ready(),
+        refs.claims.wait_until_ready(),
+    )
+    .await;
+    if let Err(err) = ready {
+        tracing::warn!(error = %err, "simulated kubelet: a store's watch ended");
+        return;
+    }
     let pods: Api<Pod> = Api::all(shared.client.clone());
     let mut events = watcher::watcher(pods, watcher::Config::default())
         .default_backoff()
@@ -504,47 +560,95 @@ async fn watch_pods(shared: Arc<Shared>) {
     }
 }
 
+/// What a Pod needs next.
+enum Action {
+    Bind,
+    Report(SimState),
+    Delete,
+}
+
+impl Action {
+    const fn name(&self) -> &'static str {
+        match self {
+            Self::Bind => "bind",
+            Self::Report(_) => "status",
+            Self::Delete => "delete",
+        }
+    }
+}
+
 /// Decide what the Pod needs and start that write, unless the same write is already running.
 fn handle(shared: &Arc<Shared>, pod: Pod) {
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    let deleting = pod.metadata.deletion_timestamp.is_some();
     let action = match node.as_deref() {
-        None if pod.metadata.deletion_timestamp.is_none() => "bind",
-        Some(NODE_NAME) if pod.metadata.deletion_timestamp.is_some() => "delete",
-        Some(NODE_NAME) => {
-            let (state, change_at) = target(&pod, Timestamp::now());
+        None if deleting => return shared.unblock(&pod),
+        Some(NODE_NAME) if deleting => {
+            shared.unblock(&pod);
+            Action::Delete
+        }
+        None | Some(NODE_NAME) => {
+            shared.block(&pod);
+            let now = Timestamp::now();
+            let (state, change_at) = if node.is_none() {
+                match unschedulable(&pod, &shared.refs) {
+                    Some(message) => (SimState::Unschedulable(message), None),
+                    None => {
+                        shared.unblock(&pod);
+                        return start(shared, pod, Action::Bind);
+                    }
+                }
+            } else {
+                target(&pod, &shared.refs, now)
+            };
+            if !state.waits_on_objects() {
+                shared.unblock(&pod);
+            }
             if let Some(at) = change_at {
                 schedule_recheck(shared, &pod, at);
             }
-            if observed(&pod) == Some(state) {
+            if observed(&pod).as_ref() == Some(&state) {
                 return;
             }
-            "status"
+            Action::Report(state)
         }
         _ => return,
     };
-    let key = format!("{}/{action}", pod.uid().unwrap_or_default());
+    start(shared, pod, action);
+}
+
+/// Start the write `action` for the Pod, unless the same write is already running.
+fn start(shared: &Arc<Shared>, pod: Pod, action: Action) {
+    let key = format!("{}/{}", pod.uid().unwrap_or_default(), action.name());
     if !shared.claim(&key) {
+        // The write in flight may have been decided before what changed now (an object
+        // appeared): look again once it is done.
+        if matches!(&action, Action::Report(state) if state.waits_on_objects()) {
+            schedule_recheck(shared, &pod, Timestamp::now() + RETRY_AFTER);
+        }
         return;
     }
     let shared = shared.clone();
     tokio::spawn(async move {
+        let name = action.name();
         let result = match action {
-            "bind" => bind(&shared, &pod).await,
-            "delete" => finish_deletion(&shared, &pod).await,
-            _ => report(&shared, &pod).await,
+            Action::Bind => bind(&shared, &pod).await,
+            Action::Delete => finish_deletion(&shared, &pod).await,
+            Action::Report(state) => report(&shared, &pod, &state).await,
         };
         shared.release(&key);
         match result {
             Ok(()) => {}
             // Conflicts and NotFound are normal races with controllers; the next event retries.
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
-                tracing::debug!(pod = %pod.name_any(), action, error = %e, "simulated kubelet");
+                tracing::debug!(pod = %pod.name_any(), action = name, error = %e, "simulated kubelet");
             }
             // The API server is away (restarting, unreachable) or refused for a while: no event
             // may follow (a resumed watch replays nothing), so look again by itself.
             Err(err) => {
-                tracing::debug!(pod = %pod.name_any(), action, error = %err, "simulated kubelet: retrying");
-                recheck_after(&shared, &pod, RETRY_AFTER);
+                tracing::debug!(pod = %pod.name_any(), action = name, error = %err, "simulated kubelet: retrying");
+                let ns = pod.namespace().unwrap_or_default();
+                recheck_after(&shared, &ns, &pod.name_any(), RETRY_AFTER);
             }
         }
     });
@@ -558,22 +662,18 @@ fn schedule_recheck(shared: &Arc<Shared>, pod: &Pod, at: Timestamp) {
     }
     let wait = at.duration_since(Timestamp::now()).unsigned_abs();
     let shared = shared.clone();
-    let pod = pod.clone();
+    let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
     tokio::spawn(async move {
         tokio::time::sleep(wait + Duration::from_millis(5)).await;
         shared.release(&key);
-        recheck_after(&shared, &pod, Duration::ZERO);
+        recheck_after(&shared, &ns, &name, Duration::ZERO);
     });
 }
 
 /// Read the Pod again after `delay` and handle what it needs, retrying the read while the API
 /// server does not answer (for at most [`RETRY_FOR`]).
-fn recheck_after(shared: &Arc<Shared>, pod: &Pod, delay: Duration) {
-    let (shared, ns, name) = (
-        shared.clone(),
-        pod.namespace().unwrap_or_default(),
-        pod.name_any(),
-    );
+fn recheck_after(shared: &Arc<Shared>, ns: &str, name: &str, delay: Duration) {
+    let (shared, ns, name) = (shared.clone(), ns.to_owned(), name.to_owned());
     tokio::spawn(async move {
         let pods: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
         let deadline = tokio::time::Instant::now() + delay + RETRY_FOR;
@@ -607,16 +707,21 @@ async fn bind(shared: &Shared, pod: &Pod) -> Result<(), kube::Error> {
     Ok(())
 }
 
-async fn report(shared: &Shared, pod: &Pod) -> Result<(), kube::Error> {
+/// Write the Events of the Pod's move to `state`, then the status that shows it.
+async fn report(shared: &Shared, pod: &Pod, state: &SimState) -> Result<(), kube::Error> {
     let _permit = shared.writes.acquire().await;
+    let shown = observed(pod);
+    for event in pod_state::events(pod, shown.as_ref(), state, &shared.refs) {
+        if let Err(err) = events::record(&shared.client, pod, &event).await {
+            tracing::debug!(pod = %pod.name_any(), reason = event.reason, error = %err, "simulated kubelet: event");
+        }
+    }
     let existing_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
     let ip = existing_ip.unwrap_or_else(|| {
         let n = shared.next_ip.fetch_add(1, Ordering::Relaxed);
         format!("10.244.{}.{}", (n / 250) % 256, n % 250 + 2)
     });
-    let now = Timestamp::now();
-    let (state, _) = target(pod, now);
-    let patch = status_patch(pod, state, &ip, now);
+    let patch = status_patch(pod, state, &ip, Timestamp::now());
     let pods: Api<Pod> =
         Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
     pods.patch_status(
@@ -647,93 +752,5 @@ async fn finish_deletion(shared: &Shared, pod: &Pod) -> Result<(), kube::Error> 
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(err) => Err(err),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
-    use std::collections::BTreeMap;
-
-    fn pod(restart: &str, annotations: &[(&str, &str)]) -> Pod {
-        let mut pod = Pod::default();
-        pod.metadata.name = Some("p".into());
-        pod.metadata.annotations = Some(
-            annotations
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect::<BTreeMap<_, _>>(),
-        );
-        pod.spec = Some(PodSpec {
-            restart_policy: Some(restart.into()),
-            containers: vec![Container {
-                name: "app".into(),
-                image: Some("example:1".into()),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        });
-        pod
-    }
-
-    fn with_status(mut pod: Pod, state: SimState, now: Timestamp) -> Pod {
-        let patch = status_patch(&pod, state, "10.244.0.2", now);
-        pod.status = Some(serde_json::from_value(patch["status"].clone()).expect("valid status"));
-        pod
-    }
-
-    #[test]
-    fn targets_follow_restart_policy_and_annotations() {
-        let now = Timestamp::now();
-        assert_eq!(
-            target(&pod("Always", &[]), now).0,
-            SimState::Running { ready: true }
-        );
-        assert_eq!(target(&pod("Never", &[]), now).0, SimState::Succeeded);
-        assert_eq!(target(&pod("OnFailure", &[]), now).0, SimState::Succeeded);
-        assert_eq!(
-            target(&pod("Never", &[(FAIL_ANNOTATION, "true")]), now).0,
-            SimState::Failed
-        );
-        assert_eq!(
-            target(&pod("Always", &[(FAIL_ANNOTATION, "true")]), now).0,
-            SimState::CrashLoop
-        );
-        assert_eq!(
-            target(&pod("Always", &[(UNREADY_ANNOTATION, "true")]), now).0,
-            SimState::Running { ready: false }
-        );
-    }
-
-    #[test]
-    fn ready_after_delays_readiness_from_start_time() {
-        let now = Timestamp::now();
-        let fresh = pod("Always", &[(READY_AFTER_ANNOTATION, "500")]);
-        let (state, due) = target(&fresh, now);
-        assert_eq!(state, SimState::Running { ready: false });
-        assert_eq!(due, Some(now + Duration::from_millis(500)));
-        let started = with_status(fresh, state, now);
-        let later = now + Duration::from_millis(600);
-        assert_eq!(
-            target(&started, later),
-            (SimState::Running { ready: true }, None)
-        );
-    }
-
-    #[test]
-    fn observed_reads_back_every_reported_state() {
-        let now = Timestamp::now();
-        for (restart, state) in [
-            ("Always", SimState::Running { ready: true }),
-            ("Always", SimState::Running { ready: false }),
-            ("Always", SimState::CrashLoop),
-            ("Never", SimState::Succeeded),
-            ("Never", SimState::Failed),
-        ] {
-            let reported = with_status(pod(restart, &[]), state, now);
-            assert_eq!(observed(&reported), Some(state), "{state:?}");
-        }
-        assert_eq!(observed(&pod("Always", &[])), None);
     }
 }
