@@ -29,6 +29,7 @@ pub mod secrets;
 pub use error::Error;
 pub use metrics::{Counts, Metrics};
 pub use plan::KEEP_ANNOTATION;
+pub use stores::CANNOT_START;
 
 use crate::events::Publisher;
 use crate::reconcile::{error_policy, reconcile_guarded};

@@ -65,10 +65,10 @@ pub const CLUSTER_RULES: &[Rule] = &[
         verbs: &["list", "watch"],
     },
     Rule {
-        why: "Events about AppEnvironments (Ready, Degraded, InvalidSpec, MigrationFailed).",
+        why: "Events about AppEnvironments (Ready, Degraded, InvalidSpec, MigrationFailed); watch the kubelets' FailedMount Events (selected by reason), the only place that says why a Pod cannot mount a volume.",
         groups: &[""],
         resources: &["events"],
-        verbs: &["create"],
+        verbs: &["create", "list", "watch"],
     },
     Rule {
         why: "Web, worker and Redis Deployments and the PostgreSQL StatefulSet: applied, watched for readiness and rollouts, pruned.",

@@ -621,6 +621,50 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_that_cannot_start_degrades_with_the_component_and_the_kubelets_message() {
+        let env = env("{app: shop, image: 'shop:2'}");
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::NotConfigured);
+        observed
+            .deployments
+            .insert("web".into(), deployment("shop:2", 0));
+        let why = "Pod shop-1 container app: CreateContainerConfigError: secret \"shop-secrets\" not found";
+        observed.pod_failures.insert("web".into(), why.into());
+        let status = first_status(&model, &observed, &gates(Some("shop:2"), true));
+        let degraded = fixtures::condition(&status, ConditionType::Degraded);
+        assert_eq!(degraded.message, format!("web: {why}"));
+        assert_eq!(degraded.reason, Reason::ComponentFailing.as_str());
+        assert_eq!(status.phase, Some(Phase::Degraded));
+        assert_eq!(
+            state(&status, ConditionType::Progressing),
+            is("False", Reason::Stalled)
+        );
+    }
+
+    #[test]
+    fn a_pod_refused_by_admission_degrades_with_the_replica_sets_reason_and_message() {
+        let env = env("{app: shop, image: 'shop:2'}");
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::NotConfigured);
+        let mut web = fixtures::deployment_object("shop:2", 0);
+        let refused = "pods \"shop-1\" is forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot != true";
+        if let Some(status) = web.status.as_mut() {
+            status.conditions = Some(vec![DeploymentCondition {
+                type_: "ReplicaFailure".into(),
+                status: "True".into(),
+                reason: Some("FailedCreate".into()),
+                message: Some(refused.into()),
+                ..DeploymentCondition::default()
+            }]);
+        }
+        observed.deployments.insert("web".into(), (&web).into());
+        let status = first_status(&model, &observed, &gates(Some("shop:2"), true));
+        let degraded = fixtures::condition(&status, ConditionType::Degraded);
+        assert_eq!(degraded.message, format!("web: FailedCreate: {refused}"));
+        assert_eq!(status.phase, Some(Phase::Degraded));
+    }
+
+    #[test]
     fn an_unbindable_volume_degrades() {
         let env = env(FULL);
         let model = fixtures::model(&env);

@@ -22,8 +22,8 @@ mod snapshot;
 pub use self::index::Index;
 use self::index::IndexWriter;
 pub use self::snapshot::{
-    ClaimSnapshot, DeploymentSnapshot, FailingPod, JobSnapshot, Labels, Meta, SecretSnapshot,
-    StatefulSetSnapshot,
+    CANNOT_START, ClaimSnapshot, DeploymentSnapshot, FailingPod, JobSnapshot, Labels, Meta,
+    MountFailure, PodFailure, SecretSnapshot, StatefulSetSnapshot,
 };
 use appenv_api::AppEnvironment;
 use appenv_api::names::{ChildKind, label};
@@ -32,7 +32,8 @@ use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
+    ConfigMap, Event, LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret,
+    Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -200,7 +201,24 @@ impl Watched for Pod {
         &stores.pods
     }
     fn wakes(pod: &Pod) -> bool {
-        snapshot::failure(pod).is_some()
+        snapshot::failure(pod).is_some() || snapshot::creating(pod)
+    }
+}
+
+/// `FailedMount` Warning Events about Pods: why a Pod stays in `ContainerCreating` is only
+/// said there. Selected by reason on the server, so only those are sent.
+impl Watched for Event {
+    type Object = Event;
+    type Snapshot = MountFailure;
+    const PLURAL: &'static str = "Events";
+    fn snapshot(event: &Event) -> Option<MountFailure> {
+        MountFailure::of(event)
+    }
+    fn index(stores: &Stores) -> &Index<Self> {
+        &stores.mount_failures
+    }
+    fn selection() -> watcher::Config {
+        watcher::Config::default().fields("reason=FailedMount,involvedObject.kind=Pod")
     }
 }
 
@@ -221,6 +239,7 @@ pub struct Stores {
     jobs: Index<Job>,
     claims: Index<PersistentVolumeClaim>,
     pods: Index<Pod>,
+    mount_failures: Index<Event>,
     /// The wildcard certificate previews copy, if one is configured.
     pub wildcard: Option<Store<Secret>>,
 }
@@ -238,20 +257,44 @@ where
     K: Watched,
     B: Backoff + Send + 'static,
 {
+    watch_kind_for(client, backoff, triggers, |o: &K::Object| {
+        Some(o)
+            .filter(|o| K::wakes(o))
+            .and_then(|o| environment_of(o.meta()))
+    })
+}
+
+/// [`watch_kind`] with the environment each object belongs to (whose reconcile its change
+/// requests) found by `environment`.
+fn watch_kind_for<K, B>(
+    client: &Client,
+    backoff: B,
+    triggers: &mut Vec<Trigger>,
+    environment: impl Fn(&K::Object) -> Option<ObjectRef<DeserializeGuard<AppEnvironment>>>
+    + Send
+    + Sync
+    + 'static,
+) -> Index<K>
+where
+    K: Watched,
+    B: Backoff + Send + 'static,
+{
+    let environment = std::sync::Arc::new(environment);
     let index = Index::new();
     let mut writer = IndexWriter::new(&index);
     let trigger = watcher::watcher(Api::<K::Object>::all(client.clone()), K::selection())
         .inspect_ok(move |event| writer.apply(event))
         .backoff(backoff)
         .touched_objects()
-        .filter_map(move |object| async move {
-            match object {
-                Ok(object) => Some(object)
-                    .filter(K::wakes)
-                    .and_then(|o| environment_of(o.meta())),
-                Err(err) => {
-                    tracing::debug!(kind = %K::kind(&()), error = %err, "watch");
-                    None
+        .filter_map(move |object| {
+            let environment = environment.clone();
+            async move {
+                match object {
+                    Ok(object) => environment(&object),
+                    Err(err) => {
+                        tracing::debug!(kind = %K::kind(&()), error = %err, "watch");
+                        None
+                    }
                 }
             }
         })
@@ -294,9 +337,23 @@ impl Stores {
             stateful_sets: watch_kind(c, backoff(), &mut all),
             jobs: watch_kind(c, backoff(), &mut all),
             claims: watch_kind(c, backoff(), &mut all),
-            pods: watch_kind(c, backoff(), &mut all),
+            pods: Index::new(),
+            mount_failures: Index::new(),
             wildcard: None,
         };
+        stores.pods = watch_kind(c, backoff(), &mut all);
+        // An Event has no environment label: its Pod (kept while it is creating) has.
+        let pods = stores.pods.clone();
+        stores.mount_failures = watch_kind_for(c, backoff(), &mut all, move |event: &Event| {
+            let about = &event.involved_object;
+            let ns = about.namespace.as_deref().unwrap_or_default();
+            let pod = pods.get(ns, about.name.as_deref()?)?;
+            let environment = pod
+                .labels
+                .iter()
+                .find(|(k, _)| &**k == label::ENVIRONMENT)?;
+            Some(ObjectRef::new(&environment.1))
+        });
         let mut wildcard_changes = futures::stream::pending().boxed();
         if let Some((ns, name)) = wildcard.map(|w| (w.namespace(), w.name())) {
             // A change of the certificate reaches every preview's copy: the caller reconciles
@@ -332,6 +389,7 @@ impl Stores {
             first_list::<Job>(self),
             first_list::<PersistentVolumeClaim>(self),
             first_list::<Pod>(self),
+            first_list::<Event>(self),
         ];
         let wildcard = self.wildcard.as_ref().map(|w| {
             let wait = w.wait_until_ready().map(|r| r.map_err(|_| ())).boxed();
@@ -376,13 +434,28 @@ impl Stores {
     }
 
     /// Why a Pod in `namespace` whose labels include `selector` fails, if one does (the first
-    /// by name).
+    /// by name): what the Pod shows, or for a Pod still creating, the `FailedMount` Event that
+    /// names it.
     pub fn pod_failure(&self, namespace: &str, selector: &Labels) -> Option<String> {
         let mut failures = self.pods.scan(namespace, |name, pod| {
             let matches = selector
                 .iter()
                 .all(|(k, v)| pod.labels.iter().any(|(key, value)| key == k && value == v));
-            matches.then(|| (name.to_owned(), pod.failure.to_string()))
+            if !matches {
+                return None;
+            }
+            let failure = match &pod.failure {
+                PodFailure::Failing(failure) => failure.to_string(),
+                PodFailure::Creating => {
+                    let mut mounts = self.mount_failures.scan(namespace, |_, event| {
+                        (&*event.pod == name).then(|| event.message.to_string())
+                    });
+                    mounts.sort();
+                    let message = mounts.into_iter().next()?;
+                    format!("{} {name}: FailedMount: {message}", ChildKind::Pod)
+                }
+            };
+            Some((name.to_owned(), failure))
         });
         failures.sort();
         failures.into_iter().next().map(|(_, failure)| failure)
@@ -408,6 +481,7 @@ impl Stores {
             jobs: Index::new(),
             claims: Index::new(),
             pods: Index::new(),
+            mount_failures: Index::new(),
             wildcard: None,
         }
     }

@@ -236,9 +236,26 @@ fn hopeless(env: &AppEnvironment) -> Option<String> {
     {
         return Some(format!("the spec is invalid: {}", valid.message));
     }
-    env.condition(condition::MIGRATIONS_SUCCEEDED)
+    if let Some(failed) = env
+        .condition(condition::MIGRATIONS_SUCCEEDED)
         .filter(|c| c.reason == Reason::Failed.as_str())
-        .map(|c| c.message.clone())
+    {
+        return Some(failed.message.clone());
+    }
+    env.condition(condition::DEGRADED)
+        .filter(|c| c.status == "True" && cannot_start(&c.message))
+        .map(|c| format!("a component cannot start: {}", c.message))
+}
+
+/// Whether a Degraded message reports a failure that waiting will not cure (a missing Secret,
+/// an image that cannot be pulled, a Pod refused by admission, a volume that cannot be
+/// mounted, a Pod that cannot be scheduled): the operator writes each as `...: REASON: ...`.
+fn cannot_start(degraded: &str) -> bool {
+    appenv_controller::CANNOT_START.iter().any(|reason| {
+        degraded
+            .split("; ")
+            .any(|failure| failure.contains(&format!(": {reason}")))
+    })
 }
 
 /// The last lines of the migration Job's Pod log, if it can be read.
@@ -699,6 +716,47 @@ mod tests {
             err.to_string(),
             "--set web.replicaz=2: web.replicaz is not a field of the AppEnvironment spec; did you mean web.replicas?\n\
              --set imgae=x: imgae is not a field of the AppEnvironment spec; did you mean image?"
+        );
+    }
+
+    fn degraded(message: &str) -> AppEnvironment {
+        let mut env: AppEnvironment = serde_json::from_value(json!({
+            "apiVersion": "appenv.dev/v1alpha1", "kind": "AppEnvironment",
+            "metadata": {"name": "frt-pr-7", "generation": 1},
+            "spec": {"app": "frt", "image": "frt:1"},
+            "status": {"observedGeneration": 1, "phase": "Degraded", "conditions": [{
+                "type": "Degraded", "status": "True", "reason": "ComponentFailing",
+                "message": message, "lastTransitionTime": "2026-12-01T12:00:00Z"}]},
+        }))
+        .expect("an AppEnvironment");
+        env.metadata.generation = Some(1);
+        env
+    }
+
+    #[test]
+    fn a_preview_that_cannot_start_is_hopeless_and_a_passing_failure_is_not() {
+        for terminal in [
+            "web: Pod frt-1 container app: CreateContainerConfigError: secret \"doppler-secrets\" not found",
+            "web: Pod frt-1 container app: ImagePullBackOff: Back-off pulling image \"x\"",
+            "worker-beat: FailedCreate: pods \"frt-beat-1\" is forbidden: violates PodSecurity",
+            "web: Pod frt-1: FailedMount: MountVolume.SetUp failed for volume \"c\" : secret \"t\" not found",
+            "redis: Pod frt-redis-1: Unschedulable: 0/1 nodes are available: 1 persistentvolumeclaim \"d\" not found.",
+        ] {
+            let why = hopeless(&degraded(terminal)).expect(terminal);
+            assert!(why.ends_with(terminal), "{why}");
+        }
+        for passing in [
+            "web: Pod frt-1 container app: ErrImagePull: rpc error: code = Unavailable",
+            "web: Pod frt-1 container app: CrashLoopBackOff",
+        ] {
+            assert_eq!(hopeless(&degraded(passing)), None, "{passing}");
+        }
+        let mut older = degraded("web: Pod frt-1 container app: ImagePullBackOff: x");
+        older.metadata.generation = Some(2);
+        assert_eq!(
+            hopeless(&older),
+            None,
+            "a status of an older spec says nothing"
         );
     }
 

@@ -8,7 +8,7 @@ use appenv_api::names::{ChildKind, label};
 use appenv_core::build::APPLIED_HASH_ANNOTATION;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::BTreeMap;
@@ -91,10 +91,31 @@ pub struct RolloutStatus {
     pub stuck: Vec<Box<str>>,
 }
 
+/// The longest message kept of a failure (a kubelet's, scheduler's or admission's): enough to
+/// name what is missing, short enough to keep snapshots and the status small.
+pub const MESSAGE_CAP: usize = 240;
+
+/// `message`, cut at [`MESSAGE_CAP`] characters (marked with an ellipsis).
+pub fn capped(message: &str) -> String {
+    match message.char_indices().nth(MESSAGE_CAP) {
+        None => message.to_owned(),
+        Some((end, _)) => format!("{}...", &message[..end]),
+    }
+}
+
+/// Why a condition says the rollout is stuck: `reason: message` (e.g. the ReplicaSet's
+/// `FailedCreate` with the admission's refusal), the message alone without a reason, the type
+/// alone without either.
 fn stuck(c: &DeploymentCondition) -> Option<Box<str>> {
     let says_stuck = (c.type_ == "Progressing" && c.status == "False")
         || (c.type_ == "ReplicaFailure" && c.status == "True");
-    says_stuck.then(|| c.message.as_deref().unwrap_or(&c.type_).into())
+    let why = match (c.reason.as_deref(), c.message.as_deref()) {
+        (Some(reason), Some(message)) => format!("{reason}: {}", capped(message)),
+        (None, Some(message)) => capped(message),
+        (Some(reason), None) => reason.to_owned(),
+        (None, None) => c.type_.clone(),
+    };
+    says_stuck.then(|| why.into())
 }
 
 impl From<&Deployment> for DeploymentSnapshot {
@@ -253,46 +274,131 @@ as_meta!(
     SecretSnapshot
 );
 
-/// A failing Pod: its labels (matched against a Deployment's selector) and why it fails.
-/// Only failing Pods are kept: a healthy one leaves (or never enters) the index.
+/// A Pod that fails, or may (its labels are matched against a Deployment's selector). Only
+/// those are kept: a healthy one leaves (or never enters) the index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailingPod {
     pub labels: Labels,
-    pub failure: Box<str>,
+    pub failure: PodFailure,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodFailure {
+    /// Why it fails, from what the Pod shows.
+    Failing(Box<str>),
+    /// Pending with its containers in `ContainerCreating`: normal for a moment, a failure if a
+    /// `FailedMount` Event names the Pod (the reason lives there, not in the Pod).
+    Creating,
 }
 
 impl FailingPod {
     pub fn of(pod: &Pod) -> Option<Self> {
-        failure(pod).map(|failure| Self {
+        let failure = match failure(pod) {
+            Some(failure) => PodFailure::Failing(failure.into()),
+            None if creating(pod) => PodFailure::Creating,
+            None => return None,
+        };
+        Some(Self {
             labels: labels(pod.metadata.labels.as_ref()),
-            failure: failure.into(),
+            failure,
         })
     }
 }
 
-/// Why a Pod fails, if a container of it waits for a reason that will not pass by itself.
+/// Waiting reasons that do not pass by themselves.
+const FAILING_WAIT: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+];
+
+/// Reasons of a failure that will not pass without a change (of the spec, or of an object the
+/// environment needs that the user provides: a Secret, an image): a rollout reporting one of
+/// these will not finish by waiting. Not `ErrImagePull` (a registry may fail once; the kubelet
+/// retries and reports `ImagePullBackOff` if it keeps failing) nor `CrashLoopBackOff` (an
+/// application may crash while what it connects to starts).
+pub const CANNOT_START: &[&str] = &[
+    "CreateContainerConfigError",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "FailedCreate",
+    "FailedMount",
+    "Unschedulable",
+];
+
+/// The scheduler's message while a claim is being provisioned and bound: a claim that never
+/// binds is reported from the claim itself (see `observe`), so this alone is no failure.
+const UNBOUND_CLAIMS: &str = "unbound immediate PersistentVolumeClaims";
+
+/// Why a Pod fails, if a container of it waits for a reason that will not pass by itself, or
+/// the scheduler cannot place it: `Pod NAME container C: REASON: message` (the message capped).
 pub fn failure(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref()?;
+    let name = pod.metadata.name.as_deref().unwrap_or("?");
+    let pod_kind = ChildKind::Pod;
+    let unschedulable = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
+            && !c
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains(UNBOUND_CLAIMS)
+    });
+    if let Some(c) = unschedulable {
+        let message = capped(c.message.as_deref().unwrap_or_default());
+        return Some(format!("{pod_kind} {name}: Unschedulable: {message}"));
+    }
     status.container_statuses.iter().flatten().find_map(|c| {
         let waiting = c.state.as_ref()?.waiting.as_ref()?;
         let reason = waiting.reason.as_deref()?;
-        matches!(
-            reason,
-            "CrashLoopBackOff"
-                | "ImagePullBackOff"
-                | "ErrImagePull"
-                | "CreateContainerConfigError"
-                | "InvalidImageName"
-        )
-        .then(|| {
-            format!(
-                "{} {} container {}: {reason}",
-                ChildKind::Pod,
-                pod.metadata.name.as_deref().unwrap_or("?"),
-                c.name
-            )
+        FAILING_WAIT.contains(&reason).then(|| {
+            let mut failure = format!("{pod_kind} {name} container {}: {reason}", c.name);
+            if let Some(message) = waiting.message.as_deref().filter(|m| !m.is_empty()) {
+                failure.push_str(": ");
+                failure.push_str(&capped(message));
+            }
+            failure
         })
     })
+}
+
+/// Whether the Pod is Pending with every container waiting in `ContainerCreating`.
+pub fn creating(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    let containers = status.container_statuses.as_deref().unwrap_or_default();
+    status.phase.as_deref() == Some("Pending")
+        && !containers.is_empty()
+        && containers.iter().all(|c| {
+            c.state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref())
+                == Some("ContainerCreating")
+        })
+}
+
+/// A `FailedMount` Warning Event: the Pod it is about and its message (capped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountFailure {
+    pub pod: Box<str>,
+    pub message: Box<str>,
+}
+
+impl MountFailure {
+    pub fn of(event: &Event) -> Option<Self> {
+        let about = &event.involved_object;
+        (about.kind.as_deref() == Some("Pod") && event.reason.as_deref() == Some("FailedMount"))
+            .then(|| Self {
+                pod: about.name.as_deref().unwrap_or_default().into(),
+                message: capped(event.message.as_deref().unwrap_or_default()).into(),
+            })
+    }
 }
 
 #[cfg(test)]
@@ -318,6 +424,7 @@ mod tests {
             ),
             ("Secret", std::mem::size_of::<SecretSnapshot>()),
             ("Pod", std::mem::size_of::<FailingPod>()),
+            ("Event", std::mem::size_of::<MountFailure>()),
         ] {
             assert!(size <= 256, "{what} snapshot is {size} bytes");
         }
@@ -360,5 +467,121 @@ mod tests {
         // A stuck condition without a message is named by its type.
         let stuck = snapshot.status.map(|s| s.stuck);
         assert_eq!(stuck, Some(vec!["ReplicaFailure".into()]));
+    }
+
+    #[test]
+    fn a_replica_failure_keeps_its_reason_and_the_admissions_message_capped() {
+        let refused = format!(
+            "pods \"shop-1\" is forbidden: violates PodSecurity \"restricted:latest\": {}",
+            "x".repeat(400)
+        );
+        let condition = DeploymentCondition {
+            type_: "ReplicaFailure".into(),
+            status: "True".into(),
+            reason: Some("FailedCreate".into()),
+            message: Some(refused.clone()),
+            ..DeploymentCondition::default()
+        };
+        let why = stuck(&condition).expect("stuck");
+        assert!(
+            why.starts_with("FailedCreate: pods \"shop-1\" is forbidden: violates PodSecurity")
+        );
+        assert_eq!(
+            why.chars().count(),
+            "FailedCreate: ".len() + MESSAGE_CAP + 3
+        );
+        assert!(why.ends_with("..."));
+    }
+
+    fn pod_with(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop-1", "labels": {"app": "shop"}},
+            "status": status,
+        }))
+        .expect("a valid Pod")
+    }
+
+    fn waiting(reason: &str, message: &str) -> Pod {
+        pod_with(
+            serde_json::json!({"phase": "Pending", "containerStatuses": [{
+                "name": "app", "image": "shop:2", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": message}},
+            }]}),
+        )
+    }
+
+    #[test]
+    fn a_pod_that_cannot_start_says_why_in_the_kubelets_words() {
+        assert_eq!(
+            failure(&waiting(
+                "CreateContainerConfigError",
+                "secret \"doppler-secrets\" not found"
+            ))
+            .as_deref(),
+            Some(
+                "Pod shop-1 container app: CreateContainerConfigError: secret \"doppler-secrets\" not found"
+            )
+        );
+        assert_eq!(
+            failure(&waiting(
+                "ImagePullBackOff",
+                "Back-off pulling image \"x:1\""
+            ))
+            .as_deref(),
+            Some("Pod shop-1 container app: ImagePullBackOff: Back-off pulling image \"x:1\"")
+        );
+        // Normal while a Pod starts: no failure, but kept (a FailedMount Event may explain it).
+        let creating = waiting("ContainerCreating", "");
+        assert_eq!(failure(&creating), None);
+        assert_eq!(
+            FailingPod::of(&creating).map(|p| p.failure),
+            Some(PodFailure::Creating)
+        );
+        let running = pod_with(serde_json::json!({"phase": "Running"}));
+        assert_eq!(FailingPod::of(&running), None);
+        // A long message is capped: the snapshot stays small.
+        let long = failure(&waiting("ErrImagePull", &"y".repeat(5000))).expect("failing");
+        assert!(long.len() < MESSAGE_CAP + 100, "{}", long.len());
+    }
+
+    fn unscheduled(message: &str) -> Pod {
+        pod_with(serde_json::json!({"phase": "Pending", "conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+        }]}))
+    }
+
+    #[test]
+    fn an_unschedulable_pod_fails_with_the_schedulers_message_unless_a_claim_is_binding() {
+        let missing = "0/1 nodes are available: 1 persistentvolumeclaim \"data\" not found.";
+        assert_eq!(
+            failure(&unscheduled(missing)),
+            Some(format!("Pod shop-1: Unschedulable: {missing}"))
+        );
+        let binding =
+            "0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims.";
+        assert_eq!(failure(&unscheduled(binding)), None);
+    }
+
+    #[test]
+    fn only_failed_mount_events_about_pods_are_kept() {
+        let event = |kind: &str, reason: &str| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "shop-1.abc", "namespace": "shop"},
+                "involvedObject": {"kind": kind, "name": "shop-1"},
+                "reason": reason,
+                "message": "MountVolume.SetUp failed for volume \"certs\" : secret \"tls\" not found",
+            }))
+            .expect("a valid Event")
+        };
+        assert_eq!(
+            MountFailure::of(&event("Pod", "FailedMount")),
+            Some(MountFailure {
+                pod: "shop-1".into(),
+                message: "MountVolume.SetUp failed for volume \"certs\" : secret \"tls\" not found"
+                    .into(),
+            })
+        );
+        assert_eq!(MountFailure::of(&event("Pod", "FailedScheduling")), None);
+        assert_eq!(MountFailure::of(&event("Node", "FailedMount")), None);
     }
 }

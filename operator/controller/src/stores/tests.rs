@@ -217,3 +217,46 @@ fn a_secret_keeps_its_password_and_a_storage_class_its_name() {
     assert!(stores.storage_class_exists("fast"));
     assert!(!stores.storage_class_exists("slow"));
 }
+
+#[test]
+fn a_creating_pod_fails_with_the_failed_mount_event_that_names_it() {
+    let creating: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "shop-1", "namespace": "shop-prod",
+            "labels": {label::ENVIRONMENT: "shop", "app": "shop"}},
+        "status": {"phase": "Pending", "containerStatuses": [{
+            "name": "web", "image": "shop:2", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"waiting": {"reason": "ContainerCreating"}}}]},
+    }))
+    .expect("a valid Pod");
+    let event = |pod: &str| -> k8s_openapi::api::core::v1::Event {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{pod}.1"), "namespace": "shop-prod"},
+            "involvedObject": {"kind": "Pod", "name": pod, "namespace": "shop-prod"},
+            "reason": "FailedMount",
+            "message": "MountVolume.SetUp failed for volume \"certs\" : secret \"tls\" not found",
+        }))
+        .expect("a valid Event")
+    };
+    let stores = Stores::empty();
+    assert!(Pod::wakes(&creating), "a creating Pod may be failing");
+    stores.insert::<Pod>(creating);
+    let selector: Labels = vec![("app".into(), "shop".into())];
+    assert_eq!(
+        stores.pod_failure("shop-prod", &selector),
+        None,
+        "creating, and no Event says why: starting"
+    );
+    stores.insert::<k8s_openapi::api::core::v1::Event>(event("shop-2"));
+    assert_eq!(
+        stores.pod_failure("shop-prod", &selector),
+        None,
+        "another Pod's"
+    );
+    stores.insert::<k8s_openapi::api::core::v1::Event>(event("shop-1"));
+    assert_eq!(
+        stores.pod_failure("shop-prod", &selector).as_deref(),
+        Some(
+            "Pod shop-1: FailedMount: MountVolume.SetUp failed for volume \"certs\" : secret \"tls\" not found"
+        )
+    );
+}
