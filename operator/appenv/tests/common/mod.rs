@@ -200,3 +200,48 @@ pub fn metric(text: &str, prefix: &str, filter: impl Fn(&str) -> bool) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
+
+/// The Secrets the examples read from their namespace (`envFrom`, an external database's
+/// connection string) and do not make themselves, with the keys they read: the user creates
+/// them. (A preview's are copied into its namespace by appenv: `spec.namespace.copy`.)
+pub fn example_secrets(file: &str) -> &'static [(&'static str, &'static [&'static str])] {
+    match file {
+        "aifacade.yaml" => &[("aifacade-secrets", &["DEEPSEEK_API_KEY", "SECRET_KEY"])],
+        "flask-react-template-production.yaml" => &[("doppler-secrets", &["MONGODB_URI"])],
+        _ => &[],
+    }
+}
+
+/// Create, as a user would once appenv has made the namespace, the Secret `name` with `keys`
+/// (placeholder values) in `namespace`; waits for the namespace to exist.
+pub async fn provide_secret(client: &Client, namespace: &str, name: &str, keys: &[&str]) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    wait_for(
+        &namespaces,
+        namespace,
+        Duration::from_secs(120),
+        "created",
+        |ns: Option<&Namespace>| ns.is_some(),
+    )
+    .await;
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": keys.iter().map(|k| (*k, "placeholder")).collect::<BTreeMap<_, _>>(),
+    }))
+    .expect("a valid Secret");
+    match Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(err) => panic!("creating Secret {namespace}/{name}: {err}"),
+    }
+}
+
+/// [`provide_secret`] for every Secret the example `file` reads, in `namespace`.
+pub async fn provide_example_secrets(client: &Client, file: &str, namespace: &str) {
+    for (name, keys) in example_secrets(file) {
+        provide_secret(client, namespace, name, keys).await;
+    }
+}

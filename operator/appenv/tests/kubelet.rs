@@ -1,0 +1,447 @@
+//! What a real kubelet (and scheduler) does with a Pod that cannot start, as the simulated one
+//! shows it through the API (reasons, messages, Events), and how appenv reports it: a missing
+//! Secret, an unmountable volume, a missing claim, an image that cannot be pulled, a missing
+//! image pull Secret. Against the real control plane.
+
+mod common;
+
+use appenv_api::AppEnvironment;
+use appenv_controller::{self as controller, Options};
+use appenv_core::settings::Settings;
+use appenv_localcluster::kubelet::{NODE_NAME, PULL_BACKOFF, UNPULLABLE_REGISTRY};
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+const LIMIT: Duration = Duration::from_secs(90);
+const POD: &str = "p";
+
+/// A Pod named [`POD`] in a new namespace with `spec`; its namespace.
+async fn pod_with(client: &Client, test: &str, spec: Value) -> (String, Api<Pod>) {
+    let ns = common::namespace(client, test).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": POD},
+        "spec": spec,
+    }))
+    .expect("a valid Pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create Pod");
+    (ns, pods)
+}
+
+fn app(extra: Value) -> Value {
+    let mut container = json!({"name": "app", "image": "example.invalid/app:1"});
+    if let (Some(c), Some(extra)) = (container.as_object_mut(), extra.as_object()) {
+        c.extend(extra.clone());
+    }
+    container
+}
+
+/// The first container's waiting reason and message.
+fn waiting(pod: &Pod) -> Option<(String, String)> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
+    let waiting = status.state.as_ref()?.waiting.as_ref()?;
+    Some((
+        waiting.reason.clone().unwrap_or_default(),
+        waiting.message.clone().unwrap_or_default(),
+    ))
+}
+
+fn condition(pod: &Pod, type_: &str) -> Option<(String, String, String)> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == type_)?;
+    Some((
+        c.status.clone(),
+        c.reason.clone().unwrap_or_default(),
+        c.message.clone().unwrap_or_default(),
+    ))
+}
+
+fn is_ready(pod: Option<&Pod>) -> bool {
+    pod.and_then(|p| condition(p, "Ready"))
+        .is_some_and(|(status, _, _)| status == "True")
+}
+
+async fn wait_pod(
+    pods: &Api<Pod>,
+    what: &str,
+    cond: impl Fn(&Pod) -> bool + Send + 'static,
+) -> Pod {
+    common::wait_for(pods, POD, LIMIT, what, move |p: Option<&Pod>| {
+        p.is_some_and(&cond)
+    })
+    .await
+    .expect("the Pod")
+}
+
+/// The first Event about the Pod with `reason` and `message`, through a watch.
+async fn wait_event(client: &Client, ns: &str, reason: &str, message: &str) -> Event {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let config = watcher::Config::default().fields(&format!("involvedObject.name={POD}"));
+    let mut stream = watcher::watcher(events.clone(), config)
+        .applied_objects()
+        .boxed();
+    let found = tokio::time::timeout(LIMIT, async {
+        while let Some(event) = stream.next().await {
+            let Ok(event) = event else { continue };
+            if event.reason.as_deref() == Some(reason) && event.message.as_deref() == Some(message)
+            {
+                return Some(event);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(event)) => event,
+        _ => {
+            let seen: Vec<_> = events
+                .list(&Default::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| (e.reason, e.message))
+                .collect();
+            panic!("no Event {reason}: {message:?} within {LIMIT:?}; seen: {seen:#?}")
+        }
+    }
+}
+
+fn assert_from_kubelet(event: &Event, warning: bool, field_path: Option<&str>) {
+    let source = event.source.as_ref().expect("source");
+    assert_eq!(source.component.as_deref(), Some("kubelet"), "{event:?}");
+    assert_eq!(source.host.as_deref(), Some(NODE_NAME));
+    assert_eq!(event.reporting_component.as_deref(), Some("kubelet"));
+    assert_eq!(event.involved_object.kind.as_deref(), Some("Pod"));
+    assert_eq!(event.involved_object.field_path.as_deref(), field_path);
+    assert_eq!(
+        event.type_.as_deref(),
+        Some(if warning { "Warning" } else { "Normal" })
+    );
+    assert!(event.count.is_some_and(|c| c >= 1));
+    assert!(event.first_timestamp.is_some() && event.last_timestamp.is_some());
+}
+
+async fn create_secret(client: &Client, ns: &str, name: &str, data: Value) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name}, "stringData": data,
+    }))
+    .expect("a valid Secret");
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
+}
+
+#[tokio::test]
+async fn a_missing_secret_in_env_from_is_a_config_error_until_the_secret_exists() {
+    let client = common::client().await;
+    let spec = json!({"containers": [app(json!({"envFrom": [{"secretRef": {"name": "doppler-secrets"}}]}))]});
+    let (ns, pods) = pod_with(&client, "cfg-missing", spec).await;
+    let message = "secret \"doppler-secrets\" not found";
+    let pod = wait_pod(&pods, "CreateContainerConfigError", move |p| {
+        waiting(p) == Some(("CreateContainerConfigError".into(), message.into()))
+    })
+    .await;
+    assert_eq!(
+        condition(&pod, "Ready").map(|c| c.0),
+        Some("False".into()),
+        "not Ready"
+    );
+    let event = wait_event(&client, &ns, "Failed", &format!("Error: {message}")).await;
+    assert_from_kubelet(&event, true, Some("spec.containers{app}"));
+
+    // The kubelet retries: the Pod starts once the Secret appears.
+    let value = "mongodb://user:hunter2@db.example.com";
+    create_secret(
+        &client,
+        &ns,
+        "doppler-secrets",
+        json!({"MONGODB_URI": value}),
+    )
+    .await;
+    wait_pod(&pods, "Ready", |p| is_ready(Some(p))).await;
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .expect("events");
+    assert!(
+        events
+            .items
+            .iter()
+            .all(|e| !e.message.as_deref().unwrap_or_default().contains("hunter2")),
+        "no Secret value in an Event"
+    );
+    common::cleanup(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_missing_key_names_the_key_and_the_secret_and_a_new_key_starts_the_pod() {
+    let client = common::client().await;
+    let ns = common::namespace(&client, "cfg-key").await;
+    create_secret(&client, &ns, "db", json!({"OTHER": "x"})).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": POD},
+        "spec": {"containers": [app(json!({"env": [{"name": "MONGODB_URI",
+            "valueFrom": {"secretKeyRef": {"name": "db", "key": "MONGODB_URI"}}}]}))]},
+    }))
+    .expect("a valid Pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create Pod");
+    let message = format!("couldn't find key MONGODB_URI in Secret {ns}/db");
+    let expected = message.clone();
+    wait_pod(&pods, "missing its key", move |p| {
+        waiting(p) == Some(("CreateContainerConfigError".into(), expected.clone()))
+    })
+    .await;
+    let patch = json!({"stringData": {"MONGODB_URI": "mongodb://db"}});
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .patch("db", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("add the key");
+    wait_pod(&pods, "Ready", |p| is_ready(Some(p))).await;
+    common::cleanup(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_missing_volume_source_keeps_the_pod_creating_with_a_failed_mount_event() {
+    let client = common::client().await;
+    let spec = json!({
+        "containers": [app(json!({"volumeMounts": [{"name": "certs", "mountPath": "/certs"}]}))],
+        "volumes": [{"name": "certs", "secret": {"secretName": "tls-certs"}}],
+    });
+    let (ns, pods) = pod_with(&client, "mount", spec).await;
+    let pod = wait_pod(&pods, "ContainerCreating", |p| {
+        waiting(p).is_some_and(|(reason, _)| reason == "ContainerCreating")
+    })
+    .await;
+    assert_eq!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    let event = wait_event(
+        &client,
+        &ns,
+        "FailedMount",
+        "MountVolume.SetUp failed for volume \"certs\" : secret \"tls-certs\" not found",
+    )
+    .await;
+    assert_from_kubelet(&event, true, None);
+    create_secret(&client, &ns, "tls-certs", json!({"tls.crt": "x"})).await;
+    wait_pod(&pods, "Ready", |p| is_ready(Some(p))).await;
+    common::cleanup(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_missing_claim_leaves_the_pod_unscheduled_until_it_exists_and_binds() {
+    let client = common::client().await;
+    let spec = json!({
+        "containers": [app(json!({}))],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+    });
+    let (ns, pods) = pod_with(&client, "unscheduled", spec).await;
+    let message = "0/1 nodes are available: 1 persistentvolumeclaim \"data\" not found.";
+    let pod = wait_pod(&pods, "Unschedulable", move |p| {
+        condition(p, "PodScheduled")
+            == Some(("False".into(), "Unschedulable".into(), message.into()))
+    })
+    .await;
+    assert_eq!(pod.spec.as_ref().and_then(|s| s.node_name.clone()), None);
+    let event = wait_event(&client, &ns, "FailedScheduling", message).await;
+    assert_eq!(
+        event.source.and_then(|s| s.component).as_deref(),
+        Some("default-scheduler")
+    );
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .expect("a valid claim");
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("create claim");
+    let pod = wait_pod(&pods, "Ready", |p| is_ready(Some(p))).await;
+    assert_eq!(
+        pod.spec.and_then(|s| s.node_name).as_deref(),
+        Some(NODE_NAME),
+        "scheduled once the claim bound"
+    );
+    common::cleanup(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn an_unpullable_image_fails_to_pull_then_backs_off() {
+    let client = common::client().await;
+    let image = format!("{UNPULLABLE_REGISTRY}/app:1");
+    let spec = json!({"containers": [{"name": "app", "image": image}]});
+    let (ns, pods) = pod_with(&client, "pull", spec).await;
+    let started = Instant::now();
+    wait_pod(&pods, "ErrImagePull", |p| {
+        waiting(p).is_some_and(|(reason, _)| reason == "ErrImagePull")
+    })
+    .await;
+    let back_off = format!("Back-off pulling image \"{image}\"");
+    let expected = back_off.clone();
+    wait_pod(&pods, "ImagePullBackOff", move |p| {
+        waiting(p) == Some(("ImagePullBackOff".into(), expected.clone()))
+    })
+    .await;
+    assert!(
+        started.elapsed() + Duration::from_secs(1) >= PULL_BACKOFF,
+        "ErrImagePull first, for a while"
+    );
+    let failed = wait_event(&client, &ns, "Failed", "Error: ErrImagePull").await;
+    assert_from_kubelet(&failed, true, Some("spec.containers{app}"));
+    let backing_off = wait_event(&client, &ns, "BackOff", &back_off).await;
+    assert_from_kubelet(&backing_off, false, Some("spec.containers{app}"));
+    wait_event(&client, &ns, "Failed", "Error: ImagePullBackOff").await;
+    common::cleanup(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_missing_image_pull_secret_is_an_event_and_the_pod_still_runs() {
+    let client = common::client().await;
+    let spec = json!({"containers": [app(json!({}))], "imagePullSecrets": [{"name": "regcred"}]});
+    let (ns, pods) = pod_with(&client, "pullsecret", spec).await;
+    wait_pod(&pods, "Ready", |p| is_ready(Some(p))).await;
+    let event = wait_event(
+        &client,
+        &ns,
+        "FailedToRetrieveImagePullSecret",
+        "Unable to retrieve some image pull secrets (regcred); attempting to pull the image may not succeed.",
+    )
+    .await;
+    assert_from_kubelet(&event, true, None);
+    common::cleanup(&client, &ns).await;
+}
+
+/// One operator for this test binary, with a preview domain, on a thread of its own (it must
+/// outlive each test's runtime).
+async fn operator(client: &Client) {
+    static STARTED: OnceCell<()> = OnceCell::const_new();
+    STARTED
+        .get_or_init(|| async {
+            controller::crd::install(client, "appenv-tests")
+                .await
+                .expect("crd");
+            let options = Options {
+                settings: Settings {
+                    preview_domain: Some("preview.example.com".parse().expect("domain")),
+                    ..Settings::default()
+                },
+                ..Options::default()
+            };
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async move {
+                    let client = appenv_localcluster::shared()
+                        .client()
+                        .await
+                        .expect("client");
+                    controller::run(client, options).await;
+                });
+            });
+        })
+        .await;
+}
+
+fn degraded_message(env: Option<&AppEnvironment>) -> Option<String> {
+    env?.condition("Degraded")
+        .filter(|c| c.status == "True")
+        .map(|c| c.message.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_whose_secret_is_missing_is_degraded_naming_it_until_it_is_created() {
+    let client = common::client().await;
+    operator(&client).await;
+    let name = "kubelet-missing-secret";
+    let env = json!({
+        "apiVersion": "appenv.dev/v1alpha1", "kind": "AppEnvironment",
+        "metadata": {"name": name},
+        "spec": {"app": "shop", "image": "example.invalid/shop:1",
+            "envFrom": [{"secretRef": {"name": "shop-secrets"}}]},
+    });
+    common::apply(&client, &env).await;
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let degraded = common::wait_for(
+        &api,
+        name,
+        LIMIT,
+        "Degraded",
+        |e: Option<&AppEnvironment>| {
+            degraded_message(e).is_some_and(|m| m.contains("CreateContainerConfigError"))
+        },
+    )
+    .await;
+    let message = degraded_message(degraded.as_ref()).unwrap_or_default();
+    assert!(
+        message.starts_with("web: Pod shop-")
+            && message.ends_with(
+                "container web: CreateContainerConfigError: secret \"shop-secrets\" not found"
+            ),
+        "{message}"
+    );
+    assert_eq!(
+        degraded.and_then(|e| e.status).and_then(|s| s.phase),
+        Some(appenv_api::Phase::Degraded)
+    );
+    common::provide_secret(&client, name, "shop-secrets", &["KEY"]).await;
+    common::wait_for(&api, name, LIMIT, "Ready", common::ready).await;
+    let _ = api.delete(name, &DeleteParams::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_up_wait_stops_at_once_when_the_image_cannot_be_pulled() {
+    let client = common::client().await;
+    operator(&client).await;
+    let image = format!("{UNPULLABLE_REGISTRY}/demo:pr-77");
+    let started = Instant::now();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_appenv"));
+    command
+        .args(["preview", "up", "--app", "kubelet-demo", "--pr", "77"])
+        .args(["--image", &image, "--wait", "--timeout", "5m"])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .env("KUBECONFIG", appenv_localcluster::shared().kubeconfig())
+        .env_remove("GITHUB_OUTPUT");
+    let up = tokio::task::block_in_place(|| command.output()).expect("run appenv");
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    assert!(!up.status.success(), "up must fail: {stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "not the 5-minute timeout: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("failed: a component cannot start: web: Pod kubelet-demo-")
+            && stderr.contains(&format!(
+                "ImagePullBackOff: Back-off pulling image \"{image}\""
+            )),
+        "{stderr}"
+    );
+    let _ = Api::<AppEnvironment>::all(client.clone())
+        .delete("kubelet-demo-pr-77", &DeleteParams::default())
+        .await;
+}
