@@ -128,6 +128,9 @@ async fn every_seed_example_reaches_ready_and_kubectl_wait_sees_it() {
         apply(&client, &example(file, name, "seeds")).await;
     }
     for (file, name) in examples {
+        common::provide_example_secrets(&client, file, name).await;
+    }
+    for (file, name) in examples {
         let env = wait_ready(&client, name).await;
         let status = env.status.expect("status");
         assert_eq!(status.namespace.as_deref(), Some(name), "{file}");
@@ -346,8 +349,10 @@ async fn single_writers_never_overlap_across_twenty_image_updates() {
 async fn disabling_redis_and_removing_a_worker_prunes_them() {
     let client = common::client().await;
     let _operator = operator(&client, "prune", Duration::from_secs(30)).await;
-    let mut env = example("flask-react-template-production.yaml", "prune-me", "prune");
+    let file = "flask-react-template-production.yaml";
+    let mut env = example(file, "prune-me", "prune");
     apply(&client, &env).await;
+    common::provide_example_secrets(&client, file, "prune-me").await;
     wait_ready(&client, "prune-me").await;
     assert!(
         deployment(&client, "prune-me", "flask-react-template-redis")
@@ -422,6 +427,7 @@ async fn deletion_with_the_operator_stopped_removes_owned_keeps_retained_data_an
     for env in [&owned, &retained, &adopted] {
         apply(&client, env).await;
     }
+    common::provide_example_secrets(&client, "aifacade.yaml", "del-adopted").await;
     for name in ["del-owned", "del-retained", "del-adopted"] {
         wait_ready(&client, name).await;
     }
@@ -670,6 +676,7 @@ async fn a_deleted_or_edited_child_is_restored_at_once_not_at_the_next_resync() 
     let client = common::client().await;
     let _operator = operator(&client, "restore", Duration::from_secs(600)).await;
     apply(&client, &example("aifacade.yaml", "restore-me", "restore")).await;
+    common::provide_example_secrets(&client, "aifacade.yaml", "restore-me").await;
     wait_ready(&client, "restore-me").await;
     let ns = "restore-me";
     let selector = ListParams::default().labels("appenv.dev/environment=restore-me");
@@ -746,10 +753,12 @@ async fn a_crash_looping_component_is_reported_degraded_with_its_name_and_reason
     let mut env = example("aifacade.yaml", "degraded-web", "degraded");
     env["spec"]["web"]["podAnnotations"] = json!({ FAIL_ANNOTATION: "true" });
     apply(&client, &env).await;
+    common::provide_example_secrets(&client, "aifacade.yaml", "degraded-web").await;
     let api: Api<AppEnvironment> = Api::all(client.clone());
     let (degraded, message) =
         wait_condition(&client, "degraded-web", "Degraded", "Degraded", |c| {
-            c.status == "True"
+            // Until its Secret is created (by the user, after the namespace), web lacks it.
+            c.status == "True" && c.message.contains("CrashLoopBackOff")
         })
         .await;
     assert!(

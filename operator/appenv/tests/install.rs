@@ -298,6 +298,10 @@ async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet
     let mut crashing = example("aifacade.yaml", "rbac-crashing", test);
     crashing["spec"]["web"]["podAnnotations"] = json!({ FAIL_ANNOTATION: "true" });
     apply(admin, &crashing).await;
+    // The Secrets the examples read, created as a user would once appenv made the namespace.
+    for (file, name) in seeds.iter().chain([&("aifacade.yaml", "rbac-crashing")]) {
+        common::provide_example_secrets(admin, file, name).await;
+    }
 
     for (_, name) in seeds {
         wait_ready(admin, name).await;
