@@ -83,17 +83,17 @@ async fn create_placeholders(
     expected: Vec<placeholders::Placeholder>,
 ) -> anyhow::Result<()> {
     for placeholder in &expected {
+        let keys: Vec<&str> = placeholder.keys.iter().map(String::as_str).collect();
         eprintln!(
-            "[appenv] placeholder {} {}/{} (keys: {}){}",
+            "[appenv] placeholder {} {}/{} ({}){}",
             placeholder.kind,
             placeholder.namespace,
             placeholder.name,
-            placeholder
-                .keys
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", "),
+            if keys.is_empty() {
+                "no key read by name".to_owned()
+            } else {
+                format!("keys: {}", keys.join(", "))
+            },
             if placeholder.source {
                 ", copied into the environments that name it"
             } else {
