@@ -7,7 +7,8 @@
 //! that of its threads (`/proc/self/task/TID/stat`, and for threads that ended, what they had
 //! used when they stopped). The rest of the benchmark's process is the benchmark's own client:
 //! the requests that create the environments (for direct apply, what `kubectl` would do) and
-//! the watches that see them Ready.
+//! the watches that see them Ready. The machine's busy time (`/proc/stat`) is read as well: the
+//! difference to the components' sum is other load on the machine.
 
 use anyhow::Context as _;
 use appenv_localcluster::kubelet::SimKubelet;
@@ -82,10 +83,13 @@ pub struct CpuUse {
     pub busiest: Option<Busiest>,
     /// All components' CPU seconds over the wall time.
     pub all_cores: f64,
+    /// The machine's busy CPU seconds (every process's) over the wall time.
+    pub machine_cores: f64,
 }
 
 impl CpuUse {
-    pub fn new(wall_seconds: f64, seconds: BTreeMap<Component, f64>) -> Self {
+    /// `machine_seconds`: the busy CPU seconds of the whole machine meanwhile.
+    pub fn new(wall_seconds: f64, seconds: BTreeMap<Component, f64>, machine_seconds: f64) -> Self {
         let per_wall = |s: f64| {
             if wall_seconds > 0.0 {
                 s / wall_seconds
@@ -100,6 +104,7 @@ impl CpuUse {
         });
         Self {
             all_cores: per_wall(seconds.values().sum()),
+            machine_cores: per_wall(machine_seconds),
             wall_seconds,
             seconds,
             busiest,
@@ -118,18 +123,26 @@ impl CpuUse {
         }
     }
 
-    /// What bounded the run, in words: the busiest component, and all components together
-    /// (only these: other load on the machine is not counted).
+    /// What bounded the run, in words: the busiest component, all components together, and
+    /// the whole machine (which includes load from outside the benchmark).
     pub fn explain(&self, cores: usize) -> String {
-        let saturated = if self.all_cores >= 0.9 * cores as f64 {
-            ": every core was busy"
+        let cores_f = cores as f64;
+        let other = (self.machine_cores - self.all_cores).max(0.0);
+        let saturated = if self.machine_cores < 0.9 * cores_f {
+            String::new()
+        } else if other >= 0.25 * cores_f {
+            format!(
+                ": every core was busy, {other:.2} of them with load from outside the benchmark \
+                 (this figure is not the benchmark's alone)"
+            )
         } else {
-            ""
+            ": every core was busy".to_owned()
         };
         format!(
-            "{}; all components {:.2} cores{saturated}",
+            "{}; all components {:.2} cores, the machine {:.2}{saturated}",
             self.bound(cores),
-            self.all_cores
+            self.all_cores,
+            self.machine_cores
         )
     }
 }
@@ -154,6 +167,22 @@ pub fn stat_ticks(line: &str) -> Option<u64> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// The busy clock ticks of all CPUs from the first line of `/proc/stat`
+/// (`cpu user nice system idle iowait irq softirq steal ...`): user, nice, system, irq and
+/// softirq. Idle and waiting for I/O are not busy; stolen time went to other virtual machines.
+pub fn machine_busy_ticks(proc_stat: &str) -> Option<u64> {
+    let line = proc_stat.lines().next()?;
+    let mut fields = line.split_whitespace();
+    (fields.next()? == "cpu").then_some(())?;
+    let values: Vec<u64> = fields
+        .take(7)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq] = values.try_into().ok()?;
+    Some(user + nice + system + irq + softirq)
 }
 
 fn read_ticks(path: &str) -> anyhow::Result<u64> {
@@ -297,6 +326,7 @@ pub struct Sample {
     at: Instant,
     ticks: HashMap<Component, u64>,
     children: Duration,
+    machine_ticks: u64,
 }
 
 /// Reads every component's CPU time.
@@ -329,10 +359,12 @@ impl Meter {
         let process = read_ticks("/proc/self/stat")?;
         ticks.insert(Component::Kubelet, kubelet);
         ticks.insert(Component::Bench, process.saturating_sub(kubelet));
+        let proc_stat = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
         Ok(Sample {
             at: Instant::now(),
             ticks,
             children: reaped_children_cpu(),
+            machine_ticks: machine_busy_ticks(&proc_stat).context("no cpu line in /proc/stat")?,
         })
     }
 
@@ -361,7 +393,12 @@ fn used_between(before: &Sample, after: &Sample, ticks_per_second: f64, with_hel
         let helm = after.children.saturating_sub(before.children);
         seconds.insert(Component::Helm, helm.as_secs_f64());
     }
-    CpuUse::new(after.at.duration_since(before.at).as_secs_f64(), seconds)
+    let machine = after.machine_ticks.saturating_sub(before.machine_ticks) as f64;
+    CpuUse::new(
+        after.at.duration_since(before.at).as_secs_f64(),
+        seconds,
+        machine / ticks_per_second,
+    )
 }
 
 #[cfg(test)]
@@ -378,6 +415,20 @@ mod tests {
         assert_eq!(stat_ticks(odd), Some(42));
         assert_eq!(stat_ticks("7 (short) R 1 2"), None);
         assert_eq!(stat_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn the_machine_is_busy_when_not_idle_waiting_or_stolen() {
+        let stat = "cpu  1404145 10 207240 1451833 7634 3 5070 1680 0 0\n\
+                    cpu0 702072 5 103620 725916 3817 1 2535 840 0 0\n";
+        assert_eq!(
+            machine_busy_ticks(stat),
+            Some(1404145 + 10 + 207240 + 3 + 5070)
+        );
+        assert_eq!(machine_busy_ticks("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(machine_busy_ticks("cpu 1 2 3"), None);
+        let real = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+        assert!(machine_busy_ticks(&real).is_some());
     }
 
     #[test]
@@ -426,6 +477,7 @@ mod tests {
                 (Component::Etcd, 2.0),
                 (Component::Kubelet, 1.3),
             ]),
+            19.0,
         );
         let busiest = cpu.busiest.expect("a busiest component");
         assert_eq!(busiest.component, Component::Apiserver);
@@ -434,11 +486,19 @@ mod tests {
         assert_eq!(cpu.bound(2), "apiserver 1.62 cores of 2");
         assert_eq!(
             cpu.explain(2),
-            "apiserver 1.62 cores of 2; all components 1.95 cores: every core was busy"
+            "apiserver 1.62 cores of 2; all components 1.95 cores, the machine 1.90: \
+             every core was busy"
         );
         assert_eq!(
             cpu.explain(4),
-            "apiserver 1.62 cores of 4; all components 1.95 cores"
+            "apiserver 1.62 cores of 4; all components 1.95 cores, the machine 1.90"
+        );
+        let disturbed = CpuUse::new(10.0, BTreeMap::from([(Component::Apiserver, 3.0)]), 20.0);
+        assert_eq!(
+            disturbed.explain(2),
+            "apiserver 0.30 cores of 2; all components 0.30 cores, the machine 2.00: every core \
+             was busy, 1.70 of them with load from outside the benchmark (this figure is not the \
+             benchmark's alone)"
         );
         assert_eq!(CpuUse::default().bound(2), "-");
         let json = serde_json::to_value(&cpu).expect("serializes");
@@ -453,6 +513,7 @@ mod tests {
             at: start + Duration::from_secs(after),
             ticks: ticks.iter().copied().collect(),
             children: Duration::from_millis(children_ms),
+            machine_ticks: 1000 + 150 * after,
         };
         let before = sample(
             0,
@@ -466,6 +527,7 @@ mod tests {
         );
         let cpu = used_between(&before, &after, 100.0, true);
         assert_eq!(cpu.wall_seconds, 2.0);
+        assert_eq!(cpu.machine_cores, 1.5);
         assert_eq!(cpu.seconds_of(Component::Apiserver), Some(2.5));
         assert_eq!(cpu.seconds_of(Component::Bench), Some(0.0));
         assert_eq!(cpu.seconds_of(Component::Helm), Some(1.5));

@@ -803,18 +803,24 @@ fn fmt_batch(b: &Batch) -> String {
 fn cpu_tables(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
-        "\nCPU seconds (user + system) during each batch, from its start until all Ready; \
-         bounded by: the busiest component, its CPU seconds over the batch's wall time in cores \
-         of the machine's {}:\n",
+        "\nCPU seconds (user + system) of each component during each batch, from its start \
+         until all Ready (bench: the benchmark's own client, which creates the objects and \
+         watches for Ready); bounded by: the busiest component, its CPU seconds over the batch's \
+         wall time, in cores of the machine's {}; all: every component's; machine: every \
+         process's on the machine, the benchmark's and any other load:\n",
         report.cores
     );
     let columns: Vec<&str> = Component::ALL.iter().map(|c| c.as_str()).collect();
     let _ = writeln!(
         out,
-        "| method | N | wall s | {} | bounded by | all, cores |",
+        "| method | N | wall s | {} | bounded by | all, cores | machine, cores |",
         columns.join(" | ")
     );
-    let _ = writeln!(out, "|---|---|---|{}---|---|", "---|".repeat(columns.len()));
+    let _ = writeln!(
+        out,
+        "|---|---|---|{}---|---|---|",
+        "---|".repeat(columns.len())
+    );
     for b in &report.batches {
         let seconds: Vec<String> = Component::ALL
             .iter()
@@ -826,13 +832,14 @@ fn cpu_tables(out: &mut String, report: &Report) {
             .collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {:.2} | {} | {} | {:.2} |",
+            "| {} | {} | {:.2} | {} | {} | {:.2} | {:.2} |",
             b.method,
             b.n,
             b.cpu.wall_seconds,
             seconds.join(" | "),
             b.cpu.bound(report.cores),
-            b.cpu.all_cores
+            b.cpu.all_cores,
+            b.cpu.machine_cores
         );
     }
     let _ = writeln!(out);
@@ -968,6 +975,7 @@ mod tests {
                 (Component::Operator, 0.3),
                 (Component::Helm, 2.4),
             ]),
+            4.0,
         );
         let report = Report {
             cores: 2,
@@ -981,21 +989,21 @@ mod tests {
         assert!(
             text.contains(
                 "| method | N | wall s | apiserver | etcd | controller-manager | kubelet | \
-                 operator | helm | bench | bounded by | all, cores |"
+                 operator | helm | bench | bounded by | all, cores | machine, cores |"
             ),
             "{text}"
         );
         assert!(
             text.contains(
                 "| helm install | 2 | 2.00 | 1.50 | - | - | - | 0.30 | 2.40 | - | \
-                 helm 1.20 cores of 2 | 2.10 |"
+                 helm 1.20 cores of 2 | 2.10 | 2.00 |"
             ),
             "{text}"
         );
         assert!(
             text.contains(
                 "- helm install, N = 2: bounded by helm 1.20 cores of 2; \
-                 all components 2.10 cores: every core was busy"
+                 all components 2.10 cores, the machine 2.00: every core was busy"
             ),
             "{text}"
         );
