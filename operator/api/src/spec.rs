@@ -14,6 +14,8 @@ pub const MAX_WORKERS: usize = 20;
 pub const MAX_PULL_SECRETS: usize = 16;
 /// Rules in `spec.namespace.egress`, and blocks or ports in one rule.
 pub const MAX_EGRESS: usize = 32;
+/// Objects in `spec.namespace.copy`.
+pub const MAX_COPIES: usize = 32;
 
 /// One environment of an application (production, staging, or the preview of one pull
 /// request). Cluster-scoped: the environment owns one namespace and everything in it, so
@@ -168,6 +170,55 @@ pub struct NamespaceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_EGRESS))]
     pub egress: Vec<EgressRule>,
+
+    /// Secrets and ConfigMaps copied into the namespace, under the same name, from a namespace
+    /// the operator copies from (its `--copy-from-namespace` flag, the chart's
+    /// `copyFromNamespaces`), and kept current: a new namespace (a preview's) gets the
+    /// credentials a secret manager keeps in one place, e.g.
+    /// `[{kind: Secret, namespace: preview-secrets, name: doppler-secrets}]`.
+    /// A copy whose source disappears is kept as last copied, and the environment is Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_COPIES))]
+    pub copy: Vec<CopySpec>,
+}
+
+/// One object copied into the environment's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CopySpec {
+    /// `Secret` (default) or `ConfigMap`.
+    #[serde(default)]
+    pub kind: CopyKind,
+    /// The source namespace: one the operator is configured to copy from.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// The object's name, in the source namespace and in the environment's.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum CopyKind {
+    #[default]
+    Secret,
+    ConfigMap,
+}
+
+impl CopyKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Secret => "Secret",
+            Self::ConfigMap => "ConfigMap",
+        }
+    }
+}
+
+impl std::fmt::Display for CopyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One destination outside the namespace: an IP block, optionally only some TCP ports.

@@ -4,7 +4,6 @@
 mod common;
 
 use appenv::cli::render::render;
-use appenv_core::settings::Settings;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -46,10 +45,7 @@ async fn the_crd_examples_and_every_rendered_object_are_accepted_by_the_api_serv
     appenv_controller::crd::install(&client, MANAGER)
         .await
         .expect("the API server accepts the generated CRD");
-    let settings = Settings {
-        preview_domain: Some("preview.example.com".parse().expect("domain")),
-        ..Settings::default()
-    };
+    let settings = common::example_settings();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let mut files: Vec<_> = std::fs::read_dir(&examples)
         .expect("examples/")

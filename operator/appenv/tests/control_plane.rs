@@ -237,3 +237,81 @@ fn appenv_dev_killed_outright_takes_its_control_plane_with_it() {
         "control-plane processes outlived a SIGKILLed appenv dev"
     );
 }
+
+/// `kubectl --kubeconfig KUBECONFIG ARGS`: exit success and stdout.
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn appenv_dev_examples_come_up_ready_with_the_secrets_a_user_would_create() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let (mut dev, _) = start_dev(&["--examples", examples]);
+    let config = dev.kubeconfig.clone();
+    // Every example environment becomes Ready (kubectl waits on the condition).
+    let (ok, waited) = kubectl(
+        &config,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "appenvironments",
+            "--all",
+            "--timeout=180s",
+        ],
+    );
+    let (_, listed) = kubectl(&config, &["get", "appenvironments", "-o", "wide"]);
+    assert!(ok, "{waited}\n{listed}");
+    assert_eq!(
+        listed.lines().filter(|l| l.contains(" Ready ")).count(),
+        5,
+        "{listed}"
+    );
+    // The Secrets a user keeps in a secret manager, with placeholder values: the copy source
+    // (copied into the Flask-React-Template environments by appenv), and the Secret aifacade
+    // reads in its own namespace.
+    for (namespace, name) in [
+        ("flask-react-template-secrets", "doppler-secrets"),
+        ("flask-react-template-pr-123", "doppler-secrets"),
+        ("flask-react-template-production", "doppler-secrets"),
+        ("aifacade", "aifacade-secrets"),
+    ] {
+        let (ok, found) = kubectl(
+            &config,
+            &["get", "secret", name, "-n", namespace, "-o", "name"],
+        );
+        assert!(ok, "{namespace}/{name}: {found}");
+    }
+    let (_, copy) = kubectl(
+        &config,
+        &[
+            "get",
+            "secret",
+            "doppler-secrets",
+            "-n",
+            "flask-react-template-pr-123",
+            "-o",
+            "jsonpath={.metadata.annotations.appenv\\.dev/copied-from} {.data.MONGODB_URI}",
+        ],
+    );
+    assert_eq!(
+        copy.trim(),
+        "flask-react-template-secrets/doppler-secrets cGxhY2Vob2xkZXI=",
+        "the copy of the placeholder (base64 of \"placeholder\")"
+    );
+    signal(dev.child.id(), libc::SIGINT);
+    let status = dev.child.wait().expect("wait");
+    assert!(status.success(), "appenv dev exits 0 on Ctrl-C: {status}");
+}

@@ -39,12 +39,10 @@ async fn operator(client: &Client, test: &str, resync: Duration) -> Operator {
     appenv_controller::crd::install(client, "appenv-tests")
         .await
         .expect("CRD installs");
+    common::example_sources(client).await;
     let metrics = Arc::new(Metrics::default());
     let options = Options {
-        settings: Settings {
-            preview_domain: Some("preview.example.com".parse().expect("domain")),
-            ..Settings::default()
-        },
+        settings: common::example_settings(),
         resync,
         selector: Some(format!("{TEST_LABEL}={test}")),
         concurrency: 4,

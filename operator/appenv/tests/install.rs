@@ -247,15 +247,15 @@ async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet
         .await
         .expect("wildcard secret");
 
+    common::example_sources(admin).await;
     let options = Options {
         settings: Settings {
-            preview_domain: Some("preview.example.com".parse().expect("domain")),
             wildcard_tls: Some(
                 format!("{wildcard}/preview-wildcard-tls")
                     .parse()
                     .expect("reference"),
             ),
-            ..Settings::default()
+            ..common::example_settings()
         },
         resync: Duration::from_secs(20),
         selector: Some(format!("{TEST_LABEL}={test}")),

@@ -34,15 +34,15 @@ async fn operator(client: &Client) {
                 .create(&PostParams::default(), &ns)
                 .await;
             set_wildcard(client, "cert-1").await;
+            common::example_sources(client).await;
             let options = Options {
                 settings: Settings {
-                    preview_domain: Some("preview.example.com".parse().expect("domain")),
                     wildcard_tls: Some(
                         format!("appenv-system/{WILDCARD}")
                             .parse()
                             .expect("reference"),
                     ),
-                    ..Settings::default()
+                    ..common::example_settings()
                 },
                 ..Options::default()
             };

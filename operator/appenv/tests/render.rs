@@ -17,6 +17,11 @@ fn repo() -> PathBuf {
 fn settings() -> Settings {
     Settings {
         preview_domain: Some("preview.example.com".parse().expect("domain")),
+        // The Flask-React-Template examples copy their credentials from there.
+        copy_from_namespaces: vec![
+            appenv_core::settings::DnsLabel::parse_copy_source("flask-react-template-secrets")
+                .expect("namespace"),
+        ],
         ..Settings::default()
     }
 }

@@ -8,15 +8,19 @@
 //! Helm v4 through helm-sdkpy). An environment is Ready when its AppEnvironment says so, or, for
 //! the baselines, when all of its Deployments are available. Latencies count from the moment
 //! the batch started. The operator's API requests come from its own client-side counter
-//! (`appenv_api_requests_total`), its memory from /proc.
+//! (`appenv_api_requests_total`), its memory from /proc. What bounds each run is measured too:
+//! the CPU time every component used during it ([`cpu`]), and which was the busiest.
 
+mod cpu;
+
+pub use crate::cpu::{Busiest, Component, CpuUse};
+use crate::cpu::{KubeletRuntime, Meter};
 use anyhow::Context as _;
 use appenv_api::AppEnvironment;
 use appenv_core::build::{self, ENVIRONMENT_LABEL, FIELD_MANAGER};
 use appenv_core::settings::Settings;
 use appenv_core::validate;
-use appenv_localcluster::kubelet::SimKubelet;
-use appenv_localcluster::{ClientRate, ControlPlane, StartOptions, http_get};
+use appenv_localcluster::{ClientRate, ControlPlane, Process, StartOptions, http_get};
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -98,7 +102,7 @@ impl ControllerManagerArgs {
     }
 }
 
-/// Latencies of one batch, in seconds.
+/// Latencies of one batch, in seconds, and the CPU time each component used meanwhile.
 #[derive(Debug, Clone, Serialize)]
 pub struct Batch {
     pub method: &'static str,
@@ -107,6 +111,7 @@ pub struct Batch {
     pub p95: f64,
     pub max: f64,
     pub per_second: f64,
+    pub cpu: CpuUse,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,11 +121,15 @@ pub struct Requests {
     pub writes_per_environment: f64,
     /// Objects per environment plus one status write.
     pub minimum_per_environment: usize,
+    /// The operator's CPU seconds (user + system) during the batch, per environment.
+    pub operator_cpu_seconds_per_environment: f64,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Report {
     pub machine: String,
+    /// CPU cores the benchmark could use (what a component's "cores" are out of).
+    pub cores: usize,
     pub kubernetes: String,
     /// kube-controller-manager's client rate limit during the run.
     pub controller_manager_rate: ClientRate,
@@ -190,6 +199,7 @@ fn batch(method: &'static str, mut latencies: Vec<f64>) -> Batch {
         } else {
             0.0
         },
+        cpu: CpuUse::default(),
     }
 }
 
@@ -285,6 +295,10 @@ impl Operator {
             }
         }
         Ok(counters)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn rss_mib(&self) -> anyhow::Result<f64> {
@@ -569,7 +583,7 @@ fn machine() -> String {
             })
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let cores = cores();
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -579,6 +593,31 @@ fn machine() -> String {
         })
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
     format!("{cores} cores ({cpu}), {memory:.0} GiB RAM")
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+}
+
+/// CPU meters for the processes of the control plane, the operator and the simulated kubelet.
+fn meter(
+    plane: &ControlPlane,
+    operator: &Operator,
+    kubelet: &KubeletRuntime,
+) -> anyhow::Result<Meter> {
+    let mut processes = Vec::new();
+    for (component, process) in [
+        (Component::Apiserver, Process::ApiServer),
+        (Component::Etcd, Process::Etcd),
+        (Component::ControllerManager, Process::ControllerManager),
+    ] {
+        let pid = plane
+            .pid(process)
+            .with_context(|| format!("{} is not running", process.binary()))?;
+        processes.push((component, pid));
+    }
+    processes.push((Component::Operator, operator.pid()));
+    Ok(Meter::new(processes, kubelet))
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
@@ -592,13 +631,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     })
     .await?;
     let client = plane.client().await?;
-    let _kubelet = SimKubelet::start(client.clone()).await?;
+    let kubelet = KubeletRuntime::start(plane.kubeconfig()).await?;
     appenv_controller::crd::install(&client, FIELD_MANAGER).await?;
     let discovery = Discovery::new(client.clone()).run().await?;
     let operator = Operator::start(plane.kubeconfig(), &args).await?;
     operator.settle().await?;
+    let meter = meter(&plane, &operator, &kubelet)?;
     let mut report = Report {
         machine: machine(),
+        cores: cores(),
         kubernetes: plane.server_version().to_owned(),
         controller_manager_rate,
         ..Report::default()
@@ -646,16 +687,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         let names: Vec<String> = (0..n).map(|i| format!("bench-{round}-{i}")).collect();
         progress(format!("appenv: {n} AppEnvironments at once"));
         let before = operator.counters()?;
+        let cpu_before = meter.sample()?;
         let started = Instant::now();
         apply_environments(&client, &names, args.parallel).await?;
         let latencies = envs_ready.wait(&names, started, limit).await?;
+        let cpu = meter.since(&cpu_before, false)?;
         let after = operator.counters()?;
-        report.batches.push(batch("appenv", latencies));
         report.requests.push(Requests {
             n,
             per_environment: (after.requests - before.requests) as f64 / n as f64,
             writes_per_environment: (after.writes - before.writes) as f64 / n as f64,
             minimum_per_environment: objects_per_env + 1,
+            operator_cpu_seconds_per_environment: cpu
+                .seconds_of(Component::Operator)
+                .unwrap_or(0.0)
+                / n as f64,
+        });
+        report.batches.push(Batch {
+            cpu,
+            ..batch("appenv", latencies)
         });
         record_memory(Some(existing), existing + n, &operator, &mut report)?;
         existing += n;
@@ -663,10 +713,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         // Direct apply of the rendered manifests.
         let names: Vec<String> = (0..n).map(|i| format!("direct-{round}-{i}")).collect();
         progress(format!("direct apply: {n} environments' manifests at once"));
+        let cpu_before = meter.sample()?;
         let started = Instant::now();
         apply_direct(&client, &discovery, &names, args.parallel).await?;
         let latencies = baseline_ready.wait(&names, started, limit).await?;
-        report.batches.push(batch("direct apply", latencies));
+        report.batches.push(Batch {
+            cpu: meter.since(&cpu_before, false)?,
+            ..batch("direct apply", latencies)
+        });
         delete_namespaces(&client, &names).await;
 
         // One Helm release per environment.
@@ -676,6 +730,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                 "helm install: {n} releases at once ({} in flight)",
                 args.parallel
             ));
+            let cpu_before = meter.sample()?;
             let started = Instant::now();
             helm_installs(
                 plane.kubeconfig(),
@@ -686,7 +741,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             )
             .await?;
             let latencies = baseline_ready.wait(&names, started, limit).await?;
-            report.batches.push(batch("helm install", latencies));
+            report.batches.push(Batch {
+                cpu: meter.since(&cpu_before, true)?,
+                ..batch("helm install", latencies)
+            });
             delete_namespaces(&client, &names).await;
         }
     }
@@ -730,6 +788,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     env_watch.abort();
     deploy_watch.abort();
     drop(operator);
+    drop(kubelet);
     Ok(report)
 }
 
@@ -738,6 +797,61 @@ fn fmt_batch(b: &Batch) -> String {
         "| {} | {} | {:.2} | {:.2} | {:.2} | {:.1} |",
         b.method, b.n, b.p50, b.p95, b.max, b.per_second
     )
+}
+
+/// CPU seconds of each component per batch, and what bounded each batch.
+fn cpu_tables(out: &mut String, report: &Report) {
+    let _ = writeln!(
+        out,
+        "\nCPU seconds (user + system) of each component during each batch, from its start \
+         until all Ready (bench: the benchmark's own client, which creates the objects and \
+         watches for Ready); bounded by: the busiest component, its CPU seconds over the batch's \
+         wall time, in cores of the machine's {}; all: every component's; machine: every \
+         process's on the machine, the benchmark's and any other load:\n",
+        report.cores
+    );
+    let columns: Vec<&str> = Component::ALL.iter().map(|c| c.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "| method | N | wall s | {} | bounded by | all, cores | machine, cores |",
+        columns.join(" | ")
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---|{}---|---|---|",
+        "---|".repeat(columns.len())
+    );
+    for b in &report.batches {
+        let seconds: Vec<String> = Component::ALL
+            .iter()
+            .map(|c| {
+                b.cpu
+                    .seconds_of(*c)
+                    .map_or("-".into(), |s| format!("{s:.2}"))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.2} | {} | {} | {:.2} | {:.2} |",
+            b.method,
+            b.n,
+            b.cpu.wall_seconds,
+            seconds.join(" | "),
+            b.cpu.bound(report.cores),
+            b.cpu.all_cores,
+            b.cpu.machine_cores
+        );
+    }
+    let _ = writeln!(out);
+    for b in &report.batches {
+        let _ = writeln!(
+            out,
+            "- {}, N = {}: bounded by {}",
+            b.method,
+            b.n,
+            b.cpu.explain(report.cores)
+        );
+    }
 }
 
 /// The report as markdown.
@@ -784,22 +898,24 @@ pub fn markdown(report: &Report) -> String {
             ratio("helm install")
         );
     }
+    cpu_tables(&mut out, report);
     let _ = writeln!(
         out,
-        "\n| N | API requests / environment | writes / environment | minimum (objects + status) | requests / minimum | writes / minimum |"
+        "\n| N | API requests / environment | writes / environment | minimum (objects + status) | requests / minimum | writes / minimum | operator CPU s / environment |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for r in &report.requests {
         let minimum = r.minimum_per_environment as f64;
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {:.1} | {} | {:.2} | {:.2} |",
+            "| {} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.3} |",
             r.n,
             r.per_environment,
             r.writes_per_environment,
             r.minimum_per_environment,
             r.per_environment / minimum,
-            r.writes_per_environment / minimum
+            r.writes_per_environment / minimum,
+            r.operator_cpu_seconds_per_environment
         );
     }
     let _ = writeln!(
@@ -848,6 +964,53 @@ mod tests {
             json["controller_manager_rate"],
             serde_json::json!({"qps": 123, "burst": 456})
         );
+    }
+
+    #[test]
+    fn the_report_says_what_bounded_each_batch() {
+        let cpu = CpuUse::new(
+            2.0,
+            BTreeMap::from([
+                (Component::Apiserver, 1.5),
+                (Component::Operator, 0.3),
+                (Component::Helm, 2.4),
+            ]),
+            4.0,
+        );
+        let report = Report {
+            cores: 2,
+            batches: vec![Batch {
+                cpu,
+                ..batch("helm install", vec![1.0, 2.0])
+            }],
+            ..Report::default()
+        };
+        let text = markdown(&report);
+        assert!(
+            text.contains(
+                "| method | N | wall s | apiserver | etcd | controller-manager | kubelet | \
+                 operator | helm | bench | bounded by | all, cores | machine, cores |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| helm install | 2 | 2.00 | 1.50 | - | - | - | 0.30 | 2.40 | - | \
+                 helm 1.20 cores of 2 | 2.10 | 2.00 |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "- helm install, N = 2: bounded by helm 1.20 cores of 2; \
+                 all components 2.10 cores, the machine 2.00: every core was busy"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).expect("serializes");
+        assert_eq!(json["cores"], 2);
+        assert_eq!(json["batches"][0]["cpu"]["seconds"]["helm"], 2.4);
+        assert_eq!(json["batches"][0]["cpu"]["busiest"]["component"], "helm");
     }
 
     #[test]

@@ -241,6 +241,8 @@ pub async fn apply_children(
         web,
         workers,
         wildcard_tls,
+        copied_secrets,
+        copied_config_maps,
     } = children;
     let mut applied = Applied::new();
     let mut note = |kind: ChildKind, name: String| {
@@ -263,6 +265,15 @@ pub async fn apply_children(
     }
     applier.apply(config).await?;
     note(ChildKind::ConfigMap, config.name_any());
+    // Copies before the workloads whose Pods read them (the certificate before the Ingress).
+    for copy in copied_secrets.iter().chain(wildcard_tls) {
+        applier.apply(copy).await?;
+        note(ChildKind::Secret, copy.name_any());
+    }
+    for copy in copied_config_maps {
+        applier.apply(copy).await?;
+        note(ChildKind::ConfigMap, copy.name_any());
+    }
     if let Some(Postgres {
         credentials,
         init,
@@ -337,10 +348,6 @@ pub async fn apply_children(
         for worker in workers {
             note(ChildKind::Deployment, worker.name_any());
         }
-    }
-    if let Some(copy) = wildcard_tls {
-        applier.apply(copy).await?;
-        note(ChildKind::Secret, copy.name_any());
     }
     if let Some(ingress) = ingress {
         applier.apply(ingress).await?;

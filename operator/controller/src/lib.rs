@@ -193,8 +193,7 @@ pub async fn run_until(
         env_config = env_config.labels(selector);
     }
     let backoff = || ConstantBackoff(WATCH_BACKOFF);
-    let (stores, triggers, wildcard_changes) =
-        stores::Stores::watch(&client, options.settings.wildcard_tls.as_ref(), backoff);
+    let (stores, changes) = stores::Stores::watch(&client, &options.settings, backoff);
     // The environments' store without managedFields, which no decision reads.
     let (reader, writer) = reflector::store();
     let ctx = Arc::new(Context {
@@ -228,9 +227,14 @@ pub async fn run_until(
         .applied_objects();
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let reader_ready = reader.clone();
+    let copiers = reader.clone();
+    let source_changes = changes.sources.flat_map(move |touched| {
+        futures::stream::iter(stores::copying(&copiers.state(), &touched))
+    });
     let controller = Controller::for_stream(envs, reader)
-        .reconcile_all_on(wildcard_changes)
-        .reconcile_on(futures::stream::select_all(triggers))
+        .reconcile_all_on(changes.wildcard)
+        .reconcile_on(futures::stream::select_all(changes.triggers))
+        .reconcile_on(source_changes)
         .with_config(
             kube::runtime::controller::Config::default()
                 .concurrency(options.concurrency)

@@ -39,6 +39,8 @@ pub struct Observed {
     pub pod_failures: BTreeMap<String, String>,
     /// Volumes that cannot bind, with the reason.
     pub volume_failures: Vec<String>,
+    /// Objects of `spec.namespace.copy` that cannot be copied, with the reason.
+    pub copy_failures: Vec<String>,
     /// Phase of the embedded database's volume, if it exists.
     pub data_volume_phase: Option<String>,
 }

@@ -9,9 +9,10 @@ use crate::observe::{self, Observed};
 use crate::plan::{self, Plan, Rollout};
 use crate::secrets::{self, SecretString};
 use crate::{Context, status};
-use appenv_api::AppEnvironment;
+use appenv_api::names::ChildKind;
 use appenv_api::names::{Action as EventAction, Reason};
-use appenv_core::build::{self, Children, WildcardTls};
+use appenv_api::{AppEnvironment, CopyKind};
+use appenv_core::build::{self, Children, Copied, WildcardTls};
 use appenv_core::settings::SecretRef;
 use appenv_core::validate::{self, DatabaseModel, Invalid, Model};
 use k8s_openapi::jiff::Timestamp;
@@ -69,6 +70,9 @@ struct Observation {
     /// (`namespace/name`) does not exist, which fails the build, not the observation (an
     /// expired preview is deleted all the same).
     wildcard_tls: Result<Option<WildcardTls>, String>,
+    /// The sources of `spec.namespace.copy` that were found (the others are failures in
+    /// `observed`, and their copies, if any, are kept as last copied).
+    copies: Vec<Copied>,
 }
 
 async fn observe(ctx: &Context, model: Model) -> Result<Observation, Error> {
@@ -85,11 +89,21 @@ async fn observe(ctx: &Context, model: Model) -> Result<Observation, Error> {
         (Some(source), Some(_)) => wildcard_tls(ctx, source).map(Some),
         _ => Ok(None),
     };
+    let mut copies = Vec::new();
+    for copy in &model.namespace.copies {
+        match ctx.stores.sources.get(copy) {
+            Ok(found) => copies.push(found),
+            Err(why) => observed.copy_failures.push(format!(
+                "{why} (a copy already in the namespace is kept as last copied)"
+            )),
+        }
+    }
     Ok(Observation {
         model,
         observed,
         password,
         wildcard_tls,
+        copies,
     })
 }
 
@@ -157,6 +171,7 @@ fn build(
             postgres_password: observation.and_then(|o| o.password.clone()),
             workload_image: rollout.gates.workload_image.clone(),
             wildcard_tls,
+            copies: observation.map(|o| o.copies.clone()).unwrap_or_default(),
         },
     ))
 }
@@ -171,14 +186,17 @@ async fn prune(
         return Ok(());
     }
     let namespace = &rollout.model.namespace.name;
-    apply::prune(
-        &ctx.client,
-        &ctx.stores,
-        namespace,
-        &env.name_any(),
-        applied,
-    )
-    .await
+    // A copy whose source is gone stays as last copied: only a copy the spec no longer names
+    // is pruned.
+    let mut keep = applied.clone();
+    for copy in &rollout.model.namespace.copies {
+        let kind = match copy.kind {
+            CopyKind::Secret => ChildKind::Secret,
+            CopyKind::ConfigMap => ChildKind::ConfigMap,
+        };
+        keep.entry(kind).or_default().insert(copy.name.clone());
+    }
+    apply::prune(&ctx.client, &ctx.stores, namespace, &env.name_any(), &keep).await
 }
 
 /// The controller's reconcile: a malformed object is reported and left alone; the reconcile

@@ -408,6 +408,7 @@ pub fn compute(
     let (migrations, migration_failure) = migrations(model, &migration, gates);
     failures.extend(migration_failure);
     failures.extend(observed.volume_failures.iter().cloned());
+    failures.extend(observed.copy_failures.iter().cloned());
     let at_spec_image = gates.workload_image.as_deref() == Some(model.image.as_str());
     let ready = all_current && migrations.ok && database.ok && at_spec_image;
     let [ready_cond, progressing, degraded] = rollout_conditions(ready, &failures, progress(&list));

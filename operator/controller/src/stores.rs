@@ -18,6 +18,7 @@
 
 mod index;
 mod snapshot;
+mod sources;
 
 pub use self::index::Index;
 use self::index::IndexWriter;
@@ -25,6 +26,7 @@ pub use self::snapshot::{
     CANNOT_START, ClaimSnapshot, DeploymentSnapshot, FailingPod, JobSnapshot, Labels, Meta,
     MountFailure, PodFailure, SecretSnapshot, StatefulSetSnapshot,
 };
+pub use self::sources::{Sources, Touched, copying};
 use appenv_api::AppEnvironment;
 use appenv_api::names::{ChildKind, label};
 use futures::stream::BoxStream;
@@ -242,6 +244,8 @@ pub struct Stores {
     mount_failures: Index<Event>,
     /// The wildcard certificate previews copy, if one is configured.
     pub wildcard: Option<Store<Secret>>,
+    /// The sources of `spec.namespace.copy`, in the namespaces the operator copies from.
+    pub sources: Sources,
 }
 
 impl std::fmt::Debug for Stores {
@@ -310,14 +314,24 @@ fn first_list<K: Watched>(
     (K::PLURAL, K::index(stores).wait_ready().boxed())
 }
 
+/// What the watches report, for the controller to reconcile on.
+pub struct Changes {
+    /// Changes of environments' objects: reconcile that environment.
+    pub triggers: Vec<Trigger>,
+    /// Changes of the wildcard certificate: reconcile every environment.
+    pub wildcard: BoxStream<'static, ()>,
+    /// Changes of copy sources: reconcile the environments that copy them.
+    pub sources: BoxStream<'static, Touched>,
+}
+
 impl Stores {
     /// Set up the watches. Nothing is read until the returned streams are polled (the
     /// controller polls them: every change of an environment's object reconciles it).
     pub fn watch<B>(
         client: &Client,
-        wildcard: Option<&appenv_core::settings::SecretRef>,
+        settings: &appenv_core::settings::Settings,
         backoff: impl Fn() -> B,
-    ) -> (Self, Vec<Trigger>, BoxStream<'static, ()>)
+    ) -> (Self, Changes)
     where
         B: Backoff + Send + 'static,
     {
@@ -340,6 +354,7 @@ impl Stores {
             pods: Index::new(),
             mount_failures: Index::new(),
             wildcard: None,
+            sources: Sources::default(),
         };
         stores.pods = watch_kind(c, backoff(), &mut all);
         // An Event has no environment label: its Pod (kept while it is creating) has.
@@ -354,7 +369,10 @@ impl Stores {
                 .find(|(k, _)| &**k == label::ENVIRONMENT)?;
             Some(ObjectRef::new(&environment.1))
         });
+        let (sources, source_changes) = Sources::watch(c, &settings.copy_from_namespaces, &backoff);
+        stores.sources = sources;
         let mut wildcard_changes = futures::stream::pending().boxed();
+        let wildcard = settings.wildcard_tls.as_ref();
         if let Some((ns, name)) = wildcard.map(|w| (w.namespace(), w.name())) {
             // A change of the certificate reaches every preview's copy: the caller reconciles
             // every environment on this stream.
@@ -369,7 +387,12 @@ impl Stores {
                 .boxed();
             stores.wildcard = Some(reader);
         }
-        (stores, all, wildcard_changes)
+        let changes = Changes {
+            triggers: all,
+            wildcard: wildcard_changes,
+            sources: source_changes,
+        };
+        (stores, changes)
     }
 
     /// Wait until every store holds its first full list.
@@ -395,7 +418,8 @@ impl Stores {
             let wait = w.wait_until_ready().map(|r| r.map_err(|_| ())).boxed();
             ("the wildcard certificate's Secret", wait)
         });
-        for (what, wait) in waits.into_iter().chain(wildcard) {
+        let sources = self.sources.first_lists();
+        for (what, wait) in waits.into_iter().chain(wildcard).chain(sources) {
             match tokio::time::timeout(FIRST_LIST, wait).await {
                 Ok(Ok(())) => {}
                 Ok(Err(())) => return Err(NotReady::Ended(what)),
@@ -483,6 +507,7 @@ impl Stores {
             pods: Index::new(),
             mount_failures: Index::new(),
             wildcard: None,
+            sources: Sources::default(),
         }
     }
 

@@ -26,6 +26,10 @@ pub struct Settings {
     /// A wildcard certificate (a TLS Secret) copied into every preview namespace under the
     /// same name and used by previews' Ingresses that set no TLS.
     pub wildcard_tls: Option<SecretRef>,
+    /// Namespaces whose Secrets and ConfigMaps environments may copy into theirs
+    /// (`spec.namespace.copy`). Every object in them is readable by whoever may create an
+    /// AppEnvironment: list only namespaces that hold what environments may use.
+    pub copy_from_namespaces: Vec<DnsLabel>,
 }
 
 /// The `hard` limits of a preview namespace's ResourceQuota.
@@ -55,6 +59,7 @@ impl Default for Settings {
                 storage: CheckedQuantity("20Gi".to_owned()),
             },
             wildcard_tls: None,
+            copy_from_namespaces: Vec::new(),
         }
     }
 }
@@ -76,6 +81,8 @@ pub enum SettingError {
          ending with a letter or digit"
     )]
     DnsLabel(String),
+    #[error("{0:?} is a system namespace: environments may not copy from it")]
+    SystemNamespace(String),
     #[error("{0:?} must be NAMESPACE/NAME, e.g. ingress-nginx/wildcard-tls")]
     Reference(String),
     #[error("{0:?} must be a positive number followed by s, m, h or d, e.g. 72h or 10m")]
@@ -130,6 +137,21 @@ impl DnsLabel {
         } else {
             Err(SettingError::DnsLabel(truncate(text)))
         }
+    }
+}
+
+/// Namespaces no environment may copy from: what is in them belongs to the cluster.
+const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+impl DnsLabel {
+    /// A namespace environments may copy Secrets and ConfigMaps from: a DNS label, not one of
+    /// the cluster's own.
+    pub fn parse_copy_source(text: &str) -> Result<Self, SettingError> {
+        let label = Self::parse(text)?;
+        if SYSTEM_NAMESPACES.contains(&text) {
+            return Err(SettingError::SystemNamespace(truncate(text)));
+        }
+        Ok(label)
     }
 }
 
@@ -229,6 +251,22 @@ mod tests {
             Ok(&defaults.ingress_namespace)
         );
         assert!(is_dns_label(&defaults.ingress_namespace, 63));
+    }
+
+    #[test]
+    fn copy_sources_are_namespaces_but_not_the_clusters_own() {
+        assert_eq!(
+            DnsLabel::parse_copy_source("preview-secrets").map(|l| l.to_string()),
+            Ok("preview-secrets".to_owned())
+        );
+        assert_eq!(
+            DnsLabel::parse_copy_source("kube-system"),
+            Err(SettingError::SystemNamespace("kube-system".into()))
+        );
+        assert!(matches!(
+            DnsLabel::parse_copy_source("a/b"),
+            Err(SettingError::DnsLabel(_))
+        ));
     }
 
     #[test]

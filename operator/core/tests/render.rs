@@ -27,6 +27,11 @@ fn repo() -> PathBuf {
 fn settings() -> Settings {
     Settings {
         preview_domain: Some("preview.example.com".parse().expect("domain")),
+        // The Flask-React-Template examples copy their credentials from there.
+        copy_from_namespaces: vec![
+            appenv_core::settings::DnsLabel::parse_copy_source("flask-react-template-secrets")
+                .expect("namespace"),
+        ],
         ..Settings::default()
     }
 }
@@ -54,6 +59,7 @@ fn build_objects(text: &str, example: &str) -> Vec<Value> {
         postgres_password: None,
         workload_image: None,
         wildcard_tls: None,
+        copies: Vec::new(),
     };
     manifest::parse_numbered(text)
         .into_iter()

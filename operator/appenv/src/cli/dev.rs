@@ -5,6 +5,8 @@ use appenv_localcluster::kubelet::{NODE_NAME, SimKubelet};
 use appenv_localcluster::{ControlPlane, StartOptions};
 use std::path::PathBuf;
 
+pub mod placeholders;
+
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
     /// Where to write the kubeconfig of the local control plane (removed on exit).
@@ -26,12 +28,8 @@ pub struct DevArgs {
     pub settings: crate::cli::settings::SettingsArgs,
 }
 
-/// Apply the AppEnvironments of a folder; returns their names.
-async fn apply_examples(
-    client: &kube::Client,
-    dir: &std::path::Path,
-) -> anyhow::Result<Vec<String>> {
-    use kube::api::{Api, Patch, PatchParams};
+/// The AppEnvironments of a folder (its `invalid-*` files excepted), in file order.
+fn read_examples(dir: &std::path::Path) -> anyhow::Result<Vec<appenv_api::AppEnvironment>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -42,28 +40,78 @@ async fn apply_examples(
         })
         .collect();
     files.sort();
-    let api: Api<appenv_api::AppEnvironment> = Api::all(client.clone());
-    let mut names = Vec::new();
+    let mut envs = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading {}", file.display()))?;
         for document in appenv_api::manifest::parse(&text) {
-            let env = document.map_err(|e| {
+            envs.push(document.map_err(|e| {
                 let lines: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
                 anyhow::anyhow!("{}: {}", file.display(), lines.join("; "))
-            })?;
-            let name = kube::ResourceExt::name_any(&env);
-            api.patch(
-                &name,
-                &PatchParams::apply("appenv-dev").force(),
-                &Patch::Apply(&env),
-            )
-            .await
-            .with_context(|| format!("applying {} from {}", name, file.display()))?;
-            names.push(name);
+            })?);
         }
     }
+    Ok(envs)
+}
+
+/// Apply `envs`; returns their names.
+async fn apply_examples(
+    client: &kube::Client,
+    envs: &[appenv_api::AppEnvironment],
+) -> anyhow::Result<Vec<String>> {
+    use kube::api::{Api, Patch, PatchParams};
+    let api: Api<appenv_api::AppEnvironment> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for env in envs {
+        let name = kube::ResourceExt::name_any(env);
+        api.patch(
+            &name,
+            &PatchParams::apply("appenv-dev").force(),
+            &Patch::Apply(env),
+        )
+        .await
+        .with_context(|| format!("applying {name}"))?;
+        names.push(name);
+    }
     Ok(names)
+}
+
+/// The Secrets and ConfigMaps the examples expect, with placeholder values: copy sources now,
+/// the rest once appenv has made the environments' namespaces (in the background).
+async fn create_placeholders(
+    client: &kube::Client,
+    expected: Vec<placeholders::Placeholder>,
+) -> anyhow::Result<()> {
+    for placeholder in &expected {
+        let keys: Vec<&str> = placeholder.keys.iter().map(String::as_str).collect();
+        eprintln!(
+            "[appenv] placeholder {} {}/{} ({}){}",
+            placeholder.kind,
+            placeholder.namespace,
+            placeholder.name,
+            if keys.is_empty() {
+                "no key read by name".to_owned()
+            } else {
+                format!("keys: {}", keys.join(", "))
+            },
+            if placeholder.source {
+                ", copied into the environments that name it"
+            } else {
+                ", once appenv has created the namespace"
+            }
+        );
+    }
+    for placeholder in expected.iter().filter(|p| p.source) {
+        placeholders::create(client, placeholder).await?;
+    }
+    let client = client.clone();
+    tokio::spawn(async move {
+        let within = std::time::Duration::from_secs(120);
+        if let Err(err) = placeholders::create_in_environments(&client, &expected, within).await {
+            eprintln!("[appenv] placeholders: {err:#}");
+        }
+    });
+    Ok(())
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -83,17 +131,22 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     appenv_controller::crd::install(&client, appenv_core::build::FIELD_MANAGER)
         .await
         .context("installing the AppEnvironment CRD")?;
+    let examples = match &args.examples {
+        Some(dir) => read_examples(dir)?,
+        None => Vec::new(),
+    };
+    // The operator copies from the namespaces the examples copy from, as one configured for
+    // them would (`--copy-from-namespace`).
+    let settings = placeholders::allowing_sources(&examples, &args.settings.to_settings());
+    create_placeholders(&client, placeholders::expected(&examples, &settings)).await?;
     let operator = (!args.no_operator).then(|| {
         let options = appenv_controller::Options {
-            settings: args.settings.to_settings(),
+            settings,
             ..appenv_controller::Options::default()
         };
         tokio::spawn(appenv_controller::run(client.clone(), options))
     });
-    let applied = match &args.examples {
-        Some(dir) => apply_examples(&client, dir).await?,
-        None => Vec::new(),
-    };
+    let applied = apply_examples(&client, &examples).await?;
     println!(
         "appenv dev: Kubernetes {} is ready at {}\n\
          \n  export KUBECONFIG={}\n  kubectl get nodes\n\n\

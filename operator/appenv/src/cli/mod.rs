@@ -4,7 +4,7 @@
 mod bench;
 mod crd;
 #[cfg(feature = "dev")]
-mod dev;
+pub mod dev;
 mod operator;
 pub mod preview;
 mod rbac;

@@ -120,13 +120,15 @@ pub fn preview_object(args: &UpArgs, base: Option<&str>) -> anyhow::Result<Value
     spec["app"] = json!(args.app);
     spec["image"] = json!(args.image);
     spec["profile"] = json!("Preview");
-    // The namespace is the preview's own (`<app>-pr-<n>`); only the ways out of it are kept.
+    // The namespace is the preview's own (`<app>-pr-<n>`); only the ways out of it and what is
+    // copied into it are kept.
     if let Some(map) = spec.as_object_mut()
-        && let Some(egress) = map
-            .remove("namespace")
-            .and_then(|ns| ns.get("egress").cloned())
+        && let Some(Value::Object(mut namespace)) = map.remove("namespace")
     {
-        map.insert("namespace".to_owned(), json!({ "egress": egress }));
+        namespace.retain(|field, _| field == "egress" || field == "copy");
+        if !namespace.is_empty() {
+            map.insert("namespace".to_owned(), Value::Object(namespace));
+        }
     }
     if let Some(ingress) = spec
         .pointer_mut("/web/ingress")
@@ -677,14 +679,16 @@ mod tests {
             spec["web"]["ingress"].get("host").is_none(),
             "the production host is not reused"
         );
-        // The preview's namespace is its own; the base file's way out to MongoDB is kept.
+        // The preview's namespace is its own; the base file's way out to MongoDB and the copy
+        // of its credentials are kept.
         assert_eq!(
             spec["namespace"]
                 .as_object()
                 .map(|ns| ns.keys().map(String::as_str).collect::<Vec<_>>()),
-            Some(vec!["egress"])
+            Some(vec!["copy", "egress"])
         );
         assert_eq!(spec["namespace"]["egress"][0]["ports"][0], 27017);
+        assert_eq!(spec["namespace"]["copy"][0]["name"], "doppler-secrets");
         assert_eq!(spec["workers"][0]["replicas"], 1);
         assert_eq!(spec["web"]["replicas"], 1);
         let env: AppEnvironment = serde_json::from_value(object).expect("a valid AppEnvironment");

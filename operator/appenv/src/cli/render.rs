@@ -74,6 +74,8 @@ pub fn render(
                     postgres_password: password,
                     workload_image: None,
                     wildcard_tls: None,
+                    // Copies hold what the cluster's source objects hold: nothing offline.
+                    copies: Vec::new(),
                 };
                 for object in build::build(&model, &ctx).objects() {
                     out.push_str("---\n");

@@ -41,6 +41,16 @@ pub struct SettingsArgs {
     /// ResourceQuota of preview namespaces: requests.storage.
     #[arg(long, env = "APPENV_PREVIEW_QUOTA_STORAGE", default_value = "20Gi", value_parser = CheckedQuantity::parse)]
     pub preview_quota_storage: CheckedQuantity,
+    /// A namespace whose Secrets and ConfigMaps environments may copy into theirs
+    /// (`spec.namespace.copy`); repeat the flag for more, or separate them with commas.
+    /// Everything in such a namespace is readable by whoever may create an AppEnvironment.
+    #[arg(
+        long = "copy-from-namespace",
+        env = "APPENV_COPY_FROM_NAMESPACES",
+        value_delimiter = ',',
+        value_parser = DnsLabel::parse_copy_source
+    )]
+    pub copy_from_namespaces: Vec<DnsLabel>,
 }
 
 impl SettingsArgs {
@@ -57,6 +67,7 @@ impl SettingsArgs {
                 storage: self.preview_quota_storage.clone(),
             },
             wildcard_tls: self.wildcard_tls_secret.clone(),
+            copy_from_namespaces: self.copy_from_namespaces.clone(),
         }
     }
 }

@@ -201,13 +201,12 @@ pub fn metric(text: &str, prefix: &str, filter: impl Fn(&str) -> bool) -> u64 {
         .sum()
 }
 
-/// The Secrets the examples read from their namespace (`envFrom`, an external database's
-/// connection string) and do not make themselves, with the keys they read: the user creates
-/// them. (A preview's are copied into its namespace by appenv: `spec.namespace.copy`.)
+/// The Secrets the examples read from their namespace (`envFrom`) that neither appenv makes
+/// nor copies (`spec.namespace.copy`, see [`example_sources`]), with the keys they read: the
+/// user creates them.
 pub fn example_secrets(file: &str) -> &'static [(&'static str, &'static [&'static str])] {
     match file {
         "aifacade.yaml" => &[("aifacade-secrets", &["DEEPSEEK_API_KEY", "SECRET_KEY"])],
-        "flask-react-template-production.yaml" => &[("doppler-secrets", &["MONGODB_URI"])],
         _ => &[],
     }
 }
@@ -244,4 +243,66 @@ pub async fn provide_example_secrets(client: &Client, file: &str, namespace: &st
     for (name, keys) in example_secrets(file) {
         provide_secret(client, namespace, name, keys).await;
     }
+}
+
+/// The namespace the Flask-React-Template examples copy their credentials from
+/// (`spec.namespace.copy`); operators in the tests are allowed to copy from it.
+pub const EXAMPLE_SOURCES: &str = "flask-react-template-secrets";
+
+/// Settings of an operator for the examples: a preview domain, and copies allowed from
+/// [`EXAMPLE_SOURCES`].
+pub fn example_settings() -> appenv_core::settings::Settings {
+    appenv_core::settings::Settings {
+        preview_domain: Some("preview.example.com".parse().expect("domain")),
+        copy_from_namespaces: vec![
+            appenv_core::settings::DnsLabel::parse_copy_source(EXAMPLE_SOURCES).expect("namespace"),
+        ],
+        ..appenv_core::settings::Settings::default()
+    }
+}
+
+/// Every valid example's AppEnvironments.
+pub fn all_examples() -> Vec<AppEnvironment> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("invalid-"))
+        })
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|file| {
+            let text = std::fs::read_to_string(file).expect("example reads");
+            appenv_api::manifest::parse(&text)
+                .into_iter()
+                .map(|d| d.expect("example parses"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Create the copy sources the examples expect (placeholder values, as `appenv dev --examples`
+/// does), once per test process; a user's secret manager would have made them.
+pub async fn example_sources(client: &Client) {
+    use appenv::cli::dev::placeholders;
+    static CREATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    CREATED
+        .get_or_init(|| async {
+            let expected = placeholders::expected(&all_examples(), &example_settings());
+            assert!(
+                expected.iter().any(|p| p.source),
+                "the examples copy something"
+            );
+            for placeholder in expected.iter().filter(|p| p.source) {
+                placeholders::create(client, placeholder)
+                    .await
+                    .expect("copy source created");
+            }
+        })
+        .await;
 }

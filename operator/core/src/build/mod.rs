@@ -3,6 +3,7 @@
 //! `appenv render`. One file per kind of child; all metadata goes through [`meta`].
 
 mod config;
+mod copy;
 mod guardrails;
 mod meta;
 mod migrations;
@@ -15,6 +16,7 @@ mod web;
 mod workers;
 
 pub use config::{env_config_map_name, postgres_secret_name};
+pub use copy::{COPIED_FROM_ANNOTATION, Copied, Source as CopySource};
 pub use meta::{
     APPLIED_HASH_ANNOTATION, ENVIRONMENT_LABEL, FIELD_MANAGER, MANAGED_BY, RETAINED_LABEL,
     hash_json, labels, selector,
@@ -51,6 +53,8 @@ pub struct Inputs {
     /// The operator-wide wildcard certificate, as the controller read it: a preview gets a
     /// copy (absent when none is configured, and when rendering offline).
     pub wildcard_tls: Option<WildcardTls>,
+    /// The sources of `spec.namespace.copy` the controller found (absent offline).
+    pub copies: Vec<Copied>,
 }
 
 impl Inputs {
@@ -77,6 +81,10 @@ pub struct Children {
     pub workers: Vec<Deployment>,
     /// A preview's copy of the wildcard certificate its Ingress serves.
     pub wildcard_tls: Option<Secret>,
+    /// Copies of Secrets (`spec.namespace.copy`).
+    pub copied_secrets: Vec<Secret>,
+    /// Copies of ConfigMaps (`spec.namespace.copy`).
+    pub copied_config_maps: Vec<ConfigMap>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +121,7 @@ pub struct Web {
 pub fn build(model: &Model, inputs: &Inputs) -> Children {
     let config = config::env_config_map(model, inputs);
     let config_hash = meta::hash_json(&config.data);
+    let (copied_secrets, copied_config_maps) = copy::copies(model, inputs);
     Children {
         namespace: namespace::namespace(model, inputs),
         guardrails: guardrails::guardrails(model, inputs),
@@ -127,6 +136,8 @@ pub fn build(model: &Model, inputs: &Inputs) -> Children {
         },
         workers: workers::deployments(model, inputs, &config_hash),
         wildcard_tls: tls::wildcard_copy(model, inputs),
+        copied_secrets,
+        copied_config_maps,
         config,
     }
 }
@@ -148,6 +159,8 @@ impl Children {
             web,
             workers,
             wildcard_tls,
+            copied_secrets,
+            copied_config_maps,
         } = self;
         let mut out = vec![to_value(namespace)];
         if let Some(Guardrails {
@@ -159,6 +172,9 @@ impl Children {
             out.extend([to_value(quota), to_value(limits), to_value(network_policy)]);
         }
         out.push(to_value(config));
+        // Before the workloads whose Pods read them (the certificate before the Ingress).
+        out.extend(copied_secrets.iter().chain(wildcard_tls).map(to_value));
+        out.extend(copied_config_maps.iter().map(to_value));
         if let Some(Postgres {
             credentials,
             init,
@@ -191,7 +207,6 @@ impl Children {
         } = web;
         out.extend([to_value(service), to_value(deployment)]);
         out.extend(workers.iter().map(to_value));
-        out.extend(wildcard_tls.iter().map(to_value));
         out.extend(ingress.iter().map(to_value));
         out
     }

@@ -6,6 +6,7 @@
 //! One module per section of the spec; [`validate`] runs them in the order of the spec, so
 //! violations come out in that order.
 
+mod copy;
 mod database;
 mod egress;
 mod metadata;
@@ -20,8 +21,8 @@ mod workers;
 use crate::settings::{Quota, Settings};
 pub use appenv_api::field::{FieldError, Invalid, truncate};
 use appenv_api::{
-    AppEnvironment, DeletionPolicy, EgressRule, EmbeddedEngine, IssuerKind, Profile, PullPolicy,
-    SecuritySpec,
+    AppEnvironment, CopyKind, DeletionPolicy, EgressRule, EmbeddedEngine, IssuerKind, Profile,
+    PullPolicy, SecuritySpec,
 };
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -66,6 +67,20 @@ pub struct NamespaceModel {
     pub annotations: BTreeMap<String, String>,
     /// Destinations a preview's Pods may reach outside the namespace (validated).
     pub egress: Vec<EgressRule>,
+    /// Secrets and ConfigMaps copied in from an allowed namespace.
+    pub copies: Vec<CopyModel>,
+}
+
+/// One object of `spec.namespace.copy`, its source namespace allowed by the operator.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CopyModel {
+    /// Its place in the spec (`spec.namespace.copy[0]`), for messages.
+    pub path: String,
+    pub kind: CopyKind,
+    /// The source namespace.
+    pub namespace: String,
+    /// The name in the source namespace and in the environment's.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -200,7 +215,7 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
 
     metadata::check(spec, &name, &mut errors);
     let preview = preview::preview(spec, settings, &mut errors);
-    let namespace = namespace::namespace(spec, &name, preview.as_ref(), &mut errors);
+    let namespace = namespace::namespace(spec, &name, preview.as_ref(), settings, &mut errors);
     let database = database::database(spec, &mut errors);
     let embedded = database::embedded_engine(spec);
     let deletion_policy = database::deletion_policy(spec);

@@ -1,8 +1,9 @@
 //! `spec.namespace`: the namespace's name (given, or derived from the preview or the
-//! environment), its labels and annotations, and its egress rules.
+//! environment), its labels and annotations, its egress rules and what is copied into it.
 
 use super::rules::{Errors, is_dns_label, is_label_key, is_label_value};
-use super::{NamespaceModel, PreviewModel, egress};
+use super::{NamespaceModel, PreviewModel, copy, egress};
+use crate::settings::Settings;
 use appenv_api::field::truncate;
 use appenv_api::{AppEnvironmentSpec, MAX_EGRESS};
 
@@ -12,6 +13,7 @@ pub(super) fn namespace(
     spec: &AppEnvironmentSpec,
     name: &str,
     preview: Option<&PreviewModel>,
+    settings: &Settings,
     errors: &mut Errors,
 ) -> NamespaceModel {
     let ns_name = match (&spec.namespace.name, preview) {
@@ -63,7 +65,18 @@ pub(super) fn namespace(
     for (i, rule) in spec.namespace.egress.iter().enumerate() {
         egress::check(&format!("spec.namespace.egress[{i}]"), rule, errors);
     }
+    let copies = copy::copies(
+        &spec.namespace.copy,
+        &copy::Target {
+            app: &spec.app,
+            namespace: &ns_name,
+            preview,
+            settings,
+        },
+        errors,
+    );
     NamespaceModel {
+        copies,
         name: ns_name,
         owned: !spec.namespace.adopt,
         labels: spec.namespace.labels.clone(),

@@ -248,3 +248,131 @@ fn egress_rules_name_the_rule_and_the_field() {
     );
     assert_eq!(found.len(), 34, "{found:?}");
 }
+
+/// Messages of `yaml` validated by an operator that copies from `allowed`.
+fn copy_messages(yaml: &str, allowed: &[&str]) -> Result<Model, Vec<String>> {
+    let settings = Settings {
+        copy_from_namespaces: allowed
+            .iter()
+            .map(|ns| crate::settings::DnsLabel::parse_copy_source(ns).expect("namespace"))
+            .collect(),
+        wildcard_tls: Some(crate::settings::SecretRef::parse("ingress/wildcard").expect("ref")),
+        preview_domain: Some("preview.example.org".parse().expect("domain")),
+        ..Settings::default()
+    };
+    validate(&env(yaml), &settings)
+        .map_err(|Invalid(errors)| errors.iter().map(ToString::to_string).collect())
+}
+
+#[test]
+fn copies_come_only_from_namespaces_the_operator_allows() {
+    let yaml = "{app: shop, image: 'shop:1', namespace: {copy: [{namespace: vault-sync, name: shop-secrets}, {kind: ConfigMap, namespace: vault-sync, name: flags}]}}";
+    let model = copy_messages(yaml, &["vault-sync"]).expect("valid");
+    let copies: Vec<(CopyKind, &str, &str, &str)> = model
+        .namespace
+        .copies
+        .iter()
+        .map(|c| {
+            (
+                c.kind,
+                c.path.as_str(),
+                c.namespace.as_str(),
+                c.name.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        copies,
+        [
+            (
+                CopyKind::Secret,
+                "spec.namespace.copy[0]",
+                "vault-sync",
+                "shop-secrets"
+            ),
+            (
+                CopyKind::ConfigMap,
+                "spec.namespace.copy[1]",
+                "vault-sync",
+                "flags"
+            ),
+        ]
+    );
+
+    let refused = copy_messages(yaml, &["shared", "other"]).expect_err("not allowed");
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(
+        refused[0],
+        "spec.namespace.copy[0].namespace: \"vault-sync\": not a namespace this operator copies \
+         from (allowed: shared, other; its --copy-from-namespace flag, the chart's \
+         copyFromNamespaces)"
+    );
+    let none = copy_messages(yaml, &[]).expect_err("nothing allowed");
+    assert!(
+        none[0].contains("this operator copies from no namespace"),
+        "{none:?}"
+    );
+}
+
+#[test]
+fn a_copy_may_not_take_the_own_namespace_an_own_name_or_a_name_twice() {
+    let refused = copy_messages(
+        "{app: shop, image: 'shop:1', namespace: {name: vault-sync, copy: [\
+         {namespace: vault-sync, name: a}, \
+         {namespace: shared, name: shop-postgres-credentials}, \
+         {kind: ConfigMap, namespace: shared, name: shop-env}, \
+         {namespace: shared, name: Bad_Name}, \
+         {namespace: shared, name: twice}, {namespace: other, name: twice}, \
+         {kind: ConfigMap, namespace: shared, name: twice}]}}",
+        &["vault-sync", "shared", "other"],
+    )
+    .expect_err("refused");
+    assert_eq!(
+        refused,
+        [
+            "spec.namespace.copy[0].namespace: \"vault-sync\" is the environment's own namespace: nothing to copy",
+            "spec.namespace.copy[1].name: Secret \"shop-postgres-credentials\" is one appenv writes into this environment itself",
+            "spec.namespace.copy[2].name: ConfigMap \"shop-env\" is one appenv writes into this environment itself",
+            "spec.namespace.copy[3].name: \"Bad_Name\" must be a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253 characters",
+            "spec.namespace.copy[5].name: Secret \"twice\" is copied twice (one object per name in a namespace)",
+        ]
+    );
+    // A preview gets the wildcard certificate's copy: that name is taken too.
+    let preview = copy_messages(
+        "{app: shop, image: 'shop:1', preview: {pullRequest: 4}, namespace: {copy: [{namespace: shared, name: wildcard}]}}",
+        &["shared"],
+    )
+    .expect_err("refused");
+    assert!(
+        preview[0].contains("Secret \"wildcard\" is one appenv writes"),
+        "{preview:?}"
+    );
+}
+
+#[test]
+fn own_names_are_the_names_the_builders_give() {
+    let model = validate(
+        &env("{app: shop, image: 'shop:1', database: {postgres: {}}}"),
+        &Settings::default(),
+    )
+    .expect("valid");
+    let children = crate::build::build(&model, &crate::build::Inputs::default());
+    let postgres = children.postgres.expect("postgres");
+    assert_eq!(
+        copy::own_names(&model.app),
+        [
+            (
+                CopyKind::ConfigMap,
+                children.config.metadata.name.clone().expect("name")
+            ),
+            (
+                CopyKind::ConfigMap,
+                postgres.init.metadata.name.clone().expect("name")
+            ),
+            (
+                CopyKind::Secret,
+                postgres.credentials.metadata.name.clone().expect("name")
+            ),
+        ]
+    );
+}
