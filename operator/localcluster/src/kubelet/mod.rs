@@ -131,7 +131,7 @@ struct Shared {
     client: Client,
     writes: Semaphore,
     /// `uid/action` keys of writes in flight, so a burst of events does not repeat them.
-    in_flight: Mutex<HashSet<String>>,
+    in_flight: InFlightWrites,
     next_ip: AtomicU32,
     refs: Refs,
     /// Pods (namespace -> names) that wait for a Secret, ConfigMap or claim: looked at again
@@ -140,18 +140,12 @@ struct Shared {
 }
 
 impl Shared {
-    /// Claim `key` for one write in flight; `false` if it is already running.
-    fn claim(&self, key: &str) -> bool {
-        self.in_flight
-            .lock()
-            .map(|mut keys| keys.insert(key.to_owned()))
-            .unwrap_or(false)
+    fn claim(&self, key: &str, state: Option<&SimState>) -> bool {
+        self.in_flight.claim(key, state)
     }
 
-    fn release(&self, key: &str) {
-        if let Ok(mut keys) = self.in_flight.lock() {
-            keys.remove(key);
-        }
+    fn release(&self, key: &str) -> bool {
+        self.in_flight.release(key)
     }
 
     /// Mark the Pod as waiting for an object (before its state is decided, so that an object
@@ -185,6 +179,53 @@ impl Shared {
             .and_then(|mut blocked| blocked.remove(namespace))
             .unwrap_or_default()
     }
+}
+
+/// The writes in flight, by `uid/action` key.
+#[derive(Default)]
+struct InFlightWrites(Mutex<HashMap<String, InFlight>>);
+
+impl InFlightWrites {
+    /// Claim `key` for one write in flight (of `state`, for a status); `false` if it is
+    /// already running. A different state decided meanwhile marks the running one stale.
+    fn claim(&self, key: &str, state: Option<&SimState>) -> bool {
+        let Ok(mut keys) = self.0.lock() else {
+            return false;
+        };
+        match keys.get_mut(key) {
+            Some(running) => {
+                running.stale |= running.state.as_ref() != state;
+                false
+            }
+            None => {
+                let state = state.cloned();
+                keys.insert(
+                    key.to_owned(),
+                    InFlight {
+                        state,
+                        stale: false,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Release `key`; `true` if another state was decided while it ran (look again).
+    fn release(&self, key: &str) -> bool {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut keys| keys.remove(key))
+            .is_some_and(|running| running.stale)
+    }
+}
+
+/// A write in flight: the status it writes (`None` for other writes), and whether another
+/// was decided meanwhile.
+struct InFlight {
+    state: Option<SimState>,
+    stale: bool,
 }
 
 /// The Secrets (keys only), ConfigMaps and claims Pods reference, as their watches keep them.
@@ -309,7 +350,7 @@ impl SimKubelet {
             Shared {
                 client: client.clone(),
                 writes: Semaphore::new(MAX_CONCURRENT_WRITES),
-                in_flight: Mutex::new(HashSet::new()),
+                in_flight: InFlightWrites::default(),
                 next_ip: AtomicU32::new(0),
                 refs: Refs {
                     secrets,
@@ -620,12 +661,13 @@ fn handle(shared: &Arc<Shared>, pod: Pod) {
 /// Start the write `action` for the Pod, unless the same write is already running.
 fn start(shared: &Arc<Shared>, pod: Pod, action: Action) {
     let key = format!("{}/{}", pod.uid().unwrap_or_default(), action.name());
-    if !shared.claim(&key) {
-        // The write in flight may have been decided before what changed now (an object
-        // appeared): look again once it is done.
-        if matches!(&action, Action::Report(state) if state.waits_on_objects()) {
-            schedule_recheck(shared, &pod, Timestamp::now() + RETRY_AFTER);
-        }
+    let state = match &action {
+        Action::Report(state) => Some(state),
+        Action::Bind | Action::Delete => None,
+    };
+    // A status write of another state in flight (decided before an object appeared, or
+    // before the Pod was bound) is marked stale: the Pod is looked at again once it is done.
+    if !shared.claim(&key, state) {
         return;
     }
     let shared = shared.clone();
@@ -636,7 +678,11 @@ fn start(shared: &Arc<Shared>, pod: Pod, action: Action) {
             Action::Delete => finish_deletion(&shared, &pod).await,
             Action::Report(state) => report(&shared, &pod, &state).await,
         };
-        shared.release(&key);
+        let stale = shared.release(&key);
+        let ns = pod.namespace().unwrap_or_default();
+        if stale {
+            recheck_after(&shared, &ns, &pod.name_any(), Duration::ZERO);
+        }
         match result {
             Ok(()) => {}
             // Conflicts and NotFound are normal races with controllers; the next event retries.
@@ -647,7 +693,6 @@ fn start(shared: &Arc<Shared>, pod: Pod, action: Action) {
             // may follow (a resumed watch replays nothing), so look again by itself.
             Err(err) => {
                 tracing::debug!(pod = %pod.name_any(), action = name, error = %err, "simulated kubelet: retrying");
-                let ns = pod.namespace().unwrap_or_default();
                 recheck_after(&shared, &ns, &pod.name_any(), RETRY_AFTER);
             }
         }
@@ -657,7 +702,7 @@ fn start(shared: &Arc<Shared>, pod: Pod, action: Action) {
 /// Re-evaluate the Pod when a delay it asked for has passed (no event would arrive then).
 fn schedule_recheck(shared: &Arc<Shared>, pod: &Pod, at: Timestamp) {
     let key = format!("{}/recheck", pod.uid().unwrap_or_default());
-    if !shared.claim(&key) {
+    if !shared.claim(&key, None) {
         return;
     }
     let wait = at.duration_since(Timestamp::now()).unsigned_abs();
@@ -752,5 +797,29 @@ async fn finish_deletion(shared: &Shared, pod: &Pod) -> Result<(), kube::Error> 
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_in_flight_is_not_repeated_and_another_state_decided_meanwhile_makes_it_stale() {
+        let writes = InFlightWrites::default();
+        let running = SimState::Running { ready: true };
+        let creating = SimState::ContainerCreating;
+        assert!(writes.claim("u/status", Some(&creating)));
+        assert!(!writes.claim("u/status", Some(&creating)), "the same write");
+        assert!(!writes.release("u/status"), "nothing else was decided");
+        assert!(writes.claim("u/status", Some(&creating)));
+        assert!(!writes.claim("u/status", Some(&running)));
+        assert!(
+            writes.release("u/status"),
+            "Running was decided: look again"
+        );
+        assert!(writes.claim("u/bind", None));
+        assert!(!writes.claim("u/bind", None));
+        assert!(!writes.release("u/bind"));
     }
 }
