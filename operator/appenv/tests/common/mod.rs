@@ -148,7 +148,8 @@ pub fn example(file: &str, name: &str, test: &str) -> Value {
     let mut env: Value =
         serde_norway::from_str(&std::fs::read_to_string(path).expect("example")).expect("yaml");
     env["metadata"] = json!({"name": name, "labels": {TEST_LABEL: test}});
-    env["spec"]["namespace"] = json!({"name": name});
+    // Only the name: what the example copies into its namespace (and lets out) stays.
+    env["spec"]["namespace"]["name"] = json!(name);
     env
 }
 
