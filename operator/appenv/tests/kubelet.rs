@@ -288,6 +288,66 @@ async fn a_missing_claim_leaves_the_pod_unscheduled_until_it_exists_and_binds() 
 }
 
 #[tokio::test]
+async fn an_event_recorded_again_counts_up_instead_of_being_a_new_object() {
+    let client = common::client().await;
+    let spec = json!({
+        "containers": [app(json!({}))],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+    });
+    let (ns, pods) = pod_with(&client, "recount", spec).await;
+    let missing = "0/1 nodes are available: 1 persistentvolumeclaim \"data\" not found.";
+    let first = wait_event(&client, &ns, "FailedScheduling", missing).await;
+    assert_eq!(first.count, Some(1));
+    // A claim of a class nobody provisions: it exists but never binds.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "nobody-provisions",
+            "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .expect("a valid claim");
+    claims
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("create claim");
+    let unbound = "0/1 nodes are available: 1 pod has unbound immediate PersistentVolumeClaims.";
+    wait_pod(&pods, "waiting for the claim to bind", move |p| {
+        condition(p, "PodScheduled").is_some_and(|c| c.2 == unbound)
+    })
+    .await;
+    claims
+        .delete("data", &DeleteParams::default())
+        .await
+        .expect("delete claim");
+    wait_pod(&pods, "missing its claim again", move |p| {
+        condition(p, "PodScheduled").is_some_and(|c| c.2 == missing)
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let name = first.metadata.name.clone().expect("name");
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let again = events.get(&name).await.expect("the same Event");
+        if again.count == Some(2) {
+            assert_eq!(again.first_timestamp, first.first_timestamp);
+            break;
+        }
+        assert!(Instant::now() < deadline, "count {:?}", again.count);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let same: Vec<Event> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.message.as_deref() == Some(missing))
+        .collect();
+    assert_eq!(same.len(), 1, "one object, counted twice");
+    common::cleanup(&client, &ns).await;
+}
+
+#[tokio::test]
 async fn an_unpullable_image_fails_to_pull_then_backs_off() {
     let client = common::client().await;
     let image = format!("{UNPULLABLE_REGISTRY}/app:1");
