@@ -158,9 +158,18 @@ pub struct NamespaceSpec {
     pub annotations: BTreeMap<String, String>,
 
     /// Adopt an existing namespace instead of owning one: appenv manages what it creates in it
-    /// but never deletes the namespace.
+    /// but never deletes the namespace. Only a namespace that opts in (label
+    /// `appenv.dev/adoptable: "true"`, set by whoever may edit it) or that the operator lists
+    /// (`--adoptable-namespace`); never the operator's own, never one another environment owns
+    /// or has adopted, never by a preview.
     #[serde(default)]
     pub adopt: bool,
+
+    /// Pod Security `restricted` labels on the namespace. Always on a namespace the environment
+    /// owns; on an adopted namespace only when set to `true`, as they bind every Pod in it, not
+    /// only the environment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<bool>,
 
     /// Where a preview's Pods may connect outside their namespace. A preview namespace is
     /// isolated by a NetworkPolicy that lets out only traffic to the namespace itself and DNS;
