@@ -8,7 +8,12 @@
 //! Failure tests can break a running control plane: [`ControlPlane::restart_apiserver`] (the
 //! API server goes away and comes back on the same port, etcd and its data stay) and
 //! [`ControlPlane::pause_apiserver`] (the API server stops answering, connections hang).
+//!
+//! Pod Security admission, which 1.20 lacks, is enforced as on a current cluster: a webhook
+//! served by this process applies the restricted profile in namespaces labelled for it (see
+//! [`admission`]).
 
+pub mod admission;
 mod certs;
 pub mod kubelet;
 mod shared;
@@ -42,6 +47,9 @@ const APISERVER: &str = Process::ApiServer.binary();
 const APISERVER_STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long kube-apiserver may take to answer /readyz after a (re)start.
 const APISERVER_READY_LIMIT: Duration = Duration::from_secs(90);
+/// How long kube-apiserver may take to call a newly registered admission webhook (it reads
+/// webhook configurations through a watch: well under a second when it is idle).
+const WEBHOOK_EFFECTIVE_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevClusterError {
@@ -82,6 +90,8 @@ pub enum DevClusterError {
     Client(#[from] kube::Error),
     #[error("{process} is not running: the control plane was shut down")]
     NotRunning { process: &'static str },
+    #[error("registering the Pod Security admission webhook")]
+    Webhook(#[source] kube::Error),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DevClusterError {
@@ -217,6 +227,8 @@ pub struct ControlPlane {
 struct Running {
     /// In start order; stopped in reverse.
     processes: Vec<Supervised>,
+    /// The Pod Security admission webhook; stopped after the processes.
+    webhook: Option<admission::Server>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -242,6 +254,7 @@ impl ControlPlane {
         let path = dir.path().to_owned();
         let mut running = Running {
             processes: Vec::new(),
+            webhook: None,
             dir: Some(dir),
         };
 
@@ -312,6 +325,8 @@ impl ControlPlane {
             "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
             "--allow-privileged=true".to_owned(),
             "--disable-admission-plugins=ServiceAccount".to_owned(),
+            // On by default since 1.9; named so that binaries of any version call the webhook.
+            "--enable-admission-plugins=ValidatingAdmissionWebhook".to_owned(),
             format!("--cert-dir={}", p("apiserver-certs")),
         ]);
         running.spawn(Process::ApiServer, cmd, &path)?;
@@ -323,6 +338,26 @@ impl ControlPlane {
             .await?;
         let info = client.apiserver_version().await?;
         let server_version = format!("{}.{} ({})", info.major, info.minor, info.git_version);
+
+        // Before the controller manager, so that no Pod is ever created without it.
+        say("starting the Pod Security admission webhook (restricted)".to_owned());
+        let webhook = admission::Server::start(&pki.server_cert_pem, &pki.server_key_pem)
+            .map_err(io_err("serving the Pod Security admission webhook"))?;
+        let webhook_port = webhook.port();
+        running.webhook = Some(webhook);
+        admission::register(&client, webhook_port, &pki.ca_cert_pem)
+            .await
+            .map_err(DevClusterError::Webhook)?;
+        running
+            .wait_for(
+                "the Pod Security admission webhook",
+                WEBHOOK_EFFECTIVE_LIMIT,
+                || admission::in_effect(client.clone()),
+            )
+            .await?;
+        admission::unregister_probe(&client)
+            .await
+            .map_err(DevClusterError::Webhook)?;
 
         say("starting kube-controller-manager".to_owned());
         let mut cmd = Command::new(&controller_manager);
@@ -524,6 +559,7 @@ impl ControlPlane {
         while let Some(mut process) = state.processes.pop() {
             process.stop(Duration::from_secs(5));
         }
+        drop(state.webhook.take());
         if let Some(dir) = state.dir.take() {
             let _ = dir.close();
         }
