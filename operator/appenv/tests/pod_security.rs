@@ -2,19 +2,24 @@
 //! `pod-security.kubernetes.io/enforce: restricted`, a Pod that violates the restricted profile,
 //! with the real admission's message, and admits it elsewhere; a Deployment whose template
 //! violates it is created, and its ReplicaSet reports the refusal as a `FailedCreate` Event and
-//! the Deployment as a `ReplicaFailure` condition, which is what the operator reports.
+//! the Deployment as a `ReplicaFailure` condition, which is what the operator reports. And
+//! every Pod template appenv renders for the examples passes the webhook's checks (the example
+//! tests of controller.rs, preview.rs and cluster.rs show it on the cluster).
 
 mod common;
 
-use appenv_localcluster::admission::{ENFORCE_LABEL, WEBHOOK_NAME};
+use appenv::cli::render::render;
+use appenv_core::settings::Settings;
+use appenv_localcluster::admission::{ENFORCE_LABEL, WEBHOOK_NAME, check};
+use appenv_localcluster::{ControlPlane, StartOptions};
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, PodTemplateSpec};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
-use serde_json::json;
-use std::time::Duration;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -47,6 +52,16 @@ fn violating_pod(name: &str) -> Pod {
         "spec": violating_pod_spec()
     }))
     .expect("a Pod")
+}
+
+/// How the API server introduces a refusal: the webhook's name, unless the server has Pod
+/// Security admission of its own (binaries of 1.23 or later from APPENV_K8S_BIN_DIR).
+fn refused_by() -> String {
+    if appenv_localcluster::shared().pod_security_webhook() {
+        format!("admission webhook \"{WEBHOOK_NAME}\" denied the request: ")
+    } else {
+        String::new()
+    }
 }
 
 /// A test namespace labelled as appenv labels every environment's namespace.
@@ -82,9 +97,7 @@ async fn a_pod_violating_restricted_is_refused_in_a_restricted_namespace() {
     assert_eq!(status.reason, "Forbidden", "{status:?}");
     assert_eq!(
         status.message,
-        format!(
-            "admission webhook \"{WEBHOOK_NAME}\" denied the request: pods \"privileged\" {VIOLATIONS}"
-        )
+        format!("{}pods \"privileged\" {VIOLATIONS}", refused_by())
     );
     assert!(pods.get_opt("privileged").await.expect("get").is_none());
 
@@ -137,9 +150,7 @@ async fn a_deployment_violating_restricted_reports_the_refusal_of_its_pods() {
         .expect("the Deployment itself is admitted");
 
     let refused = |message: &str| {
-        message.contains(&format!(
-            "admission webhook \"{WEBHOOK_NAME}\" denied the request: pods \"web-"
-        )) && message.contains(VIOLATIONS)
+        message.contains(&format!("{}pods \"web-", refused_by())) && message.contains(VIOLATIONS)
     };
     let failed = common::wait_for(
         &deployments,
@@ -208,4 +219,85 @@ fn replica_failure(deployment: Option<&Deployment>) -> Option<(String, String)> 
         failure.reason.clone().unwrap_or_default(),
         failure.message.clone().unwrap_or_default(),
     ))
+}
+
+#[test]
+fn every_pod_template_appenv_renders_for_the_examples_is_admitted() {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let settings = Settings {
+        preview_domain: Some("preview.example.com".parse().expect("domain")),
+        ..Settings::default()
+    };
+    let mut templates = 0;
+    for entry in std::fs::read_dir(repo.join("examples")).expect("examples/") {
+        let path = entry.expect("entry").path();
+        let file = path.file_name().and_then(|n| n.to_str()).expect("name");
+        if !file.ends_with(".yaml") || file.starts_with("invalid-") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("example");
+        let yaml = render(&text, file, &settings, false).expect("renders");
+        for document in serde_norway::Deserializer::from_str(&yaml) {
+            let object: Value = serde::Deserialize::deserialize(document).expect("yaml");
+            let template = match object["kind"].as_str() {
+                Some("Deployment" | "StatefulSet" | "Job") => &object["spec"]["template"],
+                _ => continue,
+            };
+            let template: PodTemplateSpec =
+                serde_json::from_value(template.clone()).expect("a Pod template");
+            let violations = check(
+                &template.spec.unwrap_or_default(),
+                &template.metadata.unwrap_or_default(),
+            );
+            assert!(
+                violations.is_empty(),
+                "{file}: {} {}: {violations:?}",
+                object["kind"],
+                object["metadata"]["name"]
+            );
+            templates += 1;
+        }
+    }
+    // Web, workers, Redis, PostgreSQL and migrations, across the examples.
+    assert!(templates >= 10, "only {templates} Pod templates rendered");
+}
+
+/// The webhook lives in the control plane's process, not in the API server: it keeps refusing
+/// across a pause and a restart of kube-apiserver (what the failure tests do).
+#[tokio::test]
+async fn the_webhook_outlives_api_server_pauses_and_restarts() {
+    let control_plane = ControlPlane::start(StartOptions::default())
+        .await
+        .expect("the test's own control plane starts");
+    let client = control_plane.client().await.expect("client");
+    let ns = restricted_namespace(&client, "psa-restart").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let refuses = || async {
+        match pods
+            .create(&PostParams::default(), &violating_pod("privileged"))
+            .await
+        {
+            Err(kube::Error::Api(status)) => status.message.contains(VIOLATIONS),
+            Ok(_) => panic!("a violating Pod was admitted"),
+            Err(_) => false,
+        }
+    };
+    assert!(refuses().await);
+
+    control_plane.pause_apiserver().expect("pause");
+    control_plane.resume_apiserver().await.expect("resume");
+    assert!(refuses().await, "refused after a pause");
+
+    control_plane.restart_apiserver().await.expect("restart");
+    // A restarted server calls no webhook until it has read their configurations again, and
+    // refuses Pods meanwhile (failurePolicy: Fail): what it says then is not the refusal.
+    let deadline = Instant::now() + LIMIT;
+    while !refuses().await {
+        assert!(
+            Instant::now() < deadline,
+            "the webhook's refusal not back within {LIMIT:?} of a restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    control_plane.shutdown();
 }

@@ -1,7 +1,8 @@
 //! Pod Security admission for the local cluster. Kubernetes 1.20 has none (it came in 1.23),
 //! so a validating admission webhook, served by this process, enforces the Pod Security
 //! Standards' **restricted** profile (latest version) on Pods in namespaces labelled
-//! `pod-security.kubernetes.io/enforce: restricted`, as the built-in admission would.
+//! `pod-security.kubernetes.io/enforce: restricted`, as the built-in admission would. A server
+//! of 1.23 or later has its own, and gets no webhook.
 //!
 //! [`check`] follows k8s.io/pod-security-admission's `policy` package: its rules, reasons and
 //! details, in its order (the baseline checks, then the restricted ones; the baseline checks
@@ -948,12 +949,28 @@ pub fn configuration(port: u16, ca_pem: &str) -> ValidatingWebhookConfiguration 
     }
 }
 
-/// Create the webhook's configuration and the namespace [`in_effect`] probes in.
+/// Whether this API server has Pod Security admission of its own (beta and on by default
+/// since 1.23), which makes the webhook unnecessary.
+pub(crate) fn built_in(version: &k8s_openapi::apimachinery::pkg::version::Info) -> bool {
+    // A minor version may carry a suffix, as in "23+".
+    let number = |s: &str| -> u32 {
+        let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap_or(0)
+    };
+    (number(&version.major), number(&version.minor)) >= (1, 23)
+}
+
+/// Create the webhook's configuration.
 pub(crate) async fn register(client: &Client, port: u16, ca_pem: &str) -> kube::Result<()> {
     let configurations: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     configurations
         .create(&PostParams::default(), &configuration(port, ca_pem))
         .await?;
+    Ok(())
+}
+
+/// Create the namespace, labelled for restricted, in which [`in_effect`] probes.
+pub(crate) async fn create_probe_namespace(client: &Client) -> kube::Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let probe = Namespace {
         metadata: ObjectMeta {
@@ -970,8 +987,8 @@ pub(crate) async fn register(client: &Client, port: u16, ca_pem: &str) -> kube::
     Ok(())
 }
 
-/// Whether the API server refuses, through the webhook, a dry-run Pod that violates restricted
-/// in the probe namespace. It admits it until it has read the configuration.
+/// Whether the API server refuses a dry-run Pod that violates restricted in the probe
+/// namespace. It admits it until it has read the webhook's configuration.
 pub(crate) async fn in_effect(client: Client) -> bool {
     let pods: Api<Pod> = Api::namespaced(client, PROBE_NAMESPACE);
     let mut pod = Pod::default();
@@ -997,7 +1014,7 @@ pub(crate) async fn in_effect(client: Client) -> bool {
 }
 
 /// Remove the probe namespace (kube-controller-manager finishes its deletion).
-pub(crate) async fn unregister_probe(client: &Client) -> kube::Result<()> {
+pub(crate) async fn delete_probe_namespace(client: &Client) -> kube::Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .delete(PROBE_NAMESPACE, &DeleteParams::default())
@@ -1406,6 +1423,20 @@ mod tests {
             "unconfined".to_owned(),
         )]));
         assert!(!review(&request("UPDATE", &unconfined, Some(&bad))).allowed);
+    }
+
+    #[test]
+    fn servers_from_1_23_on_have_pod_security_admission_of_their_own() {
+        let version = |major: &str, minor: &str| k8s_openapi::apimachinery::pkg::version::Info {
+            major: major.to_owned(),
+            minor: minor.to_owned(),
+            ..Default::default()
+        };
+        assert!(!built_in(&version("1", "20")));
+        assert!(!built_in(&version("1", "22+")));
+        assert!(built_in(&version("1", "23")));
+        assert!(built_in(&version("1", "34+")));
+        assert!(!built_in(&version("", "")));
     }
 
     #[test]
