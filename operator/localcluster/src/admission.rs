@@ -755,7 +755,8 @@ pub fn review(request: &AdmissionRequest<Pod>) -> AdmissionResponse {
     {
         return allowed;
     }
-    let violations = check(&pod.spec.clone().unwrap_or_default(), &pod.metadata);
+    let no_spec = PodSpec::default();
+    let violations = check(pod.spec.as_ref().unwrap_or(&no_spec), &pod.metadata);
     if violations.is_empty() {
         return allowed;
     }
