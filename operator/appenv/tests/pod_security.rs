@@ -228,7 +228,7 @@ fn every_pod_template_appenv_renders_for_the_examples_is_admitted() {
         preview_domain: Some("preview.example.com".parse().expect("domain")),
         ..Settings::default()
     };
-    let mut templates = 0;
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     for entry in std::fs::read_dir(repo.join("examples")).expect("examples/") {
         let path = entry.expect("entry").path();
         let file = path.file_name().and_then(|n| n.to_str()).expect("name");
@@ -255,11 +255,13 @@ fn every_pod_template_appenv_renders_for_the_examples_is_admitted() {
                 object["kind"],
                 object["metadata"]["name"]
             );
-            templates += 1;
+            *kinds.entry(object["kind"].to_string()).or_default() += 1;
         }
     }
-    // Web, workers, Redis, PostgreSQL and migrations, across the examples.
-    assert!(templates >= 10, "only {templates} Pod templates rendered");
+    // Web, workers and Redis (Deployments), PostgreSQL (a StatefulSet), migrations (a Job).
+    let seen: Vec<&str> = kinds.keys().map(|k| k.trim_matches('"')).collect();
+    assert_eq!(seen, ["Deployment", "Job", "StatefulSet"], "{kinds:?}");
+    assert!(kinds.values().sum::<usize>() >= 10, "{kinds:?}");
 }
 
 /// The webhook lives in the control plane's process, not in the API server: it keeps refusing
