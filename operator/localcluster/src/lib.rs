@@ -8,7 +8,12 @@
 //! Failure tests can break a running control plane: [`ControlPlane::restart_apiserver`] (the
 //! API server goes away and comes back on the same port, etcd and its data stay) and
 //! [`ControlPlane::pause_apiserver`] (the API server stops answering, connections hang).
+//!
+//! Pod Security admission, which 1.20 lacks, is enforced as on a current cluster: a webhook
+//! served by this process applies the restricted profile in namespaces labelled for it (see
+//! [`admission`]); a server of 1.23 or later enforces it itself.
 
+pub mod admission;
 mod certs;
 pub mod kubelet;
 mod shared;
@@ -42,6 +47,9 @@ const APISERVER: &str = Process::ApiServer.binary();
 const APISERVER_STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long kube-apiserver may take to answer /readyz after a (re)start.
 const APISERVER_READY_LIMIT: Duration = Duration::from_secs(90);
+/// How long kube-apiserver may take to enforce Pod Security after start-up (it reads webhook
+/// configurations through a watch: well under a second when it is idle).
+const POD_SECURITY_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevClusterError {
@@ -82,6 +90,8 @@ pub enum DevClusterError {
     Client(#[from] kube::Error),
     #[error("{process} is not running: the control plane was shut down")]
     NotRunning { process: &'static str },
+    #[error("setting up Pod Security admission")]
+    PodSecurity(#[source] kube::Error),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DevClusterError {
@@ -209,6 +219,7 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     server_version: String,
+    pod_security_webhook: bool,
     kubeconfig_copy: Option<PathBuf>,
     state: Mutex<Running>,
 }
@@ -217,6 +228,8 @@ pub struct ControlPlane {
 struct Running {
     /// In start order; stopped in reverse.
     processes: Vec<Supervised>,
+    /// The Pod Security admission webhook; stopped after the processes.
+    webhook: Option<admission::Server>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -242,6 +255,7 @@ impl ControlPlane {
         let path = dir.path().to_owned();
         let mut running = Running {
             processes: Vec::new(),
+            webhook: None,
             dir: Some(dir),
         };
 
@@ -312,6 +326,8 @@ impl ControlPlane {
             "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
             "--allow-privileged=true".to_owned(),
             "--disable-admission-plugins=ServiceAccount".to_owned(),
+            // On by default since 1.9; named so that binaries of any version call the webhook.
+            "--enable-admission-plugins=ValidatingAdmissionWebhook".to_owned(),
             format!("--cert-dir={}", p("apiserver-certs")),
         ]);
         running.spawn(Process::ApiServer, cmd, &path)?;
@@ -323,6 +339,31 @@ impl ControlPlane {
             .await?;
         let info = client.apiserver_version().await?;
         let server_version = format!("{}.{} ({})", info.major, info.minor, info.git_version);
+
+        // Before the controller manager, so that no Pod is ever created without it. A server
+        // with its own Pod Security admission (binaries from APPENV_K8S_BIN_DIR) needs none.
+        if !admission::built_in(&info) {
+            say("starting the Pod Security admission webhook (restricted)".to_owned());
+            let webhook = admission::Server::start(&pki.server_cert_pem, &pki.server_key_pem)
+                .map_err(io_err("serving the Pod Security admission webhook"))?;
+            let port = webhook.port();
+            running.webhook = Some(webhook);
+            admission::register(&client, port, &pki.ca_cert_pem)
+                .await
+                .map_err(DevClusterError::PodSecurity)?;
+        }
+        admission::create_probe_namespace(&client)
+            .await
+            .map_err(DevClusterError::PodSecurity)?;
+        running
+            .wait_for("Pod Security admission", POD_SECURITY_LIMIT, || {
+                admission::in_effect(client.clone())
+            })
+            .await?;
+        admission::delete_probe_namespace(&client)
+            .await
+            .map_err(DevClusterError::PodSecurity)?;
+        let pod_security_webhook = running.webhook.is_some();
 
         say("starting kube-controller-manager".to_owned());
         let mut cmd = Command::new(&controller_manager);
@@ -380,6 +421,7 @@ impl ControlPlane {
             kubeconfig,
             server,
             server_version,
+            pod_security_webhook,
             kubeconfig_copy: options.kubeconfig_copy,
             state: Mutex::new(running),
         })
@@ -398,6 +440,14 @@ impl ControlPlane {
     /// e.g. `1.20 (v1.20.2)`.
     pub fn server_version(&self) -> &str {
         &self.server_version
+    }
+
+    /// Whether this process enforces Pod Security, through its webhook (a 1.20 server has no
+    /// Pod Security admission), rather than the API server itself. Either way Pods in
+    /// namespaces labelled `pod-security.kubernetes.io/enforce: restricted` are held to it;
+    /// the webhook's refusals start with `admission webhook "..." denied the request: `.
+    pub fn pod_security_webhook(&self) -> bool {
+        self.pod_security_webhook
     }
 
     /// A new admin client. Create one per async runtime: a client's connection pool lives on
@@ -524,6 +574,7 @@ impl ControlPlane {
         while let Some(mut process) = state.processes.pop() {
             process.stop(Duration::from_secs(5));
         }
+        drop(state.webhook.take());
         if let Some(dir) = state.dir.take() {
             let _ = dir.close();
         }
