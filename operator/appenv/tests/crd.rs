@@ -1,10 +1,12 @@
 //! The AppEnvironment CRD on real API servers of two generations: a current Kubernetes CRD
 //! server (apiextensions-apiserver 1.36, `appenv_localcluster::crd_server`, built by
-//! `.ci/crd-server.sh`) and the 1.20 control plane the other integration tests use. Every check
-//! is one function run against both servers (`current` and `kubernetes_1_20` tests of the same
-//! name), except where it cannot apply:
+//! `.ci/crd-server.sh`) and the local control plane the other integration tests use (Kubernetes
+//! 1.20 on these machines). Every check is one function run against both (tests `current` and
+//! `control_plane` of the same name), except where it cannot apply. What a server does follows
+//! from its version (before 1.25 it knows no CEL), so a newer control plane (as the GitHub
+//! workflow downloads) is held to what the current server does:
 //!
-//! | check | current (1.36) | 1.20 |
+//! | check | current (1.36) | control plane (1.20 here) |
 //! |---|---|---|
 //! | the generated CRD installs and is Established | with its CEL rules (no cost-budget error) | without them, as appenv installs it there (1.20 refuses them: shown) |
 //! | valid examples accepted by server-side apply | yes | yes |
@@ -21,7 +23,7 @@ mod common;
 
 use appenv::cli::render::render;
 use appenv_api::AppEnvironment;
-use appenv_api::crd::{CRD_PATH, crd};
+use appenv_api::crd::{CEL_SINCE_MINOR, CRD_PATH, crd};
 use appenv_core::settings::Settings;
 use appenv_localcluster::crd_server;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -45,8 +47,8 @@ const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 enum Server {
     /// apiextensions-apiserver of the current Kubernetes release.
     Current,
-    /// The shared 1.20 control plane of this test binary.
-    Kubernetes1_20,
+    /// The shared local control plane of this test binary (1.20 here).
+    ControlPlane,
 }
 
 impl Server {
@@ -56,22 +58,17 @@ impl Server {
                 .client()
                 .await
                 .expect("client for the CRD server"),
-            Self::Kubernetes1_20 => common::client().await,
+            Self::ControlPlane => common::client().await,
         }
-    }
-
-    /// Whether the server enforces CEL rules (`x-kubernetes-validations`, Kubernetes 1.25+).
-    fn enforces_cel(self) -> bool {
-        self == Self::Current
     }
 
     /// Held for the whole of a check: the checks of one server share its one CRD.
     async fn exclusive(self) -> MutexGuard<'static, ()> {
         static CURRENT: Mutex<()> = Mutex::const_new(());
-        static KUBERNETES_1_20: Mutex<()> = Mutex::const_new(());
+        static CONTROL_PLANE: Mutex<()> = Mutex::const_new(());
         match self {
             Self::Current => CURRENT.lock().await,
-            Self::Kubernetes1_20 => KUBERNETES_1_20.lock().await,
+            Self::ControlPlane => CONTROL_PLANE.lock().await,
         }
     }
 
@@ -79,7 +76,7 @@ impl Server {
     fn name(self, check: &str) -> String {
         match self {
             Self::Current => format!("{check}-current"),
-            Self::Kubernetes1_20 => format!("{check}-k8s120"),
+            Self::ControlPlane => format!("{check}-cp"),
         }
     }
 }
@@ -93,8 +90,8 @@ macro_rules! on_both_servers {
                 super::$check(super::Server::Current).await;
             }
             #[tokio::test]
-            async fn kubernetes_1_20() {
-                super::$check(super::Server::Kubernetes1_20).await;
+            async fn control_plane() {
+                super::$check(super::Server::ControlPlane).await;
             }
         }
     )*};
@@ -107,6 +104,14 @@ on_both_servers!(
     printer_columns_are_served_through_the_table_api,
     the_previous_crd_is_replaced_without_loss,
 );
+
+/// Whether the server enforces CEL rules (`x-kubernetes-validations`, Kubernetes 1.25+).
+async fn enforces_cel(client: &Client) -> bool {
+    appenv_controller::crd::server_minor(client)
+        .await
+        .expect("server version")
+        >= CEL_SINCE_MINOR
+}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -248,6 +253,7 @@ fn contains(have: &Value, want: &Value, path: &str) -> Result<(), String> {
 
 async fn the_generated_crd_installs_and_is_established(server: Server) {
     let client = server.client().await;
+    let cel = enforces_cel(&client).await;
     let _exclusive = server.exclusive().await;
     let committed =
         crd_from_yaml(&std::fs::read_to_string(repo().join(CRD_PATH)).expect("the committed CRD"));
@@ -259,7 +265,7 @@ async fn the_generated_crd_installs_and_is_established(server: Server) {
     let rules = cel_rules(&committed).len();
     assert!(rules >= 10, "the CRD has its CEL rules: {rules}");
 
-    if server.enforces_cel() {
+    if cel {
         // The committed file itself: with every CEL rule, within the cost budget (a rule over
         // it would make the server refuse the CRD).
         let stored = install(&client, &committed).await;
@@ -387,23 +393,19 @@ enum Outcome {
     Stored,
 }
 
-/// The current server rejects every invalid example: as Invalid (422), except undeclared fields
+/// A current server rejects every invalid example: as Invalid (422), except undeclared fields
 /// and values of the wrong type, which server-side apply refuses before any validation, while
 /// building the typed patch, as an internal error (500 "failed to create typed patch object":
 /// "field not declared in schema", "expected numeric"; the same handler serves custom resources
-/// in kube-apiserver). 1.20 has no CEL: it rejects only
+/// in kube-apiserver). A server before 1.25 (1.20, as seen here) has no CEL: it rejects only
 /// what the schema's types and bounds catch, and silently prunes undeclared fields.
-fn outcome(server: Server, file: &str) -> Outcome {
-    match (server, file) {
-        (Server::Current, "invalid-unknown-field.yaml" | "invalid-wrong-type.yaml") => {
-            Outcome::Rejected(500)
-        }
-        (Server::Current, _) => Outcome::Rejected(422),
-        (Server::Kubernetes1_20, "invalid-unknown-field.yaml") => Outcome::StoredPruned,
-        (Server::Kubernetes1_20, "invalid-values.yaml" | "invalid-wrong-type.yaml") => {
-            Outcome::Rejected(422)
-        }
-        (Server::Kubernetes1_20, _) => Outcome::Stored,
+fn outcome(enforces_cel: bool, file: &str) -> Outcome {
+    match (enforces_cel, file) {
+        (true, "invalid-unknown-field.yaml" | "invalid-wrong-type.yaml") => Outcome::Rejected(500),
+        (true, _) => Outcome::Rejected(422),
+        (false, "invalid-unknown-field.yaml") => Outcome::StoredPruned,
+        (false, "invalid-values.yaml" | "invalid-wrong-type.yaml") => Outcome::Rejected(422),
+        (false, _) => Outcome::Stored,
     }
 }
 
@@ -421,6 +423,7 @@ const CEL_VERDICTS: &[(&str, &str)] = &[
 
 async fn valid_examples_are_accepted_and_invalid_ones_rejected_by_the_server(server: Server) {
     let client = server.client().await;
+    let cel = enforces_cel(&client).await;
     let _exclusive = server.exclusive().await;
     install_current(&client).await;
 
@@ -457,7 +460,7 @@ async fn valid_examples_are_accepted_and_invalid_ones_rejected_by_the_server(ser
             .to_owned();
         let problems = appenv_problems(&file);
         let answer = apply_raw(&client, &example).await;
-        let message = match (outcome(server, &file), answer) {
+        let message = match (outcome(cel, &file), answer) {
             (Outcome::Rejected(code), Err(kube::Error::Api(status))) if status.code == code => {
                 status.message
             }
@@ -490,7 +493,7 @@ async fn valid_examples_are_accepted_and_invalid_ones_rejected_by_the_server(ser
             }),
             "{file}: the server names none of appenv's fields: {message}\n{problems:#?}"
         );
-        if !server.enforces_cel() {
+        if !cel {
             continue;
         }
         // Every CEL rule the server reports is one appenv's validation has for the same field,
@@ -514,7 +517,7 @@ async fn valid_examples_are_accepted_and_invalid_ones_rejected_by_the_server(ser
             }
         }
     }
-    if server.enforces_cel() {
+    if cel {
         let mut expected: Vec<(String, String, String)> = WORDED_DIFFERENTLY
             .iter()
             .map(|(f, a, b)| ((*f).to_owned(), (*a).to_owned(), (*b).to_owned()))
@@ -710,6 +713,7 @@ async fn kubectl_explain_prints_the_field_descriptions_on_the_current_server() {
 
 async fn the_previous_crd_is_replaced_without_loss(server: Server) {
     let client = server.client().await;
+    let cel = enforces_cel(&client).await;
     let _exclusive = server.exclusive().await;
     let previous = crd_from_yaml(
         &std::fs::read_to_string(
@@ -717,7 +721,7 @@ async fn the_previous_crd_is_replaced_without_loss(server: Server) {
         )
         .expect("the previous CRD"),
     );
-    let previous = if server.enforces_cel() {
+    let previous = if cel {
         previous
     } else {
         without_cel(&previous)
@@ -793,4 +797,37 @@ async fn the_previous_crd_is_replaced_without_loss(server: Server) {
     for name in before.keys() {
         delete(&client, name).await;
     }
+}
+
+/// A CRD server of its own (not the shared one): it lives in `/tmp/appenv-cp-<our pid>-*`, where
+/// `.ci/run`'s leak check looks, and dropping it stops etcd and the server and removes that.
+#[tokio::test]
+async fn a_dropped_crd_server_stops_its_processes_and_removes_its_files() {
+    let server = crd_server::CrdServer::start()
+        .await
+        .expect("a CRD server starts");
+    let dir = server
+        .kubeconfig()
+        .parent()
+        .expect("its directory")
+        .to_owned();
+    let prefix = format!("appenv-cp-{}-", std::process::id());
+    assert!(
+        dir.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&prefix)),
+        "{}",
+        dir.display()
+    );
+    let pids = server.pids();
+    assert_eq!(pids.len(), 2, "etcd and the CRD server");
+    let alive = |pid: &u32| Path::new(&format!("/proc/{pid}")).exists();
+    assert!(pids.iter().all(alive));
+    let client = server.client().await.expect("client");
+    assert!(client.apiserver_version().await.is_ok());
+
+    drop(server);
+    // Drop waits for both processes to exit and reaps them: nothing is left to poll for.
+    let left: Vec<u32> = pids.iter().copied().filter(alive).collect();
+    assert!(left.is_empty(), "still running: {left:?}");
+    assert!(!dir.exists(), "{} is left", dir.display());
 }
