@@ -4,6 +4,8 @@
 //!
 //! The binaries come from `APPENV_K8S_BIN_DIR`, or from the cache that `.ci/control-plane.sh`
 //! fills (it builds Kubernetes 1.20.2 from Debian's source package once per machine).
+//! [`crd_server`] runs a current Kubernetes CRD server (apiextensions-apiserver 1.36, from
+//! `APPENV_CRD_SERVER_BIN`, which `.ci/crd-server.sh` builds) for what concerns the CRD itself.
 //!
 //! Failure tests can break a running control plane: [`ControlPlane::restart_apiserver`] (the
 //! API server goes away and comes back on the same port, etcd and its data stay) and
