@@ -56,7 +56,7 @@ pub enum DevClusterError {
     MissingBinary { binary: &'static str, dir: PathBuf },
     #[error(
         "the CRD server binary is not set: {variable} must name it; `bash .ci/crd-server.sh` \
-         builds it (about 6 minutes, once per machine) and prints its path \
+         builds it (about 5 minutes, once per machine) and prints its path \
          (export {variable}=\"$(bash .ci/crd-server.sh)\")"
     )]
     CrdServerNotSet { variable: &'static str },
