@@ -377,7 +377,7 @@ pub enum IssuerKind {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!self.singleton || !has(self.replicas) || self.replicas <= 1").message("spec.workers[].replicas: at most 1 for a singleton worker"))]
+#[x_kube(validation = Rule::new("!self.singleton || !has(self.replicas) || self.replicas <= 1").message("spec.workers[].replicas: must be at most 1 for a singleton worker"))]
 pub struct WorkerSpec {
     /// Name (a DNS label), unique among the workers, e.g. `celery` or `beat`.
     #[schemars(length(min = 1, max = 30))]
@@ -575,7 +575,7 @@ pub struct PreviewSpec {
     /// Delete the environment this long after its last spec change, e.g. `72h`, `30m`, `7d`.
     /// Default: the operator's preview TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(s|m|h|d)$')").message("spec.preview.ttl: must be a number followed by s, m, h or d, e.g. 72h"))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]*[1-9][0-9]*(s|m|h|d)$')").message("spec.preview.ttl: must be a positive number followed by s, m, h or d, e.g. 72h"))]
     #[schemars(length(max = 16))]
     pub ttl: Option<String>,
 }

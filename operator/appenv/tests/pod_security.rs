@@ -9,7 +9,6 @@
 mod common;
 
 use appenv::cli::render::render;
-use appenv_core::settings::Settings;
 use appenv_localcluster::admission::{ENFORCE_LABEL, WEBHOOK_NAME, check};
 use appenv_localcluster::{ControlPlane, StartOptions};
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -224,10 +223,7 @@ fn replica_failure(deployment: Option<&Deployment>) -> Option<(String, String)> 
 #[test]
 fn every_pod_template_appenv_renders_for_the_examples_is_admitted() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let settings = Settings {
-        preview_domain: Some("preview.example.com".parse().expect("domain")),
-        ..Settings::default()
-    };
+    let settings = common::example_settings();
     let mut kinds = std::collections::BTreeMap::<String, usize>::new();
     for entry in std::fs::read_dir(repo.join("examples")).expect("examples/") {
         let path = entry.expect("entry").path();
