@@ -158,9 +158,18 @@ pub struct NamespaceSpec {
     pub annotations: BTreeMap<String, String>,
 
     /// Adopt an existing namespace instead of owning one: appenv manages what it creates in it
-    /// but never deletes the namespace.
+    /// but never deletes the namespace. Only a namespace that opts in (label
+    /// `appenv.dev/adoptable: "true"`, set by whoever may edit it) or that the operator lists
+    /// (`--adoptable-namespace`); never the operator's own, never one another environment owns
+    /// or has adopted, never by a preview.
     #[serde(default)]
     pub adopt: bool,
+
+    /// Pod Security `restricted` labels on the namespace. Always on a namespace the environment
+    /// owns; on an adopted namespace only when set to `true`, as they bind every Pod in it, not
+    /// only the environment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<bool>,
 
     /// Where a preview's Pods may connect outside their namespace. A preview namespace is
     /// isolated by a NetworkPolicy that lets out only traffic to the namespace itself and DNS;
@@ -368,7 +377,7 @@ pub enum IssuerKind {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!self.singleton || !has(self.replicas) || self.replicas <= 1").message("spec.workers[].replicas: at most 1 for a singleton worker"))]
+#[x_kube(validation = Rule::new("!self.singleton || !has(self.replicas) || self.replicas <= 1").message("spec.workers[].replicas: must be at most 1 for a singleton worker"))]
 pub struct WorkerSpec {
     /// Name (a DNS label), unique among the workers, e.g. `celery` or `beat`.
     #[schemars(length(min = 1, max = 30))]
@@ -566,7 +575,7 @@ pub struct PreviewSpec {
     /// Delete the environment this long after its last spec change, e.g. `72h`, `30m`, `7d`.
     /// Default: the operator's preview TTL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(s|m|h|d)$')").message("spec.preview.ttl: must be a number followed by s, m, h or d, e.g. 72h"))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]*[1-9][0-9]*(s|m|h|d)$')").message("spec.preview.ttl: must be a positive number followed by s, m, h or d, e.g. 72h"))]
     #[schemars(length(max = 16))]
     pub ttl: Option<String>,
 }

@@ -10,7 +10,6 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{GroupVersionKind, TypeMeta};
 use kube::discovery::{Scope, pinned_kind};
 use serde_json::Value;
-use std::path::Path;
 
 const MANAGER: &str = "appenv-tests";
 
@@ -46,18 +45,7 @@ async fn the_crd_examples_and_every_rendered_object_are_accepted_by_the_api_serv
         .await
         .expect("the API server accepts the generated CRD");
     let settings = common::example_settings();
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    let mut files: Vec<_> = std::fs::read_dir(&examples)
-        .expect("examples/")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("invalid-"))
-        })
-        .collect();
-    files.sort();
-    assert!(files.len() >= 5, "{files:?}");
+    let files = common::example_files();
 
     let mut failures = Vec::new();
     let mut accepted = 0;

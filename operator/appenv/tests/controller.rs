@@ -411,6 +411,9 @@ async fn deletion_with_the_operator_stopped_removes_owned_keeps_retained_data_an
     // Adopted: the namespace exists first.
     let mut adopted_ns = Namespace::default();
     adopted_ns.metadata.name = Some("del-adopted".into());
+    // Its editors let environments adopt it.
+    adopted_ns.metadata.labels =
+        Some([("appenv.dev/adoptable".to_owned(), "true".to_owned())].into());
     namespaces
         .create(&PostParams::default(), &adopted_ns)
         .await

@@ -64,6 +64,11 @@ fn generated_copies_match_their_source() {
             rbac::rules_yaml(LEADER_ELECTION_RULES, 0),
             "rbac --rules leader-election",
         ),
+        (
+            "charts/appenv-operator/files/rbac/preview-author-rules.yaml",
+            rbac::rules_yaml(rbac::PREVIEW_AUTHOR_RULES, 0),
+            "rbac --rules preview-author",
+        ),
     ];
     for (path, expected, command) in generated {
         assert!(

@@ -42,6 +42,11 @@ async fn operator(client: &Client) {
                             .parse()
                             .expect("reference"),
                     ),
+                    // Previews here run images of two registries only.
+                    preview_images: ["ghcr.io/x/*", "example.invalid/*"]
+                        .iter()
+                        .map(|p| appenv_core::settings::ImagePattern::parse(p).expect("pattern"))
+                        .collect(),
                     ..common::example_settings()
                 },
                 ..Options::default()
@@ -96,11 +101,20 @@ async fn set_wildcard(client: &Client, content: &str) {
 }
 
 fn appenv(args: &[&str], github_output: Option<&Path>) -> Output {
+    appenv_as(
+        appenv_localcluster::shared().kubeconfig(),
+        args,
+        github_output,
+    )
+}
+
+/// `appenv ARGS` with the credentials of `kubeconfig`.
+fn appenv_as(kubeconfig: &Path, args: &[&str], github_output: Option<&Path>) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_appenv"));
     command
         .args(args)
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-        .env("KUBECONFIG", appenv_localcluster::shared().kubeconfig())
+        .env("KUBECONFIG", kubeconfig)
         .env_remove("GITHUB_OUTPUT");
     if let Some(path) = github_output {
         command.env("GITHUB_OUTPUT", path);
@@ -565,5 +579,213 @@ async fn a_misspelt_or_invalid_set_creates_nothing() {
     assert!(
         api.get_opt("typo-pr-3").await.expect("get").is_none(),
         "a refused preview was created"
+    );
+}
+
+/// A kubeconfig for the shared cluster that authenticates with `token` only.
+fn token_kubeconfig(token: &str, dir: &Path) -> std::path::PathBuf {
+    let admin = appenv_localcluster::shared().kubeconfig();
+    let mut config: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(admin).expect("kubeconfig")).expect("yaml");
+    for user in config["users"].as_array_mut().expect("users") {
+        user["user"] = json!({ "token": token });
+    }
+    let path = dir.join("ci-kubeconfig");
+    std::fs::write(&path, serde_norway::to_string(&config).expect("yaml")).expect("write");
+    path
+}
+
+fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl");
+    // `auth can-i` answers on stdout (and exits 1 for "no"); warnings go to stderr.
+    text(&out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_token_with_the_charts_preview_author_role_suffices_and_reads_no_secret() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
+    let client = common::client().await;
+    operator(&client).await;
+    // The chart's role, from the rules file its template includes.
+    let rules: Vec<PolicyRule> = serde_norway::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../charts/appenv-operator/files/rbac/preview-author-rules.yaml"),
+        )
+        .expect("rules file"),
+    )
+    .expect("rules");
+    let role = ClusterRole {
+        metadata: kube::api::ObjectMeta {
+            name: Some("appenv-preview-author".into()),
+            ..Default::default()
+        },
+        rules: Some(rules),
+        ..ClusterRole::default()
+    };
+    let apply = PatchParams::apply("appenv-tests").force();
+    Api::<ClusterRole>::all(client.clone())
+        .patch("appenv-preview-author", &apply, &Patch::Apply(&role))
+        .await
+        .expect("role");
+    let account: ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": "ci-previews", "namespace": "appenv-system"}
+    }))
+    .expect("account");
+    Api::<ServiceAccount>::namespaced(client.clone(), "appenv-system")
+        .patch("ci-previews", &apply, &Patch::Apply(&account))
+        .await
+        .expect("service account");
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "ci-previews"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "appenv-preview-author"},
+        "subjects": [{"kind": "ServiceAccount", "name": "ci-previews", "namespace": "appenv-system"}],
+    }))
+    .expect("binding");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch("ci-previews", &apply, &Patch::Apply(&binding))
+        .await
+        .expect("binding");
+    let admin = appenv_localcluster::shared().kubeconfig();
+    let token = kubectl_as(
+        admin,
+        &[
+            "create",
+            "token",
+            "ci-previews",
+            "-n",
+            "appenv-system",
+            "--duration=1h",
+        ],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ci = token_kubeconfig(token.trim(), dir.path());
+
+    // What CI runs, with that token only.
+    let up = appenv_as(
+        &ci,
+        &[
+            "preview",
+            "up",
+            "--app",
+            "ci-app",
+            "--pr",
+            "9",
+            "--image",
+            "ghcr.io/x/ci:pr-9",
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+        None,
+    );
+    assert!(up.status.success(), "up: {}", text(&up.stderr));
+    let listed = appenv_as(&ci, &["preview", "list"], None);
+    assert!(listed.status.success(), "list: {}", text(&listed.stderr));
+    let listed = text(&listed.stdout);
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains(" ci-app ") && l.contains(" Ready ")),
+        "{listed}"
+    );
+
+    // What the token cannot do: read Secrets, create Pods, delete namespaces.
+    for can in [
+        ["get", "secrets", "--all-namespaces"],
+        ["list", "secrets", "--all-namespaces"],
+        ["create", "pods", "--namespace=ci-app-pr-9"],
+        ["delete", "namespaces", "--all-namespaces"],
+    ] {
+        let mut args = vec!["auth", "can-i"];
+        args.extend(can);
+        assert_eq!(kubectl_as(&ci, &args).trim(), "no", "{can:?}");
+    }
+    assert_eq!(
+        kubectl_as(
+            &ci,
+            &["auth", "can-i", "create", "appenvironments.appenv.dev"]
+        )
+        .trim(),
+        "yes"
+    );
+
+    let down = appenv_as(
+        &ci,
+        &[
+            "preview",
+            "down",
+            "--app",
+            "ci-app",
+            "--pr",
+            "9",
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+        None,
+    );
+    assert!(down.status.success(), "down: {}", text(&down.stderr));
+    assert!(
+        Api::<Namespace>::all(client.clone())
+            .get_opt("ci-app-pr-9")
+            .await
+            .expect("get")
+            .is_none_or(|ns| ns.metadata.deletion_timestamp.is_some()),
+        "the namespace went with the preview"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preview_of_an_image_the_operator_does_not_allow_is_refused() {
+    let client = common::client().await;
+    operator(&client).await;
+    let up = appenv(
+        &[
+            "preview",
+            "up",
+            "--app",
+            "flask-react-template",
+            "--pr",
+            "77",
+            "--image",
+            "docker.io/evil/miner:1",
+            "--file",
+            "examples/flask-react-template-preview.yaml",
+            "--wait",
+            "--timeout",
+            "1m",
+        ],
+        None,
+    );
+    let stderr = text(&up.stderr);
+    assert!(!up.status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains(
+            "spec.image: \"docker.io/evil/miner:1\" is not an image previews may run (allowed: ghcr.io/x/*, example.invalid/*"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        count::<Deployment>(&client, "flask-react-template-pr-77").await,
+        0,
+        "nothing runs"
+    );
+    let _ = appenv(
+        &[
+            "preview",
+            "down",
+            "--app",
+            "flask-react-template",
+            "--pr",
+            "77",
+        ],
+        None,
     );
 }

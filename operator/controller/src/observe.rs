@@ -198,6 +198,66 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
     observed
 }
 
+/// Whether the environment may have the namespace it names, by what the namespace says of
+/// itself: one environment per namespace (an existing namespace carrying another environment's
+/// label is refused, owned or adopted); an existing namespace that is no environment's is
+/// taken only by adoption, and adopted only when it opts in (its `appenv.dev/adoptable: "true"`
+/// label, which only its editors can set) or the operator lists it. The namespace's own
+/// objects and labels are left untouched by a refusal: nothing is applied.
+pub fn adoption(
+    stores: &Stores,
+    model: &Model,
+    settings: &appenv_core::settings::Settings,
+) -> Result<(), appenv_api::field::Invalid> {
+    use appenv_api::field::{FieldError, Invalid};
+    use k8s_openapi::api::core::v1::Namespace;
+    let ns = model.namespace.name.as_str();
+    let refuse = |path: &str, message: String| {
+        Err(Invalid(vec![FieldError {
+            path: path.to_owned(),
+            message,
+        }]))
+    };
+    let listed = settings.adoptable_namespaces.iter().any(|a| **a == *ns);
+    let Some(existing) = stores.meta::<Namespace>("", ns) else {
+        if !model.namespace.owned && !listed {
+            return refuse(
+                "spec.namespace.adopt",
+                format!(
+                    "namespace {ns:?} does not exist: adopt only an existing namespace that opts \
+                     in (or drop adopt to have appenv create and own it)"
+                ),
+            );
+        }
+        return Ok(());
+    };
+    match existing.environment.as_deref() {
+        Some(own) if own == model.name => Ok(()),
+        Some(other) => refuse(
+            "spec.namespace.name",
+            format!(
+                "namespace {ns:?} belongs to environment {other:?}: one environment per namespace"
+            ),
+        ),
+        None if model.namespace.owned => refuse(
+            "spec.namespace.name",
+            format!(
+                "namespace {ns:?} exists and is no environment's: name another (appenv creates \
+                 it), or adopt it (spec.namespace.adopt) if it opts in"
+            ),
+        ),
+        None if existing.adoptable || listed => Ok(()),
+        None => refuse(
+            "spec.namespace.adopt",
+            format!(
+                "namespace {ns:?} does not let environments adopt it: whoever may edit it labels \
+                 it {}=true, or the operator lists it (--adoptable-namespace)",
+                appenv_core::settings::ADOPTABLE_LABEL
+            ),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,5 +384,86 @@ mod tests {
         assert_eq!(observed.migration, Some(Migration::NotConfigured));
         assert!(observed.password.is_none());
         assert_eq!(observed.postgres, None);
+    }
+
+    /// The message of `model`'s adoption verdict with a namespace labelled `labels` (none:
+    /// no such namespace), the operator listing `listed`.
+    fn adoption_of(yaml: &str, labels: Option<&[(&str, &str)]>, listed: &[&str]) -> String {
+        use k8s_openapi::api::core::v1::Namespace;
+        let spec: AppEnvironmentSpec = serde_norway::from_str(yaml).expect("spec");
+        let model = appenv_core::validate::validate(
+            &AppEnvironment::new("shop-prod", spec),
+            &Default::default(),
+        )
+        .expect("valid");
+        let stores = Stores::empty();
+        if let Some(labels) = labels {
+            stores.insert::<Namespace>(kube::core::PartialObjectMeta::<Namespace> {
+                metadata: ObjectMeta {
+                    name: Some(model.namespace.name.clone()),
+                    labels: Some(
+                        labels
+                            .iter()
+                            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                            .collect(),
+                    ),
+                    ..ObjectMeta::default()
+                },
+                ..kube::core::PartialObjectMeta::default()
+            });
+        }
+        let settings = appenv_core::settings::Settings {
+            adoptable_namespaces: listed
+                .iter()
+                .map(|n| appenv_core::settings::DnsLabel::parse(n).expect("label"))
+                .collect(),
+            ..Default::default()
+        };
+        match adoption(&stores, &model, &settings) {
+            Ok(()) => "ok".to_owned(),
+            Err(invalid) => invalid.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_namespace_is_adopted_only_when_it_opts_in_and_is_no_other_environments() {
+        let adopt = "{app: shop, image: 'shop:1', namespace: {name: payments, adopt: true}}";
+        let own = "{app: shop, image: 'shop:1', namespace: {name: payments}}";
+        let opted_in = [(appenv_core::settings::ADOPTABLE_LABEL, "true")];
+        let other = [(label::ENVIRONMENT, "payments-prod")];
+        let mine = [(label::ENVIRONMENT, "shop-prod")];
+        assert_eq!(adoption_of(adopt, Some(&opted_in), &[]), "ok");
+        assert_eq!(adoption_of(adopt, Some(&[]), &["payments"]), "ok");
+        assert_eq!(adoption_of(adopt, Some(&mine), &[]), "ok", "adopted before");
+        assert_eq!(adoption_of(own, None, &[]), "ok", "created and owned");
+        assert_eq!(adoption_of(own, Some(&mine), &[]), "ok", "owned before");
+        let unlabelled = adoption_of(adopt, Some(&[]), &[]);
+        assert!(
+            unlabelled.starts_with("spec.namespace.adopt: namespace \"payments\" does not let environments adopt it: whoever may edit it labels it appenv.dev/adoptable=true"),
+            "{unlabelled}"
+        );
+        let false_label = adoption_of(
+            adopt,
+            Some(&[(appenv_core::settings::ADOPTABLE_LABEL, "yes")]),
+            &[],
+        );
+        assert!(
+            false_label.contains("does not let environments adopt it"),
+            "{false_label}"
+        );
+        for (yaml, labels) in [(adopt, &other), (own, &other)] {
+            let taken = adoption_of(yaml, Some(labels), &["payments"]);
+            assert_eq!(
+                taken,
+                "spec.namespace.name: namespace \"payments\" belongs to environment \"payments-prod\": one environment per namespace"
+            );
+        }
+        let exists = adoption_of(own, Some(&[]), &[]);
+        assert!(
+            exists.contains("exists and is no environment's"),
+            "{exists}"
+        );
+        let missing = adoption_of(adopt, None, &[]);
+        assert!(missing.contains("does not exist"), "{missing}");
     }
 }

@@ -104,6 +104,25 @@ pub const LEADER_ELECTION_RULES: &[Rule] = &[Rule {
     verbs: &["create", "get", "update"],
 }];
 
+/// What `appenv preview up|down|list` need, for a CI token (the chart's optional
+/// `<fullname>-preview-author` ClusterRole): AppEnvironments and nothing else that writes. It
+/// cannot read Secrets, create Pods or delete namespaces: a preview's namespace goes with its
+/// AppEnvironment through garbage collection.
+pub const PREVIEW_AUTHOR_RULES: &[Rule] = &[
+    Rule {
+        why: "Create, update (server-side apply), read, wait for and delete previews.",
+        groups: &["appenv.dev"],
+        resources: &["appenvironments"],
+        verbs: &["create", "delete", "get", "list", "patch", "watch"],
+    },
+    Rule {
+        why: "See whether a preview's namespace is its own and, with `down --wait`, that it is gone.",
+        groups: &[""],
+        resources: &["namespaces"],
+        verbs: &["get"],
+    },
+];
+
 fn list(items: &[&str]) -> String {
     let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
     format!("[{}]", quoted.join(", "))
@@ -173,7 +192,11 @@ mod tests {
 
     #[test]
     fn no_wildcards_and_sorted_verbs() {
-        for rule in CLUSTER_RULES.iter().chain(LEADER_ELECTION_RULES) {
+        let all = CLUSTER_RULES
+            .iter()
+            .chain(LEADER_ELECTION_RULES)
+            .chain(PREVIEW_AUTHOR_RULES);
+        for rule in all {
             for item in rule.groups.iter().chain(rule.resources).chain(rule.verbs) {
                 assert!(!item.contains('*'), "wildcard in {rule:?}");
             }

@@ -26,8 +26,21 @@ use std::sync::Arc;
 #[tracing::instrument(skip_all, fields(environment = %env.name_any()))]
 async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error> {
     let now = Timestamp::now();
+    // A refusal by the namespace (adoption) depends on its labels, not only on the spec: it is
+    // looked at again after a while, as the namespace's editors may opt it in.
+    let mut recheck = false;
     let spec = match validate(env, ctx) {
-        Ok(model) => Ok(observe(ctx, model).await?),
+        Ok(model) => {
+            let observation = observe(ctx, model).await?;
+            let settings = &ctx.options.settings;
+            match observe::adoption(&ctx.stores, &observation.model, settings) {
+                Ok(()) => Ok(observation),
+                Err(refused) => {
+                    recheck = true;
+                    Err(refused)
+                }
+            }
+        }
         Err(invalid) => Err(invalid),
     };
     let rollout = match plan::plan(&plan::Input {
@@ -37,7 +50,7 @@ async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error>
         resync: ctx.options.resync,
     }) {
         Plan::Expire => return expire(ctx, env).await,
-        Plan::Invalid(status) => return report_invalid(ctx, env, *status).await,
+        Plan::Invalid(status) => return report_invalid(ctx, env, *status, recheck).await,
         Plan::Rollout(rollout) => rollout,
     };
     let children = build(env, &rollout, spec.as_ref().ok())?;
@@ -145,11 +158,19 @@ async fn report_invalid(
     ctx: &Context,
     env: &AppEnvironment,
     status: appenv_api::AppEnvironmentStatus,
+    recheck: bool,
 ) -> Result<Action, Error> {
     status::write(ctx, env, status).await?;
+    if recheck {
+        // The namespace may opt in meanwhile (a label no watch maps to this environment).
+        return Ok(Action::requeue(ADOPTION_RECHECK));
+    }
     // Nothing to retry until the spec changes.
     Ok(Action::await_change())
 }
+
+/// How often an environment refused its namespace looks at that namespace again.
+const ADOPTION_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn build(
     env: &AppEnvironment,

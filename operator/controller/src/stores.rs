@@ -128,8 +128,24 @@ macro_rules! metadata_only {
         }
     )*};
 }
+/// Every namespace, by its metadata: whether one an environment names exists, whose it is, and
+/// whether it lets environments adopt it.
+impl Watched for Namespace {
+    type Object = PartialObjectMeta<Namespace>;
+    type Snapshot = Meta;
+    const PLURAL: &'static str = "Namespaces";
+    fn snapshot(object: &Self::Object) -> Option<Meta> {
+        Some(Meta::of(&object.metadata))
+    }
+    fn index(stores: &Stores) -> &Index<Self> {
+        &stores.namespaces
+    }
+    fn selection() -> watcher::Config {
+        watcher::Config::default()
+    }
+}
+
 metadata_only! {
-    Namespace => namespaces, "Namespaces";
     ConfigMap => config_maps, "ConfigMaps";
     Service => services, "Services";
     Ingress => ingresses, "Ingresses";

@@ -30,7 +30,17 @@ pub struct Settings {
     /// (`spec.namespace.copy`). Every object in them is readable by whoever may create an
     /// AppEnvironment: list only namespaces that hold what environments may use.
     pub copy_from_namespaces: Vec<DnsLabel>,
+    /// Namespaces environments may adopt without the namespace's own opt-in label
+    /// ([`ADOPTABLE_LABEL`]).
+    pub adoptable_namespaces: Vec<DnsLabel>,
+    /// The operator's own namespace: never an environment's, owned or adopted.
+    pub operator_namespace: Option<DnsLabel>,
+    /// Images previews may run (`spec.image`, a worker's, Redis's, PostgreSQL's); empty: any.
+    pub preview_images: Vec<ImagePattern>,
 }
+
+/// The label by which a namespace's own editors let environments adopt it.
+pub const ADOPTABLE_LABEL: &str = "appenv.dev/adoptable";
 
 /// The `hard` limits of a preview namespace's ResourceQuota.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +70,9 @@ impl Default for Settings {
             },
             wildcard_tls: None,
             copy_from_namespaces: Vec::new(),
+            adoptable_namespaces: Vec::new(),
+            operator_namespace: None,
+            preview_images: Vec::new(),
         }
     }
 }
@@ -87,6 +100,52 @@ pub enum SettingError {
     Reference(String),
     #[error("{0:?} must be a positive number followed by s, m, h or d, e.g. 72h or 10m")]
     Duration(String),
+    #[error(
+        "{0:?} must be an image reference, `*` standing for any characters, e.g. \
+         ghcr.io/acme/* (no spaces, not empty, at most 255 characters)"
+    )]
+    ImagePattern(String),
+}
+
+/// A pattern of image references, `*` standing for any run of characters (`/` and `:`
+/// included): `ghcr.io/acme/*` allows every image under `ghcr.io/acme/`, any tag or digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePattern(String);
+
+impl ImagePattern {
+    pub fn parse(text: &str) -> Result<Self, SettingError> {
+        let fits = !text.is_empty()
+            && text.len() <= 255
+            && text
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '\''));
+        if fits {
+            Ok(Self(text.to_owned()))
+        } else {
+            Err(SettingError::ImagePattern(truncate(text)))
+        }
+    }
+
+    /// Whether `image` matches: the parts between `*`s appear in order, the first at the
+    /// start and the last at the end.
+    pub fn matches(&self, image: &str) -> bool {
+        let mut parts = self.0.split('*');
+        let first = parts.next().unwrap_or_default();
+        let Some(mut rest) = image.strip_prefix(first) else {
+            return false;
+        };
+        let parts: Vec<&str> = parts.collect();
+        let Some((last, middle)) = parts.split_last() else {
+            return rest.is_empty();
+        };
+        for part in middle {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last)
+    }
 }
 
 /// A resource quantity the API server accepts (`100m`, `8Gi`, `40`), kept as written.
@@ -221,7 +280,7 @@ macro_rules! text_setting {
     )*};
 }
 
-text_setting!(CheckedQuantity, DnsName, DnsLabel);
+text_setting!(CheckedQuantity, DnsName, DnsLabel, ImagePattern);
 
 impl FromStr for SecretRef {
     type Err = SettingError;
@@ -251,6 +310,31 @@ mod tests {
             Ok(&defaults.ingress_namespace)
         );
         assert!(is_dns_label(&defaults.ingress_namespace, 63));
+    }
+
+    #[test]
+    fn image_patterns_match_in_order_from_start_to_end() {
+        let pattern = |p: &str| ImagePattern::parse(p).expect("pattern");
+        let acme = pattern("ghcr.io/acme/*");
+        assert!(acme.matches("ghcr.io/acme/shop:1"));
+        assert!(acme.matches("ghcr.io/acme/team/shop@sha256:abc"));
+        assert!(!acme.matches("ghcr.io/acmeevil/shop:1"));
+        assert!(!acme.matches("docker.io/ghcr.io/acme/shop:1"));
+        let exact = pattern("redis:7.4-alpine");
+        assert!(exact.matches("redis:7.4-alpine"));
+        assert!(!exact.matches("redis:7.4-alpine-evil"));
+        let middle = pattern("ghcr.io/*/shop:*");
+        assert!(middle.matches("ghcr.io/acme/shop:pr-7"));
+        assert!(!middle.matches("ghcr.io/acme/cart:pr-7"));
+        // The end must not overlap the start: "a*a" needs two a's.
+        assert!(!pattern("a*a").matches("a"));
+        assert!(pattern("a*a").matches("aa"));
+        for bad in ["", "with space", "quote\"d"] {
+            assert!(matches!(
+                ImagePattern::parse(bad),
+                Err(SettingError::ImagePattern(_))
+            ));
+        }
     }
 
     #[test]

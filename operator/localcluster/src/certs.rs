@@ -1,5 +1,6 @@
-//! Throw-away PKI for a local control plane: a CA, the API server's serving certificate and
-//! the service-account signing key. Generated fresh for every start, never reused.
+//! Throw-away PKI for a local control plane: a CA, the API server's serving certificate, an
+//! admin client certificate and the service-account signing key. Generated fresh for every
+//! start, never reused.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -12,6 +13,10 @@ pub struct Pki {
     pub ca_cert_pem: String,
     pub server_cert_pem: String,
     pub server_key_pem: String,
+    /// A client certificate for user `admin` in group `system:masters`, which every authorizer
+    /// allows (the CRD server delegates authorization and knows no tokens).
+    pub admin_cert_pem: String,
+    pub admin_key_pem: String,
     pub service_account_key_pem: String,
     pub service_account_pub_pem: String,
 }
@@ -55,11 +60,23 @@ impl Pki {
         ];
         let server_cert = server_params.signed_by(&server_key, &issuer)?;
 
+        let admin_key = KeyPair::generate()?;
+        let mut admin_params = CertificateParams::new(Vec::<String>::new())?;
+        admin_params.distinguished_name = name("admin");
+        admin_params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
+        admin_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        admin_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let admin_cert = admin_params.signed_by(&admin_key, &issuer)?;
+
         let sa_key = KeyPair::generate()?;
         Ok(Self {
             ca_cert_pem: ca_cert.pem(),
             server_cert_pem: server_cert.pem(),
             server_key_pem: server_key.serialize_pem(),
+            admin_cert_pem: admin_cert.pem(),
+            admin_key_pem: admin_key.serialize_pem(),
             service_account_pub_pem: sa_key.public_key_pem(),
             service_account_key_pem: sa_key.serialize_pem(),
         })
@@ -88,6 +105,11 @@ mod tests {
         assert!(pki.server_key_pem.contains("PRIVATE KEY"));
         assert!(pki.service_account_pub_pem.contains("PUBLIC KEY"));
         assert_ne!(pki.server_key_pem, pki.service_account_key_pem);
+        assert!(
+            pki.admin_cert_pem
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
+        assert_ne!(pki.admin_key_pem, pki.server_key_pem);
         assert!(!format!("{pki:?}").contains("PRIVATE"));
     }
 }

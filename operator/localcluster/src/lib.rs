@@ -4,12 +4,20 @@
 //!
 //! The binaries come from `APPENV_K8S_BIN_DIR`, or from the cache that `.ci/control-plane.sh`
 //! fills (it builds Kubernetes 1.20.2 from Debian's source package once per machine).
+//! [`crd_server`] runs a current Kubernetes CRD server (apiextensions-apiserver 1.36, from
+//! `APPENV_CRD_SERVER_BIN`, which `.ci/crd-server.sh` builds) for what concerns the CRD itself.
 //!
 //! Failure tests can break a running control plane: [`ControlPlane::restart_apiserver`] (the
 //! API server goes away and comes back on the same port, etcd and its data stay) and
 //! [`ControlPlane::pause_apiserver`] (the API server stops answering, connections hang).
+//!
+//! Pod Security admission, which 1.20 lacks, is enforced as on a current cluster: a webhook
+//! served by this process applies the restricted profile in namespaces labelled for it (see
+//! [`admission`]); a server of 1.23 or later enforces it itself.
 
+pub mod admission;
 mod certs;
+pub mod crd_server;
 pub mod kubelet;
 mod shared;
 pub use shared::shared;
@@ -42,6 +50,9 @@ const APISERVER: &str = Process::ApiServer.binary();
 const APISERVER_STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long kube-apiserver may take to answer /readyz after a (re)start.
 const APISERVER_READY_LIMIT: Duration = Duration::from_secs(90);
+/// How long kube-apiserver may take to enforce Pod Security after start-up (it reads webhook
+/// configurations through a watch: well under a second when it is idle).
+const POD_SECURITY_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DevClusterError {
@@ -51,6 +62,20 @@ pub enum DevClusterError {
          {BIN_DIR_ENV} to a directory holding kube-apiserver, kube-controller-manager and etcd"
     )]
     MissingBinary { binary: &'static str, dir: PathBuf },
+    #[error(
+        "the CRD server binary is not set: {variable} must name it; `bash .ci/crd-server.sh` \
+         builds it (about 5 minutes, once per machine) and prints its path \
+         (export {variable}=\"$(bash .ci/crd-server.sh)\")"
+    )]
+    CrdServerNotSet { variable: &'static str },
+    #[error(
+        "{variable}={path} is not a file: run `bash .ci/crd-server.sh` to build the CRD server \
+         and set {variable} to the path it prints"
+    )]
+    CrdServerMissing {
+        variable: &'static str,
+        path: PathBuf,
+    },
     #[error(
         "cannot determine the binary cache directory: neither APPENV_CACHE_DIR nor HOME is set"
     )]
@@ -82,6 +107,8 @@ pub enum DevClusterError {
     Client(#[from] kube::Error),
     #[error("{process} is not running: the control plane was shut down")]
     NotRunning { process: &'static str },
+    #[error("setting up Pod Security admission")]
+    PodSecurity(#[source] kube::Error),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DevClusterError {
@@ -209,6 +236,7 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     server: String,
     server_version: String,
+    pod_security_webhook: bool,
     kubeconfig_copy: Option<PathBuf>,
     state: Mutex<Running>,
 }
@@ -217,6 +245,8 @@ pub struct ControlPlane {
 struct Running {
     /// In start order; stopped in reverse.
     processes: Vec<Supervised>,
+    /// The Pod Security admission webhook; stopped after the processes.
+    webhook: Option<admission::Server>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -233,15 +263,11 @@ impl ControlPlane {
         let etcd = binary(&bins, Process::Etcd.binary())?;
         let apiserver = binary(&bins, Process::ApiServer.binary())?;
         let controller_manager = binary(&bins, Process::ControllerManager.binary())?;
-        remove_stale_dirs();
-
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
-            .tempdir()
-            .map_err(io_err("creating the control plane directory"))?;
+        let dir = owned_temp_dir()?;
         let path = dir.path().to_owned();
         let mut running = Running {
             processes: Vec::new(),
+            webhook: None,
             dir: Some(dir),
         };
 
@@ -264,33 +290,13 @@ impl ControlPlane {
         let [etcd_client, etcd_peer, apiserver_port, kcm_port] = free_ports::<4>()?;
         let server = format!("https://127.0.0.1:{apiserver_port}");
         let kubeconfig = path.join("kubeconfig");
-        let kubeconfig_text = kubeconfig_yaml(&server, &path.join("ca.crt"), &token);
+        let kubeconfig_text =
+            kubeconfig_yaml(&server, &path.join("ca.crt"), &Credentials::Token(&token));
         write_private(&kubeconfig, &kubeconfig_text)?;
 
         say(format!("starting etcd ({})", etcd.display()));
-        let mut cmd = Command::new(&etcd);
-        cmd.arg("--data-dir")
-            .arg(path.join("etcd"))
-            .arg(format!(
-                "--listen-client-urls=http://127.0.0.1:{etcd_client}"
-            ))
-            .arg(format!(
-                "--advertise-client-urls=http://127.0.0.1:{etcd_client}"
-            ))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer}"))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}"
-            ))
-            .arg(format!(
-                "--initial-cluster=default=http://127.0.0.1:{etcd_peer}"
-            ))
-            .arg("--unsafe-no-fsync")
-            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
-        running.spawn(Process::Etcd, cmd, &path)?;
         running
-            .wait_for("etcd", Duration::from_secs(30), || async {
-                TcpStream::connect((Ipv4Addr::LOCALHOST, etcd_client)).is_ok()
-            })
+            .start_etcd(&etcd, &path, etcd_client, etcd_peer)
             .await?;
 
         say("starting kube-apiserver".to_owned());
@@ -312,9 +318,11 @@ impl ControlPlane {
             "--service-cluster-ip-range=10.96.0.0/16".to_owned(),
             "--allow-privileged=true".to_owned(),
             "--disable-admission-plugins=ServiceAccount".to_owned(),
+            // On by default since 1.9; named so that binaries of any version call the webhook.
+            "--enable-admission-plugins=ValidatingAdmissionWebhook".to_owned(),
             format!("--cert-dir={}", p("apiserver-certs")),
         ]);
-        running.spawn(Process::ApiServer, cmd, &path)?;
+        running.spawn(Process::ApiServer.binary(), cmd, &path)?;
         let client = client_from(&kubeconfig).await?;
         running
             .wait_for("kube-apiserver /readyz", APISERVER_READY_LIMIT, || {
@@ -323,6 +331,31 @@ impl ControlPlane {
             .await?;
         let info = client.apiserver_version().await?;
         let server_version = format!("{}.{} ({})", info.major, info.minor, info.git_version);
+
+        // Before the controller manager, so that no Pod is ever created without it. A server
+        // with its own Pod Security admission (binaries from APPENV_K8S_BIN_DIR) needs none.
+        if !admission::built_in(&info) {
+            say("starting the Pod Security admission webhook (restricted)".to_owned());
+            let webhook = admission::Server::start(&pki.server_cert_pem, &pki.server_key_pem)
+                .map_err(io_err("serving the Pod Security admission webhook"))?;
+            let port = webhook.port();
+            running.webhook = Some(webhook);
+            admission::register(&client, port, &pki.ca_cert_pem)
+                .await
+                .map_err(DevClusterError::PodSecurity)?;
+        }
+        admission::create_probe_namespace(&client)
+            .await
+            .map_err(DevClusterError::PodSecurity)?;
+        running
+            .wait_for("Pod Security admission", POD_SECURITY_LIMIT, || {
+                admission::in_effect(client.clone())
+            })
+            .await?;
+        admission::delete_probe_namespace(&client)
+            .await
+            .map_err(DevClusterError::PodSecurity)?;
+        let pod_security_webhook = running.webhook.is_some();
 
         say("starting kube-controller-manager".to_owned());
         let mut cmd = Command::new(&controller_manager);
@@ -353,7 +386,7 @@ impl ControlPlane {
         {
             cmd.arg("--port=0");
         }
-        running.spawn(Process::ControllerManager, cmd, &path)?;
+        running.spawn(Process::ControllerManager.binary(), cmd, &path)?;
         // The service-account controller creates `default/default` once the controllers run:
         // a functional sign that garbage collection, namespaces and workloads are handled.
         let service_accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
@@ -380,6 +413,7 @@ impl ControlPlane {
             kubeconfig,
             server,
             server_version,
+            pod_security_webhook,
             kubeconfig_copy: options.kubeconfig_copy,
             state: Mutex::new(running),
         })
@@ -398,6 +432,14 @@ impl ControlPlane {
     /// e.g. `1.20 (v1.20.2)`.
     pub fn server_version(&self) -> &str {
         &self.server_version
+    }
+
+    /// Whether this process enforces Pod Security, through its webhook (a 1.20 server has no
+    /// Pod Security admission), rather than the API server itself. Either way Pods in
+    /// namespaces labelled `pod-security.kubernetes.io/enforce: restricted` are held to it;
+    /// the webhook's refusals start with `admission webhook "..." denied the request: `.
+    pub fn pod_security_webhook(&self) -> bool {
+        self.pod_security_webhook
     }
 
     /// A new admin client. Create one per async runtime: a client's connection pool lives on
@@ -520,13 +562,7 @@ impl ControlPlane {
 
     /// Stop every process (in reverse start order) and remove the directory. Idempotent.
     pub fn shutdown(&self) {
-        let mut state = self.state();
-        while let Some(mut process) = state.processes.pop() {
-            process.stop(Duration::from_secs(5));
-        }
-        if let Some(dir) = state.dir.take() {
-            let _ = dir.close();
-        }
+        self.state().stop();
         if let Some(copy) = &self.kubeconfig_copy {
             let _ = std::fs::remove_file(copy);
         }
@@ -540,8 +576,52 @@ impl Drop for ControlPlane {
 }
 
 impl Running {
-    fn spawn(&mut self, process: Process, cmd: Command, dir: &Path) -> Result<(), DevClusterError> {
-        let name = process.binary();
+    /// Stop every process (in reverse start order) and remove the directory. Idempotent.
+    fn stop(&mut self) {
+        while let Some(mut process) = self.processes.pop() {
+            process.stop(Duration::from_secs(5));
+        }
+        drop(self.webhook.take());
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+
+    /// Start etcd with its data in `dir` on the given loopback ports and wait until its client
+    /// port accepts connections.
+    async fn start_etcd(
+        &mut self,
+        etcd: &Path,
+        dir: &Path,
+        client_port: u16,
+        peer_port: u16,
+    ) -> Result<(), DevClusterError> {
+        let mut cmd = Command::new(etcd);
+        cmd.arg("--data-dir")
+            .arg(dir.join("etcd"))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{client_port}"
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{client_port}"
+            ))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"
+            ))
+            .arg(format!(
+                "--initial-cluster=default=http://127.0.0.1:{peer_port}"
+            ))
+            .arg("--unsafe-no-fsync")
+            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
+        self.spawn(Process::Etcd.binary(), cmd, dir)?;
+        self.wait_for("etcd", Duration::from_secs(30), || async {
+            TcpStream::connect((Ipv4Addr::LOCALHOST, client_port)).is_ok()
+        })
+        .await
+    }
+
+    fn spawn(&mut self, name: &str, cmd: Command, dir: &Path) -> Result<(), DevClusterError> {
         let log = dir.join(format!("{name}.log"));
         let child =
             Supervised::spawn(name, cmd, &log).map_err(io_err(format!("starting {name}")))?;
@@ -591,7 +671,13 @@ impl Running {
 /// Whether kube-apiserver answers `ok` on /readyz. Refused connections and 500s are expected
 /// while it starts: the client's error logging for those polls is kept out of the terminal.
 async fn apiserver_ready(client: Client) -> bool {
-    let Ok(req) = http::Request::get("/readyz").body(Vec::new()) else {
+    answers_ok(client, "/readyz").await
+}
+
+/// Whether the server answers `ok` on a health endpoint (`/readyz`, `/livez`), with the
+/// client's error logging kept quiet as in [`apiserver_ready`].
+async fn answers_ok(client: Client, path: &str) -> bool {
+    let Ok(req) = http::Request::get(path).body(Vec::new()) else {
         return false;
     };
     client
@@ -609,11 +695,27 @@ async fn client_from(kubeconfig: &Path) -> Result<Client, DevClusterError> {
     Ok(Client::try_from(config)?)
 }
 
-fn kubeconfig_yaml(server: &str, ca: &Path, token: &str) -> String {
+/// How a kubeconfig's user authenticates.
+enum Credentials<'a> {
+    /// A bearer token from kube-apiserver's `--token-auth-file`.
+    Token(&'a str),
+    /// A client certificate signed by the server's `--client-ca-file`.
+    ClientCertificate { cert: &'a Path, key: &'a Path },
+}
+
+fn kubeconfig_yaml(server: &str, ca: &Path, credentials: &Credentials<'_>) -> String {
+    let user = match credentials {
+        Credentials::Token(token) => format!("token: {token}"),
+        Credentials::ClientCertificate { cert, key } => format!(
+            "client-certificate: {}\n    client-key: {}",
+            cert.display(),
+            key.display()
+        ),
+    };
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: appenv-local\n  cluster:\n    \
          server: {server}\n    certificate-authority: {ca}\nusers:\n- name: admin\n  user:\n    \
-         token: {token}\ncontexts:\n- name: appenv-local\n  context:\n    cluster: appenv-local\n    \
+         {user}\ncontexts:\n- name: appenv-local\n  context:\n    cluster: appenv-local\n    \
          user: admin\ncurrent-context: appenv-local\n",
         ca = ca.display()
     )
@@ -655,6 +757,16 @@ fn random_hex() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A new private directory `/tmp/appenv-cp-<our pid>-*` for a control plane's files, after
+/// removing those of dead owners. `.ci/run` finds leaked processes by that name.
+fn owned_temp_dir() -> Result<tempfile::TempDir, DevClusterError> {
+    remove_stale_dirs();
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .tempdir()
+        .map_err(io_err("creating the control plane directory"))
+}
+
 /// Remove directories left by control planes whose process died without cleaning up
 /// (SIGKILL); their child processes died with them (PDEATHSIG).
 fn remove_stale_dirs() {
@@ -691,11 +803,31 @@ mod tests {
 
     #[test]
     fn kubeconfig_parses_and_points_at_server() {
-        let text = kubeconfig_yaml("https://127.0.0.1:6443", Path::new("/x/ca.crt"), "t0k");
+        let text = kubeconfig_yaml(
+            "https://127.0.0.1:6443",
+            Path::new("/x/ca.crt"),
+            &Credentials::Token("t0k"),
+        );
         let parsed: Kubeconfig = serde_norway::from_str(&text).expect("valid kubeconfig");
         let cluster = parsed.clusters[0].cluster.as_ref().expect("cluster");
         assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
         assert_eq!(parsed.current_context.as_deref(), Some("appenv-local"));
+        let user = parsed.auth_infos[0].auth_info.as_ref().expect("user");
+        assert!(user.token.is_some());
+
+        let text = kubeconfig_yaml(
+            "https://127.0.0.1:6443",
+            Path::new("/x/ca.crt"),
+            &Credentials::ClientCertificate {
+                cert: Path::new("/x/admin.crt"),
+                key: Path::new("/x/admin.key"),
+            },
+        );
+        let parsed: Kubeconfig = serde_norway::from_str(&text).expect("valid kubeconfig");
+        let user = parsed.auth_infos[0].auth_info.as_ref().expect("user");
+        assert_eq!(user.client_certificate.as_deref(), Some("/x/admin.crt"));
+        assert_eq!(user.client_key.as_deref(), Some("/x/admin.key"));
+        assert!(user.token.is_none());
     }
 
     #[test]

@@ -315,18 +315,32 @@ pub fn checked_preview(args: &UpArgs, base: Option<&str>) -> anyhow::Result<Valu
         .next()
         .context("the preview is empty")?
         .map_err(|read| read.errors.iter().map(ToString::to_string).collect());
-    let settings = Settings {
-        preview_domain: Some("preview.invalid".parse()?),
-        ..Settings::default()
-    };
     let problems: Vec<String> = match env {
-        Ok(env) => match validate::validate(&env, &settings) {
+        Ok(env) => match validate::validate(&env, &operator_unknown(&env)?) {
             Ok(_) => return Ok(object),
             Err(invalid) => invalid.0.iter().map(ToString::to_string).collect(),
         },
         Err(problems) => problems,
     };
     bail!("the preview spec is invalid:\n  {}", problems.join("\n  "))
+}
+
+/// Settings for checking a preview without knowing the operator's: any domain, the namespaces
+/// the spec copies from allowed, any image. The operator applies its own and reports a refusal
+/// in the status, which `--wait` prints.
+fn operator_unknown(env: &appenv_api::AppEnvironment) -> anyhow::Result<Settings> {
+    let copy_from = env
+        .spec
+        .namespace
+        .copy
+        .iter()
+        .filter_map(|c| appenv_core::settings::DnsLabel::parse_copy_source(&c.namespace).ok())
+        .collect();
+    Ok(Settings {
+        preview_domain: Some("preview.invalid".parse()?),
+        copy_from_namespaces: copy_from,
+        ..Settings::default()
+    })
 }
 
 /// Read the base file and build the checked preview: all before the cluster is contacted.
@@ -481,6 +495,12 @@ async fn down(client: &Client, args: DownArgs) -> anyhow::Result<bool> {
         {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
+            // A token for previews only (the chart's preview-author role) may not delete
+            // namespaces: garbage collection removes it with the AppEnvironment.
+            Err(kube::Error::Api(e)) if e.code == 403 => eprintln!(
+                "namespace {namespace} goes with the preview (garbage collection): this token \
+                 may not delete namespaces"
+            ),
             Err(err) => return Err(err).with_context(|| format!("deleting namespace {namespace}")),
         }
     }

@@ -9,6 +9,8 @@ pub enum Rules {
     Cluster,
     /// The leader-election Role's rules.
     LeaderElection,
+    /// The rules of the ClusterRole for preview authors (CI).
+    PreviewAuthor,
 }
 
 #[derive(Debug, clap::Args)]
@@ -23,6 +25,7 @@ pub fn run(args: &RbacArgs) -> anyhow::Result<bool> {
         None => rbac::manifest(),
         Some(Rules::Cluster) => rbac::rules_yaml(rbac::CLUSTER_RULES, 0),
         Some(Rules::LeaderElection) => rbac::rules_yaml(rbac::LEADER_ELECTION_RULES, 0),
+        Some(Rules::PreviewAuthor) => rbac::rules_yaml(rbac::PREVIEW_AUTHOR_RULES, 0),
     };
     print!("{text}");
     Ok(true)

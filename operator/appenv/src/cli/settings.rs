@@ -3,7 +3,7 @@
 //! message that names the flag and the rule.
 
 use appenv_core::settings::{
-    CheckedQuantity, DnsLabel, DnsName, Quota, SecretRef, Settings, parse_duration,
+    CheckedQuantity, DnsLabel, DnsName, ImagePattern, Quota, SecretRef, Settings, parse_duration,
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -51,6 +51,28 @@ pub struct SettingsArgs {
         value_parser = DnsLabel::parse_copy_source
     )]
     pub copy_from_namespaces: Vec<DnsLabel>,
+    /// A namespace environments may adopt (`spec.namespace.adopt`) without its own opt-in label
+    /// `appenv.dev/adoptable: "true"`; repeat the flag for more, or separate them with commas.
+    #[arg(
+        long = "adoptable-namespace",
+        env = "APPENV_ADOPTABLE_NAMESPACES",
+        value_delimiter = ',',
+        value_parser = DnsLabel::parse
+    )]
+    pub adoptable_namespaces: Vec<DnsLabel>,
+    /// The operator's own namespace, which no environment may own or adopt (the chart sets it
+    /// to the release namespace).
+    #[arg(long, env = "APPENV_OPERATOR_NAMESPACE", value_parser = DnsLabel::parse)]
+    pub operator_namespace: Option<DnsLabel>,
+    /// An image pattern previews may run (`*` for any characters, e.g. `ghcr.io/acme/*`);
+    /// repeat the flag for more, or separate them with commas. None: previews may run any image.
+    #[arg(
+        long = "preview-image",
+        env = "APPENV_PREVIEW_IMAGES",
+        value_delimiter = ',',
+        value_parser = ImagePattern::parse
+    )]
+    pub preview_images: Vec<ImagePattern>,
 }
 
 impl SettingsArgs {
@@ -68,6 +90,9 @@ impl SettingsArgs {
             },
             wildcard_tls: self.wildcard_tls_secret.clone(),
             copy_from_namespaces: self.copy_from_namespaces.clone(),
+            adoptable_namespaces: self.adoptable_namespaces.clone(),
+            operator_namespace: self.operator_namespace.clone(),
+            preview_images: self.preview_images.clone(),
         }
     }
 }

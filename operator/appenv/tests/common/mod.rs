@@ -262,8 +262,8 @@ pub fn example_settings() -> appenv_core::settings::Settings {
     }
 }
 
-/// Every valid example's AppEnvironments.
-pub fn all_examples() -> Vec<AppEnvironment> {
+/// The valid examples' files (`examples/*.yaml` but `invalid-*`), sorted.
+pub fn example_files() -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("examples/")
@@ -275,7 +275,13 @@ pub fn all_examples() -> Vec<AppEnvironment> {
         })
         .collect();
     files.sort();
+    assert!(files.len() >= 5, "{files:?}");
     files
+}
+
+/// Every valid example's AppEnvironments.
+pub fn all_examples() -> Vec<AppEnvironment> {
+    example_files()
         .iter()
         .flat_map(|file| {
             let text = std::fs::read_to_string(file).expect("example reads");

@@ -38,6 +38,8 @@ pub struct Meta {
     pub retained: bool,
     /// Whether it is being deleted (it has a deletionTimestamp).
     pub deleting: bool,
+    /// Whether it carries `appenv.dev/adoptable: "true"` (read of namespaces).
+    pub adoptable: bool,
 }
 
 impl Meta {
@@ -55,6 +57,7 @@ impl Meta {
             component: label(label::COMPONENT),
             retained: label(label::RETAINED).is_some(),
             deleting: meta.deletion_timestamp.is_some(),
+            adoptable: label(appenv_core::settings::ADOPTABLE_LABEL).as_deref() == Some("true"),
         }
     }
 }

@@ -19,7 +19,12 @@ pub fn retains_data(model: &Model) -> bool {
 pub fn namespace(model: &Model, inputs: &Inputs) -> Namespace {
     let mut all = model.namespace.labels.clone();
     all.extend(labels(model, "namespace"));
-    for mode in ["enforce", "audit", "warn"] {
+    let modes = if model.namespace.pod_security {
+        ["enforce", "audit", "warn"].as_slice()
+    } else {
+        &[]
+    };
+    for mode in modes {
         all.insert(
             format!("pod-security.kubernetes.io/{mode}"),
             "restricted".to_owned(),

@@ -69,6 +69,8 @@ pub struct NamespaceModel {
     pub egress: Vec<EgressRule>,
     /// Secrets and ConfigMaps copied in from an allowed namespace.
     pub copies: Vec<CopyModel>,
+    /// Pod Security `restricted` labels on the namespace.
+    pub pod_security: bool,
 }
 
 /// One object of `spec.namespace.copy`, its source namespace allowed by the operator.
@@ -235,9 +237,12 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
     );
     let workers = workers::workers(spec, &reserved, &mut errors);
     let migrations = migrations::migrations(spec, embedded, &web.resources, &mut errors);
+    let is_preview = preview.is_some() || spec.profile == Profile::Preview;
+    if is_preview {
+        preview::images(spec, settings, &mut errors);
+    }
     errors.finish()?;
 
-    let is_preview = preview.is_some() || spec.profile == Profile::Preview;
     Ok(Model {
         name,
         app: spec.app.clone(),

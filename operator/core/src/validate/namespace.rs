@@ -40,6 +40,32 @@ pub(super) fn namespace(
             format!("{ns_name:?} is a system namespace; appenv cannot own it"),
         );
     }
+    if settings
+        .operator_namespace
+        .as_ref()
+        .is_some_and(|own| **own == ns_name)
+    {
+        errors.add(
+            "spec.namespace.name",
+            format!(
+                "{ns_name:?} is the operator's own namespace: no environment's, owned or adopted"
+            ),
+        );
+    }
+    let is_preview = preview.is_some() || spec.profile == appenv_api::Profile::Preview;
+    if spec.namespace.adopt && is_preview {
+        errors.add(
+            "spec.namespace.adopt",
+            "a preview never adopts a namespace: it gets one of its own (<app>-pr-<number>)",
+        );
+    }
+    if spec.namespace.guardrails == Some(false) && !spec.namespace.adopt {
+        errors.add(
+            "spec.namespace.guardrails",
+            "may be false only with spec.namespace.adopt: a namespace appenv owns is always \
+             labelled for Pod Security restricted",
+        );
+    }
     for (key, value) in &spec.namespace.labels {
         if !is_label_key(key) || !is_label_value(value) {
             errors.add(
@@ -77,6 +103,7 @@ pub(super) fn namespace(
     );
     NamespaceModel {
         copies,
+        pod_security: !spec.namespace.adopt || spec.namespace.guardrails == Some(true),
         name: ns_name,
         owned: !spec.namespace.adopt,
         labels: spec.namespace.labels.clone(),

@@ -41,6 +41,42 @@ pub(super) fn preview(
     })
 }
 
+/// The images a preview's spec names, each one the operator allows previews to run (all when
+/// it lists none). Default images (Redis's, PostgreSQL's) are the operator's, not the spec's.
+pub(super) fn images(spec: &AppEnvironmentSpec, settings: &Settings, errors: &mut Errors) {
+    let allowed = &settings.preview_images;
+    if allowed.is_empty() {
+        return;
+    }
+    let mut named: Vec<(String, &str)> = vec![("spec.image".to_owned(), spec.image.as_str())];
+    for (i, worker) in spec.workers.iter().enumerate() {
+        if let Some(image) = &worker.image {
+            named.push((format!("spec.workers[{i}].image"), image));
+        }
+    }
+    if let Some(image) = spec.redis.as_ref().and_then(|r| r.image.as_deref()) {
+        named.push(("spec.redis.image".to_owned(), image));
+    }
+    let postgres = spec.database.as_ref().and_then(|d| d.postgres.as_ref());
+    if let Some(image) = postgres.and_then(|p| p.image.as_deref()) {
+        named.push(("spec.database.postgres.image".to_owned(), image));
+    }
+    let patterns: Vec<&str> = allowed.iter().map(|p| &**p).collect();
+    for (path, image) in named {
+        if !allowed.iter().any(|p| p.matches(image)) {
+            errors.add(
+                path,
+                format!(
+                    "{:?} is not an image previews may run (allowed: {}; the operator's \
+                     --preview-image, the chart's previews.allowedImages)",
+                    truncate(image),
+                    patterns.join(", ")
+                ),
+            );
+        }
+    }
+}
+
 /// `72h`, `30m`, `45s`, `7d`.
 pub fn parse_ttl(text: &str) -> Option<Duration> {
     let unit = match text.chars().last()? {

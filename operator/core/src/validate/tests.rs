@@ -376,3 +376,93 @@ fn own_names_are_the_names_the_builders_give() {
         ]
     );
 }
+
+#[test]
+fn previews_never_adopt_and_nothing_takes_the_operators_namespace() {
+    let settings = Settings {
+        operator_namespace: Some(crate::settings::DnsLabel::parse("appenv-system").expect("ns")),
+        preview_domain: Some("preview.example.org".parse().expect("domain")),
+        ..Settings::default()
+    };
+    let refused = |yaml: &str| match validate(&env(yaml), &settings) {
+        Ok(_) => panic!("accepted: {yaml}"),
+        Err(Invalid(errors)) => errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert_eq!(
+        refused("{app: shop, image: 'shop:1', namespace: {name: appenv-system, adopt: true}}"),
+        [
+            "spec.namespace.name: \"appenv-system\" is the operator's own namespace: no environment's, owned or adopted"
+        ]
+    );
+    assert_eq!(
+        refused(
+            "{app: shop, image: 'shop:1', preview: {pullRequest: 3}, namespace: {name: team-a, adopt: true}}"
+        ),
+        [
+            "spec.namespace.adopt: a preview never adopts a namespace: it gets one of its own (<app>-pr-<number>)"
+        ]
+    );
+    assert_eq!(
+        refused("{app: shop, image: 'shop:1', profile: Preview, namespace: {adopt: true}}"),
+        [
+            "spec.namespace.adopt: a preview never adopts a namespace: it gets one of its own (<app>-pr-<number>)"
+        ]
+    );
+    assert!(
+        refused("{app: shop, image: 'shop:1', namespace: {guardrails: false}}")[0]
+            .starts_with("spec.namespace.guardrails: may be false only with spec.namespace.adopt")
+    );
+    // Pod Security labels: always on an owned namespace, on an adopted one only when asked.
+    let pod_security = |yaml: &str| {
+        validate(&env(yaml), &settings)
+            .expect("valid")
+            .namespace
+            .pod_security
+    };
+    assert!(pod_security("{app: shop, image: 'shop:1'}"));
+    assert!(!pod_security(
+        "{app: shop, image: 'shop:1', namespace: {name: team-a, adopt: true}}"
+    ));
+    assert!(pod_security(
+        "{app: shop, image: 'shop:1', namespace: {name: team-a, adopt: true, guardrails: true}}"
+    ));
+}
+
+#[test]
+fn previews_run_only_the_images_the_operator_allows() {
+    let settings = Settings {
+        preview_images: ["ghcr.io/acme/*", "redis:7.4-alpine"]
+            .iter()
+            .map(|p| crate::settings::ImagePattern::parse(p).expect("pattern"))
+            .collect(),
+        preview_domain: Some("preview.example.org".parse().expect("domain")),
+        ..Settings::default()
+    };
+    let preview = "{app: shop, image: 'ghcr.io/acme/shop:pr-3', preview: {pullRequest: 3}, \
+                   workers: [{name: w}, {name: x, image: 'docker.io/evil/miner:1'}], \
+                   redis: {image: 'redis:7.4-alpine'}, database: {postgres: {image: 'evil/pg:16'}}}";
+    let Err(Invalid(errors)) = validate(&env(preview), &settings) else {
+        panic!("accepted")
+    };
+    let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            "spec.workers[1].image: \"docker.io/evil/miner:1\" is not an image previews may run (allowed: ghcr.io/acme/*, redis:7.4-alpine; the operator's --preview-image, the chart's previews.allowedImages)",
+            "spec.database.postgres.image: \"evil/pg:16\" is not an image previews may run (allowed: ghcr.io/acme/*, redis:7.4-alpine; the operator's --preview-image, the chart's previews.allowedImages)",
+        ]
+    );
+    let evil_main = "{app: shop, image: 'evil.io/shop:1', preview: {pullRequest: 3}}";
+    let Err(Invalid(errors)) = validate(&env(evil_main), &settings) else {
+        panic!("accepted")
+    };
+    assert_eq!(errors[0].path, "spec.image");
+    // Allowed images come up; default images are the operator's; production is not bound.
+    validate(
+        &env("{app: shop, image: 'ghcr.io/acme/shop:pr-3', preview: {pullRequest: 3}, redis: {}, database: {postgres: {}}}"),
+        &settings,
+    )
+    .expect("allowed");
+    validate(&env("{app: shop, image: 'evil.io/shop:1'}"), &settings).expect("production");
+    validate(&env(evil_main), &Settings::default()).expect("no list: any image");
+}
