@@ -210,6 +210,7 @@ async fn only_namespaces_that_opt_in_are_adopted_and_refusals_touch_nothing() {
         &adopting("aifacade.yaml", "policy-adopter", "team-adoptable"),
     )
     .await;
+    common::provide_example_secrets(&client, "aifacade.yaml", "team-adoptable").await;
     let api: Api<AppEnvironment> = Api::all(client.clone());
     common::wait_for(&api, "policy-adopter", LIMIT, "Ready", common::ready).await;
     let labels = labels_of(&client, "team-adoptable").await;

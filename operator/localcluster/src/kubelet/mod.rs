@@ -136,7 +136,7 @@ struct Shared {
     refs: Refs,
     /// Pods (namespace -> names) that wait for a Secret, ConfigMap or claim: looked at again
     /// when one of their namespace changes.
-    blocked: Mutex<HashMap<String, HashSet<String>>>,
+    blocked: Blocked,
 }
 
 impl Shared {
@@ -148,36 +148,62 @@ impl Shared {
         self.in_flight.release(key)
     }
 
-    /// Mark the Pod as waiting for an object (before its state is decided, so that an object
-    /// arriving meanwhile finds it).
     fn block(&self, pod: &Pod) {
-        if let Ok(mut blocked) = self.blocked.lock() {
-            blocked
-                .entry(pod.namespace().unwrap_or_default())
-                .or_default()
-                .insert(pod.name_any());
-        }
+        self.blocked
+            .block(&pod.namespace().unwrap_or_default(), &pod.name_any());
     }
 
     fn unblock(&self, pod: &Pod) {
-        if let Ok(mut blocked) = self.blocked.lock() {
-            let ns = pod.namespace().unwrap_or_default();
-            if let Some(names) = blocked.get_mut(&ns) {
-                names.remove(&pod.name_any());
-                if names.is_empty() {
-                    blocked.remove(&ns);
-                }
+        self.blocked
+            .unblock(&pod.namespace().unwrap_or_default(), &pod.name_any());
+    }
+
+    fn take_blocked(&self, namespace: Option<&str>) -> Vec<(String, String)> {
+        self.blocked.take(namespace)
+    }
+}
+
+/// The Pods that wait for a Secret, ConfigMap or claim: namespace -> names.
+#[derive(Default)]
+struct Blocked(Mutex<HashMap<String, HashSet<String>>>);
+
+impl Blocked {
+    /// Mark the Pod as waiting for an object (before its state is decided, so that an object
+    /// arriving meanwhile finds it).
+    fn block(&self, ns: &str, name: &str) {
+        if let Ok(mut blocked) = self.0.lock() {
+            blocked
+                .entry(ns.to_owned())
+                .or_default()
+                .insert(name.to_owned());
+        }
+    }
+
+    fn unblock(&self, ns: &str, name: &str) {
+        if let Ok(mut blocked) = self.0.lock()
+            && let Some(names) = blocked.get_mut(ns)
+        {
+            names.remove(name);
+            if names.is_empty() {
+                blocked.remove(ns);
             }
         }
     }
 
-    /// The Pods of `namespace` that wait for an object, no longer marked.
-    fn take_blocked(&self, namespace: &str) -> HashSet<String> {
-        self.blocked
-            .lock()
-            .ok()
-            .and_then(|mut blocked| blocked.remove(namespace))
-            .unwrap_or_default()
+    /// The Pods (namespace, name) of `namespace` (of every namespace: `None`) that wait for
+    /// an object, no longer marked.
+    fn take(&self, namespace: Option<&str>) -> Vec<(String, String)> {
+        let Ok(mut blocked) = self.0.lock() else {
+            return Vec::new();
+        };
+        let taken: Vec<(String, HashSet<String>)> = match namespace {
+            Some(ns) => blocked.remove_entry(ns).into_iter().collect(),
+            None => blocked.drain().collect(),
+        };
+        taken
+            .into_iter()
+            .flat_map(|(ns, names)| names.into_iter().map(move |name| (ns.clone(), name)))
+            .collect()
     }
 }
 
@@ -317,9 +343,12 @@ where
     let task = tokio::spawn(async move {
         let mut events = stream.boxed();
         while let Some(event) = events.next().await {
-            let object = match event {
-                Ok(Event::Apply(object) | Event::Delete(object)) => object,
-                Ok(_) => continue,
+            let namespace = match event {
+                Ok(Event::Apply(object) | Event::Delete(object)) => object.namespace(),
+                // A relist (after the API server was away) replaced the store: any object may
+                // have come or gone.
+                Ok(Event::InitDone) => None,
+                Ok(Event::Init | Event::InitApply(_)) => continue,
                 Err(err) => {
                     tracing::warn!(kind = %K::kind(&()), error = %err, "simulated kubelet: watch");
                     continue;
@@ -328,8 +357,7 @@ where
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            let ns = object.namespace().unwrap_or_default();
-            for name in shared.take_blocked(&ns) {
+            for (ns, name) in shared.take_blocked(namespace.as_deref()) {
                 recheck_after(&shared, &ns, &name, Duration::ZERO);
             }
         }
@@ -357,7 +385,7 @@ impl SimKubelet {
                     config_maps,
                     claims,
                 },
-                blocked: Mutex::new(HashMap::new()),
+                blocked: Blocked::default(),
             }
         });
         register_storage_class(&client).await?;
@@ -821,5 +849,27 @@ mod tests {
         assert!(writes.claim("u/bind", None));
         assert!(!writes.claim("u/bind", None));
         assert!(!writes.release("u/bind"));
+    }
+
+    #[test]
+    fn waiting_pods_are_taken_by_namespace_or_all_at_once_after_a_relist() {
+        let blocked = Blocked::default();
+        blocked.block("a", "p1");
+        blocked.block("a", "p2");
+        blocked.block("b", "p3");
+        blocked.unblock("a", "p2");
+        assert_eq!(blocked.take(Some("a")), [("a".to_owned(), "p1".to_owned())]);
+        assert!(blocked.take(Some("a")).is_empty(), "taken once");
+        blocked.block("c", "p4");
+        let mut all = blocked.take(None);
+        all.sort();
+        assert_eq!(
+            all,
+            [
+                ("b".to_owned(), "p3".to_owned()),
+                ("c".to_owned(), "p4".to_owned())
+            ]
+        );
+        assert!(blocked.take(None).is_empty());
     }
 }
