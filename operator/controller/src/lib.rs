@@ -11,6 +11,7 @@
 
 mod apply;
 pub mod crd;
+mod discovery;
 mod error;
 mod events;
 pub mod http;
@@ -106,6 +107,8 @@ pub struct Context {
     stores: stores::Stores,
     /// The environments, as the controller sees them.
     envs: reflector::Store<DeserializeGuard<AppEnvironment>>,
+    /// What the cluster offers for autoscaling workers, discovered at start.
+    cluster: appenv_core::build::ClusterApis,
 }
 
 impl Context {
@@ -192,7 +195,10 @@ pub async fn run_until(
         env_config = env_config.labels(selector);
     }
     let backoff = || ConstantBackoff(WATCH_BACKOFF);
-    let (stores, changes) = stores::Stores::watch(&client, &options.settings, backoff);
+    let cluster = discovery::cluster_apis(&client).await;
+    let autoscalers = discovery::autoscaler_kinds(cluster);
+    let (stores, changes) =
+        stores::Stores::watch(&client, &options.settings, &autoscalers, backoff);
     // The environments' store without managedFields, which no decision reads.
     let (reader, writer) = reflector::store();
     let ctx = Arc::new(Context {
@@ -204,6 +210,7 @@ pub async fn run_until(
         applied: apply::AppliedCache::default(),
         stores,
         envs: reader.clone(),
+        cluster,
     });
     let envs: Api<DeserializeGuard<AppEnvironment>> = Api::all(client.clone());
     let deleted = ctx.clone();

@@ -89,6 +89,18 @@ pub const CLUSTER_RULES: &[Rule] = &[
         verbs: APPLIED,
     },
     Rule {
+        why: "HorizontalPodAutoscalers of autoscaled workers (where KEDA is not installed): applied, watched and pruned; the version is the newest the cluster serves.",
+        groups: &["autoscaling"],
+        resources: &["horizontalpodautoscalers"],
+        verbs: APPLIED,
+    },
+    Rule {
+        why: "KEDA ScaledObjects of autoscaled workers (when KEDA's CRD is installed): applied, watched and pruned.",
+        groups: &["keda.sh"],
+        resources: &["scaledobjects"],
+        verbs: APPLIED,
+    },
+    Rule {
         why: "Know which StorageClasses exist (watched by metadata), so a volume of a missing class is reported instead of waited on forever.",
         groups: &["storage.k8s.io"],
         resources: &["storageclasses"],

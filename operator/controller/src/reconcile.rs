@@ -53,9 +53,10 @@ async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error>
         Plan::Invalid(status) => return report_invalid(ctx, env, *status, recheck).await,
         Plan::Rollout(rollout) => rollout,
     };
-    let children = build(env, &rollout, spec.as_ref().ok())?;
+    let children = build(env, &rollout, spec.as_ref().ok(), ctx.cluster)?;
     let applier = Applier::new(&ctx.client, &ctx.applied, &ctx.stores);
     let applied = apply::apply_children(&applier, &children, &rollout.gates).await?;
+    report_reverts(ctx, env, &rollout, &applier).await;
     prune(ctx, env, &rollout, &applied).await?;
     status::write(ctx, env, rollout.status).await?;
     let next = plan::after_apply(rollout.requeue, applier.look_again());
@@ -136,6 +137,33 @@ fn wildcard_tls(ctx: &Context, source_ref: &SecretRef) -> Result<WildcardTls, St
     })
 }
 
+/// An Event for each Deployment scaled by hand that this reconcile set back (planned, and
+/// written by the apply: a watch that is behind shows the hand-made replicas a moment longer,
+/// and an apply it skips is no second revert).
+async fn report_reverts(
+    ctx: &Context,
+    env: &AppEnvironment,
+    rollout: &Rollout<'_>,
+    applier: &Applier<'_>,
+) {
+    let namespace = &rollout.model.namespace.name;
+    for revert in &rollout.reverts {
+        if !applier.wrote(ChildKind::Deployment, namespace, &revert.deployment) {
+            continue;
+        }
+        tracing::info!(component = %revert.component, from = revert.from, to = revert.to, "replicas reverted");
+        ctx.events
+            .publish(
+                &env.object_ref(&()),
+                EventType::Normal,
+                Reason::ReplicasReverted.as_str(),
+                EventAction::Reconcile.as_str(),
+                &revert.message(),
+            )
+            .await;
+    }
+}
+
 async fn expire(ctx: &Context, env: &AppEnvironment) -> Result<Action, Error> {
     ctx.events
         .publish(
@@ -176,6 +204,7 @@ fn build(
     env: &AppEnvironment,
     rollout: &Rollout<'_>,
     observation: Option<&Observation>,
+    cluster_apis: build::ClusterApis,
 ) -> Result<Children, Error> {
     let wildcard_tls = match observation.map(|o| &o.wildcard_tls) {
         Some(Err(missing)) => {
@@ -193,6 +222,7 @@ fn build(
             workload_image: rollout.gates.workload_image.clone(),
             wildcard_tls,
             copies: observation.map(|o| o.copies.clone()).unwrap_or_default(),
+            cluster: cluster_apis,
         },
     ))
 }
@@ -215,7 +245,10 @@ async fn prune(
             CopyKind::Secret => ChildKind::Secret,
             CopyKind::ConfigMap => ChildKind::ConfigMap,
         };
-        keep.entry(kind).or_default().insert(copy.name.clone());
+        keep.children
+            .entry(kind)
+            .or_default()
+            .insert(copy.name.clone());
     }
     apply::prune(&ctx.client, &ctx.stores, namespace, &env.name_any(), &keep).await
 }
