@@ -2,7 +2,7 @@
 //! order that respects the gates, then pruning of what the spec no longer has.
 
 use crate::error::Error;
-use crate::plan::Gates;
+use crate::plan::{Gates, Handover};
 use crate::stores::{Child, Meta, Stores};
 use appenv_api::names::{ChildKind, Component};
 use appenv_core::build::{
@@ -26,6 +26,10 @@ use std::fmt::Debug;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// The field manager that holds an autoscaled worker's replicas between appenv letting go of
+/// them and the autoscaler setting them (see [`Handover`]).
+pub const HANDOVER_MANAGER: &str = "appenv-autoscaler-handover";
 
 fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
@@ -221,6 +225,29 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
+    /// Hand a Deployment's replicas to [`HANDOVER_MANAGER`] at `replicas`, so that appenv's
+    /// apply without the field (an autoscaled worker's) leaves them as they are.
+    async fn hand_over(&self, ns: &str, handover: &Handover) -> Result<(), Error> {
+        let name = handover.deployment.clone();
+        let body = serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": handover.replicas},
+        });
+        let params = PatchParams::apply(HANDOVER_MANAGER).force();
+        Api::<Deployment>::namespaced(self.client.clone(), ns)
+            .patch(&name, &params, &Patch::Apply(&body))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: ChildKind::Deployment.as_str(),
+                name,
+                source,
+            })?;
+        tracing::info!(deployment = %handover.deployment, replicas = handover.replicas, "replicas handed over to the autoscaler");
+        Ok(())
+    }
+
     /// Apply an autoscaler, of a kind the cluster serves (a dynamic object: KEDA's types are
     /// not in k8s-openapi, and the HorizontalPodAutoscaler's version is the cluster's).
     async fn apply_autoscaler(&self, autoscaler: &Autoscaler) -> Result<(), Error> {
@@ -282,6 +309,7 @@ pub async fn apply_children(
     applier: &Applier<'_>,
     children: &Children,
     gates: &Gates,
+    handovers: &[Handover],
 ) -> Result<Applied, Error> {
     // Destructured without `..`: a new kind of child does not compile until it is applied.
     let Children {
@@ -396,7 +424,13 @@ pub async fn apply_children(
     } = web;
     applier.apply(service).await?;
     note(ChildKind::Service, service.name_any());
-    apply_workloads(applier, gates, deployment, workers, autoscalers, &mut note).await?;
+    let workloads = Workloads {
+        web: deployment,
+        workers,
+        autoscalers,
+        handovers,
+    };
+    apply_workloads(applier, gates, &workloads, &mut note).await?;
     if let Some(ingress) = ingress {
         applier.apply(ingress).await?;
         note(ChildKind::Ingress, ingress.name_any());
@@ -404,18 +438,35 @@ pub async fn apply_children(
     Ok(applied)
 }
 
-/// Web and workers, then the workers' autoscalers; held until the first migration succeeds
-/// (what exists is kept, nothing new is created).
+/// Web, workers and the workers' autoscalers.
+struct Workloads<'a> {
+    web: &'a Deployment,
+    workers: &'a [Deployment],
+    autoscalers: &'a [Autoscaler],
+    handovers: &'a [Handover],
+}
+
+/// Web and workers (the replicas of newly autoscaled ones handed over first), then the
+/// workers' autoscalers; held until the first migration succeeds (what exists is kept, nothing
+/// new is created).
 async fn apply_workloads(
     applier: &Applier<'_>,
     gates: &Gates,
-    web: &Deployment,
-    workers: &[Deployment],
-    autoscalers: &[Autoscaler],
+    workloads: &Workloads<'_>,
     note: &mut impl FnMut(ChildKind, String),
 ) -> Result<(), Error> {
+    let Workloads {
+        web,
+        workers,
+        autoscalers,
+        handovers,
+    } = *workloads;
     if gates.apply_workloads() {
         applier.apply(web).await?;
+        let ns = web.namespace().unwrap_or_default();
+        for handover in handovers {
+            applier.hand_over(&ns, handover).await?;
+        }
         for worker in workers {
             applier.apply(worker).await?;
         }

@@ -1,5 +1,5 @@
-//! What the cluster offers for autoscaling workers, asked once when the controller starts (a
-//! KEDA installed later is used after the operator's next restart): discovery documents,
+//! What the cluster offers for autoscaling workers, asked when the controller starts and again
+//! every resync (a KEDA installed later restarts the controller with it): discovery documents,
 //! which every authenticated client may read.
 
 use appenv_core::build::{AutoscalerKind, ClusterApis, HpaVersion};
@@ -41,6 +41,16 @@ pub async fn cluster_apis(client: &Client) -> ClusterApis {
     let apis = ClusterApis { keda, hpa };
     tracing::info!(keda, hpa = ?hpa.map(HpaVersion::as_str), "autoscaling APIs");
     apis
+}
+
+/// Resolves once the cluster offers something else than `known` (asked every `interval`).
+pub async fn changed(client: Client, known: ClusterApis, interval: std::time::Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        if cluster_apis(&client).await != known {
+            return;
+        }
+    }
 }
 
 /// The kinds of autoscaler the controller watches, applies and prunes on this cluster.

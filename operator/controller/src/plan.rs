@@ -54,6 +54,39 @@ pub struct Rollout<'a> {
     pub requeue: Duration,
     /// Deployments whose replicas someone changed by hand, which this rollout sets back.
     pub reverts: Vec<Revert>,
+    /// Workers that became autoscaled while appenv owns their replicas: see [`Handover`].
+    pub handovers: Vec<Handover>,
+}
+
+/// The replicas of a worker that became autoscaled, handed to another field manager before
+/// appenv's apply leaves the field out: the API server removes a field its only manager stops
+/// applying (the Deployment would fall back to one replica before the autoscaler moves it).
+/// The value is the current one, within the autoscaler's bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub deployment: String,
+    pub replicas: i32,
+}
+
+/// The handovers this rollout does (none while suspended: appenv holds the replicas at zero).
+pub fn handovers(model: &Model, observed: &Observed) -> Vec<Handover> {
+    if model.suspend {
+        return Vec::new();
+    }
+    model
+        .workers
+        .iter()
+        .filter_map(|w| {
+            let bounds = w.autoscaling.as_ref()?;
+            let component = appenv_api::names::worker_component(&w.name);
+            let live = observed.deployments.get(&component)?;
+            let replicas = live.replicas.filter(|_| live.replicas_by_appenv)?;
+            Some(Handover {
+                deployment: format!("{}-{}", model.app, w.name),
+                replicas: replicas.clamp(bounds.min_replicas, bounds.max_replicas),
+            })
+        })
+        .collect()
 }
 
 /// A Deployment scaled by hand (its replicas differ from the spec's while the spec did not
@@ -188,6 +221,7 @@ pub fn plan<'a>(input: &Input<'a>) -> Plan<'a> {
         model,
         prune: spec_changed,
         reverts: reverts(model, observed, spec_changed, &gates),
+        handovers: handovers(model, observed),
         gates,
         status,
         requeue,
@@ -992,5 +1026,48 @@ mod tests {
         changed.metadata.generation = Some(2);
         let r = rollout(plan_of(&changed, &model, &observed));
         assert_eq!(r.reverts, []);
+    }
+    #[test]
+    fn a_newly_autoscaled_worker_hands_its_replicas_over_within_its_bounds() {
+        let yaml = "{app: shop, image: 'shop:2', redis: {}, workers: [\
+                    {name: a, autoscaling: {minReplicas: 2, maxReplicas: 5, queue: {type: RQ, names: [q]}}}, \
+                    {name: b, autoscaling: {minReplicas: 1, maxReplicas: 3, queue: {type: RQ, names: [q]}}}, \
+                    {name: c, replicas: 4}]}";
+        let env = env(yaml);
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::NotConfigured);
+        let mut owned = |component: &str, replicas: i32, by_appenv: bool| {
+            let mut d = deployment("shop:2", replicas);
+            d.replicas_by_appenv = by_appenv;
+            observed.deployments.insert(component.to_owned(), d);
+        };
+        owned("worker-a", 1, true);
+        owned("worker-b", 9, true);
+        owned("worker-c", 4, true);
+        let found = handovers(&model, &observed);
+        assert_eq!(
+            found,
+            [
+                Handover {
+                    deployment: "shop-a".into(),
+                    replicas: 2
+                },
+                Handover {
+                    deployment: "shop-b".into(),
+                    replicas: 3
+                },
+            ],
+            "clamped into the bounds; never a worker appenv scales"
+        );
+        // Once appenv no longer owns the field, nothing to hand over.
+        let mut observed = observed_again(&model);
+        for d in observed.deployments.values_mut() {
+            d.replicas_by_appenv = false;
+        }
+        assert_eq!(handovers(&model, &observed), []);
+    }
+
+    fn observed_again(model: &Model) -> Observed {
+        observed(model, "shop:2", Migration::NotConfigured)
     }
 }

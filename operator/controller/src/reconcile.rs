@@ -55,7 +55,8 @@ async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error>
     };
     let children = build(env, &rollout, spec.as_ref().ok(), ctx.cluster)?;
     let applier = Applier::new(&ctx.client, &ctx.applied, &ctx.stores);
-    let applied = apply::apply_children(&applier, &children, &rollout.gates).await?;
+    let applied =
+        apply::apply_children(&applier, &children, &rollout.gates, &rollout.handovers).await?;
     report_reverts(ctx, env, &rollout, &applier).await;
     prune(ctx, env, &rollout, &applied).await?;
     status::write(ctx, env, rollout.status).await?;
