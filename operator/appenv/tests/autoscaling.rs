@@ -5,26 +5,16 @@
 mod common;
 
 use appenv_api::AppEnvironment;
-use common::autoscaling::{appenv, install_keda_crd, kubectl, operator};
+use common::autoscaling::{appenv, hpas, install_keda_crd, kubectl, operator, scaled_objects};
 use common::{TEST_LABEL, apply, ready};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::Client;
 use kube::api::{Api, DeleteParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::core::DynamicObject;
 use serde_json::{Value, json};
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn scaled_objects(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject");
-    Api::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource::from_gvk_with_plural(&gvk, "scaledobjects"),
-    )
-}
 
 fn environment(name: &str, test: &str, workers: Value) -> Value {
     json!({
@@ -118,9 +108,12 @@ async fn with_keda_a_scaled_object_scales_the_worker_and_appenv_leaves_its_repli
             .map(|o| o[0].kind.as_str()),
         Some("AppEnvironment")
     );
-    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), name);
     assert!(
-        hpas.get_opt("shop-rq").await.expect("get").is_none(),
+        hpas(&client, name)
+            .get_opt("shop-rq")
+            .await
+            .expect("get")
+            .is_none(),
         "KEDA present: no HorizontalPodAutoscaler (KEDA makes its own)"
     );
     assert!(

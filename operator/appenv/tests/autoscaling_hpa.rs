@@ -6,13 +6,12 @@
 mod common;
 
 use appenv_api::AppEnvironment;
-use common::autoscaling::{kubectl, operator};
+use common::autoscaling::{hpas, kubectl, operator};
 use common::{TEST_LABEL, apply, ready};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Event;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -61,9 +60,7 @@ async fn without_keda_an_hpa_and_a_manual_scale_is_reverted_with_an_event() {
     wait_ready(&client, name).await;
 
     // The HorizontalPodAutoscaler, in the version the server offers (1.20: v2beta2).
-    let gvk = GroupVersionKind::gvk("autoscaling", "v2beta2", "HorizontalPodAutoscaler");
-    let resource = ApiResource::from_gvk_with_plural(&gvk, "horizontalpodautoscalers");
-    let hpas: Api<DynamicObject> = Api::namespaced_with(client.clone(), name, &resource);
+    let hpas = hpas(&client, name);
     let hpa = hpas
         .get("shop-celery")
         .await
@@ -80,6 +77,12 @@ async fn without_keda_an_hpa_and_a_manual_scale_is_reverted_with_an_event() {
         75
     );
     assert!(hpas.get_opt("shop-mail").await.expect("get").is_none());
+    // No KEDA here: the ScaledObject API is not served.
+    let absent = client.list_api_group_resources("keda.sh/v1alpha1").await;
+    assert!(
+        matches!(absent, Err(kube::Error::Api(ref e)) if e.code == 404),
+        "{absent:?}"
+    );
 
     // A manual scale of the worker appenv scales: set back to the spec's, one Event saying so.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), name);

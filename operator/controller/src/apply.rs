@@ -553,7 +553,7 @@ pub async fn prune(
 
 /// Delete the environment's autoscalers of workers that no longer autoscale (or are gone),
 /// and of a kind the build no longer makes (KEDA installed since).
-async fn prune_autoscalers(
+pub async fn prune_autoscalers(
     client: &Client,
     stores: &Stores,
     ns: &str,

@@ -234,10 +234,14 @@ async fn prune(
     rollout: &Rollout<'_>,
     applied: &Applied,
 ) -> Result<(), Error> {
-    if !rollout.prune {
-        return Ok(());
-    }
     let namespace = &rollout.model.namespace.name;
+    if !rollout.prune {
+        // Autoscalers change kind without a spec change (KEDA installed since): the old
+        // kind's are pruned in any pass (found in the stores: no request when none is left).
+        let (stores, keep) = (&ctx.stores, &applied.autoscalers);
+        return apply::prune_autoscalers(&ctx.client, stores, namespace, &env.name_any(), keep)
+            .await;
+    }
     // A copy whose source is gone stays as last copied: only a copy the spec no longer names
     // is pruned.
     let mut keep = applied.clone();

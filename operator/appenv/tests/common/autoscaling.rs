@@ -5,6 +5,7 @@ use appenv_controller::{self as controller, Metrics, Options};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::wait::conditions;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -86,4 +87,42 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// KEDA's ScaledObjects in `namespace`.
+pub fn scaled_objects(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    dynamic(
+        client,
+        namespace,
+        "keda.sh",
+        "v1alpha1",
+        "ScaledObject",
+        "scaledobjects",
+    )
+}
+
+/// HorizontalPodAutoscalers in `namespace`, in the version the 1.20 server offers with CPU
+/// targets (k8s-openapi has only `v2`, which 1.20 does not serve).
+pub fn hpas(client: &Client, namespace: &str) -> Api<DynamicObject> {
+    dynamic(
+        client,
+        namespace,
+        "autoscaling",
+        "v2beta2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+    )
+}
+
+fn dynamic(
+    client: &Client,
+    namespace: &str,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
+    Api::namespaced_with(client.clone(), namespace, &resource)
 }
