@@ -65,7 +65,7 @@ pub const CLUSTER_RULES: &[Rule] = &[
         verbs: &["list", "watch"],
     },
     Rule {
-        why: "Events about AppEnvironments (Ready, Degraded, InvalidSpec, MigrationFailed).",
+        why: "Events about AppEnvironments (Ready, Degraded, InvalidSpec, MigrationFailed, ReplicasReverted).",
         groups: &[""],
         resources: &["events"],
         verbs: &["create"],
