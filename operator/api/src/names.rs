@@ -111,6 +111,7 @@ names! {
         MigrationFailed => "MigrationFailed",
         Expired => "Expired",
         Suspended => "Suspended",
+        ReplicasReverted => "ReplicasReverted",
     }
 }
 

@@ -16,6 +16,10 @@ pub const MAX_PULL_SECRETS: usize = 16;
 pub const MAX_EGRESS: usize = 32;
 /// Objects in `spec.namespace.copy`.
 pub const MAX_COPIES: usize = 32;
+/// Most replicas an autoscaled worker may reach (`spec.workers[].autoscaling.maxReplicas`).
+pub const MAX_AUTOSCALED_REPLICAS: i32 = 100;
+/// Queues one autoscaled worker may follow.
+pub const MAX_QUEUES: usize = 16;
 
 /// One environment of an application (production, staging, or the preview of one pull
 /// request). Cluster-scoped: the environment owns one namespace and everything in it, so
@@ -45,6 +49,8 @@ pub const MAX_COPIES: usize = 32;
         .message("spec.web.replicas: must be 1 when spec.database.embedded is set (the embedded database allows one writer)"),
     validation = Rule::new("!has(self.database) || !has(self.database.embedded) || !has(self.migrations)")
         .message("spec.migrations: not allowed with spec.database.embedded (the web Pod is the only writer of the file; apply forward-only migrations at start-up)"),
+    validation = Rule::new("!has(self.workers) || self.workers.all(w, !has(w.autoscaling) || (has(self.redis) && self.redis.enabled))")
+        .message("spec.workers[].autoscaling: needs spec.redis (the queue is in the environment's Redis)"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AppEnvironmentSpec {
@@ -378,6 +384,8 @@ pub enum IssuerKind {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!self.singleton || !has(self.replicas) || self.replicas <= 1").message("spec.workers[].replicas: must be at most 1 for a singleton worker"))]
+#[x_kube(validation = Rule::new("!self.singleton || !has(self.autoscaling)").message("spec.workers[].autoscaling: not allowed for a singleton worker (it must never run twice)"))]
+#[x_kube(validation = Rule::new("!has(self.replicas) || !has(self.autoscaling)").message("spec.workers[].autoscaling: set replicas or autoscaling, not both (the autoscaler sets the replicas)"))]
 pub struct WorkerSpec {
     /// Name (a DNS label), unique among the workers, e.g. `celery` or `beat`.
     #[schemars(length(min = 1, max = 30))]
@@ -414,6 +422,51 @@ pub struct WorkerSpec {
     /// Annotations for the Pods (e.g. for metrics scraping or a service mesh).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
+    /// Follow the queue: between `minReplicas` and `maxReplicas` Pods, set by KEDA on the
+    /// queue's length when KEDA is installed, else by a HorizontalPodAutoscaler on CPU. appenv
+    /// then no longer sets the Deployment's replicas. Not with `replicas`, not for a singleton.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+}
+
+/// A worker's replicas, set by an autoscaler between two bounds.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.maxReplicas >= self.minReplicas").message("spec.workers[].autoscaling.maxReplicas: must be at least minReplicas"))]
+pub struct AutoscalingSpec {
+    /// Fewest Pods (at least 1).
+    #[schemars(range(min = 1, max = MAX_AUTOSCALED_REPLICAS))]
+    pub min_replicas: i32,
+    /// Most Pods (at least `minReplicas`, at most 100).
+    #[schemars(range(min = 1, max = MAX_AUTOSCALED_REPLICAS))]
+    pub max_replicas: i32,
+    /// The Redis queue(s) the worker consumes (needs `spec.redis`). KEDA scales on their
+    /// length; without KEDA the HorizontalPodAutoscaler scales on CPU and ignores it.
+    pub queue: QueueSpec,
+}
+
+/// Redis queues of one kind of worker.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// `RQ` (a queue's jobs are the list `rq:queue:<name>`) or `Celery` (the list `<name>`).
+    #[serde(rename = "type")]
+    pub type_: QueueType,
+    /// Queue names, e.g. `["default"]` (RQ) or `["celery"]` (Celery).
+    #[schemars(length(min = 1, max = MAX_QUEUES))]
+    pub names: Vec<String>,
+    /// Jobs waiting per Pod that the autoscaler aims at (KEDA's `listLength`). Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub target_length: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum QueueType {
+    #[default]
+    #[serde(rename = "RQ")]
+    Rq,
+    Celery,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -19,6 +19,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::core::DynamicObject;
 use kube::runtime::wait::conditions;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -289,6 +290,10 @@ async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet
     full["spec"]["preview"] = json!({"pullRequest": 7, "ttl": "72h"});
     full["spec"]["web"]["ingress"] = json!({"host": "rbac-full.preview.example.com"});
     full["spec"]["redis"] = json!({"persistence": {"size": "1Gi"}});
+    // Its worker autoscaled: a HorizontalPodAutoscaler (no KEDA yet), then a ScaledObject.
+    full["spec"]["workers"][0]["replicas"] = json!(null);
+    full["spec"]["workers"][0]["autoscaling"] =
+        json!({"minReplicas": 1, "maxReplicas": 3, "queue": {"type": "RQ", "names": ["default"]}});
     apply(admin, &full).await;
     // A preview that expires.
     let mut expiring = example("flask-react-template-preview.yaml", "rbac-ttl", test);
@@ -312,6 +317,35 @@ async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet
         wait_ready(admin, name).await;
     }
     wait_ready(admin, "rbac-full").await;
+    let worker = "t7e-rqworker";
+    let hpas = common::autoscaling::hpas(admin, "rbac-full");
+    common::wait_for(
+        &hpas,
+        worker,
+        LIMIT,
+        "created",
+        |h: Option<&DynamicObject>| h.is_some(),
+    )
+    .await;
+    // KEDA installed: within a resync the operator offers ScaledObjects and prunes the HPA.
+    common::autoscaling::install_keda_crd(admin).await;
+    let scaled_objects = common::autoscaling::scaled_objects(admin, "rbac-full");
+    common::wait_for(
+        &scaled_objects,
+        worker,
+        LIMIT,
+        "created",
+        |o: Option<&DynamicObject>| o.is_some(),
+    )
+    .await;
+    common::wait_for(
+        &hpas,
+        worker,
+        LIMIT,
+        "pruned",
+        |h: Option<&DynamicObject>| h.is_none(),
+    )
+    .await;
     let api: Api<AppEnvironment> = Api::all(admin.clone());
     common::wait_for(
         &api,
@@ -361,6 +395,14 @@ async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet
         LIMIT,
         "pruned",
         |d: Option<&Deployment>| d.is_none(),
+    )
+    .await;
+    common::wait_for(
+        &scaled_objects,
+        worker,
+        LIMIT,
+        "pruned",
+        |o: Option<&DynamicObject>| o.is_none(),
     )
     .await;
 

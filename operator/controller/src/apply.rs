@@ -2,11 +2,12 @@
 //! order that respects the gates, then pruning of what the spec no longer has.
 
 use crate::error::Error;
-use crate::plan::Gates;
+use crate::plan::{Gates, Handover};
 use crate::stores::{Child, Meta, Stores};
 use appenv_api::names::{ChildKind, Component};
 use appenv_core::build::{
-    APPLIED_HASH_ANNOTATION, Children, FIELD_MANAGER, Guardrails, Postgres, Redis, Web, hash_json,
+    APPLIED_HASH_ANNOTATION, Autoscaler, Children, FIELD_MANAGER, Guardrails, Postgres, Redis, Web,
+    hash_json,
 };
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -16,6 +17,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::core::DynamicObject;
 use kube::{Client, ResourceExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -24,6 +26,10 @@ use std::fmt::Debug;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// The field manager that holds an autoscaled worker's replicas between appenv letting go of
+/// them and the autoscaler setting them (see [`Handover`]).
+pub const HANDOVER_MANAGER: &str = "appenv-autoscaler-handover";
 
 fn params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
@@ -149,6 +155,8 @@ pub struct Applier<'a> {
     stores: &'a Stores,
     /// Something applied was skipped while its watch had not shown it yet.
     in_flight: AtomicBool,
+    /// The objects (`Kind/namespace/name`) this pass wrote, not skipped.
+    written: Mutex<BTreeSet<String>>,
 }
 
 impl<'a> Applier<'a> {
@@ -158,6 +166,19 @@ impl<'a> Applier<'a> {
             cache,
             stores,
             in_flight: AtomicBool::new(false),
+            written: Mutex::default(),
+        }
+    }
+
+    /// Whether this pass wrote the object (rather than skipping it as already applied).
+    pub fn wrote(&self, kind: ChildKind, ns: &str, name: &str) -> bool {
+        let key = format!("{kind}/{ns}/{name}");
+        self.written.lock().is_ok_and(|w| w.contains(&key))
+    }
+
+    fn note_written(&self, key: &str) {
+        if let Ok(mut written) = self.written.lock() {
+            written.insert(key.to_owned());
         }
     }
 
@@ -169,7 +190,11 @@ impl<'a> Applier<'a> {
 
     /// Whether the object at `key` is as last applied (see [`AppliedCache`]).
     fn skip<K: Child>(&self, ns: &str, name: &str, key: &str, hash: &str) -> bool {
-        let live = self.stores.meta::<K>(ns, name);
+        self.skip_live(self.stores.meta::<K>(ns, name), key, hash)
+    }
+
+    /// Whether the object at `key`, whose watched copy is `live`, is as last applied.
+    fn skip_live(&self, live: Option<Meta>, key: &str, hash: &str) -> bool {
         let skip = self
             .cache
             .unchanged(key, hash, live.as_ref(), Instant::now());
@@ -195,7 +220,56 @@ impl<'a> Applier<'a> {
             .patch(&name, &params(), &Patch::Apply(object))
             .await
             .map_err(|source| Error::Apply { kind, name, source })?;
+        self.note_written(&key);
         self.cache.remember(key, hash, &Meta::of(applied.meta()));
+        Ok(())
+    }
+
+    /// Hand a Deployment's replicas to [`HANDOVER_MANAGER`] at `replicas`, so that appenv's
+    /// apply without the field (an autoscaled worker's) leaves them as they are.
+    async fn hand_over(&self, ns: &str, handover: &Handover) -> Result<(), Error> {
+        let name = handover.deployment.clone();
+        let body = serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"replicas": handover.replicas},
+        });
+        let params = PatchParams::apply(HANDOVER_MANAGER).force();
+        Api::<Deployment>::namespaced(self.client.clone(), ns)
+            .patch(&name, &params, &Patch::Apply(&body))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: ChildKind::Deployment.as_str(),
+                name,
+                source,
+            })?;
+        tracing::info!(deployment = %handover.deployment, replicas = handover.replicas, "replicas handed over to the autoscaler");
+        Ok(())
+    }
+
+    /// Apply an autoscaler, of a kind the cluster serves (a dynamic object: KEDA's types are
+    /// not in k8s-openapi, and the HorizontalPodAutoscaler's version is the cluster's).
+    async fn apply_autoscaler(&self, autoscaler: &Autoscaler) -> Result<(), Error> {
+        let kind = autoscaler.kind.kind();
+        let name = autoscaler.name.clone();
+        let ns = autoscaler.object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let key = format!("{kind}/{ns}/{name}");
+        let hash = hash_json(&autoscaler.object);
+        let live = self.stores.autoscalers.meta(autoscaler.kind, &ns, &name);
+        if self.skip_live(live, &key, &hash) {
+            return Ok(());
+        }
+        let resource = crate::discovery::api_resource(autoscaler.kind);
+        let applied = Api::<DynamicObject>::namespaced_with(self.client.clone(), &ns, &resource)
+            .patch(&name, &params(), &Patch::Apply(&autoscaler.object))
+            .await
+            .map_err(|source| Error::Apply { kind, name, source })?;
+        self.note_written(&key);
+        self.cache.remember(key, hash, &Meta::of(&applied.metadata));
         Ok(())
     }
 
@@ -214,13 +288,20 @@ impl<'a> Applier<'a> {
                 name,
                 source,
             })?;
+        self.note_written(&key);
         self.cache.remember(key, hash, &Meta::of(&applied.metadata));
         Ok(())
     }
 }
 
 /// The names of the children a reconcile applied (or keeps), per kind: prune deletes the rest.
-pub type Applied = BTreeMap<ChildKind, BTreeSet<String>>;
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub children: BTreeMap<ChildKind, BTreeSet<String>>,
+    /// Autoscalers, by kind (`ScaledObject`, `HorizontalPodAutoscaler`) and name: kept while
+    /// the workloads are held too.
+    pub autoscalers: BTreeSet<(&'static str, String)>,
+}
 
 /// Apply every child that the `gates` permit, in dependency order. Returns the names applied
 /// per kind, for pruning.
@@ -228,6 +309,7 @@ pub async fn apply_children(
     applier: &Applier<'_>,
     children: &Children,
     gates: &Gates,
+    handovers: &[Handover],
 ) -> Result<Applied, Error> {
     // Destructured without `..`: a new kind of child does not compile until it is applied.
     let Children {
@@ -240,13 +322,20 @@ pub async fn apply_children(
         migration,
         web,
         workers,
+        autoscalers,
         wildcard_tls,
         copied_secrets,
         copied_config_maps,
     } = children;
-    let mut applied = Applied::new();
+    let mut applied = Applied {
+        autoscalers: autoscalers
+            .iter()
+            .map(|a| (a.kind.kind(), a.name.clone()))
+            .collect(),
+        ..Applied::default()
+    };
     let mut note = |kind: ChildKind, name: String| {
-        applied.entry(kind).or_default().insert(name);
+        applied.children.entry(kind).or_default().insert(name);
     };
 
     applier.apply_namespace(namespace).await?;
@@ -335,25 +424,61 @@ pub async fn apply_children(
     } = web;
     applier.apply(service).await?;
     note(ChildKind::Service, service.name_any());
-    if gates.apply_workloads() {
-        applier.apply(deployment).await?;
-        note(ChildKind::Deployment, deployment.name_any());
-        for worker in workers {
-            applier.apply(worker).await?;
-            note(ChildKind::Deployment, worker.name_any());
-        }
-    } else {
-        // Held until the first migration succeeds: keep what exists, create nothing new.
-        note(ChildKind::Deployment, deployment.name_any());
-        for worker in workers {
-            note(ChildKind::Deployment, worker.name_any());
-        }
-    }
+    let workloads = Workloads {
+        web: deployment,
+        workers,
+        autoscalers,
+        handovers,
+    };
+    apply_workloads(applier, gates, &workloads, &mut note).await?;
     if let Some(ingress) = ingress {
         applier.apply(ingress).await?;
         note(ChildKind::Ingress, ingress.name_any());
     }
     Ok(applied)
+}
+
+/// Web, workers and the workers' autoscalers.
+struct Workloads<'a> {
+    web: &'a Deployment,
+    workers: &'a [Deployment],
+    autoscalers: &'a [Autoscaler],
+    handovers: &'a [Handover],
+}
+
+/// Web and workers (the replicas of newly autoscaled ones handed over first), then the
+/// workers' autoscalers; held until the first migration succeeds (what exists is kept, nothing
+/// new is created).
+async fn apply_workloads(
+    applier: &Applier<'_>,
+    gates: &Gates,
+    workloads: &Workloads<'_>,
+    note: &mut impl FnMut(ChildKind, String),
+) -> Result<(), Error> {
+    let Workloads {
+        web,
+        workers,
+        autoscalers,
+        handovers,
+    } = *workloads;
+    if gates.apply_workloads() {
+        applier.apply(web).await?;
+        let ns = web.namespace().unwrap_or_default();
+        for handover in handovers {
+            applier.hand_over(&ns, handover).await?;
+        }
+        for worker in workers {
+            applier.apply(worker).await?;
+        }
+        // After the Deployments they scale.
+        for autoscaler in autoscalers {
+            applier.apply_autoscaler(autoscaler).await?;
+        }
+    }
+    for deployment in std::iter::once(web).chain(workers) {
+        note(ChildKind::Deployment, deployment.name_any());
+    }
+    Ok(())
 }
 
 async fn prune_kind<K>(
@@ -401,7 +526,7 @@ pub async fn prune(
     environment: &str,
     applied: &Applied,
 ) -> Result<(), Error> {
-    let keep = |kind: ChildKind| applied.get(&kind);
+    let keep = |kind: ChildKind| applied.children.get(&kind);
     let (c, s, env) = (client, stores, environment);
     prune_kind::<Deployment>(c, s, ns, env, keep(ChildKind::Deployment), never).await?;
     prune_kind::<StatefulSet>(c, s, ns, env, keep(ChildKind::StatefulSet), never).await?;
@@ -423,6 +548,35 @@ pub async fn prune(
         |meta: &Meta| meta.component.as_deref() != Some(Component::Redis.as_str()) || meta.retained,
     )
     .await?;
+    prune_autoscalers(client, stores, ns, environment, &applied.autoscalers).await
+}
+
+/// Delete the environment's autoscalers of workers that no longer autoscale (or are gone),
+/// and of a kind the build no longer makes (KEDA installed since).
+pub async fn prune_autoscalers(
+    client: &Client,
+    stores: &Stores,
+    ns: &str,
+    environment: &str,
+    keep: &BTreeSet<(&'static str, String)>,
+) -> Result<(), Error> {
+    for watch in stores.autoscalers.kinds() {
+        let kind = watch.kind.kind();
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), ns, &watch.resource);
+        for (name, meta) in stores
+            .autoscalers
+            .of_environment(watch.kind, ns, environment)
+        {
+            if keep.contains(&(kind, name.clone())) || meta.deleting {
+                continue;
+            }
+            match api.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => tracing::info!(kind, %name, "pruned"),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(source) => return Err(Error::Prune { kind, name, source }),
+            }
+        }
+    }
     Ok(())
 }
 

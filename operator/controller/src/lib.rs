@@ -11,6 +11,7 @@
 
 mod apply;
 pub mod crd;
+mod discovery;
 mod error;
 mod events;
 pub mod http;
@@ -107,6 +108,8 @@ pub struct Context {
     stores: stores::Stores,
     /// The environments, as the controller sees them.
     envs: reflector::Store<DeserializeGuard<AppEnvironment>>,
+    /// What the cluster offers for autoscaling workers, discovered at start.
+    cluster: appenv_core::build::ClusterApis,
 }
 
 impl Context {
@@ -181,11 +184,50 @@ pub async fn run_with_metrics(client: Client, options: Options, metrics: Arc<Met
 }
 
 /// Run the controller until `shutdown` completes (then finish the reconciles under way),
-/// counting into `metrics`.
+/// counting into `metrics`. What the cluster offers for autoscaling is discovered at start and
+/// again every resync: when it changed (KEDA installed or removed), the controller finishes
+/// its reconciles and starts again with watches of the kinds now served.
 pub async fn run_until(
     client: Client,
     options: Options,
     metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    use futures::FutureExt as _;
+    let shutdown = Box::pin(shutdown).shared();
+    loop {
+        let cluster = discovery::cluster_apis(&client).await;
+        // Shared: a watch of the discovery is Send but not Sync, which the controller needs.
+        let changed = discovery::changed(client.clone(), cluster, options.resync)
+            .boxed()
+            .shared();
+        let stop = {
+            let shutdown = shutdown.clone();
+            async move {
+                futures::future::select(shutdown, changed).await;
+            }
+        };
+        run_controller(
+            client.clone(),
+            options.clone(),
+            metrics.clone(),
+            cluster,
+            stop,
+        )
+        .await;
+        if shutdown.clone().now_or_never().is_some() {
+            return;
+        }
+        tracing::info!("the cluster's autoscaling APIs changed: restarting the controller");
+    }
+}
+
+/// One run of the controller, with the autoscaling APIs `cluster` offers, until `shutdown`.
+async fn run_controller(
+    client: Client,
+    options: Options,
+    metrics: Arc<Metrics>,
+    cluster: appenv_core::build::ClusterApis,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let mut env_config = watcher::Config::default();
@@ -193,7 +235,9 @@ pub async fn run_until(
         env_config = env_config.labels(selector);
     }
     let backoff = || ConstantBackoff(WATCH_BACKOFF);
-    let (stores, changes) = stores::Stores::watch(&client, &options.settings, backoff);
+    let autoscalers = discovery::autoscaler_kinds(cluster);
+    let (stores, changes) =
+        stores::Stores::watch(&client, &options.settings, &autoscalers, backoff);
     // The environments' store without managedFields, which no decision reads.
     let (reader, writer) = reflector::store();
     let ctx = Arc::new(Context {
@@ -205,6 +249,7 @@ pub async fn run_until(
         applied: apply::AppliedCache::default(),
         stores,
         envs: reader.clone(),
+        cluster,
     });
     let envs: Api<DeserializeGuard<AppEnvironment>> = Api::all(client.clone());
     let deleted = ctx.clone();

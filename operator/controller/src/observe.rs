@@ -117,6 +117,8 @@ pub struct Workload {
     pub replicas: i32,
     /// The image it runs if it does not follow the environment's image.
     pub own_image: Option<String>,
+    /// Its replicas are an autoscaler's (`replicas` is then the minimum).
+    pub autoscaled: bool,
 }
 
 /// Every Deployment the model has.
@@ -126,12 +128,14 @@ pub fn workloads(model: &Model) -> Vec<Workload> {
         deployment: model.app.clone(),
         replicas: model.web.replicas,
         own_image: None,
+        autoscaled: false,
     }];
     all.extend(model.workers.iter().map(|w| Workload {
         component: worker_component(&w.name),
         deployment: format!("{}-{}", model.app, w.name),
         replicas: w.replicas,
         own_image: w.image.clone(),
+        autoscaled: w.autoscaling.is_some(),
     }));
     if let Some(redis) = &model.redis {
         all.push(Workload {
@@ -139,6 +143,7 @@ pub fn workloads(model: &Model) -> Vec<Workload> {
             deployment: format!("{}-redis", model.app),
             replicas: 1,
             own_image: Some(redis.image.clone()),
+            autoscaled: false,
         });
     }
     all

@@ -52,6 +52,117 @@ pub struct Rollout<'a> {
     pub status: AppEnvironmentStatus,
     /// When to reconcile again if nothing changes before.
     pub requeue: Duration,
+    /// Deployments whose replicas someone changed by hand, which this rollout sets back.
+    pub reverts: Vec<Revert>,
+    /// Workers that became autoscaled while appenv owns their replicas: see [`Handover`].
+    pub handovers: Vec<Handover>,
+}
+
+/// The replicas of a worker that became autoscaled, handed to another field manager before
+/// appenv's apply leaves the field out: the API server removes a field its only manager stops
+/// applying (the Deployment would fall back to one replica before the autoscaler moves it).
+/// The value is the current one, within the autoscaler's bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    pub deployment: String,
+    pub replicas: i32,
+}
+
+/// The handovers this rollout does (none while suspended: appenv holds the replicas at zero).
+pub fn handovers(model: &Model, observed: &Observed) -> Vec<Handover> {
+    if model.suspend {
+        return Vec::new();
+    }
+    model
+        .workers
+        .iter()
+        .filter_map(|w| {
+            let bounds = w.autoscaling.as_ref()?;
+            let component = appenv_api::names::worker_component(&w.name);
+            let live = observed.deployments.get(&component)?;
+            let replicas = live.replicas.filter(|_| live.replicas_by_appenv)?;
+            Some(Handover {
+                deployment: format!("{}-{}", model.app, w.name),
+                replicas: replicas.clamp(bounds.min_replicas, bounds.max_replicas),
+            })
+        })
+        .collect()
+}
+
+/// A Deployment scaled by hand (its replicas differ from the spec's while the spec did not
+/// change), which the apply sets back: an Event says so, and how to scale instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revert {
+    pub component: String,
+    pub deployment: String,
+    /// The replicas it was scaled to.
+    pub from: i32,
+    /// The spec's.
+    pub to: i32,
+    /// How to scale it instead.
+    pub how: String,
+}
+
+impl Revert {
+    /// The Event's message.
+    pub fn message(&self) -> String {
+        format!(
+            "{}: Deployment {} was scaled by hand; reverted from {} to {} replicas, as the spec says. {}",
+            self.component, self.deployment, self.from, self.to, self.how
+        )
+    }
+}
+
+/// The Deployments whose replicas differ from the spec's although the spec did not change since
+/// the last status (`spec_changed`: they are about to follow a new spec, not being reverted).
+/// Autoscaled workers are left out: their replicas are their autoscaler's.
+pub fn reverts(
+    model: &Model,
+    observed: &Observed,
+    spec_changed: bool,
+    gates: &Gates,
+) -> Vec<Revert> {
+    if spec_changed || !gates.apply_workloads() {
+        return Vec::new();
+    }
+    crate::observe::workloads(model)
+        .into_iter()
+        .filter(|w| !w.autoscaled || model.suspend)
+        .filter_map(|w| {
+            let want = if model.suspend { 0 } else { w.replicas };
+            let live = observed.deployments.get(&w.component)?.replicas?;
+            (live != want).then(|| Revert {
+                how: how_to_scale(model, &w.component, live),
+                component: w.component,
+                deployment: w.deployment,
+                from: live,
+                to: want,
+            })
+        })
+        .collect()
+}
+
+fn how_to_scale(model: &Model, component: &str, replicas: i32) -> String {
+    let env = &model.name;
+    if model.suspend {
+        return "The environment is suspended (spec.suspend): resume it to run Pods.".to_owned();
+    }
+    if component == appenv_api::names::Component::Web.as_str() {
+        return format!(
+            "To scale it, run `appenv scale {env} web={replicas}` or set spec.web.replicas."
+        );
+    }
+    match model
+        .workers
+        .iter()
+        .position(|w| appenv_api::names::worker_component(&w.name) == component)
+    {
+        Some(i) => format!(
+            "To scale it, run `appenv scale {env} {}={replicas}` or set spec.workers[{i}].replicas (or spec.workers[{i}].autoscaling to follow its queue).",
+            model.workers[i].name
+        ),
+        None => "It runs exactly one replica.".to_owned(),
+    }
 }
 
 /// The gates of a rollout.
@@ -105,9 +216,12 @@ pub fn plan<'a>(input: &Input<'a>) -> Plan<'a> {
     let gates = gates(model, observed, previous);
     let status = status::compute(model, observed, &gates, previous, generation, now);
     let requeue = requeue(&status, observed, kept(env), resync, now);
+    let spec_changed = previous.and_then(|s| s.observed_generation) != generation;
     Plan::Rollout(Box::new(Rollout {
         model,
-        prune: previous.and_then(|s| s.observed_generation) != generation,
+        prune: spec_changed,
+        reverts: reverts(model, observed, spec_changed, &gates),
+        handovers: handovers(model, observed),
         gates,
         status,
         requeue,
@@ -867,5 +981,93 @@ mod tests {
             state(&rollout_of(&env, &observed).status, ConditionType::Ready),
             is("False", Reason::NotReady)
         );
+    }
+    #[test]
+    fn a_deployment_scaled_by_hand_is_reverted_once_the_spec_is_unchanged_and_says_how_to_scale() {
+        let yaml = "{app: shop, image: 'shop:2', redis: {}, workers: [{name: rq, replicas: 2}, \
+                    {name: auto, autoscaling: {minReplicas: 1, maxReplicas: 5, queue: {type: RQ, names: [default]}}}]}";
+        let env = with_status(env(yaml), 1, "shop:2");
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::NotConfigured);
+        let r = rollout(plan_of(&env, &model, &observed));
+        assert_eq!(r.reverts, [], "as the spec says");
+        observed
+            .deployments
+            .insert("worker-rq".to_owned(), deployment("shop:2", 5));
+        observed
+            .deployments
+            .insert("worker-auto".to_owned(), deployment("shop:2", 4));
+        observed
+            .deployments
+            .insert("web".to_owned(), deployment("shop:2", 7));
+        let r = rollout(plan_of(&env, &model, &observed));
+        let reverted: Vec<(&str, i32, i32)> = r
+            .reverts
+            .iter()
+            .map(|v| (v.component.as_str(), v.from, v.to))
+            .collect();
+        assert_eq!(
+            reverted,
+            [("web", 7, 2), ("worker-rq", 5, 2)],
+            "not the autoscaled worker: its replicas are its autoscaler's"
+        );
+        assert_eq!(
+            r.reverts[1].message(),
+            "worker-rq: Deployment shop-rq was scaled by hand; reverted from 5 to 2 replicas, as the spec says. \
+             To scale it, run `appenv scale shop-env rq=5` or set spec.workers[0].replicas (or spec.workers[0].autoscaling to follow its queue)."
+        );
+        assert!(
+            r.reverts[0]
+                .message()
+                .contains("`appenv scale shop-env web=7` or set spec.web.replicas")
+        );
+        // A new generation: the Deployments follow the new spec, nothing was changed by hand.
+        let mut changed = env.clone();
+        changed.metadata.generation = Some(2);
+        let r = rollout(plan_of(&changed, &model, &observed));
+        assert_eq!(r.reverts, []);
+    }
+    #[test]
+    fn a_newly_autoscaled_worker_hands_its_replicas_over_within_its_bounds() {
+        let yaml = "{app: shop, image: 'shop:2', redis: {}, workers: [\
+                    {name: a, autoscaling: {minReplicas: 2, maxReplicas: 5, queue: {type: RQ, names: [q]}}}, \
+                    {name: b, autoscaling: {minReplicas: 1, maxReplicas: 3, queue: {type: RQ, names: [q]}}}, \
+                    {name: c, replicas: 4}]}";
+        let env = env(yaml);
+        let model = fixtures::model(&env);
+        let mut observed = observed(&model, "shop:2", Migration::NotConfigured);
+        let mut owned = |component: &str, replicas: i32, by_appenv: bool| {
+            let mut d = deployment("shop:2", replicas);
+            d.replicas_by_appenv = by_appenv;
+            observed.deployments.insert(component.to_owned(), d);
+        };
+        owned("worker-a", 1, true);
+        owned("worker-b", 9, true);
+        owned("worker-c", 4, true);
+        let found = handovers(&model, &observed);
+        assert_eq!(
+            found,
+            [
+                Handover {
+                    deployment: "shop-a".into(),
+                    replicas: 2
+                },
+                Handover {
+                    deployment: "shop-b".into(),
+                    replicas: 3
+                },
+            ],
+            "clamped into the bounds; never a worker appenv scales"
+        );
+        // Once appenv no longer owns the field, nothing to hand over.
+        let mut observed = observed_again(&model);
+        for d in observed.deployments.values_mut() {
+            d.replicas_by_appenv = false;
+        }
+        assert_eq!(handovers(&model, &observed), []);
+    }
+
+    fn observed_again(model: &Model) -> Observed {
+        observed(model, "shop:2", Migration::NotConfigured)
     }
 }

@@ -65,7 +65,7 @@ pub const CLUSTER_RULES: &[Rule] = &[
         verbs: &["list", "watch"],
     },
     Rule {
-        why: "Events about AppEnvironments (Ready, Degraded, InvalidSpec, MigrationFailed); watch the kubelets' FailedMount Events (selected by reason), the only place that says why a Pod cannot mount a volume.",
+        why: "Events about AppEnvironments (Ready, Degraded, InvalidSpec, MigrationFailed, ReplicasReverted); watch the kubelets' FailedMount Events (selected by reason), the only place that says why a Pod cannot mount a volume.",
         groups: &[""],
         resources: &["events"],
         verbs: &["create", "list", "watch"],
@@ -86,6 +86,18 @@ pub const CLUSTER_RULES: &[Rule] = &[
         why: "Ingress of the web component and the NetworkPolicy isolating previews: applied, watched and pruned.",
         groups: &["networking.k8s.io"],
         resources: &["ingresses", "networkpolicies"],
+        verbs: APPLIED,
+    },
+    Rule {
+        why: "HorizontalPodAutoscalers of autoscaled workers (where KEDA is not installed): applied, watched and pruned; the version is the newest the cluster serves.",
+        groups: &["autoscaling"],
+        resources: &["horizontalpodautoscalers"],
+        verbs: APPLIED,
+    },
+    Rule {
+        why: "KEDA ScaledObjects of autoscaled workers (when KEDA's CRD is installed): applied, watched and pruned.",
+        groups: &["keda.sh"],
+        resources: &["scaledobjects"],
         verbs: APPLIED,
     },
     Rule {

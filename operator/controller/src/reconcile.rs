@@ -53,9 +53,11 @@ async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error>
         Plan::Invalid(status) => return report_invalid(ctx, env, *status, recheck).await,
         Plan::Rollout(rollout) => rollout,
     };
-    let children = build(env, &rollout, spec.as_ref().ok())?;
+    let children = build(env, &rollout, spec.as_ref().ok(), ctx.cluster)?;
     let applier = Applier::new(&ctx.client, &ctx.applied, &ctx.stores);
-    let applied = apply::apply_children(&applier, &children, &rollout.gates).await?;
+    let applied =
+        apply::apply_children(&applier, &children, &rollout.gates, &rollout.handovers).await?;
+    report_reverts(ctx, env, &rollout, &applier).await;
     prune(ctx, env, &rollout, &applied).await?;
     status::write(ctx, env, rollout.status).await?;
     let next = plan::after_apply(rollout.requeue, applier.look_again());
@@ -136,6 +138,33 @@ fn wildcard_tls(ctx: &Context, source_ref: &SecretRef) -> Result<WildcardTls, St
     })
 }
 
+/// An Event for each Deployment scaled by hand that this reconcile set back (planned, and
+/// written by the apply: a watch that is behind shows the hand-made replicas a moment longer,
+/// and an apply it skips is no second revert).
+async fn report_reverts(
+    ctx: &Context,
+    env: &AppEnvironment,
+    rollout: &Rollout<'_>,
+    applier: &Applier<'_>,
+) {
+    let namespace = &rollout.model.namespace.name;
+    for revert in &rollout.reverts {
+        if !applier.wrote(ChildKind::Deployment, namespace, &revert.deployment) {
+            continue;
+        }
+        tracing::info!(component = %revert.component, from = revert.from, to = revert.to, "replicas reverted");
+        ctx.events
+            .publish(
+                &env.object_ref(&()),
+                EventType::Normal,
+                Reason::ReplicasReverted.as_str(),
+                EventAction::Reconcile.as_str(),
+                &revert.message(),
+            )
+            .await;
+    }
+}
+
 async fn expire(ctx: &Context, env: &AppEnvironment) -> Result<Action, Error> {
     ctx.events
         .publish(
@@ -176,6 +205,7 @@ fn build(
     env: &AppEnvironment,
     rollout: &Rollout<'_>,
     observation: Option<&Observation>,
+    cluster_apis: build::ClusterApis,
 ) -> Result<Children, Error> {
     let wildcard_tls = match observation.map(|o| &o.wildcard_tls) {
         Some(Err(missing)) => {
@@ -193,6 +223,7 @@ fn build(
             workload_image: rollout.gates.workload_image.clone(),
             wildcard_tls,
             copies: observation.map(|o| o.copies.clone()).unwrap_or_default(),
+            cluster: cluster_apis,
         },
     ))
 }
@@ -203,10 +234,14 @@ async fn prune(
     rollout: &Rollout<'_>,
     applied: &Applied,
 ) -> Result<(), Error> {
-    if !rollout.prune {
-        return Ok(());
-    }
     let namespace = &rollout.model.namespace.name;
+    if !rollout.prune {
+        // Autoscalers change kind without a spec change (KEDA installed since): the old
+        // kind's are pruned in any pass (found in the stores: no request when none is left).
+        let (stores, keep) = (&ctx.stores, &applied.autoscalers);
+        return apply::prune_autoscalers(&ctx.client, stores, namespace, &env.name_any(), keep)
+            .await;
+    }
     // A copy whose source is gone stays as last copied: only a copy the spec no longer names
     // is pruned.
     let mut keep = applied.clone();
@@ -215,7 +250,10 @@ async fn prune(
             CopyKind::Secret => ChildKind::Secret,
             CopyKind::ConfigMap => ChildKind::ConfigMap,
         };
-        keep.entry(kind).or_default().insert(copy.name.clone());
+        keep.children
+            .entry(kind)
+            .or_default()
+            .insert(copy.name.clone());
     }
     apply::prune(&ctx.client, &ctx.stores, namespace, &env.name_any(), &keep).await
 }

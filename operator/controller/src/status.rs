@@ -141,9 +141,13 @@ fn components(model: &Model, observed: &Observed, gates: &Gates) -> Components {
     };
     for workload in observe::workloads(model) {
         let component = workload.component;
-        let desired = scale(workload.replicas);
-        let image = workload.own_image.or_else(|| gates.workload_image.clone());
         let deployment = observed.deployments.get(&component);
+        // An autoscaled worker wants what its autoscaler last set.
+        let desired = match deployment.and_then(|d| d.replicas) {
+            Some(set) if workload.autoscaled && !model.suspend => set,
+            _ => scale(workload.replicas),
+        };
+        let image = workload.own_image.or_else(|| gates.workload_image.clone());
         let ready = deployment
             .and_then(|d| d.status.as_ref())
             .and_then(|s| s.ready_replicas)

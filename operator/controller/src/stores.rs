@@ -16,10 +16,12 @@
 //! claim's class and phase; the generated password of a credentials Secret; of Pods only the
 //! failing ones, with their labels and the reason; the names of the StorageClasses.
 
+mod autoscalers;
 mod index;
 mod snapshot;
 mod sources;
 
+pub use self::autoscalers::Autoscalers;
 pub use self::index::Index;
 use self::index::IndexWriter;
 pub use self::snapshot::{
@@ -262,6 +264,8 @@ pub struct Stores {
     pub wildcard: Option<Store<Secret>>,
     /// The sources of `spec.namespace.copy`, in the namespaces the operator copies from.
     pub sources: Sources,
+    /// The autoscalers, of the kinds the cluster serves.
+    pub autoscalers: Autoscalers,
 }
 
 impl std::fmt::Debug for Stores {
@@ -346,6 +350,7 @@ impl Stores {
     pub fn watch<B>(
         client: &Client,
         settings: &appenv_core::settings::Settings,
+        autoscalers: &[appenv_core::build::AutoscalerKind],
         backoff: impl Fn() -> B,
     ) -> (Self, Changes)
     where
@@ -371,6 +376,7 @@ impl Stores {
             mount_failures: Index::new(),
             wildcard: None,
             sources: Sources::default(),
+            autoscalers: Autoscalers::default(),
         };
         stores.pods = watch_kind(c, backoff(), &mut all);
         // An Event has no environment label: its Pod (kept while it is creating) has.
@@ -385,6 +391,7 @@ impl Stores {
                 .find(|(k, _)| &**k == label::ENVIRONMENT)?;
             Some(ObjectRef::new(&environment.1))
         });
+        stores.autoscalers = Autoscalers::watch(c, autoscalers, &backoff, &mut all);
         let (sources, source_changes) = Sources::watch(c, &settings.copy_from_namespaces, &backoff);
         stores.sources = sources;
         let mut wildcard_changes = futures::stream::pending().boxed();
@@ -435,7 +442,9 @@ impl Stores {
             ("the wildcard certificate's Secret", wait)
         });
         let sources = self.sources.first_lists();
-        for (what, wait) in waits.into_iter().chain(wildcard).chain(sources) {
+        let autoscalers = self.autoscalers.first_lists();
+        let waits = waits.into_iter().chain(wildcard).chain(sources);
+        for (what, wait) in waits.chain(autoscalers) {
             match tokio::time::timeout(FIRST_LIST, wait).await {
                 Ok(Ok(())) => {}
                 Ok(Err(())) => return Err(NotReady::Ended(what)),
@@ -524,6 +533,7 @@ impl Stores {
             mount_failures: Index::new(),
             wildcard: None,
             sources: Sources::default(),
+            autoscalers: Autoscalers::default(),
         }
     }
 

@@ -6,7 +6,7 @@
 
 use appenv_api::crd::{CRD_PATH, crd_yaml};
 use appenv_api::{AppEnvironment, manifest};
-use appenv_core::build::{self, Inputs};
+use appenv_core::build::{self, ClusterApis, Inputs};
 use appenv_core::settings::Settings;
 use appenv_core::validate::validate;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -60,6 +60,8 @@ fn build_objects(text: &str, example: &str) -> Vec<Value> {
         workload_image: None,
         wildcard_tls: None,
         copies: Vec::new(),
+        // No cluster to ask: what a current one serves without KEDA.
+        cluster: ClusterApis::OFFLINE,
     };
     manifest::parse_numbered(text)
         .into_iter()

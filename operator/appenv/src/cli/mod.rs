@@ -9,6 +9,7 @@ mod operator;
 pub mod preview;
 mod rbac;
 pub mod render;
+mod scale;
 mod settings;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,8 @@ pub enum Command {
     Preview(preview::PreviewCommand),
     /// Print every Kubernetes object of an AppEnvironment file, without a cluster.
     Render(render::RenderArgs),
+    /// Set the replicas of web or of workers in an AppEnvironment's spec, e.g. `celery=3`.
+    Scale(scale::ScaleArgs),
     /// Print the AppEnvironment CustomResourceDefinition.
     Crd,
     /// Print the RBAC rules the operator needs (ClusterRole and leader-election Role).
@@ -77,6 +80,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         #[cfg(feature = "dev")]
         Command::Dev(args) => dev::run(args).await.map(|()| true),
         Command::Render(args) => render::run(args),
+        Command::Scale(args) => scale::run(args).await,
         Command::Operator(args) => operator::run(args).await,
         Command::Preview(command) => preview::run(command).await,
         Command::Crd => crd::run(),

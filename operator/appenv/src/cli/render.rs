@@ -4,7 +4,7 @@
 use crate::cli::settings::SettingsArgs;
 use anyhow::Context as _;
 use appenv_api::manifest;
-use appenv_core::build::{self, Inputs};
+use appenv_core::build::{self, ClusterApis, Inputs};
 use appenv_core::settings::Settings;
 use appenv_core::validate;
 use std::io::Write as _;
@@ -76,6 +76,8 @@ pub fn render(
                     wildcard_tls: None,
                     // Copies hold what the cluster's source objects hold: nothing offline.
                     copies: Vec::new(),
+                    // No cluster to ask: what a current one serves without KEDA.
+                    cluster: ClusterApis::OFFLINE,
                 };
                 for object in build::build(&model, &ctx).objects() {
                     out.push_str("---\n");

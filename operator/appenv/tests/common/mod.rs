@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod autoscaling;
+
 use appenv_api::AppEnvironment;
 use appenv_localcluster as devcluster;
 use futures::StreamExt as _;

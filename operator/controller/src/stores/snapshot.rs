@@ -79,6 +79,8 @@ pub struct DeploymentSnapshot {
     /// The image of its first container.
     pub image: Option<Box<str>>,
     pub status: Option<RolloutStatus>,
+    /// appenv's field manager owns `spec.replicas` (an autoscaler's worker hands it over).
+    pub replicas_by_appenv: bool,
 }
 
 /// A Deployment's status, as far as a rollout's progress goes.
@@ -145,8 +147,19 @@ impl From<&Deployment> for DeploymentSnapshot {
                 .map(|l| labels(Some(l))),
             image,
             status,
+            replicas_by_appenv: owns_replicas(d),
         }
     }
+}
+
+/// Whether appenv's field manager owns a Deployment's `spec.replicas`.
+fn owns_replicas(d: &Deployment) -> bool {
+    d.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(appenv_core::build::FIELD_MANAGER)
+            && m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some())
+    })
 }
 
 /// The PostgreSQL StatefulSet: the hash of what appenv applied and its ready replicas.

@@ -2,6 +2,7 @@
 //! environment. No I/O: the same output feeds the controller's server-side apply and
 //! `appenv render`. One file per kind of child; all metadata goes through [`meta`].
 
+mod autoscaling;
 mod config;
 mod copy;
 mod guardrails;
@@ -15,6 +16,9 @@ mod tls;
 mod web;
 mod workers;
 
+pub use autoscaling::{
+    Autoscaler, AutoscalerKind, CPU_TARGET_PERCENT, ClusterApis, HpaVersion, queue_key,
+};
 pub use config::{env_config_map_name, postgres_secret_name};
 pub use copy::{COPIED_FROM_ANNOTATION, Copied, Source as CopySource};
 pub use meta::{
@@ -55,6 +59,8 @@ pub struct Inputs {
     pub wildcard_tls: Option<WildcardTls>,
     /// The sources of `spec.namespace.copy` the controller found (absent offline).
     pub copies: Vec<Copied>,
+    /// What the cluster offers for autoscaling workers (discovered once by the controller).
+    pub cluster: ClusterApis,
 }
 
 impl Inputs {
@@ -79,6 +85,8 @@ pub struct Children {
     pub migration: Option<Job>,
     pub web: Web,
     pub workers: Vec<Deployment>,
+    /// Autoscalers of the autoscaled workers (ScaledObjects or HorizontalPodAutoscalers).
+    pub autoscalers: Vec<Autoscaler>,
     /// A preview's copy of the wildcard certificate its Ingress serves.
     pub wildcard_tls: Option<Secret>,
     /// Copies of Secrets (`spec.namespace.copy`).
@@ -135,6 +143,7 @@ pub fn build(model: &Model, inputs: &Inputs) -> Children {
             ingress: web::ingress(model, inputs),
         },
         workers: workers::deployments(model, inputs, &config_hash),
+        autoscalers: autoscaling::autoscalers(model, inputs),
         wildcard_tls: tls::wildcard_copy(model, inputs),
         copied_secrets,
         copied_config_maps,
@@ -158,6 +167,7 @@ impl Children {
             migration,
             web,
             workers,
+            autoscalers,
             wildcard_tls,
             copied_secrets,
             copied_config_maps,
@@ -207,6 +217,7 @@ impl Children {
         } = web;
         out.extend([to_value(service), to_value(deployment)]);
         out.extend(workers.iter().map(to_value));
+        out.extend(autoscalers.iter().map(|a| a.object.clone()));
         out.extend(ingress.iter().map(to_value));
         out
     }

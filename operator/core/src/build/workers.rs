@@ -24,6 +24,15 @@ fn worker_selector(model: &Model, worker: &WorkerModel) -> BTreeMap<String, Stri
     s
 }
 
+/// Metadata of a worker's objects (its Deployment and its autoscaler).
+pub(crate) fn worker_meta(model: &Model, inputs: &Inputs, worker: &WorkerModel) -> ObjectMeta {
+    let mut meta = object_meta(model, inputs, &worker_name(model, worker), "worker");
+    if let Some(l) = meta.labels.as_mut() {
+        l.insert(WORKER_LABEL.to_owned(), worker.name.clone());
+    }
+    meta
+}
+
 pub fn deployments(model: &Model, inputs: &Inputs, config_hash: &str) -> Vec<Deployment> {
     model
         .workers
@@ -68,14 +77,16 @@ fn deployment(
     pod.containers = vec![container];
     let mut pod_labels = labels(model, "worker");
     pod_labels.insert(WORKER_LABEL.to_owned(), worker.name.clone());
-    let mut meta = object_meta(model, inputs, &worker_name(model, worker), "worker");
-    if let Some(l) = meta.labels.as_mut() {
-        l.insert(WORKER_LABEL.to_owned(), worker.name.clone());
-    }
     Deployment {
-        metadata: meta,
+        metadata: worker_meta(model, inputs, worker),
         spec: Some(DeploymentSpec {
-            replicas: Some(if model.suspend { 0 } else { worker.replicas }),
+            // An autoscaled worker's replicas are its autoscaler's: appenv leaves the field out
+            // of what it applies, and so no longer owns it (unless suspended: then zero).
+            replicas: match (&worker.autoscaling, model.suspend) {
+                (_, true) => Some(0),
+                (Some(_), false) => None,
+                (None, false) => Some(worker.replicas),
+            },
             revision_history_limit: Some(5),
             selector: LabelSelector {
                 match_labels: Some(worker_selector(model, worker)),

@@ -22,7 +22,7 @@ use crate::settings::{Quota, Settings};
 pub use appenv_api::field::{FieldError, Invalid, truncate};
 use appenv_api::{
     AppEnvironment, CopyKind, DeletionPolicy, EgressRule, EmbeddedEngine, IssuerKind, Profile,
-    PullPolicy, SecuritySpec,
+    PullPolicy, QueueType, SecuritySpec,
 };
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -137,9 +137,22 @@ pub struct WorkerModel {
     /// (variable, value)
     pub concurrency: Option<(String, i32)>,
     pub singleton: bool,
+    /// Replicas set by an autoscaler; `replicas` is then not applied.
+    pub autoscaling: Option<AutoscalingModel>,
     pub resources: ResourceRequirements,
     pub env: Vec<EnvVar>,
     pub pod_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoscalingModel {
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    pub queue_type: QueueType,
+    /// Queue names, as the spec has them (not yet Redis keys).
+    pub queues: Vec<String>,
+    /// Jobs waiting per Pod.
+    pub target_length: i32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -466,3 +466,39 @@ fn previews_run_only_the_images_the_operator_allows() {
     validate(&env("{app: shop, image: 'evil.io/shop:1'}"), &settings).expect("production");
     validate(&env(evil_main), &Settings::default()).expect("no list: any image");
 }
+
+#[test]
+fn autoscaling_needs_redis_bounds_in_order_and_neither_singleton_nor_replicas() {
+    let queue = "queue: {type: RQ, names: [default]}";
+    let valid = validate(
+        &env(&format!(
+            "{{app: shop, image: 'shop:1', redis: {{}}, workers: [{{name: rq, autoscaling: {{minReplicas: 2, maxReplicas: 8, {queue}}}}}]}}"
+        )),
+        &Settings::default(),
+    )
+    .expect("valid");
+    let autoscaling = valid.workers[0].autoscaling.as_ref().expect("autoscaling");
+    assert_eq!((autoscaling.min_replicas, autoscaling.max_replicas), (2, 8));
+    assert_eq!(autoscaling.target_length, 5, "the default target");
+    assert_eq!(valid.workers[0].replicas, 2, "starts from the minimum");
+
+    let invalid = messages(&format!(
+        "{{app: shop, image: 'shop:1', workers: [\
+           {{name: beat, singleton: true, replicas: 1, autoscaling: {{minReplicas: 0, maxReplicas: 101, {queue}}}}}, \
+           {{name: rq, autoscaling: {{minReplicas: 5, maxReplicas: 2, queue: {{type: Celery, names: ['a b'], targetLength: 0}}}}}}]}}"
+    ));
+    assert_eq!(
+        invalid,
+        [
+            "spec.workers[0].autoscaling: not allowed for a singleton worker (it must never run twice)",
+            "spec.workers[0].autoscaling: set replicas or autoscaling, not both (the autoscaler sets the replicas)",
+            "spec.workers[0].autoscaling: needs spec.redis (the queue is in the environment's Redis)",
+            "spec.workers[0].autoscaling.minReplicas: must be between 1 and 100",
+            "spec.workers[0].autoscaling.maxReplicas: must be at most 100",
+            "spec.workers[1].autoscaling: needs spec.redis (the queue is in the environment's Redis)",
+            "spec.workers[1].autoscaling.maxReplicas: must be at least minReplicas",
+            "spec.workers[1].autoscaling.queue.names[0]: must be 1 to 200 printable characters without spaces",
+            "spec.workers[1].autoscaling.queue.targetLength: must be between 1 and 100000",
+        ]
+    );
+}
