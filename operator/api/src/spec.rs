@@ -49,7 +49,7 @@ pub const MAX_QUEUES: usize = 16;
         .message("spec.web.replicas: must be 1 when spec.database.embedded is set (the embedded database allows one writer)"),
     validation = Rule::new("!has(self.database) || !has(self.database.embedded) || !has(self.migrations)")
         .message("spec.migrations: not allowed with spec.database.embedded (the web Pod is the only writer of the file; apply forward-only migrations at start-up)"),
-    validation = Rule::new("!has(self.workers) || self.workers.all(w, !has(w.autoscaling) || (has(self.redis) && self.redis.enabled))")
+    validation = Rule::new("!has(self.workers) || self.workers.all(w, !has(w.autoscaling) || (has(self.redis) && (!has(self.redis.enabled) || self.redis.enabled)))")
         .message("spec.workers[].autoscaling: needs spec.redis (the queue is in the environment's Redis)"),
 )]
 #[serde(rename_all = "camelCase")]
