@@ -299,3 +299,59 @@ async fn the_webhook_outlives_api_server_pauses_and_restarts() {
     }
     control_plane.shutdown();
 }
+
+/// An environment whose spec breaks `restricted` through a field its author may set (an
+/// AppArmor annotation on the web Pods): the webhook refuses the Pods, the ReplicaSet reports
+/// `FailedCreate`, and appenv reports the environment Degraded with the admission's message.
+#[tokio::test]
+async fn an_environment_whose_pods_pod_security_refuses_is_degraded_with_the_reason() {
+    use appenv_api::{AppEnvironment, Phase};
+    let client = common::client().await;
+    appenv_controller::crd::install(&client, "appenv-tests")
+        .await
+        .expect("CRD installs");
+    let test = "psa-env";
+    let operator = tokio::spawn(appenv_controller::run_with_metrics(
+        client.clone(),
+        appenv_controller::Options {
+            settings: common::example_settings(),
+            resync: Duration::from_secs(30),
+            selector: Some(format!("{}={test}", common::TEST_LABEL)),
+            concurrency: 2,
+        },
+        std::sync::Arc::new(appenv_controller::Metrics::default()),
+    ));
+    let name = "psa-dojo";
+    let mut env = common::example("dojo.yaml", name, test);
+    env["spec"]["web"]["podAnnotations"] =
+        json!({"container.apparmor.security.beta.kubernetes.io/web": "unconfined"});
+    common::apply(&client, &env).await;
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let degraded = common::wait_for(
+        &api,
+        name,
+        Duration::from_secs(120),
+        "Degraded",
+        |e: Option<&AppEnvironment>| {
+            e.and_then(|e| e.condition("Degraded"))
+                .is_some_and(|c| c.status == "True")
+        },
+    )
+    .await
+    .expect("environment");
+    operator.abort();
+    let message = degraded
+        .condition("Degraded")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.starts_with("web: ") && message.contains("FailedCreate"),
+        "{message}"
+    );
+    assert!(
+        message.contains("violates PodSecurity \"restricted:latest\": forbidden AppArmor profile"),
+        "{message}"
+    );
+    assert_eq!(degraded.status.and_then(|s| s.phase), Some(Phase::Degraded));
+    let _ = api.delete(name, &Default::default()).await;
+}

@@ -65,9 +65,16 @@ fn forms(secret: &str) -> Vec<String> {
     forms
 }
 
+/// A namespace with the Secrets its environment reads made before the environment: labelled as
+/// the namespace an environment of the same name kept (retained), which appenv lets that
+/// environment own again (an unlabelled existing namespace it refuses: issue 19).
 async fn create_namespace(client: &Client, name: &str) {
     let mut ns = Namespace::default();
     ns.metadata.name = Some(name.to_owned());
+    ns.metadata.labels = Some(BTreeMap::from([(
+        "appenv.dev/environment".to_owned(),
+        name.to_owned(),
+    )]));
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
