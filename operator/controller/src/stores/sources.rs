@@ -114,17 +114,23 @@ impl Sources {
 
     /// The content of what `copy` names, or why it cannot be copied.
     pub fn get(&self, copy: &CopyModel) -> Result<Copied, String> {
-        let what = format!(
-            "{}: {} {}/{}",
-            copy.path, copy.kind, copy.namespace, copy.name
-        );
+        // Built only for a failure: a reconcile reads every copy's source.
+        let what = || {
+            format!(
+                "{}: {} {}/{}",
+                copy.path, copy.kind, copy.namespace, copy.name
+            )
+        };
         let source = match copy.kind {
             CopyKind::Secret => {
                 let key = ObjectRef::new(&copy.name).within(&copy.namespace);
                 let found = self.secrets.get(&copy.namespace).and_then(|s| s.get(&key));
-                let secret = found.ok_or_else(|| format!("{what} not found"))?;
+                let secret = found.ok_or_else(|| format!("{} not found", what()))?;
                 if secret.type_.as_deref() == Some(SERVICE_ACCOUNT_TOKEN) {
-                    return Err(format!("{what} is a service-account token: never copied"));
+                    return Err(format!(
+                        "{} is a service-account token: never copied",
+                        what()
+                    ));
                 }
                 CopySource::Secret {
                     type_: secret.type_.clone(),
@@ -137,7 +143,7 @@ impl Sources {
                     .config_maps
                     .get(&copy.namespace)
                     .and_then(|s| s.get(&key));
-                let config_map = found.ok_or_else(|| format!("{what} not found"))?;
+                let config_map = found.ok_or_else(|| format!("{} not found", what()))?;
                 CopySource::ConfigMap {
                     data: config_map.data.clone().unwrap_or_default(),
                     binary_data: config_map.binary_data.clone().unwrap_or_default(),
