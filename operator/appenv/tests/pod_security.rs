@@ -13,7 +13,7 @@ use appenv_localcluster::admission::{ENFORCE_LABEL, WEBHOOK_NAME, check};
 use appenv_localcluster::{ControlPlane, StartOptions};
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Event, Pod, PodTemplateSpec};
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
@@ -63,20 +63,11 @@ fn refused_by() -> String {
     }
 }
 
-/// A test namespace labelled as appenv labels every environment's namespace.
+/// A test namespace labelled as appenv labels every environment's namespace: at creation, as
+/// appenv applies it (a label patched on afterwards can reach the webhook's namespace selector
+/// after the next Pod does).
 async fn restricted_namespace(client: &Client, test: &str) -> String {
-    let name = common::namespace(client, test).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let patch = json!({"metadata": {"labels": {ENFORCE_LABEL: "restricted"}}});
-    namespaces
-        .patch(
-            &name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .expect("label the namespace");
-    name
+    common::namespace_labelled(client, test, &[(ENFORCE_LABEL, "restricted")]).await
 }
 
 #[tokio::test]

@@ -35,6 +35,14 @@ pub async fn client() -> Client {
 
 /// A fresh namespace named after the test, unique within this run.
 pub async fn namespace(client: &Client, test: &str) -> String {
+    namespace_labelled(client, test, &[]).await
+}
+
+/// A fresh namespace, as [`namespace`], created with `labels`. Labels meant for admission must
+/// be there at creation: the API server matches a webhook's `namespaceSelector` against its
+/// informer's copy of the namespace, which can still be the unlabelled one right after a patch
+/// (it reads the namespace directly only when its copy has none).
+pub async fn namespace_labelled(client: &Client, test: &str, labels: &[(&str, &str)]) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let name = format!(
         "{test}-{}-{}",
@@ -44,6 +52,14 @@ pub async fn namespace(client: &Client, test: &str) -> String {
     let api: Api<Namespace> = Api::all(client.clone());
     let mut ns = Namespace::default();
     ns.metadata.name = Some(name.clone());
+    if !labels.is_empty() {
+        ns.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
+    }
     api.create(&PostParams::default(), &ns)
         .await
         .expect("create test namespace");
