@@ -887,3 +887,81 @@ async fn a_stop_before_the_controller_started_ends_it_at_once() {
         .await
         .expect("the controller ends when its stop is already in");
 }
+
+/// A new environment's status is written once per phase a user can see (Pending, Progressing,
+/// Ready); progress alone within a phase (ready Pods per component) at most every
+/// `PROGRESS_EVERY`. Every version of the object is seen through one watch.
+#[tokio::test]
+async fn a_new_environment_writes_its_status_once_per_phase_and_progress_at_most_periodically() {
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+    let client = common::client().await;
+    let test = "status-writes";
+    let _operator = operator(&client, test, Duration::from_secs(300)).await;
+    let name = format!("status-writes-{}", std::process::id());
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let versions = watcher(
+        api.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={name}")),
+    )
+    .applied_objects()
+    .boxed();
+    let env = json!({
+        "apiVersion": "appenv.dev/v1alpha1",
+        "kind": "AppEnvironment",
+        "metadata": {"name": name, "labels": {common::TEST_LABEL: test}},
+        "spec": {
+            "app": "shop",
+            "image": "ghcr.io/example/shop:1.0.0",
+            "web": {"command": ["gunicorn"], "port": 8000},
+            "workers": [{"name": "rq", "command": ["rq", "worker"]}],
+            "redis": {},
+        },
+    });
+    common::apply(&client, &env).await;
+    // Every status until Ready, and what follows in the next progress period.
+    let mut statuses: Vec<(Instant, appenv_api::AppEnvironmentStatus)> = Vec::new();
+    let mut versions = versions;
+    let deadline = Instant::now() + LIMIT;
+    let mut ready_at: Option<Instant> = None;
+    loop {
+        let until = ready_at.map_or(deadline, |at| at + Duration::from_secs(6));
+        let next = tokio::time::timeout_at(until.into(), versions.next()).await;
+        let Ok(Some(event)) = next else { break };
+        let e = event.expect("watch");
+        if let Some(s) = e.status.clone()
+            && statuses.last().is_none_or(|(_, last)| *last != s)
+        {
+            statuses.push((Instant::now(), s));
+        }
+        if ready_at.is_none() && common::ready(Some(&e)) {
+            ready_at = Some(Instant::now());
+        }
+    }
+    assert!(ready_at.is_some(), "Ready within {LIMIT:?}: {statuses:#?}");
+    let phases: Vec<_> = statuses.iter().map(|(_, s)| s.phase).collect();
+    assert_eq!(
+        phases.last().copied().flatten(),
+        Some(appenv_api::Phase::Ready),
+        "{phases:?}"
+    );
+    // A write within a phase (same generation) is progress: at most one per period. The times
+    // are when the watch delivered them, which can shift a write by a few milliseconds.
+    let slack = Duration::from_millis(500);
+    for pair in statuses.windows(2) {
+        let [(before, old), (after, new)] = pair else {
+            continue;
+        };
+        if old.phase == new.phase && old.observed_generation == new.observed_generation {
+            assert!(
+                *after - *before + slack >= controller::PROGRESS_EVERY,
+                "two writes within {:?} in phase {:?}: {old:#?} then {new:#?}",
+                controller::PROGRESS_EVERY,
+                new.phase
+            );
+        }
+    }
+    api.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete");
+}

@@ -12,9 +12,11 @@
 //! the CPU time every component used during it ([`cpu`]), and which was the busiest.
 
 mod cpu;
+mod targets;
 
 pub use crate::cpu::{Busiest, Component, CpuUse};
 use crate::cpu::{KubeletRuntime, Meter};
+pub use crate::targets::{Growth, Target, targets};
 use anyhow::Context as _;
 use appenv_api::AppEnvironment;
 use appenv_core::build::{self, ENVIRONMENT_LABEL, FIELD_MANAGER};
@@ -40,10 +42,10 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// Batch sizes: N environments created at once, for each N.
-    #[arg(long, value_delimiter = ',', default_value = "1,100,500")]
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
     pub sizes: Vec<usize>,
     /// Operator memory is read when this many environments exist (more are created if needed).
-    #[arg(long, value_delimiter = ',', default_value = "0,100,500,1000")]
+    #[arg(long, value_delimiter = ',', default_value = "0,100,1000,3000")]
     pub memory_at: Vec<usize>,
     /// The Helm baseline runs for batches up to this size (one release per environment).
     #[arg(long, default_value_t = 100)]
@@ -119,8 +121,14 @@ pub struct Requests {
     pub n: usize,
     pub per_environment: f64,
     pub writes_per_environment: f64,
-    /// Objects per environment plus one status write.
-    pub minimum_per_environment: usize,
+    /// The objects of one environment.
+    pub objects_per_environment: usize,
+    /// Phase changes per environment that the benchmark's watch saw, from no status to Ready.
+    pub phase_changes_per_environment: f64,
+    /// One write per object and one status write per phase change a user can see.
+    pub minimum_per_environment: f64,
+    /// The requests per environment by verb and resource, the most frequent first.
+    pub by_request: Vec<(String, f64)>,
     /// The operator's CPU seconds (user + system) during the batch, per environment.
     pub operator_cpu_seconds_per_environment: f64,
 }
@@ -135,11 +143,16 @@ pub struct Report {
     pub controller_manager_rate: ClientRate,
     pub batches: Vec<Batch>,
     pub requests: Vec<Requests>,
+    /// At rest, at the end of the run, with `steady_environments`.
     pub steady_resyncs: u64,
+    pub steady_environments: usize,
     pub steady_requests_per_resync: f64,
     pub steady_writes_per_resync: f64,
-    /// (environments, operator resident memory in MiB)
-    pub memory_mib: Vec<(usize, f64)>,
+    pub steady_operator_cpu_seconds_per_resync: f64,
+    /// The operator's memory, requests and CPU after each step that created environments.
+    pub growth: Vec<Growth>,
+    /// The targets and what this run measured of them.
+    pub targets: Vec<Target>,
     pub notes: Vec<String>,
 }
 
@@ -216,12 +229,43 @@ impl Drop for Operator {
     }
 }
 
-/// Totals from the operator's metrics: (requests, writes, reconciles).
-#[derive(Debug, Default, Clone, Copy)]
+/// Totals from the operator's metrics: requests (also by verb and resource), writes,
+/// reconciles.
+#[derive(Debug, Default, Clone)]
 struct Counters {
     requests: u64,
     writes: u64,
     reconciles: u64,
+    by_request: BTreeMap<String, u64>,
+}
+
+impl Counters {
+    /// Requests per environment made since `before`, by verb and resource ("patch
+    /// apps/deployments"), the most frequent first.
+    fn per_environment_since(&self, before: &Counters, n: usize) -> Vec<(String, f64)> {
+        let mut out: Vec<(String, f64)> = self
+            .by_request
+            .iter()
+            .filter_map(|(request, &count)| {
+                let more = count - before.by_request.get(request).copied().unwrap_or(0);
+                (more > 0).then(|| (request.clone(), more as f64 / n.max(1) as f64))
+            })
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+}
+
+/// "patch apps/deployments" from a line's labels `{verb="patch",group="apps",resource=...}`.
+fn request_of(line: &str) -> Option<String> {
+    let label = |name: &str| {
+        let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+        let len = line[start..].find('"')?;
+        Some(&line[start..start + len])
+    };
+    let group = label("group").unwrap_or("");
+    let group = if group.is_empty() { "core" } else { group };
+    Some(format!("{} {group}/{}", label("verb")?, label("resource")?))
 }
 
 impl Operator {
@@ -284,6 +328,9 @@ impl Operator {
             };
             if line.starts_with("appenv_api_requests_total{") {
                 counters.requests += n;
+                if let Some(request) = request_of(line) {
+                    *counters.by_request.entry(request).or_default() += n;
+                }
                 let write = ["create", "update", "patch", "delete"]
                     .iter()
                     .any(|v| line.contains(&format!("verb=\"{v}\"")));
@@ -316,9 +363,32 @@ impl Operator {
 #[derive(Default)]
 struct Readiness {
     ready_at: Mutex<HashMap<String, Instant>>,
+    /// Per environment, the last phase seen and how many times it changed (from none).
+    phases: Mutex<HashMap<String, (Option<appenv_api::Phase>, u32)>>,
 }
 
 impl Readiness {
+    /// Count a change of `name`'s phase, as a user watching it would see one.
+    fn saw_phase(&self, name: &str, phase: Option<appenv_api::Phase>) {
+        if let Ok(mut phases) = self.phases.lock() {
+            let (last, changes) = phases.entry(name.to_owned()).or_insert((None, 0));
+            if *last != phase {
+                *last = phase;
+                *changes += 1;
+            }
+        }
+    }
+
+    /// Phase changes per environment of `names`.
+    fn phase_changes(&self, names: &[String]) -> f64 {
+        let total: u32 = self
+            .phases
+            .lock()
+            .map(|p| names.iter().filter_map(|n| p.get(n)).map(|(_, c)| c).sum())
+            .unwrap_or(0);
+        f64::from(total) / names.len().max(1) as f64
+    }
+
     fn mark(&self, name: &str) {
         if let Ok(mut ready) = self.ready_at.lock() {
             ready.entry(name.to_owned()).or_insert_with(Instant::now);
@@ -383,6 +453,7 @@ fn watch_environments(client: Client, readiness: Arc<Readiness>) -> tokio::task:
         .applied_objects();
         futures::pin_mut!(stream);
         while let Some(Ok(env)) = stream.next().await {
+            readiness.saw_phase(&env.name_any(), env.status.as_ref().and_then(|s| s.phase));
             let ready = env.status.as_ref().and_then(|s| s.observed_generation)
                 == env.metadata.generation
                 && env.condition("Ready").is_some_and(|c| c.status == "True");
@@ -654,27 +725,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             .push("helm baseline skipped: no --helm-python / APPENV_HELM_PYTHON".into());
     }
     let mut existing = 0;
-    // Memory is read when the count reaches or passes a `--memory-at` value (batches may step
-    // over one: 1 + 100 environments exist after the first two), labelled with the real count.
-    let record_memory = |before: Option<usize>,
-                         existing: usize,
-                         operator: &Operator,
-                         report: &mut Report|
+    let rss = operator.rss_mib()?;
+    progress(format!("operator memory with 0 environments: {rss:.1} MiB"));
+    report.growth.push(Growth {
+        rss_mib: rss,
+        ..Growth::default()
+    });
+    // A step of the operator's: what it cost, and its memory once all are Ready.
+    let grown = |existing: usize,
+                 names: &[String],
+                 before: &Counters,
+                 cpu: &CpuUse,
+                 report: &mut Report|
      -> anyhow::Result<()> {
-        let crossed = args
-            .memory_at
-            .iter()
-            .any(|&m| m <= existing && before.is_none_or(|b| m > b));
-        if crossed {
-            let mib = operator.rss_mib()?;
-            progress(format!(
-                "operator memory with {existing} environments: {mib:.1} MiB"
-            ));
-            report.memory_mib.push((existing, mib));
-        }
+        let after = operator.counters()?;
+        let rss_mib = operator.rss_mib()?;
+        progress(format!(
+            "operator memory with {existing} environments: {rss_mib:.1} MiB"
+        ));
+        report.growth.push(Growth {
+            environments: existing,
+            created: names.len(),
+            rss_mib,
+            requests: after.requests - before.requests,
+            operator_cpu_seconds: cpu.seconds_of(Component::Operator).unwrap_or(0.0),
+        });
         Ok(())
     };
-    record_memory(None, 0, &operator, &mut report)?;
 
     let envs_ready = Arc::new(Readiness::default());
     let env_watch = watch_environments(client.clone(), envs_ready.clone());
@@ -693,22 +770,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         let latencies = envs_ready.wait(&names, started, limit).await?;
         let cpu = meter.since(&cpu_before, false)?;
         let after = operator.counters()?;
+        let phase_changes = envs_ready.phase_changes(&names);
         report.requests.push(Requests {
             n,
             per_environment: (after.requests - before.requests) as f64 / n as f64,
             writes_per_environment: (after.writes - before.writes) as f64 / n as f64,
-            minimum_per_environment: objects_per_env + 1,
+            objects_per_environment: objects_per_env,
+            phase_changes_per_environment: phase_changes,
+            minimum_per_environment: objects_per_env as f64 + phase_changes,
+            by_request: after.per_environment_since(&before, n),
             operator_cpu_seconds_per_environment: cpu
                 .seconds_of(Component::Operator)
                 .unwrap_or(0.0)
                 / n as f64,
         });
+        existing += n;
+        grown(existing, &names, &before, &cpu, &mut report)?;
         report.batches.push(Batch {
             cpu,
             ..batch("appenv", latencies)
         });
-        record_memory(Some(existing), existing + n, &operator, &mut report)?;
-        existing += n;
 
         // Direct apply of the rendered manifests.
         let names: Vec<String> = (0..n).map(|i| format!("direct-{round}-{i}")).collect();
@@ -749,21 +830,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         }
     }
 
-    // Steady state: two resync periods with nothing changing.
-    progress(format!(
-        "steady state: {existing} environments over two resyncs ({}s each)",
-        args.resync_seconds
-    ));
-    let before = operator.counters()?;
-    tokio::time::sleep(Duration::from_secs(args.resync_seconds * 2 + 1)).await;
-    let after = operator.counters()?;
-    let resyncs = after.reconciles - before.reconciles;
-    report.steady_resyncs = resyncs;
-    report.steady_requests_per_resync =
-        (after.requests - before.requests) as f64 / resyncs.max(1) as f64;
-    report.steady_writes_per_resync = (after.writes - before.writes) as f64 / resyncs.max(1) as f64;
-
-    // Memory at the larger counts.
+    // How cost grows: more environments, up to each larger `--memory-at` count.
     let mut targets: Vec<usize> = args
         .memory_at
         .iter()
@@ -776,15 +843,38 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             .map(|i| format!("bench-mem-{i}"))
             .collect();
         progress(format!(
-            "memory: creating {} more environments (to {target})",
+            "growth: creating {} more environments (to {target})",
             names.len()
         ));
+        let before = operator.counters()?;
+        let cpu_before = meter.sample()?;
         let started = Instant::now();
         apply_environments(&client, &names, args.parallel).await?;
         envs_ready.wait(&names, started, limit).await?;
-        record_memory(Some(existing), target, &operator, &mut report)?;
+        let cpu = meter.since(&cpu_before, false)?;
         existing = target;
+        grown(existing, &names, &before, &cpu, &mut report)?;
     }
+
+    // At rest: two resync periods with nothing changing, with every environment of the run.
+    progress(format!(
+        "at rest: {existing} environments over two resyncs ({}s each)",
+        args.resync_seconds
+    ));
+    let before = operator.counters()?;
+    let cpu_before = meter.sample()?;
+    tokio::time::sleep(Duration::from_secs(args.resync_seconds * 2 + 1)).await;
+    let cpu = meter.since(&cpu_before, false)?;
+    let after = operator.counters()?;
+    let resyncs = after.reconciles - before.reconciles;
+    let per_resync = |x: f64| x / resyncs.max(1) as f64;
+    report.steady_resyncs = resyncs;
+    report.steady_environments = existing;
+    report.steady_requests_per_resync = per_resync((after.requests - before.requests) as f64);
+    report.steady_writes_per_resync = per_resync((after.writes - before.writes) as f64);
+    report.steady_operator_cpu_seconds_per_resync =
+        per_resync(cpu.seconds_of(Component::Operator).unwrap_or(0.0));
+    report.targets = targets::targets(&report);
     env_watch.abort();
     deploy_watch.abort();
     drop(operator);
@@ -901,33 +991,52 @@ pub fn markdown(report: &Report) -> String {
     cpu_tables(&mut out, report);
     let _ = writeln!(
         out,
-        "\n| N | API requests / environment | writes / environment | minimum (objects + status) | requests / minimum | writes / minimum | operator CPU s / environment |"
+        "\n| N | API requests / environment | writes / environment | objects | phase changes seen | \
+         minimum (objects + phase changes) | requests / minimum | writes / minimum | operator CPU s / \
+         environment |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for r in &report.requests {
-        let minimum = r.minimum_per_environment as f64;
+        let minimum = r.minimum_per_environment.max(f64::MIN_POSITIVE);
         let _ = writeln!(
             out,
-            "| {} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.3} |",
+            "| {} | {:.1} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.4} |",
             r.n,
             r.per_environment,
             r.writes_per_environment,
+            r.objects_per_environment,
+            r.phase_changes_per_environment,
             r.minimum_per_environment,
             r.per_environment / minimum,
             r.writes_per_environment / minimum,
             r.operator_cpu_seconds_per_environment
         );
     }
+    for r in &report.requests {
+        let requests: Vec<String> = r
+            .by_request
+            .iter()
+            .map(|(request, per)| format!("{per:.2} {request}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nN = {}, per environment: {}",
+            r.n,
+            requests.join(", ")
+        );
+    }
+    targets::growth_table(&mut out, report);
     let _ = writeln!(
         out,
-        "\nSteady state: {} resyncs, {:.2} requests and {:.2} writes per resync.\n",
-        report.steady_resyncs, report.steady_requests_per_resync, report.steady_writes_per_resync
+        "\nAt rest with {} environments: {} resyncs, {:.2} requests, {:.2} writes and {:.6} \
+         operator CPU seconds per resync of an environment.",
+        report.steady_environments,
+        report.steady_resyncs,
+        report.steady_requests_per_resync,
+        report.steady_writes_per_resync,
+        report.steady_operator_cpu_seconds_per_resync
     );
-    let _ = writeln!(out, "| environments | operator memory (RSS, MiB) |");
-    let _ = writeln!(out, "|---|---|");
-    for (n, mib) in &report.memory_mib {
-        let _ = writeln!(out, "| {n} | {mib:.1} |");
-    }
+    targets::targets_table(&mut out, report);
     for note in &report.notes {
         let _ = writeln!(out, "\nNote: {note}");
     }
@@ -937,6 +1046,42 @@ pub fn markdown(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_named_as_rbac_names_them() {
+        let line = |verb: &str, group: &str, resource: &str| {
+            format!(
+                "appenv_api_requests_total{{verb=\"{verb}\",group=\"{group}\",resource=\"{resource}\"}} 3"
+            )
+        };
+        assert_eq!(
+            request_of(&line("patch", "apps", "deployments")).as_deref(),
+            Some("patch apps/deployments")
+        );
+        assert_eq!(
+            request_of(&line("create", "", "events")).as_deref(),
+            Some("create core/events")
+        );
+        let before = Counters {
+            by_request: BTreeMap::from([("patch apps/deployments".into(), 2)]),
+            ..Counters::default()
+        };
+        let after = Counters {
+            by_request: BTreeMap::from([
+                ("patch apps/deployments".into(), 6),
+                ("create core/events".into(), 2),
+                ("list core/pods".into(), 0),
+            ]),
+            ..Counters::default()
+        };
+        assert_eq!(
+            after.per_environment_since(&before, 2),
+            vec![
+                ("patch apps/deployments".to_owned(), 2.0),
+                ("create core/events".to_owned(), 1.0)
+            ]
+        );
+    }
 
     #[test]
     fn percentiles_and_rates() {

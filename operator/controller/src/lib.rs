@@ -30,6 +30,7 @@ pub mod secrets;
 pub use error::Error;
 pub use metrics::{Counts, Metrics};
 pub use plan::KEEP_ANNOTATION;
+pub use status::PROGRESS_EVERY;
 pub use stores::CANNOT_START;
 
 use crate::events::Publisher;
@@ -45,10 +46,6 @@ use kube::{Client, ResourceExt as _};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Changes of one environment's objects that arrive within this window are reconciled once: a
-/// rollout reports many small status changes in a burst.
-const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Every watch retries after a constant second. With a growing backoff the operator was blind
 /// for minutes after an API server restart: every watch gets a "410 Gone" then (a normal
@@ -110,6 +107,9 @@ pub struct Context {
     envs: reflector::Store<DeserializeGuard<AppEnvironment>>,
     /// What the cluster offers for autoscaling workers, discovered at start.
     cluster: appenv_core::build::ClusterApis,
+    /// The statuses written in the last few seconds: progress alone is written at most every
+    /// few seconds, and a reconcile sees a write before its watch brings it back.
+    written: status::Written,
 }
 
 impl Context {
@@ -250,6 +250,7 @@ async fn run_controller(
         stores,
         envs: reader.clone(),
         cluster,
+        written: status::Written::default(),
     });
     let envs: Api<DeserializeGuard<AppEnvironment>> = Api::all(client.clone());
     let deleted = ctx.clone();
@@ -280,11 +281,10 @@ async fn run_controller(
         .reconcile_all_on(changes.wildcard)
         .reconcile_on(futures::stream::select_all(changes.triggers))
         .reconcile_on(source_changes)
-        .with_config(
-            kube::runtime::controller::Config::default()
-                .concurrency(options.concurrency)
-                .debounce(DEBOUNCE),
-        )
+        // No debounce: a change is reconciled at once when a slot is free. Under load the
+        // changes of one environment merge by themselves: while all slots are busy, or while
+        // that environment is being reconciled, kube's scheduler holds its requests as one.
+        .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency))
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile_guarded, error_policy, ctx)
         .for_each(|result| async move {

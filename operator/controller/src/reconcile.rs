@@ -25,6 +25,7 @@ use std::sync::Arc;
 /// The steps, in order.
 #[tracing::instrument(skip_all, fields(environment = %env.name_any()))]
 async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error> {
+    let env = &*ctx.written.current(env);
     let now = Timestamp::now();
     // A refusal by the namespace (adoption) depends on its labels, not only on the spec: it is
     // looked at again after a while, as the namespace's editors may opt it in.
@@ -59,9 +60,11 @@ async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error>
         apply::apply_children(&applier, &children, &rollout.gates, &rollout.handovers).await?;
     report_reverts(ctx, env, &rollout, &applier).await;
     prune(ctx, env, &rollout, &applied).await?;
-    status::write(ctx, env, rollout.status).await?;
+    let progress_later = status::write(ctx, env, rollout.status).await?;
     let next = plan::after_apply(rollout.requeue, applier.look_again());
-    Ok(Action::requeue(next))
+    Ok(Action::requeue(
+        progress_later.map_or(next, |wait| next.min(wait)),
+    ))
 }
 
 fn validate(env: &AppEnvironment, ctx: &Context) -> Result<Model, Invalid> {
@@ -189,7 +192,10 @@ async fn report_invalid(
     status: appenv_api::AppEnvironmentStatus,
     recheck: bool,
 ) -> Result<Action, Error> {
-    status::write(ctx, env, status).await?;
+    if let Some(wait) = status::write(ctx, env, status).await? {
+        // Only the message changed (the same rule broken another way): written on its turn.
+        return Ok(Action::requeue(wait));
+    }
     if recheck {
         // The namespace may opt in meanwhile (a label no watch maps to this environment).
         return Ok(Action::requeue(ADOPTION_RECHECK));

@@ -18,6 +18,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource as _, ResourceExt as _};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// One condition before its transition time is decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -446,18 +450,131 @@ pub fn compute(
     }
 }
 
+/// A status whose only change is progress (ready Pods per component, a condition's message)
+/// is written at most this often per environment; one that shows a transition at once.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether `after` shows a transition a user sees (`kubectl get`, `kubectl wait`, an Event,
+/// a metric): a first status, another phase, generation, URL, namespace, image, expiry or set
+/// of components, or a condition with another status or reason. Otherwise it only says how
+/// far a rollout got.
+pub fn shows_a_transition(
+    before: Option<&AppEnvironmentStatus>,
+    after: &AppEnvironmentStatus,
+) -> bool {
+    let Some(before) = before else {
+        return true;
+    };
+    type Outline<'a> = (
+        (
+            Option<i64>,
+            Option<Phase>,
+            &'a Option<String>,
+            &'a Option<String>,
+        ),
+        (&'a Option<String>, &'a Option<Time>),
+        Vec<(&'a str, &'a str, &'a str)>,
+        Vec<&'a str>,
+    );
+    fn outline(s: &AppEnvironmentStatus) -> Outline<'_> {
+        (
+            (s.observed_generation, s.phase, &s.url, &s.namespace),
+            (&s.image, &s.expires_at),
+            s.conditions
+                .iter()
+                .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+                .collect(),
+            s.components.iter().map(|c| c.name.as_str()).collect(),
+        )
+    }
+    outline(before) != outline(after)
+}
+
+/// The statuses this operator wrote in the last [`PROGRESS_EVERY`], and when: progress alone is
+/// written at most that often, and a reconcile that runs before the watch has brought back the
+/// last write (a child's change right after it) sees that write, not the older status of its
+/// store: otherwise it would compute from the old one and write again (the first status twice,
+/// or an Event twice). Only this operator writes the status; an entry is for one object (uid).
+#[derive(Default)]
+pub struct Written {
+    recent: Mutex<HashMap<String, Recent>>,
+}
+
+struct Recent {
+    at: Instant,
+    uid: Option<String>,
+    status: AppEnvironmentStatus,
+}
+
+impl Written {
+    /// `env` with the status this operator last wrote to it, where the store may not have it yet.
+    pub fn current<'a>(&self, env: &'a AppEnvironment) -> Cow<'a, AppEnvironment> {
+        let Ok(recent) = self.recent.lock() else {
+            return Cow::Borrowed(env);
+        };
+        match recent.get(&env.name_any()) {
+            Some(r) if r.uid == env.metadata.uid && env.status.as_ref() != Some(&r.status) => {
+                let mut newer = env.clone();
+                newer.status = Some(r.status.clone());
+                Cow::Owned(newer)
+            }
+            _ => Cow::Borrowed(env),
+        }
+    }
+
+    /// Whether a status of `environment` may be written at `now`; if not, how long until it
+    /// may. A transition always may.
+    pub fn admit(&self, environment: &str, transition: bool, now: Instant) -> Result<(), Duration> {
+        let Ok(recent) = self.recent.lock() else {
+            return Ok(());
+        };
+        match recent.get(environment) {
+            Some(r) if !transition => {
+                match PROGRESS_EVERY.checked_sub(now.saturating_duration_since(r.at)) {
+                    Some(wait) if !wait.is_zero() => Err(wait),
+                    _ => Ok(()),
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Remember a status written to `env` at `now`; forget what is older than a period.
+    pub fn record(&self, env: &AppEnvironment, status: AppEnvironmentStatus, now: Instant) {
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.retain(|_, r| now.saturating_duration_since(r.at) < PROGRESS_EVERY);
+            recent.insert(
+                env.name_any(),
+                Recent {
+                    at: now,
+                    uid: env.metadata.uid.clone(),
+                    status,
+                },
+            );
+        }
+    }
+}
+
 /// Write the status if it differs from what the object has, with the Events of its
-/// transitions; count the phase either way.
+/// transitions; count the phase either way. A change that is progress alone waits for its turn
+/// ([`Pacer`]): then nothing is written, and the returned delay says when to look again.
 pub async fn write(
     ctx: &Context,
     env: &AppEnvironment,
     status: AppEnvironmentStatus,
-) -> Result<(), Error> {
+) -> Result<Option<Duration>, Error> {
     if let Some(phase) = status.phase {
         ctx.metrics.phase(&env.name_any(), phase);
     }
     if env.status.as_ref() == Some(&status) {
-        return Ok(());
+        return Ok(None);
+    }
+    let transition = shows_a_transition(env.status.as_ref(), &status);
+    if let Err(wait) = ctx
+        .written
+        .admit(&env.name_any(), transition, Instant::now())
+    {
+        return Ok(Some(wait));
     }
     for note in events::transitions(env.status.as_ref(), &status) {
         ctx.events
@@ -474,7 +591,7 @@ pub async fn write(
     let body = serde_json::json!({
         "apiVersion": AppEnvironment::api_version(&()),
         "kind": AppEnvironment::kind(&()),
-        "status": status,
+        "status": &status,
     });
     api.patch_status(
         &env.name_any(),
@@ -482,8 +599,9 @@ pub async fn write(
         &Patch::Apply(&body),
     )
     .await
-    .map(|_| ())
-    .map_err(Error::Status)
+    .map_err(Error::Status)?;
+    ctx.written.record(env, status, Instant::now());
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -537,6 +655,110 @@ mod tests {
         assert_eq!(time(&second, ConditionType::Ready), later(), "became ready");
         assert_eq!(time(&second, ConditionType::Valid), now(), "still valid");
         assert_eq!(time(&second, ConditionType::DatabaseReady), now());
+    }
+
+    #[test]
+    fn progress_alone_is_no_transition_but_a_condition_or_phase_change_is() {
+        let env = env(FULL);
+        let model = fixtures::model(&env);
+        let gates = gates(Some("shop:2"), true);
+        let rolling = observed(&model, "shop:1", Migration::Succeeded);
+        let first = first_status(&model, &rolling, &gates);
+        assert!(shows_a_transition(None, &first), "a first status");
+        let mut more_pods = first.clone();
+        more_pods.components[0].ready += 1;
+        if let Some(ready) = more_pods.conditions.iter_mut().find(|c| c.type_ == "Ready") {
+            ready.message = "waiting for web 1/2".into();
+        }
+        assert!(!shows_a_transition(Some(&first), &more_pods), "progress");
+        let second = compute(&model, &rolling, &gates, Some(&first), Some(1), later());
+        assert_eq!(second.phase, Some(Phase::Progressing));
+        assert!(
+            shows_a_transition(Some(&first), &second),
+            "Pending -> Progressing"
+        );
+        let done = observed(&model, "shop:2", Migration::Succeeded);
+        let ready = compute(&model, &done, &gates, Some(&second), Some(1), later());
+        assert!(shows_a_transition(Some(&second), &ready), "Ready");
+        let mut newer = ready.clone();
+        newer.observed_generation = Some(2);
+        assert!(shows_a_transition(Some(&ready), &newer), "a new generation");
+    }
+
+    #[test]
+    fn progress_is_written_at_most_every_period_and_transitions_at_once() {
+        let written = Written::default();
+        let a = env(FULL);
+        let mut b = env(FULL);
+        b.metadata.name = Some("other".into());
+        let status = AppEnvironmentStatus::default();
+        let start = Instant::now();
+        assert_eq!(
+            written.admit("shop-env", false, start),
+            Ok(()),
+            "nothing written yet"
+        );
+        written.record(&a, status.clone(), start);
+        let soon = start + Duration::from_secs(1);
+        assert_eq!(
+            written.admit("shop-env", false, soon),
+            Err(PROGRESS_EVERY - Duration::from_secs(1)),
+            "progress waits for its turn"
+        );
+        assert_eq!(
+            written.admit("other", false, soon),
+            Ok(()),
+            "per environment"
+        );
+        written.record(&b, status.clone(), soon);
+        assert_eq!(
+            written.admit("shop-env", true, soon),
+            Ok(()),
+            "a transition goes at once"
+        );
+        let later = start + PROGRESS_EVERY;
+        assert_eq!(
+            written.admit("shop-env", false, later),
+            Ok(()),
+            "its turn came"
+        );
+        written.record(&a, status, later);
+        let kept = written.recent.lock().map(|w| w.len()).unwrap_or_default();
+        assert_eq!(kept, 2, "other's write is within a period of the last one");
+        written.record(&a, AppEnvironmentStatus::default(), later + PROGRESS_EVERY);
+        let kept = written.recent.lock().map(|w| w.len()).unwrap_or_default();
+        assert_eq!(kept, 1, "older than a period: forgotten");
+    }
+
+    #[test]
+    fn a_reconcile_sees_the_status_just_written_until_its_store_has_it() {
+        let written = Written::default();
+        let mut stale = env(FULL);
+        stale.metadata.uid = Some("u1".into());
+        let status = AppEnvironmentStatus {
+            phase: Some(Phase::Pending),
+            observed_generation: Some(1),
+            ..AppEnvironmentStatus::default()
+        };
+        written.record(&stale, status.clone(), Instant::now());
+        assert_eq!(
+            written.current(&stale).status.as_ref(),
+            Some(&status),
+            "newer than the store"
+        );
+        let mut current = stale.clone();
+        current.status = Some(status.clone());
+        assert!(
+            matches!(written.current(&current), Cow::Borrowed(_)),
+            "store caught up"
+        );
+        let mut recreated = stale.clone();
+        recreated.metadata.uid = Some("u2".into());
+        assert_eq!(
+            written.current(&recreated).status,
+            None,
+            "another object of that name"
+        );
     }
 
     #[test]

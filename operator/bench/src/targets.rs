@@ -1,0 +1,349 @@
+//! How cost grows with the number of environments, and the performance targets side by side
+//! with what one run measured: pure functions of the [`Report`], so a reader of the tables and
+//! a reader of the JSON see the same verdicts.
+
+use crate::Report;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// Create->Ready of a single environment, appenv over direct apply, at most.
+pub const SINGLE_RATIO: f64 = 1.3;
+/// p95 of a batch of 100 or more, appenv over direct apply, at most.
+pub const BATCH_RATIO: f64 = 1.1;
+/// API requests per created environment over the minimum, at most.
+pub const REQUESTS_RATIO: f64 = 1.2;
+/// Operator memory with 1000 environments, MiB, at most.
+pub const MEMORY_MIB: f64 = 32.0;
+/// The count the memory target is read at (the first reading at or past it).
+pub const MEMORY_AT: usize = 1000;
+
+/// One step of creating environments with the operator: a batch, or the creations that bring
+/// the count to a `--memory-at` value.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Growth {
+    /// Environments that exist after the step.
+    pub environments: usize,
+    /// Environments created in the step.
+    pub created: usize,
+    /// The operator's resident memory after the step.
+    pub rss_mib: f64,
+    /// The operator's API requests during the step.
+    pub requests: u64,
+    /// The operator's CPU seconds (user + system) during the step.
+    pub operator_cpu_seconds: f64,
+}
+
+/// A target and what the run measured of it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Target {
+    pub target: String,
+    pub measured: String,
+    /// Measured over the goal's reference (a ratio), where the target is one.
+    pub ratio: Option<f64>,
+    /// None: the run did not measure it, or the figure has no goal (printed only).
+    pub met: Option<bool>,
+}
+
+impl Target {
+    fn new(target: String, measured: String, ratio: Option<f64>, met: Option<bool>) -> Self {
+        Self {
+            target,
+            measured,
+            ratio,
+            met,
+        }
+    }
+
+    fn absent(target: String) -> Self {
+        Self::new(target, "not in this run".into(), None, None)
+    }
+}
+
+fn p95(report: &Report, method: &str, n: usize) -> Option<f64> {
+    report
+        .batches
+        .iter()
+        .find(|b| b.method == method && b.n == n)
+        .map(|b| b.p95)
+}
+
+/// A latency target: appenv's p95 over `other`'s, at most `goal` (or under it, `strict`).
+fn latency(report: &Report, n: usize, other: &str, goal: f64, strict: bool) -> Target {
+    let what = if n == 1 {
+        "create->Ready of 1 environment".to_owned()
+    } else {
+        format!("p95 of {n} environments created at once")
+    };
+    let target = if strict {
+        format!("{what}: appenv below {other} (ratio < {goal})")
+    } else {
+        format!("{what}: appenv at most {goal}x {other}")
+    };
+    match (p95(report, "appenv", n), p95(report, other, n)) {
+        (Some(a), Some(o)) if o > 0.0 => {
+            let ratio = a / o;
+            let met = if strict { ratio < goal } else { ratio <= goal };
+            Target::new(
+                target,
+                format!("{a:.2} s against {o:.2} s"),
+                Some(ratio),
+                Some(met),
+            )
+        }
+        _ => Target::absent(target),
+    }
+}
+
+/// Every target, in the issue's order, with what the run measured.
+pub fn targets(report: &Report) -> Vec<Target> {
+    let sizes: Vec<usize> = report
+        .batches
+        .iter()
+        .filter(|b| b.method == "appenv")
+        .map(|b| b.n)
+        .collect();
+    let mut out = Vec::new();
+    for &n in &sizes {
+        let goal = if n == 1 { SINGLE_RATIO } else { BATCH_RATIO };
+        out.push(latency(report, n, "direct apply", goal, false));
+        if n == 100 || (n > 1 && p95(report, "helm install", n).is_some()) {
+            out.push(latency(report, n, "helm install", 1.0, true));
+        }
+    }
+    for r in &report.requests {
+        let ratio = r.per_environment / r.minimum_per_environment.max(f64::MIN_POSITIVE);
+        out.push(Target::new(
+            format!(
+                "API requests per created environment, {} at once: at most {REQUESTS_RATIO}x the \
+                 minimum (objects + one status write per phase change seen)",
+                r.n
+            ),
+            format!(
+                "{:.2} against {:.2} ({} objects + {:.2} phase changes)",
+                r.per_environment,
+                r.minimum_per_environment,
+                r.objects_per_environment,
+                r.phase_changes_per_environment
+            ),
+            Some(ratio),
+            Some(ratio <= REQUESTS_RATIO),
+        ));
+    }
+    let rest = "API requests at rest (per resync, nothing changing): 0".to_owned();
+    out.push(if report.steady_resyncs > 0 {
+        Target::new(
+            rest,
+            format!(
+                "{:.2} over {} resyncs with {} environments",
+                report.steady_requests_per_resync,
+                report.steady_resyncs,
+                report.steady_environments
+            ),
+            None,
+            Some(report.steady_requests_per_resync == 0.0),
+        )
+    } else {
+        Target::absent(rest)
+    });
+    let memory = format!("operator memory with {MEMORY_AT} environments: at most {MEMORY_MIB} MiB");
+    out.push(
+        match report.growth.iter().find(|g| g.environments >= MEMORY_AT) {
+            Some(g) => Target::new(
+                memory,
+                format!("{:.1} MiB with {} environments", g.rss_mib, g.environments),
+                Some(g.rss_mib / MEMORY_MIB),
+                Some(g.rss_mib <= MEMORY_MIB),
+            ),
+            None => Target::absent(memory),
+        },
+    );
+    for r in &report.requests {
+        out.push(Target::new(
+            format!(
+                "operator CPU seconds per created environment, {} at once (printed)",
+                r.n
+            ),
+            format!("{:.4} s", r.operator_cpu_seconds_per_environment),
+            None,
+            None,
+        ));
+    }
+    out
+}
+
+/// The targets table.
+pub fn targets_table(out: &mut String, report: &Report) {
+    let _ = writeln!(out, "\n| target | measured | ratio | met |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for t in targets(report) {
+        let ratio = t.ratio.map_or("-".into(), |r| format!("{r:.2}"));
+        let met = match t.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "-",
+        };
+        let _ = writeln!(out, "| {} | {} | {ratio} | {met} |", t.target, t.measured);
+    }
+}
+
+/// Growth: after each step, the operator's memory, and per 1000 environments more, the memory,
+/// API requests and operator CPU seconds that step cost.
+pub fn growth_table(out: &mut String, report: &Report) {
+    let _ = writeln!(
+        out,
+        "\n| environments | operator memory (RSS, MiB) | MiB per 1000 more | API requests per \
+         1000 more | operator CPU s per 1000 more |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    let mut previous: Option<&Growth> = None;
+    for g in &report.growth {
+        let per_1000 = |x: f64| {
+            if g.created == 0 {
+                "-".to_owned()
+            } else {
+                format!("{:.1}", x * 1000.0 / g.created as f64)
+            }
+        };
+        let memory = match previous {
+            Some(p) if g.environments > p.environments => {
+                let more =
+                    (g.rss_mib - p.rss_mib) * 1000.0 / (g.environments - p.environments) as f64;
+                format!("{more:.1}")
+            }
+            _ => "-".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {memory} | {} | {} |",
+            g.environments,
+            g.rss_mib,
+            per_1000(g.requests as f64),
+            per_1000(g.operator_cpu_seconds)
+        );
+        previous = Some(g);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Batch, Requests, batch};
+
+    fn at(method: &'static str, n: usize, p95: f64) -> Batch {
+        Batch {
+            p95,
+            n,
+            ..batch(method, vec![p95])
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            batches: vec![
+                at("appenv", 1, 0.30),
+                at("direct apply", 1, 0.25),
+                at("appenv", 100, 12.0),
+                at("direct apply", 100, 10.0),
+                at("helm install", 100, 40.0),
+            ],
+            requests: vec![Requests {
+                n: 100,
+                per_environment: 11.0,
+                writes_per_environment: 11.0,
+                objects_per_environment: 8,
+                phase_changes_per_environment: 3.0,
+                minimum_per_environment: 11.0,
+                operator_cpu_seconds_per_environment: 0.01,
+                by_request: Vec::new(),
+            }],
+            steady_resyncs: 10,
+            steady_environments: 101,
+            growth: vec![
+                Growth {
+                    environments: 0,
+                    rss_mib: 10.0,
+                    ..Growth::default()
+                },
+                Growth {
+                    environments: 500,
+                    created: 500,
+                    rss_mib: 20.0,
+                    requests: 5000,
+                    operator_cpu_seconds: 2.5,
+                },
+                Growth {
+                    environments: 1500,
+                    created: 1000,
+                    rss_mib: 40.0,
+                    requests: 11000,
+                    operator_cpu_seconds: 6.0,
+                },
+            ],
+            ..Report::default()
+        }
+    }
+
+    #[test]
+    fn every_target_is_judged_by_its_own_rule() {
+        let all = targets(&report());
+        let verdict = |prefix: &str| {
+            all.iter()
+                .find(|t| t.target.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no target {prefix}: {all:#?}"))
+        };
+        let single = verdict("create->Ready of 1 environment");
+        assert_eq!(single.met, Some(true), "1.2 <= 1.3: {single:?}");
+        let batch = verdict("p95 of 100 environments created at once: appenv at most");
+        assert_eq!(batch.met, Some(false), "1.2 > 1.1: {batch:?}");
+        assert!((batch.ratio.unwrap_or_default() - 1.2).abs() < 1e-9);
+        let helm = verdict("p95 of 100 environments created at once: appenv below");
+        assert_eq!(helm.met, Some(true), "0.3 < 1: {helm:?}");
+        let requests = verdict("API requests per created environment, 100");
+        assert_eq!(requests.met, Some(true), "11 / 11: {requests:?}");
+        assert_eq!(verdict("API requests at rest").met, Some(true));
+        let memory = verdict("operator memory");
+        assert_eq!(memory.met, Some(false), "40 MiB > 32: {memory:?}");
+        assert_eq!(memory.measured, "40.0 MiB with 1500 environments");
+        assert_eq!(verdict("operator CPU seconds").met, None, "printed only");
+    }
+
+    #[test]
+    fn a_target_the_run_did_not_measure_says_so() {
+        let mut r = report();
+        r.growth.truncate(2);
+        r.steady_resyncs = 0;
+        let all = targets(&r);
+        for prefix in ["operator memory", "API requests at rest"] {
+            let t = all
+                .iter()
+                .find(|t| t.target.starts_with(prefix))
+                .expect("listed");
+            assert_eq!((t.met, t.measured.as_str()), (None, "not in this run"));
+        }
+    }
+
+    #[test]
+    fn growth_is_shown_per_1000_more_environments() {
+        let mut out = String::new();
+        growth_table(&mut out, &report());
+        assert!(out.contains("| 0 | 10.0 | - | - | - |"), "{out}");
+        assert!(
+            out.contains("| 500 | 20.0 | 20.0 | 10000.0 | 5.0 |"),
+            "{out}"
+        );
+        assert!(
+            out.contains("| 1500 | 40.0 | 20.0 | 11000.0 | 6.0 |"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn the_targets_table_marks_what_is_missed() {
+        let mut out = String::new();
+        targets_table(&mut out, &report());
+        assert!(
+            out.contains("| p95 of 100 environments created at once: appenv at most 1.1x direct apply | 12.00 s against 10.00 s | 1.20 | **no** |"),
+            "{out}"
+        );
+    }
+}
