@@ -532,8 +532,10 @@ async fn an_invalid_spec_yields_valid_false_without_a_reconcile_storm() {
     let before = operator.metrics.reconciles_of("invalid-spec");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let during = operator.metrics.reconciles_of("invalid-spec") - before;
+    // At most the reconcile of the invalid status's own write (its watch event can come after
+    // `before`) and one of a change that came with it: a requeue at the resync would be five.
     assert!(
-        during <= 1,
+        during <= 2,
         "{during} reconciles in 5 s for an unchanged invalid spec (resync 1 s)"
     );
     assert_eq!(

@@ -337,6 +337,13 @@ pub async fn apply_children(
     let mut note = |kind: ChildKind, name: String| {
         applied.children.entry(kind).or_default().insert(name);
     };
+    // Three stages, each stage's requests at once: the namespace; what the workloads' Pods
+    // read or need to exist when they are created (guardrails: a LimitRange defaults their
+    // resources; the configuration and copies they read; credentials; volumes; Services, whose
+    // variables a Pod gets only for Services that exist before it); then the workloads and
+    // the Ingress.
+    let mut first: Vec<Pending<'_>> = Vec::new();
+    let mut then: Vec<Pending<'_>> = Vec::new();
 
     applier.apply_namespace(namespace).await?;
     if let Some(Guardrails {
@@ -345,22 +352,22 @@ pub async fn apply_children(
         network_policy,
     }) = guardrails
     {
-        applier.apply(quota).await?;
-        applier.apply(limits).await?;
-        applier.apply(network_policy).await?;
+        first.push(Box::pin(applier.apply(quota)));
+        first.push(Box::pin(applier.apply(limits)));
+        first.push(Box::pin(applier.apply(network_policy)));
         note(ChildKind::ResourceQuota, quota.name_any());
         note(ChildKind::LimitRange, limits.name_any());
         note(ChildKind::NetworkPolicy, network_policy.name_any());
     }
-    applier.apply(config).await?;
+    first.push(Box::pin(applier.apply(config)));
     note(ChildKind::ConfigMap, config.name_any());
     // Copies before the workloads whose Pods read them (the certificate before the Ingress).
     for copy in copied_secrets.iter().chain(wildcard_tls) {
-        applier.apply(copy).await?;
+        first.push(Box::pin(applier.apply(copy)));
         note(ChildKind::Secret, copy.name_any());
     }
     for copy in copied_config_maps {
-        applier.apply(copy).await?;
+        first.push(Box::pin(applier.apply(copy)));
         note(ChildKind::ConfigMap, copy.name_any());
     }
     if let Some(Postgres {
@@ -370,26 +377,16 @@ pub async fn apply_children(
         statefulset,
     }) = postgres
     {
-        applier.apply(credentials).await?;
-        applier.apply(init).await?;
-        applier.apply(service).await?;
-        // On 1.20 a StatefulSet apply always writes (its atomic volumeClaimTemplates come back
-        // defaulted), so it is applied only when what we apply changed. The price: a manual
-        // edit of the StatefulSet is not reverted until the spec changes.
-        let mut statefulset = statefulset.clone();
-        let hash = hash_json(&statefulset);
-        statefulset
-            .metadata
-            .annotations
-            .get_or_insert_with(BTreeMap::new)
-            .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash.clone());
-        if gates.statefulset_hash.as_deref() != Some(hash.as_str()) {
-            applier.apply(&statefulset).await?;
+        first.push(Box::pin(applier.apply(credentials)));
+        first.push(Box::pin(applier.apply(init)));
+        first.push(Box::pin(applier.apply(service)));
+        note(ChildKind::StatefulSet, statefulset.name_any());
+        if let Some(statefulset) = changed_statefulset(statefulset, gates) {
+            then.push(Box::pin(async move { applier.apply(&statefulset).await }));
         }
         note(ChildKind::Secret, credentials.name_any());
         note(ChildKind::ConfigMap, init.name_any());
         note(ChildKind::Service, service.name_any());
-        note(ChildKind::StatefulSet, statefulset.name_any());
     }
     if let Some(Redis {
         volume,
@@ -398,21 +395,21 @@ pub async fn apply_children(
     }) = redis
     {
         if let Some(volume) = volume {
-            applier.apply(volume).await?;
+            first.push(Box::pin(applier.apply(volume)));
             note(ChildKind::PersistentVolumeClaim, volume.name_any());
         }
-        applier.apply(service).await?;
-        applier.apply(deployment).await?;
+        first.push(Box::pin(applier.apply(service)));
+        then.push(Box::pin(applier.apply(deployment)));
         note(ChildKind::Service, service.name_any());
         note(ChildKind::Deployment, deployment.name_any());
     }
     if let Some(volume) = data_volume {
-        applier.apply(volume).await?;
+        first.push(Box::pin(applier.apply(volume)));
         note(ChildKind::PersistentVolumeClaim, volume.name_any());
     }
     if let Some(job) = migration {
         if gates.run_migration {
-            applier.apply(job).await?;
+            then.push(Box::pin(applier.apply(job)));
         }
         // The current image's Job is kept even while it waits for the database.
         note(ChildKind::Job, job.name_any());
@@ -422,7 +419,7 @@ pub async fn apply_children(
         service,
         ingress,
     } = web;
-    applier.apply(service).await?;
+    first.push(Box::pin(applier.apply(service)));
     note(ChildKind::Service, service.name_any());
     let workloads = Workloads {
         web: deployment,
@@ -430,13 +427,39 @@ pub async fn apply_children(
         autoscalers,
         handovers,
     };
-    apply_workloads(applier, gates, &workloads, &mut note).await?;
+    for deployment in std::iter::once(deployment).chain(workers) {
+        note(ChildKind::Deployment, deployment.name_any());
+    }
     if let Some(ingress) = ingress {
-        applier.apply(ingress).await?;
+        then.push(Box::pin(applier.apply(ingress)));
         note(ChildKind::Ingress, ingress.name_any());
     }
+    futures::future::try_join_all(first).await?;
+    then.push(Box::pin(apply_workloads(applier, gates, workloads)));
+    futures::future::try_join_all(then).await?;
     Ok(applied)
 }
+
+/// The StatefulSet with the hash of what is applied, if that changed. On 1.20 a StatefulSet
+/// apply always writes (its atomic volumeClaimTemplates come back defaulted), so it is applied
+/// only when what we apply changed. The price: a manual edit of the StatefulSet is not
+/// reverted until the spec changes.
+fn changed_statefulset(statefulset: &StatefulSet, gates: &Gates) -> Option<StatefulSet> {
+    let mut statefulset = statefulset.clone();
+    let hash = hash_json(&statefulset);
+    if gates.statefulset_hash.as_deref() == Some(hash.as_str()) {
+        return None;
+    }
+    statefulset
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash);
+    Some(statefulset)
+}
+
+/// A request of a stage of [`apply_children`].
+type Pending<'a> = futures::future::BoxFuture<'a, Result<(), Error>>;
 
 /// Web, workers and the workers' autoscalers.
 struct Workloads<'a> {
@@ -452,15 +475,14 @@ struct Workloads<'a> {
 async fn apply_workloads(
     applier: &Applier<'_>,
     gates: &Gates,
-    workloads: &Workloads<'_>,
-    note: &mut impl FnMut(ChildKind, String),
+    workloads: Workloads<'_>,
 ) -> Result<(), Error> {
     let Workloads {
         web,
         workers,
         autoscalers,
         handovers,
-    } = *workloads;
+    } = workloads;
     if gates.apply_workloads() {
         applier.apply(web).await?;
         let ns = web.namespace().unwrap_or_default();
@@ -474,9 +496,6 @@ async fn apply_workloads(
         for autoscaler in autoscalers {
             applier.apply_autoscaler(autoscaler).await?;
         }
-    }
-    for deployment in std::iter::once(web).chain(workers) {
-        note(ChildKind::Deployment, deployment.name_any());
     }
     Ok(())
 }

@@ -509,9 +509,12 @@ struct Recent {
 impl Written {
     /// `env` with the status this operator last wrote to it, where the store may not have it yet.
     pub fn current<'a>(&self, env: &'a AppEnvironment) -> Cow<'a, AppEnvironment> {
-        let Ok(recent) = self.recent.lock() else {
+        let Ok(mut recent) = self.recent.lock() else {
             return Cow::Borrowed(env);
         };
+        // By then the watch has brought it back (or the store is as stale as a resync).
+        let now = Instant::now();
+        recent.retain(|_, r| now.saturating_duration_since(r.at) < PROGRESS_EVERY);
         match recent.get(&env.name_any()) {
             Some(r) if r.uid == env.metadata.uid && env.status.as_ref() != Some(&r.status) => {
                 let mut newer = env.clone();
