@@ -560,7 +560,7 @@ impl Written {
 
 /// Write the status if it differs from what the object has, with the Events of its
 /// transitions; count the phase either way. A change that is progress alone waits for its turn
-/// ([`Pacer`]): then nothing is written, and the returned delay says when to look again.
+/// ([`Written`]): then nothing is written, and the returned delay says when to look again.
 pub async fn write(
     ctx: &Context,
     env: &AppEnvironment,
