@@ -65,6 +65,11 @@ pub struct BenchArgs {
     /// The operator's reconcile concurrency.
     #[arg(long, default_value_t = 4)]
     pub concurrency: u16,
+    /// The binary whose `operator` subcommand is measured: by default this one; the image's
+    /// (`cargo build --release -p appenv --no-default-features`, as operator/Dockerfile builds
+    /// it) leaves out the CLI's local cluster and benchmark, and maps fewer pages.
+    #[arg(long, env = "APPENV_OPERATOR_BIN")]
+    pub operator_binary: Option<PathBuf>,
     /// Give up on a batch that is not Ready after this long.
     #[arg(long, default_value_t = 900)]
     pub timeout_seconds: u64,
@@ -136,6 +141,8 @@ pub struct Requests {
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Report {
     pub machine: String,
+    /// The binary whose `operator` subcommand was measured.
+    pub operator_binary: String,
     /// CPU cores the benchmark could use (what a component's "cores" are out of).
     pub cores: usize,
     pub kubernetes: String,
@@ -273,7 +280,11 @@ impl Operator {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
             .local_addr()?
             .port();
-        let child = Command::new(std::env::current_exe()?)
+        let binary = match &args.operator_binary {
+            Some(binary) => binary.clone(),
+            None => std::env::current_exe()?,
+        };
+        let child = Command::new(&binary)
             .args(["operator", "--resync-seconds"])
             .arg(args.resync_seconds.to_string())
             .arg("--concurrency")
@@ -285,7 +296,7 @@ impl Operator {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("starting appenv operator")?;
+            .with_context(|| format!("starting {} operator", binary.display()))?;
         let operator = Self { child, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         while http_get(port, "/readyz").map(|r| r.0).ok() != Some(200) {
@@ -713,6 +724,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         cores: cores(),
         kubernetes: plane.server_version().to_owned(),
         controller_manager_rate,
+        operator_binary: match &args.operator_binary {
+            Some(binary) => binary.display().to_string(),
+            None => "this benchmark's own binary (all features)".into(),
+        },
         ..Report::default()
     };
     let probe = rendered("probe")?;
@@ -950,9 +965,10 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(
         out,
         "Machine: {}; Kubernetes {} (local control plane, simulated kubelet); \
-         kube-controller-manager's client limit: {}\n",
+         kube-controller-manager's client limit: {}",
         report.machine, report.kubernetes, report.controller_manager_rate
     );
+    let _ = writeln!(out, "Operator measured: {}\n", report.operator_binary);
     let _ = writeln!(out, "| method | N | p50 s | p95 s | max s | envs/s |");
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for b in &report.batches {
