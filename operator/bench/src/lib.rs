@@ -163,6 +163,17 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+impl Report {
+    /// The sizes of the operator's batches, in the order they ran.
+    pub fn sizes(&self) -> Vec<usize> {
+        self.batches
+            .iter()
+            .filter(|b| b.method == "appenv")
+            .map(|b| b.n)
+            .collect()
+    }
+}
+
 fn progress(message: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "[bench] {message}");
 }
@@ -254,7 +265,8 @@ impl Counters {
             .by_request
             .iter()
             .filter_map(|(request, &count)| {
-                let more = count - before.by_request.get(request).copied().unwrap_or(0);
+                let more =
+                    count.saturating_sub(before.by_request.get(request).copied().unwrap_or(0));
                 (more > 0).then(|| (request.clone(), more as f64 / n.max(1) as f64))
             })
             .collect();
@@ -979,20 +991,8 @@ pub fn markdown(report: &Report) -> String {
         "\n| N | p95 appenv / direct apply | p95 appenv / helm install |"
     );
     let _ = writeln!(out, "|---|---|---|");
-    let sizes: Vec<usize> = report
-        .batches
-        .iter()
-        .filter(|b| b.method == "appenv")
-        .map(|b| b.n)
-        .collect();
-    for n in sizes {
-        let p95 = |method: &str| {
-            report
-                .batches
-                .iter()
-                .find(|b| b.method == method && b.n == n)
-                .map(|b| b.p95)
-        };
+    for n in report.sizes() {
+        let p95 = |method: &str| targets::p95(report, method, n);
         let ratio = |other: &str| match (p95("appenv"), p95(other)) {
             (Some(a), Some(o)) if o > 0.0 => format!("{:.2}", a / o),
             _ => "-".into(),

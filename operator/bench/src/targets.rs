@@ -59,7 +59,8 @@ impl Target {
     }
 }
 
-fn p95(report: &Report, method: &str, n: usize) -> Option<f64> {
+/// The p95 of `method`'s batch of `n`, if the run had one.
+pub fn p95(report: &Report, method: &str, n: usize) -> Option<f64> {
     report
         .batches
         .iter()
@@ -96,14 +97,8 @@ fn latency(report: &Report, n: usize, other: &str, goal: f64, strict: bool) -> T
 
 /// Every target, in the order, with what the run measured.
 pub fn targets(report: &Report) -> Vec<Target> {
-    let sizes: Vec<usize> = report
-        .batches
-        .iter()
-        .filter(|b| b.method == "appenv")
-        .map(|b| b.n)
-        .collect();
     let mut out = Vec::new();
-    for &n in &sizes {
+    for n in report.sizes() {
         let goal = if n == 1 { SINGLE_RATIO } else { BATCH_RATIO };
         out.push(latency(report, n, "direct apply", goal, false));
         if n == 100 || (n > 1 && p95(report, "helm install", n).is_some()) {
