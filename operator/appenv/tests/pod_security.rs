@@ -298,20 +298,8 @@ async fn the_webhook_outlives_api_server_pauses_and_restarts() {
 async fn an_environment_whose_pods_pod_security_refuses_is_degraded_with_the_reason() {
     use appenv_api::{AppEnvironment, Phase};
     let client = common::client().await;
-    appenv_controller::crd::install(&client, "appenv-tests")
-        .await
-        .expect("CRD installs");
     let test = "psa-env";
-    let operator = tokio::spawn(appenv_controller::run_with_metrics(
-        client.clone(),
-        appenv_controller::Options {
-            settings: common::example_settings(),
-            resync: Duration::from_secs(30),
-            selector: Some(format!("{}={test}", common::TEST_LABEL)),
-            concurrency: 2,
-        },
-        std::sync::Arc::new(appenv_controller::Metrics::default()),
-    ));
+    let operator = common::operator(&client, test, common::example_settings()).await;
     let name = "psa-dojo";
     let mut env = common::example("dojo.yaml", name, test);
     env["spec"]["web"]["podAnnotations"] =
@@ -330,7 +318,7 @@ async fn an_environment_whose_pods_pod_security_refuses_is_degraded_with_the_rea
     )
     .await
     .expect("environment");
-    operator.abort();
+    drop(operator);
     let message = degraded
         .condition("Degraded")
         .map(|c| c.message.clone())

@@ -72,7 +72,7 @@ async fn create_namespace(client: &Client, name: &str) {
     let mut ns = Namespace::default();
     ns.metadata.name = Some(name.to_owned());
     ns.metadata.labels = Some(BTreeMap::from([(
-        "appenv.dev/environment".to_owned(),
+        appenv_core::build::ENVIRONMENT_LABEL.to_owned(),
         name.to_owned(),
     )]));
     Api::<Namespace>::all(client.clone())

@@ -27,6 +27,7 @@ pub mod rbac;
 pub mod requests;
 pub mod secrets;
 
+pub use discovery::cluster_apis;
 pub use error::Error;
 pub use metrics::{Counts, Metrics};
 pub use plan::KEEP_ANNOTATION;

@@ -513,8 +513,7 @@ impl Written {
             return Cow::Borrowed(env);
         };
         // By then the watch has brought it back (or the store is as stale as a resync).
-        let now = Instant::now();
-        recent.retain(|_, r| now.saturating_duration_since(r.at) < PROGRESS_EVERY);
+        Self::forget_older(&mut recent, Instant::now());
         match recent.get(&env.name_any()) {
             Some(r) if r.uid == env.metadata.uid && env.status.as_ref() != Some(&r.status) => {
                 let mut newer = env.clone();
@@ -542,10 +541,15 @@ impl Written {
         }
     }
 
+    /// Forget the writes older than a period at `now`.
+    fn forget_older(recent: &mut HashMap<String, Recent>, now: Instant) {
+        recent.retain(|_, r| now.saturating_duration_since(r.at) < PROGRESS_EVERY);
+    }
+
     /// Remember a status written to `env` at `now`; forget what is older than a period.
     pub fn record(&self, env: &AppEnvironment, status: AppEnvironmentStatus, now: Instant) {
         if let Ok(mut recent) = self.recent.lock() {
-            recent.retain(|_, r| now.saturating_duration_since(r.at) < PROGRESS_EVERY);
+            Self::forget_older(&mut recent, now);
             recent.insert(
                 env.name_any(),
                 Recent {

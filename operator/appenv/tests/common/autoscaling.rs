@@ -1,7 +1,7 @@
 //! Support of the autoscaling tests: KEDA's CRD (our own minimal definition), an operator
 //! per test, `kubectl` and `appenv` run against the shared cluster.
 
-use appenv_controller::{self as controller, Metrics, Options};
+use appenv_core::settings::Settings;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -9,7 +9,6 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::wait::conditions;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Install the stand-in of KEDA's ScaledObject CRD and wait until it is served.
@@ -35,29 +34,9 @@ pub async fn install_keda_crd(client: &Client) {
     .await;
 }
 
-/// A running operator for the environments labelled for `test`; stopped when dropped.
-pub struct Operator(tokio::task::JoinHandle<()>);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-pub async fn operator(client: &Client, test: &str) -> Operator {
-    controller::crd::install(client, "appenv-tests")
-        .await
-        .expect("CRD installs");
-    let options = Options {
-        selector: Some(format!("{}={test}", super::TEST_LABEL)),
-        resync: Duration::from_secs(30),
-        ..Options::default()
-    };
-    Operator(tokio::spawn(controller::run_with_metrics(
-        client.clone(),
-        options,
-        Arc::new(Metrics::default()),
-    )))
+/// An operator for the environments labelled for `test`, with the default settings.
+pub async fn operator(client: &Client, test: &str) -> super::Operator {
+    super::operator(client, test, Settings::default()).await
 }
 
 /// `PROGRAM ARGS` with the shared cluster's kubeconfig.

@@ -25,6 +25,39 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A running operator (on this process's runtime) for the environments labelled for `test`;
+/// stopped when dropped.
+pub struct Operator(tokio::task::JoinHandle<()>);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Start an operator for the environments labelled for `test`, with `settings` (resync 30 s),
+/// after installing the CRD.
+pub async fn operator(
+    client: &Client,
+    test: &str,
+    settings: appenv_core::settings::Settings,
+) -> Operator {
+    appenv_controller::crd::install(client, "appenv-tests")
+        .await
+        .expect("CRD installs");
+    let options = appenv_controller::Options {
+        settings,
+        selector: Some(format!("{TEST_LABEL}={test}")),
+        resync: Duration::from_secs(30),
+        ..appenv_controller::Options::default()
+    };
+    Operator(tokio::spawn(appenv_controller::run_with_metrics(
+        client.clone(),
+        options,
+        Arc::new(appenv_controller::Metrics::default()),
+    )))
+}
+
 /// A client for the shared local cluster (started on first use; a failure to start fails the test).
 pub async fn client() -> Client {
     devcluster::shared()
