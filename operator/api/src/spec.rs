@@ -53,6 +53,8 @@ pub const MAX_QUEUES: usize = 16;
         .message("spec.workers[].autoscaling: needs spec.redis (the queue is in the environment's Redis)"),
 )]
 #[serde(rename_all = "camelCase")]
+// The large optional sections are boxed: the operator keeps every environment in memory, and an
+// environment without a section then keeps a pointer, not the section's size (same schema).
 pub struct AppEnvironmentSpec {
     /// Name of the application (a DNS label of at most 40 characters, e.g. `dojo`). Children
     /// are named after it: the web Deployment and Service are `<app>`, a worker `<app>-<worker>`.
@@ -106,21 +108,21 @@ pub struct AppEnvironmentSpec {
 
     /// A Redis for queues and caches, private to this environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis: Option<RedisSpec>,
+    pub redis: Option<Box<RedisSpec>>,
 
     /// The application's database: exactly one of `postgres`, `embedded` or `external`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<DatabaseSpec>,
+    pub database: Option<Box<DatabaseSpec>>,
 
     /// A command run as a Job with the new image before web and workers move to it
     /// (e.g. `alembic upgrade head`). A failed migration leaves the previous version serving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub migrations: Option<MigrationsSpec>,
+    pub migrations: Option<Box<MigrationsSpec>>,
 
     /// The pull request this environment previews. A Preview-profile environment without it is
     /// a permanent preview (no pull request, no TTL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub preview: Option<PreviewSpec>,
+    pub preview: Option<Box<PreviewSpec>>,
 
     /// Scale every component to zero; data is kept.
     #[serde(default)]

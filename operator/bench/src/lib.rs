@@ -47,6 +47,11 @@ pub struct BenchArgs {
     /// Operator memory is read when this many environments exist (more are created if needed).
     #[arg(long, value_delimiter = ',', default_value = "0,100,1000,3000")]
     pub memory_at: Vec<usize>,
+    /// A batch of 1 runs this many times, one after the other, for every method: one
+    /// environment's create->Ready is a few round trips, and one sample is mostly noise. Its
+    /// figures are the runs' median (p50) and slowest.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
+    pub single_runs: u64,
     /// The Helm baseline runs for batches up to this size (one release per environment).
     #[arg(long, default_value_t = 100)]
     pub helm_max: usize,
@@ -109,11 +114,16 @@ impl ControllerManagerArgs {
     }
 }
 
-/// Latencies of one batch, in seconds, and the CPU time each component used meanwhile.
+/// Latencies of one batch, in seconds, and the CPU time each component used meanwhile. A
+/// batch of `n` may run several times one after the other (`runs`): its percentiles are then
+/// over every run's environments, each timed from its own run's start.
 #[derive(Debug, Clone, Serialize)]
 pub struct Batch {
     pub method: &'static str,
+    /// Environments created at once.
     pub n: usize,
+    /// How many times the batch ran.
+    pub runs: usize,
     pub p50: f64,
     pub p95: f64,
     pub max: f64,
@@ -216,22 +226,50 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn batch(method: &'static str, mut latencies: Vec<f64>) -> Batch {
+/// A batch of `n` from the latencies of all its runs; envs/s is the slowest run's.
+fn batch(method: &'static str, n: usize, mut latencies: Vec<f64>) -> Batch {
     latencies.sort_by(f64::total_cmp);
     let max = latencies.last().copied().unwrap_or(0.0);
     Batch {
         method,
-        n: latencies.len(),
+        n,
+        runs: latencies.len() / n.max(1),
         p50: percentile(&latencies, 50.0),
         p95: percentile(&latencies, 95.0),
         max,
-        per_second: if max > 0.0 {
-            latencies.len() as f64 / max
-        } else {
-            0.0
-        },
+        per_second: if max > 0.0 { n as f64 / max } else { 0.0 },
         cpu: CpuUse::default(),
     }
+}
+
+/// `runs` batches of `n` environments named `{prefix}-{round}-...`, one after the other, each
+/// created by `create` and awaited Ready in `ready`: the names of all, and each one's
+/// create->Ready from its own run's start.
+async fn run_batches<F, Fut>(
+    (prefix, round): (&str, usize),
+    n: usize,
+    runs: usize,
+    (ready, limit): (&Readiness, Duration),
+    mut create: F,
+) -> anyhow::Result<(Vec<String>, Vec<f64>)>
+where
+    F: FnMut(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let (mut all, mut latencies) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let names: Vec<String> = (0..n)
+            .map(|i| match runs {
+                1 => format!("{prefix}-{round}-{i}"),
+                _ => format!("{prefix}-{round}-{run}-{i}"),
+            })
+            .collect();
+        let started = Instant::now();
+        create(names.clone()).await?;
+        latencies.extend(ready.wait(&names, started, limit).await?);
+        all.extend(names);
+    }
+    Ok((all, latencies))
 }
 
 /// `appenv operator` as a separate process, so its memory and requests are its own.
@@ -787,71 +825,92 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         watch_deployments(client.clone(), deployments_per_env, baseline_ready.clone());
 
     for (round, &n) in args.sizes.iter().enumerate() {
+        let runs = if n == 1 { args.single_runs as usize } else { 1 };
+        let times = if runs > 1 {
+            format!(", {runs} times")
+        } else {
+            String::new()
+        };
         // appenv
-        let names: Vec<String> = (0..n).map(|i| format!("bench-{round}-{i}")).collect();
-        progress(format!("appenv: {n} AppEnvironments at once"));
+        progress(format!("appenv: {n} AppEnvironments at once{times}"));
         let before = operator.counters()?;
         let cpu_before = meter.sample()?;
-        let started = Instant::now();
-        apply_environments(&client, &names, args.parallel).await?;
-        let latencies = envs_ready.wait(&names, started, limit).await?;
+        let (names, latencies) =
+            run_batches(("bench", round), n, runs, (&envs_ready, limit), |names| {
+                let client = client.clone();
+                async move { apply_environments(&client, &names, args.parallel).await }
+            })
+            .await?;
         let cpu = meter.since(&cpu_before, false)?;
         let after = operator.counters()?;
+        let created = names.len();
         let phase_changes = envs_ready.phase_changes(&names);
         report.requests.push(Requests {
             n,
-            per_environment: (after.requests - before.requests) as f64 / n as f64,
-            writes_per_environment: (after.writes - before.writes) as f64 / n as f64,
+            per_environment: (after.requests - before.requests) as f64 / created as f64,
+            writes_per_environment: (after.writes - before.writes) as f64 / created as f64,
             objects_per_environment: objects_per_env,
             phase_changes_per_environment: phase_changes,
             minimum_per_environment: objects_per_env as f64 + phase_changes,
-            by_request: after.per_environment_since(&before, n),
+            by_request: after.per_environment_since(&before, created),
             operator_cpu_seconds_per_environment: cpu
                 .seconds_of(Component::Operator)
                 .unwrap_or(0.0)
-                / n as f64,
+                / created as f64,
         });
-        existing += n;
+        existing += created;
         grown(existing, &names, &before, &cpu, &mut report)?;
         report.batches.push(Batch {
             cpu,
-            ..batch("appenv", latencies)
+            ..batch("appenv", n, latencies)
         });
 
         // Direct apply of the rendered manifests.
-        let names: Vec<String> = (0..n).map(|i| format!("direct-{round}-{i}")).collect();
-        progress(format!("direct apply: {n} environments' manifests at once"));
+        progress(format!(
+            "direct apply: {n} environments' manifests at once{times}"
+        ));
         let cpu_before = meter.sample()?;
-        let started = Instant::now();
-        apply_direct(&client, &discovery, &names, args.parallel).await?;
-        let latencies = baseline_ready.wait(&names, started, limit).await?;
+        let (names, latencies) = run_batches(
+            ("direct", round),
+            n,
+            runs,
+            (&baseline_ready, limit),
+            |names| {
+                let (client, discovery) = (&client, &discovery);
+                async move { apply_direct(client, discovery, &names, args.parallel).await }
+            },
+        )
+        .await?;
         report.batches.push(Batch {
             cpu: meter.since(&cpu_before, false)?,
-            ..batch("direct apply", latencies)
+            ..batch("direct apply", n, latencies)
         });
         delete_namespaces(&client, &names).await;
 
         // One Helm release per environment.
         if let (Some(python), true) = (&helm, n <= args.helm_max) {
-            let names: Vec<String> = (0..n).map(|i| format!("helm-{round}-{i}")).collect();
             progress(format!(
-                "helm install: {n} releases at once ({} in flight)",
+                "helm install: {n} releases at once ({} in flight){times}",
                 args.parallel
             ));
             let cpu_before = meter.sample()?;
-            let started = Instant::now();
-            helm_installs(
-                plane.kubeconfig(),
-                python,
-                &args.helm_script,
-                &names,
-                args.parallel,
-            )
-            .await?;
-            let latencies = baseline_ready.wait(&names, started, limit).await?;
+            let (names, latencies) =
+                run_batches(
+                    ("helm", round),
+                    n,
+                    runs,
+                    (&baseline_ready, limit),
+                    |names| {
+                        let (kubeconfig, script) = (plane.kubeconfig(), &args.helm_script);
+                        async move {
+                            helm_installs(kubeconfig, python, script, &names, args.parallel).await
+                        }
+                    },
+                )
+                .await?;
             report.batches.push(Batch {
                 cpu: meter.since(&cpu_before, true)?,
-                ..batch("helm install", latencies)
+                ..batch("helm install", n, latencies)
             });
             delete_namespaces(&client, &names).await;
         }
@@ -911,8 +970,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
 
 fn fmt_batch(b: &Batch) -> String {
     format!(
-        "| {} | {} | {:.2} | {:.2} | {:.2} | {:.1} |",
-        b.method, b.n, b.p50, b.p95, b.max, b.per_second
+        "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} |",
+        b.method, b.n, b.runs, b.p50, b.p95, b.max, b.per_second
     )
 }
 
@@ -981,25 +1040,29 @@ pub fn markdown(report: &Report) -> String {
         report.machine, report.kubernetes, report.controller_manager_rate
     );
     let _ = writeln!(out, "Operator measured: {}\n", report.operator_binary);
-    let _ = writeln!(out, "| method | N | p50 s | p95 s | max s | envs/s |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| method | N | runs | p50 s | p95 s | max s | envs/s (slowest run) |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for b in &report.batches {
         let _ = writeln!(out, "{}", fmt_batch(b));
     }
     let _ = writeln!(
         out,
-        "\n| N | p95 appenv / direct apply | p95 appenv / helm install |"
+        "\n| N | of | appenv / direct apply | appenv / helm install |"
     );
-    let _ = writeln!(out, "|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|");
     for n in report.sizes() {
-        let p95 = |method: &str| targets::p95(report, method, n);
-        let ratio = |other: &str| match (p95("appenv"), p95(other)) {
+        let figure = |method: &str| targets::latency_of(report, method, n);
+        let ratio = |other: &str| match (figure("appenv"), figure(other)) {
             (Some(a), Some(o)) if o > 0.0 => format!("{:.2}", a / o),
             _ => "-".into(),
         };
         let _ = writeln!(
             out,
-            "| {n} | {} | {} |",
+            "| {n} | {} | {} | {} |",
+            targets::latency_name(n),
             ratio("direct apply"),
             ratio("helm install")
         );
@@ -1101,10 +1164,13 @@ mod tests {
 
     #[test]
     fn percentiles_and_rates() {
-        let b = batch("x", vec![4.0, 1.0, 2.0, 3.0]);
-        assert_eq!((b.p50, b.p95, b.max), (2.0, 4.0, 4.0));
+        let b = batch("x", 4, vec![4.0, 1.0, 2.0, 3.0]);
+        assert_eq!((b.p50, b.p95, b.max, b.runs), (2.0, 4.0, 4.0, 1));
         assert!((b.per_second - 1.0).abs() < f64::EPSILON);
-        assert_eq!(batch("x", vec![]).p95, 0.0);
+        assert_eq!(batch("x", 1, vec![]).p95, 0.0);
+        // A single environment's runs: their median and slowest.
+        let runs = batch("x", 1, vec![0.3, 0.2, 0.9, 0.25, 0.21]);
+        assert_eq!((runs.n, runs.runs, runs.p50, runs.max), (1, 5, 0.25, 0.9));
     }
 
     #[test]
@@ -1142,7 +1208,7 @@ mod tests {
             cores: 2,
             batches: vec![Batch {
                 cpu,
-                ..batch("helm install", vec![1.0, 2.0])
+                ..batch("helm install", 2, vec![1.0, 2.0])
             }],
             ..Report::default()
         };

@@ -3,11 +3,11 @@
 
 use crate::error::Error;
 use crate::plan::{Gates, Handover};
-use crate::stores::{Child, Meta, Stores};
+use crate::stores::{Child, Meta, Stores, Version};
 use appenv_api::names::{ChildKind, Component};
 use appenv_core::build::{
     APPLIED_HASH_ANNOTATION, Autoscaler, Children, FIELD_MANAGER, Guardrails, Postgres, Redis, Web,
-    hash_json,
+    hash_json, hash_of,
 };
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -44,14 +44,14 @@ const IN_FLIGHT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Marker {
     Generation(i64),
-    Version(String),
+    Version(Version),
 }
 
 impl Marker {
     fn of(meta: &Meta) -> Self {
         match meta.generation {
             Some(generation) if generation > 0 => Marker::Generation(generation),
-            _ => Marker::Version(meta.version.to_string()),
+            _ => Marker::Version(meta.version.clone()),
         }
     }
 }
@@ -69,17 +69,14 @@ enum Seen {
 
 /// Compare a watched copy with the marker of appenv's last apply. Generations are ordered by
 /// definition; resourceVersions are compared as the numbers the API server (etcd revisions)
-/// gives, and counted as a change when either is not a number.
+/// gives, and counted as a change when they differ and either is not a number.
 fn compare(live: &Meta, applied: &Marker) -> Seen {
     use std::cmp::Ordering;
     let order = match (Marker::of(live), applied) {
         (Marker::Generation(live), Marker::Generation(applied)) => live.cmp(applied),
         (Marker::Version(live), Marker::Version(applied)) if live == *applied => Ordering::Equal,
-        (Marker::Version(live), Marker::Version(applied)) => {
-            match (live.parse::<u64>(), applied.parse::<u64>()) {
-                (Ok(live), Ok(applied)) => live.cmp(&applied),
-                _ => Ordering::Greater,
-            }
+        (Marker::Version(Version::Number(live)), Marker::Version(Version::Number(applied))) => {
+            live.cmp(applied)
         }
         _ => Ordering::Greater,
     };
@@ -92,7 +89,7 @@ fn compare(live: &Meta, applied: &Marker) -> Seen {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    hash: String,
+    hash: u64,
     marker: Marker,
     /// The watch has shown the applied version (so its absence now means a deletion).
     seen: bool,
@@ -105,10 +102,10 @@ struct Entry {
 /// not applied again: a steady state writes nothing, while a deleted or edited object is
 /// applied again.
 #[derive(Debug, Default)]
-pub struct AppliedCache(Mutex<HashMap<String, Entry>>);
+pub struct AppliedCache(Mutex<HashMap<Box<str>, Entry>>);
 
 impl AppliedCache {
-    fn unchanged(&self, key: &str, hash: &str, live: Option<&Meta>, now: Instant) -> bool {
+    fn unchanged(&self, key: &str, hash: u64, live: Option<&Meta>, now: Instant) -> bool {
         let Ok(mut cache) = self.0.lock() else {
             return false;
         };
@@ -126,7 +123,7 @@ impl AppliedCache {
         }
     }
 
-    fn remember(&self, key: String, hash: String, meta: &Meta) {
+    fn remember(&self, key: String, hash: u64, meta: &Meta) {
         if let Ok(mut cache) = self.0.lock() {
             let entry = Entry {
                 hash,
@@ -134,7 +131,7 @@ impl AppliedCache {
                 seen: false,
                 applied_at: Instant::now(),
             };
-            cache.insert(key, entry);
+            cache.insert(key.into(), entry);
         }
     }
 
@@ -143,7 +140,7 @@ impl AppliedCache {
         let infix = format!("/{ns}/");
         let namespace = format!("{}//{ns}", ChildKind::Namespace);
         if let Ok(mut cache) = self.0.lock() {
-            cache.retain(|key, _| !key.contains(&infix) && *key != namespace);
+            cache.retain(|key, _| !key.contains(&infix) && **key != *namespace);
         }
     }
 }
@@ -189,12 +186,12 @@ impl<'a> Applier<'a> {
     }
 
     /// Whether the object at `key` is as last applied (see [`AppliedCache`]).
-    fn skip<K: Child>(&self, ns: &str, name: &str, key: &str, hash: &str) -> bool {
+    fn skip<K: Child>(&self, ns: &str, name: &str, key: &str, hash: u64) -> bool {
         self.skip_live(self.stores.meta::<K>(ns, name), key, hash)
     }
 
     /// Whether the object at `key`, whose watched copy is `live`, is as last applied.
-    fn skip_live(&self, live: Option<Meta>, key: &str, hash: &str) -> bool {
+    fn skip_live(&self, live: Option<Meta>, key: &str, hash: u64) -> bool {
         let skip = self
             .cache
             .unchanged(key, hash, live.as_ref(), Instant::now());
@@ -212,8 +209,8 @@ impl<'a> Applier<'a> {
         let ns = object.namespace().unwrap_or_default();
         let kind = K::KIND.as_str();
         let key = format!("{kind}/{ns}/{name}");
-        let hash = hash_json(object);
-        if self.skip::<K>(&ns, &name, &key, &hash) {
+        let hash = hash_of(object);
+        if self.skip::<K>(&ns, &name, &key, hash) {
             return Ok(());
         }
         let applied = Api::<K>::namespaced(self.client.clone(), &ns)
@@ -258,9 +255,9 @@ impl<'a> Applier<'a> {
             .unwrap_or_default()
             .to_owned();
         let key = format!("{kind}/{ns}/{name}");
-        let hash = hash_json(&autoscaler.object);
+        let hash = hash_of(&autoscaler.object);
         let live = self.stores.autoscalers.meta(autoscaler.kind, &ns, &name);
-        if self.skip_live(live, &key, &hash) {
+        if self.skip_live(live, &key, hash) {
             return Ok(());
         }
         let resource = crate::discovery::api_resource(autoscaler.kind);
@@ -276,8 +273,8 @@ impl<'a> Applier<'a> {
     async fn apply_namespace(&self, namespace: &Namespace) -> Result<(), Error> {
         let name = namespace.name_any();
         let key = format!("{}//{name}", ChildKind::Namespace);
-        let hash = hash_json(namespace);
-        if self.skip::<Namespace>("", &name, &key, &hash) {
+        let hash = hash_of(namespace);
+        if self.skip::<Namespace>("", &name, &key, hash) {
             return Ok(());
         }
         let applied = Api::<Namespace>::all(self.client.clone())
@@ -628,41 +625,48 @@ mod tests {
         let applied = Marker::of(&meta(None, "abc"));
         assert_eq!(compare(&meta(None, "abc"), &applied), Seen::Same);
         assert_eq!(compare(&meta(None, "abb"), &applied), Seen::Changed);
+        // Only a canonical number is one: "0100" is not the revision 100.
+        let applied = Marker::of(&meta(None, "100"));
+        assert_eq!(compare(&meta(None, "0100"), &applied), Seen::Changed);
+        assert_eq!(compare(&meta(None, "+99"), &applied), Seen::Changed);
+        assert_eq!(compare(&meta(None, ""), &applied), Seen::Changed);
     }
 
     #[test]
     fn the_cache_skips_what_the_watch_shows_as_applied_and_applies_what_changed_or_went() {
+        const H: u64 = 1;
+        const OTHER: u64 = 2;
         let cache = AppliedCache::default();
         let now = Instant::now();
         let applied = meta(None, "10");
         assert!(
-            !cache.unchanged("k", "h", Some(&applied), now),
+            !cache.unchanged("k", H, Some(&applied), now),
             "never applied"
         );
-        cache.remember("k".into(), "h".into(), &applied);
+        cache.remember("k".into(), H, &applied);
         assert!(
-            !cache.unchanged("k", "other", Some(&applied), now),
+            !cache.unchanged("k", OTHER, Some(&applied), now),
             "new content"
         );
         // Created a moment ago, the watch has not shown it yet: in flight, not missing.
-        assert!(cache.unchanged("k", "h", None, now));
+        assert!(cache.unchanged("k", H, None, now));
         assert!(
-            cache.unchanged("k", "h", Some(&meta(None, "9")), now),
+            cache.unchanged("k", H, Some(&meta(None, "9")), now),
             "watch behind"
         );
-        assert!(cache.unchanged("k", "h", Some(&applied), now), "as applied");
+        assert!(cache.unchanged("k", H, Some(&applied), now), "as applied");
         // Once shown, its absence is a deletion.
-        assert!(!cache.unchanged("k", "h", None, now));
+        assert!(!cache.unchanged("k", H, None, now));
         assert!(
-            !cache.unchanged("k", "h", Some(&meta(None, "11")), now),
+            !cache.unchanged("k", H, Some(&meta(None, "11")), now),
             "edited"
         );
         // Never shown for longer than IN_FLIGHT: counted as gone.
-        cache.remember("j".into(), "h".into(), &applied);
-        assert!(!cache.unchanged("j", "h", None, now + IN_FLIGHT + Duration::from_secs(1)));
+        cache.remember("j".into(), H, &applied);
+        assert!(!cache.unchanged("j", H, None, now + IN_FLIGHT + Duration::from_secs(1)));
         cache.forget_namespace("x");
         assert!(
-            cache.unchanged("j", "h", Some(&applied), now),
+            cache.unchanged("j", H, Some(&applied), now),
             "other keys kept"
         );
     }

@@ -223,6 +223,18 @@ pub async fn run_until(
     }
 }
 
+/// The annotation `kubectl apply` (client-side) keeps the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// An environment as the store keeps it: without what no decision reads and what costs most
+/// memory per environment: its managedFields and kubectl's copy of the applied object.
+fn slim(env: &mut AppEnvironment) {
+    env.metadata.managed_fields = None;
+    if let Some(annotations) = env.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 /// One run of the controller, with the autoscaling APIs `cluster` offers, until `shutdown`.
 async fn run_controller(
     client: Client,
@@ -239,7 +251,6 @@ async fn run_controller(
     let autoscalers = discovery::autoscaler_kinds(cluster);
     let (stores, changes) =
         stores::Stores::watch(&client, &options.settings, &autoscalers, backoff);
-    // The environments' store without managedFields, which no decision reads.
     let (reader, writer) = reflector::store();
     let ctx = Arc::new(Context {
         events: Publisher::new(client.clone(), std::env::var("APPENV_POD_NAME").ok()),
@@ -258,7 +269,7 @@ async fn run_controller(
     let envs = watcher::watcher(envs, env_config)
         .modify(|guarded: &mut DeserializeGuard<AppEnvironment>| {
             if let Ok(env) = guarded.0.as_mut() {
-                env.metadata.managed_fields = None;
+                slim(env);
             }
         })
         .reflect(writer)
@@ -311,5 +322,40 @@ async fn run_controller(
     tokio::select! {
         () = controller => {}
         () = stopped_before_ready => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    #[test]
+    fn the_store_keeps_an_environment_without_managed_fields_and_kubectls_copy() {
+        let mut env = AppEnvironment::new(
+            "shop",
+            serde_json::from_value(serde_json::json!({
+                "app": "shop", "image": "shop:1", "web": {"port": 8000}
+            }))
+            .expect("a spec"),
+        );
+        env.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        env.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_owned(), "{\"spec\":{}}".to_owned()),
+                ("appenv.dev/keep".to_owned(), "true".to_owned()),
+            ]
+            .into(),
+        );
+        slim(&mut env);
+        assert!(env.metadata.managed_fields.is_none());
+        assert_eq!(
+            env.metadata
+                .annotations
+                .as_ref()
+                .map(|a| a.keys().map(String::as_str).collect::<Vec<_>>()),
+            Some(vec!["appenv.dev/keep"]),
+            "other annotations are read (keep): only kubectl's copy goes"
+        );
     }
 }

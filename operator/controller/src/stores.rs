@@ -26,7 +26,7 @@ pub use self::index::Index;
 use self::index::IndexWriter;
 pub use self::snapshot::{
     CANNOT_START, ClaimSnapshot, DeploymentSnapshot, FailingPod, JobSnapshot, Labels, Meta,
-    MountFailure, PodFailure, SecretSnapshot, StatefulSetSnapshot,
+    MountFailure, PodFailure, SecretSnapshot, StatefulSetSnapshot, Version,
 };
 pub use self::sources::{Sources, Touched, copying};
 use appenv_api::AppEnvironment;

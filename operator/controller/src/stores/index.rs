@@ -4,17 +4,33 @@
 use super::Watched;
 use kube::Resource;
 use kube::runtime::watcher;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// The snapshots of the watched objects of kind `K`: namespace -> name -> snapshot.
-/// Cluster-scoped objects are under the namespace "".
+/// The snapshots of the watched objects of kind `K`, by `namespace/name` (neither can contain
+/// a slash). Cluster-scoped objects are under the namespace "".
+///
+/// One ordered map for all namespaces: a namespace's objects are one range of it, and with a
+/// thousand environments of a few objects each, a map per namespace would cost more in empty
+/// buckets than the snapshots themselves.
 pub struct Index<K: Watched> {
     objects: Arc<RwLock<Objects<K>>>,
     ready: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
-type Objects<K> = HashMap<Box<str>, HashMap<Box<str>, <K as Watched>::Snapshot>>;
+type Objects<K> = BTreeMap<Box<str>, <K as Watched>::Snapshot>;
+
+/// The key of `name` in `namespace`.
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// The keys of `namespace`'s objects: from "namespace/" up to, not including, "namespace0"
+/// ('0' follows '/').
+fn range(namespace: &str) -> (String, String) {
+    (format!("{namespace}/"), format!("{namespace}0"))
+}
 
 impl<K: Watched> Clone for Index<K> {
     fn clone(&self) -> Self {
@@ -44,7 +60,7 @@ impl<K: Watched> Index<K> {
     }
 
     pub(super) fn get(&self, namespace: &str, name: &str) -> Option<K::Snapshot> {
-        self.read().get(namespace)?.get(name).cloned()
+        self.read().get(key(namespace, name).as_str()).cloned()
     }
 
     /// `f` of each object in `namespace` (name and snapshot), where it gives something.
@@ -53,11 +69,10 @@ impl<K: Watched> Index<K> {
         namespace: &str,
         f: impl Fn(&str, &K::Snapshot) -> Option<T>,
     ) -> Vec<T> {
+        let (from, to) = range(namespace);
         self.read()
-            .get(namespace)
-            .into_iter()
-            .flatten()
-            .filter_map(|(name, snapshot)| f(name, snapshot))
+            .range::<str, _>((Bound::Included(from.as_str()), Bound::Excluded(to.as_str())))
+            .filter_map(|(key, snapshot)| f(&key[namespace.len() + 1..], snapshot))
             .collect()
     }
 
@@ -78,21 +93,11 @@ impl<K: Watched> Index<K> {
         let name = meta.name.as_deref().unwrap_or_default();
         match K::snapshot(object) {
             Some(snapshot) => {
-                objects
-                    .entry(ns.into())
-                    .or_default()
-                    .insert(name.into(), snapshot);
+                objects.insert(key(ns, name).into(), snapshot);
             }
-            None => remove(objects, ns, name),
-        }
-    }
-}
-
-fn remove<V>(objects: &mut HashMap<Box<str>, HashMap<Box<str>, V>>, ns: &str, name: &str) {
-    if let Some(names) = objects.get_mut(ns) {
-        names.remove(name);
-        if names.is_empty() {
-            objects.remove(ns);
+            None => {
+                objects.remove(key(ns, name).as_str());
+            }
         }
     }
 }
@@ -114,7 +119,7 @@ impl<K: Watched> IndexWriter<K> {
     pub(super) fn apply(&mut self, event: &watcher::Event<K::Object>) {
         use watcher::Event;
         match event {
-            Event::Init => self.relist = Some(HashMap::new()),
+            Event::Init => self.relist = Some(BTreeMap::new()),
             Event::InitApply(object) => {
                 if let Some(relist) = self.relist.as_mut() {
                     Index::<K>::insert(relist, object);
@@ -131,7 +136,7 @@ impl<K: Watched> IndexWriter<K> {
                 let meta = object.meta();
                 let ns = meta.namespace.as_deref().unwrap_or_default();
                 let name = meta.name.as_deref().unwrap_or_default();
-                remove(&mut self.index.write(), ns, name);
+                self.index.write().remove(key(ns, name).as_str());
             }
         }
     }
@@ -172,13 +177,13 @@ mod tests {
         assert!(index.is_ready());
         assert_eq!(
             index.get("shop-prod", "a").map(|m| m.version),
-            Some("1".into())
+            Some(super::super::Version::Number(1))
         );
         writer.apply(&Event::Apply(config_map("a", "3")));
         writer.apply(&Event::Delete(config_map("b", "2")));
         assert_eq!(
             index.get("shop-prod", "a").map(|m| m.version),
-            Some("3".into())
+            Some(super::super::Version::Number(3))
         );
         assert!(index.get("shop-prod", "b").is_none());
         // A relist that no longer has "a" (deleted while the watch was down) forgets it.
@@ -187,6 +192,14 @@ mod tests {
         writer.apply(&Event::InitDone);
         let names = index.scan("shop-prod", |name, _| Some(name.to_owned()));
         assert_eq!(names, ["c"]);
+        // A namespace is its own range: not those whose names start with it.
+        let mut other = config_map("d", "10");
+        other.metadata.namespace = Some("shop-prod-2".into());
+        writer.apply(&Event::Apply(other));
+        let names = index.scan("shop-prod", |name, _| Some(name.to_owned()));
+        assert_eq!(names, ["c"]);
+        let names = index.scan("shop-prod-2", |name, _| Some(name.to_owned()));
+        assert_eq!(names, ["d"]);
         assert!(
             index
                 .scan("elsewhere", |name, _| Some(name.to_owned()))

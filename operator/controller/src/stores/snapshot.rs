@@ -23,6 +23,27 @@ fn labels(map: Option<&BTreeMap<String, String>>) -> Labels {
         .collect()
 }
 
+/// A resourceVersion. The API server's are etcd revisions, kept as the number (no allocation
+/// per object); any other, opaque by contract, is kept as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Version {
+    Number(u64),
+    Opaque(Box<str>),
+}
+
+impl Version {
+    pub fn of(version: &str) -> Self {
+        // Only a canonical number: "007" or "+7" is not the revision 7.
+        let canonical = !version.is_empty()
+            && version.bytes().all(|b| b.is_ascii_digit())
+            && (version == "0" || !version.starts_with('0'));
+        match version.parse() {
+            Ok(number) if canonical => Self::Number(number),
+            _ => Self::Opaque(version.into()),
+        }
+    }
+}
+
 /// What every index keeps of an object's metadata: the version marker apply compares
 /// (generation, resourceVersion) and the labels prune reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +51,8 @@ pub struct Meta {
     /// The environment label's value.
     pub environment: Option<Box<str>>,
     pub generation: Option<i64>,
-    /// The resourceVersion ("" if it has none).
-    pub version: Box<str>,
+    /// The resourceVersion (opaque "" if it has none).
+    pub version: Version,
     /// The component label's value.
     pub component: Option<Box<str>>,
     /// Whether it carries the label of volumes kept after their environment was deleted.
@@ -53,7 +74,7 @@ impl Meta {
         Self {
             environment: label(label::ENVIRONMENT),
             generation: meta.generation,
-            version: meta.resource_version.as_deref().unwrap_or_default().into(),
+            version: Version::of(meta.resource_version.as_deref().unwrap_or_default()),
             component: label(label::COMPONENT),
             retained: label(label::RETAINED).is_some(),
             deleting: meta.deletion_timestamp.is_some(),

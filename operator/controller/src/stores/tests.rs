@@ -83,7 +83,7 @@ fn a_deployment_keeps_what_the_status_reads() {
         .get::<Deployment>("shop-prod", "shop")
         .expect("indexed");
     let m = &kept.meta;
-    assert_eq!((m.generation, &*m.version), (Some(2), "42"));
+    assert_eq!((m.generation, &m.version), (Some(2), &Version::Number(42)));
     assert_eq!(
         (m.environment.as_deref(), m.component.as_deref()),
         (Some("shop"), Some("web"))

@@ -48,13 +48,18 @@ pub fn object_meta(model: &Model, inputs: &Inputs, name: &str, component: &str) 
     }
 }
 
-/// A short, stable hash (FNV-1a, 64 bit) of any serializable value, as 16 hex digits.
-pub fn hash_json<T: serde::Serialize>(value: &T) -> String {
+/// A short, stable hash (FNV-1a, 64 bit) of any serializable value's JSON.
+pub fn hash_of<T: serde::Serialize>(value: &T) -> u64 {
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{hash:016x}")
+    hash
+}
+
+/// [`hash_of`] as 16 hex digits (for annotations and names).
+pub fn hash_json<T: serde::Serialize>(value: &T) -> String {
+    format!("{:016x}", hash_of(value))
 }

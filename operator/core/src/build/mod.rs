@@ -23,7 +23,7 @@ pub use config::{env_config_map_name, postgres_secret_name};
 pub use copy::{COPIED_FROM_ANNOTATION, Copied, Source as CopySource};
 pub use meta::{
     APPLIED_HASH_ANNOTATION, ENVIRONMENT_LABEL, FIELD_MANAGER, MANAGED_BY, RETAINED_LABEL,
-    hash_json, labels, selector,
+    hash_json, hash_of, labels, selector,
 };
 pub use migrations::migration_job_name;
 pub use postgres::service_name as postgres_service_name;
