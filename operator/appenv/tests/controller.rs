@@ -890,8 +890,8 @@ async fn a_stop_before_the_controller_started_ends_it_at_once() {
         .expect("the controller ends when its stop is already in");
 }
 
-/// A new environment's status is written once per phase a user can see (Pending, Progressing,
-/// Ready); progress alone within a phase (ready Pods per component) at most every
+/// A new environment's status is written once per phase a user can see (Progressing, Ready);
+/// progress alone within a phase (ready Pods per component) at most every
 /// `PROGRESS_EVERY`. Every version of the object is seen through one watch.
 #[tokio::test]
 async fn a_new_environment_writes_its_status_once_per_phase_and_progress_at_most_periodically() {

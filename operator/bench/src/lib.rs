@@ -698,10 +698,47 @@ async fn helm_installs(
     Ok(())
 }
 
-async fn delete_namespaces(client: &Client, names: &[String]) {
+/// Delete a baseline's namespaces and wait until they are gone: their removal (the namespace
+/// controller deleting every object, the kubelet stopping every Pod) would otherwise load the
+/// cluster during the next batch, which is the next size's appenv batch.
+async fn delete_namespaces(
+    client: &Client,
+    names: &[String],
+    limit: Duration,
+) -> anyhow::Result<()> {
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     for name in names {
         let _ = api.delete(name, &DeleteParams::background()).await;
+    }
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    loop {
+        let existing: std::collections::HashSet<String> = api
+            .list_metadata(&Default::default())
+            .await
+            .context("listing namespaces")?
+            .items
+            .into_iter()
+            .filter_map(|ns| ns.metadata.name)
+            .collect();
+        let left = names.iter().filter(|n| existing.contains(*n)).count();
+        if left == 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "{left} of {} namespaces still there after {limit:?}",
+            names.len()
+        );
+        if last_report.elapsed() > Duration::from_secs(10) {
+            progress(format!(
+                "  {left}/{} baseline namespaces still being deleted after {:.0?}",
+                names.len(),
+                started.elapsed()
+            ));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -885,7 +922,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             cpu: meter.since(&cpu_before, false)?,
             ..batch("direct apply", n, latencies)
         });
-        delete_namespaces(&client, &names).await;
+        delete_namespaces(&client, &names, limit).await?;
 
         // One Helm release per environment.
         if let (Some(python), true) = (&helm, n <= args.helm_max) {
@@ -912,7 +949,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                 cpu: meter.since(&cpu_before, true)?,
                 ..batch("helm install", n, latencies)
             });
-            delete_namespaces(&client, &names).await;
+            delete_namespaces(&client, &names, limit).await?;
         }
     }
 

@@ -540,7 +540,7 @@ mod tests {
             state(&r.status, ConditionType::MigrationsSucceeded),
             is("False", Reason::WaitingForDatabase)
         );
-        assert_eq!(r.status.phase, Some(Phase::Pending));
+        assert_eq!(r.status.phase, Some(Phase::Progressing));
         assert_eq!(r.requeue, ROLLING_OUT);
     }
 
