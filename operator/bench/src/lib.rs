@@ -469,27 +469,15 @@ impl Readiness {
         started: Instant,
         limit: Duration,
     ) -> anyhow::Result<Vec<f64>> {
-        let mut last_report = Instant::now();
-        loop {
-            let ready = self.count(names);
-            if ready == names.len() {
-                break;
-            }
-            anyhow::ensure!(
-                started.elapsed() < limit,
-                "{ready} of {} environments Ready after {limit:?}",
-                names.len()
-            );
-            if last_report.elapsed() > Duration::from_secs(10) {
-                progress(format!(
-                    "  {ready}/{} Ready after {:.0?}",
-                    names.len(),
-                    started.elapsed()
-                ));
-                last_report = Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let poll = Poll {
+            what: "environments Ready",
+            total: names.len(),
+            started,
+            limit,
+            every: Duration::from_millis(50),
+        };
+        poll.until_all(|| std::future::ready(Ok(self.count(names))))
+            .await?;
         let ready = self
             .ready_at
             .lock()
@@ -710,9 +698,14 @@ async fn delete_namespaces(
     for name in names {
         let _ = api.delete(name, &DeleteParams::background()).await;
     }
-    let started = Instant::now();
-    let mut last_report = Instant::now();
-    loop {
+    let poll = Poll {
+        what: "baseline namespaces gone",
+        total: names.len(),
+        started: Instant::now(),
+        limit,
+        every: Duration::from_secs(1),
+    };
+    poll.until_all(|| async {
         let existing: std::collections::HashSet<String> = api
             .list_metadata(&Default::default())
             .await
@@ -721,24 +714,52 @@ async fn delete_namespaces(
             .into_iter()
             .filter_map(|ns| ns.metadata.name)
             .collect();
-        let left = names.iter().filter(|n| existing.contains(*n)).count();
-        if left == 0 {
-            return Ok(());
+        Ok(names.iter().filter(|n| !existing.contains(*n)).count())
+    })
+    .await
+}
+
+/// Waiting for `total` things to be done, polled every `every`: fails `limit` after `started`,
+/// and says how far it got every 10 s.
+struct Poll {
+    what: &'static str,
+    total: usize,
+    started: Instant,
+    limit: Duration,
+    every: Duration,
+}
+
+impl Poll {
+    /// Until `done` counts all of them.
+    async fn until_all<F, Fut>(&self, mut done: F) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<usize>>,
+    {
+        let mut last_report = Instant::now();
+        loop {
+            let done = done().await?;
+            if done >= self.total {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                self.started.elapsed() < self.limit,
+                "{done} of {} {} after {:?}",
+                self.total,
+                self.what,
+                self.limit
+            );
+            if last_report.elapsed() > Duration::from_secs(10) {
+                progress(format!(
+                    "  {done}/{} {} after {:.0?}",
+                    self.total,
+                    self.what,
+                    self.started.elapsed()
+                ));
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(self.every).await;
         }
-        anyhow::ensure!(
-            started.elapsed() < limit,
-            "{left} of {} namespaces still there after {limit:?}",
-            names.len()
-        );
-        if last_report.elapsed() > Duration::from_secs(10) {
-            progress(format!(
-                "  {left}/{} baseline namespaces still being deleted after {:.0?}",
-                names.len(),
-                started.elapsed()
-            ));
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
