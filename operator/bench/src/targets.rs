@@ -63,11 +63,15 @@ impl Target {
 /// of a batch, and of a single environment, the median of its runs (a single run is one sample
 /// of a few round trips: mostly noise).
 pub fn latency_of(report: &Report, method: &str, n: usize) -> Option<f64> {
+    batch_of(report, method, n).map(|b| if n == 1 { b.p50 } else { b.p95 })
+}
+
+/// `method`'s batch of `n`, if the run had one.
+fn batch_of<'a>(report: &'a Report, method: &str, n: usize) -> Option<&'a crate::Batch> {
     report
         .batches
         .iter()
         .find(|b| b.method == method && b.n == n)
-        .map(|b| if n == 1 { b.p50 } else { b.p95 })
 }
 
 /// What [`latency_of`] reads for a batch of `n`, in words.
@@ -78,11 +82,7 @@ pub fn latency_name(n: usize) -> &'static str {
 /// A latency target: appenv's figure over `other`'s, at most `goal` (or under it, `strict`).
 fn latency(report: &Report, n: usize, other: &str, goal: f64, strict: bool) -> Target {
     let what = if n == 1 {
-        let runs = report
-            .batches
-            .iter()
-            .find(|b| b.method == "appenv" && b.n == 1)
-            .map_or(0, |b| b.runs);
+        let runs = batch_of(report, "appenv", 1).map_or(0, |b| b.runs);
         format!("create->Ready of 1 environment (median of {runs} runs)")
     } else {
         format!("p95 of {n} environments created at once")
