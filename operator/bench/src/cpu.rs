@@ -111,6 +111,19 @@ impl CpuUse {
         }
     }
 
+    /// Both intervals' use together, as if they were one (the runs of a batch).
+    pub fn plus(&self, other: &CpuUse) -> CpuUse {
+        let mut seconds = self.seconds.clone();
+        for (component, s) in &other.seconds {
+            *seconds.entry(*component).or_default() += s;
+        }
+        CpuUse::new(
+            self.wall_seconds + other.wall_seconds,
+            seconds,
+            self.machine_cores * self.wall_seconds + other.machine_cores * other.wall_seconds,
+        )
+    }
+
     pub fn seconds_of(&self, component: Component) -> Option<f64> {
         self.seconds.get(&component).copied()
     }

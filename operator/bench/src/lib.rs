@@ -52,6 +52,15 @@ pub struct BenchArgs {
     /// figures are the runs' median (p50) and slowest.
     #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
     pub single_runs: u64,
+    /// Batches larger than 1 and up to `--batch-runs-max` run this many times per method, the
+    /// methods' order rotating from run to run (appenv first, then direct apply first, ...):
+    /// on a machine of two cores the p95 of one run moves by more than the targets' margins.
+    /// A latency target reads the median of the runs' p95s.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_runs: u64,
+    /// The largest batch that runs `--batch-runs` times (larger ones run once).
+    #[arg(long, default_value_t = 100)]
+    pub batch_runs_max: usize,
     /// The Helm baseline runs for batches up to this size (one release per environment).
     #[arg(long, default_value_t = 100)]
     pub helm_max: usize,
@@ -126,6 +135,8 @@ pub struct Batch {
     pub runs: usize,
     pub p50: f64,
     pub p95: f64,
+    /// The p95 of each run, in the order they ran.
+    pub run_p95: Vec<f64>,
     pub max: f64,
     pub per_second: f64,
     pub cpu: CpuUse,
@@ -226,50 +237,74 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// A batch of `n` from the latencies of all its runs; envs/s is the slowest run's.
-fn batch(method: &'static str, n: usize, mut latencies: Vec<f64>) -> Batch {
-    latencies.sort_by(f64::total_cmp);
-    let max = latencies.last().copied().unwrap_or(0.0);
+/// A batch of `n` from the latencies of each of its runs (each timed from its own run's
+/// start); envs/s is the slowest run's.
+fn batch(method: &'static str, n: usize, runs: &[Vec<f64>]) -> Batch {
+    let sorted = |latencies: &[f64]| {
+        let mut sorted = latencies.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+    };
+    let all = sorted(&runs.concat());
+    let max = all.last().copied().unwrap_or(0.0);
     Batch {
         method,
         n,
-        runs: latencies.len() / n.max(1),
-        p50: percentile(&latencies, 50.0),
-        p95: percentile(&latencies, 95.0),
+        runs: runs.len(),
+        p50: percentile(&all, 50.0),
+        p95: percentile(&all, 95.0),
+        run_p95: runs.iter().map(|r| percentile(&sorted(r), 95.0)).collect(),
         max,
         per_second: if max > 0.0 { n as f64 / max } else { 0.0 },
         cpu: CpuUse::default(),
     }
 }
 
-/// `runs` batches of `n` environments named `{prefix}-{round}-...`, one after the other, each
-/// created by `create` and awaited Ready in `ready`: the names of all, and each one's
-/// create->Ready from its own run's start.
-async fn run_batches<F, Fut>(
-    (prefix, round): (&str, usize),
-    n: usize,
-    runs: usize,
-    (ready, limit): (&Readiness, Duration),
-    mut create: F,
-) -> anyhow::Result<(Vec<String>, Vec<f64>)>
-where
-    F: FnMut(Vec<String>) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let (mut all, mut latencies) = (Vec::new(), Vec::new());
-    for run in 0..runs {
-        let names: Vec<String> = (0..n)
-            .map(|i| match runs {
-                1 => format!("{prefix}-{round}-{i}"),
-                _ => format!("{prefix}-{round}-{run}-{i}"),
-            })
-            .collect();
-        let started = Instant::now();
-        create(names.clone()).await?;
-        latencies.extend(ready.wait(&names, started, limit).await?);
-        all.extend(names);
+/// The names of one run of a batch: `{prefix}-{round}-{i}`, with the run's number when the
+/// batch runs more than once.
+fn batch_names(prefix: &str, round: usize, (run, runs): (usize, usize), n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| match runs {
+            1 => format!("{prefix}-{round}-{i}"),
+            _ => format!("{prefix}-{round}-{run}-{i}"),
+        })
+        .collect()
+}
+
+/// A way of creating environments that the benchmark compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Method {
+    Appenv,
+    Direct,
+    Helm,
+}
+
+impl Method {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Appenv => "appenv",
+            Self::Direct => "direct apply",
+            Self::Helm => "helm install",
+        }
     }
-    Ok((all, latencies))
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Appenv => "bench",
+            Self::Direct => "direct",
+            Self::Helm => "helm",
+        }
+    }
+}
+
+/// The runs of one method for one size: each run's latencies, their CPU, and for appenv the
+/// names created and the operator's requests.
+#[derive(Default)]
+struct MethodRuns {
+    latencies: Vec<Vec<f64>>,
+    cpu: Option<CpuUse>,
+    names: Vec<String>,
+    requests: Counters,
 }
 
 /// `appenv operator` as a separate process, so its memory and requests are its own.
@@ -296,17 +331,40 @@ struct Counters {
 }
 
 impl Counters {
-    /// Requests per environment made since `before`, by verb and resource ("patch
+    /// What was counted since `before`.
+    fn since(&self, before: &Counters) -> Counters {
+        Counters {
+            requests: self.requests - before.requests,
+            writes: self.writes - before.writes,
+            reconciles: self.reconciles - before.reconciles,
+            by_request: self
+                .by_request
+                .iter()
+                .map(|(request, &count)| {
+                    let earlier = before.by_request.get(request).copied().unwrap_or(0);
+                    (request.clone(), count.saturating_sub(earlier))
+                })
+                .filter(|(_, more)| *more > 0)
+                .collect(),
+        }
+    }
+
+    fn add(&mut self, other: &Counters) {
+        self.requests += other.requests;
+        self.writes += other.writes;
+        self.reconciles += other.reconciles;
+        for (request, count) in &other.by_request {
+            *self.by_request.entry(request.clone()).or_default() += count;
+        }
+    }
+
+    /// These requests per environment of `n`, by verb and resource ("patch
     /// apps/deployments"), the most frequent first.
-    fn per_environment_since(&self, before: &Counters, n: usize) -> Vec<(String, f64)> {
+    fn per_environment(&self, n: usize) -> Vec<(String, f64)> {
         let mut out: Vec<(String, f64)> = self
             .by_request
             .iter()
-            .filter_map(|(request, &count)| {
-                let more =
-                    count.saturating_sub(before.by_request.get(request).copied().unwrap_or(0));
-                (more > 0).then(|| (request.clone(), more as f64 / n.max(1) as f64))
-            })
+            .map(|(request, &count)| (request.clone(), count as f64 / n.max(1) as f64))
             .collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         out
@@ -810,6 +868,31 @@ fn meter(
     Ok(Meter::new(processes, kubelet))
 }
 
+/// How each size of batch runs: how many times, and by which methods.
+struct Sizes<'a> {
+    args: &'a BenchArgs,
+    /// Whether the Helm baseline can run (helm-sdkpy was found).
+    helm: bool,
+}
+
+impl Sizes<'_> {
+    fn runs(&self, n: usize) -> usize {
+        match n {
+            1 => self.args.single_runs as usize,
+            n if n <= self.args.batch_runs_max => self.args.batch_runs as usize,
+            _ => 1,
+        }
+    }
+
+    fn methods(&self, n: usize) -> Vec<Method> {
+        let mut methods = vec![Method::Appenv, Method::Direct];
+        if self.helm && n <= self.args.helm_max {
+            methods.push(Method::Helm);
+        }
+        methods
+    }
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let limit = Duration::from_secs(args.timeout_seconds);
     progress("starting the control plane and the simulated kubelet");
@@ -857,11 +940,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     // A step of the operator's: what it cost, and its memory once all are Ready.
     let grown = |existing: usize,
                  names: &[String],
-                 before: &Counters,
+                 requests: &Counters,
                  cpu: &CpuUse,
                  report: &mut Report|
      -> anyhow::Result<()> {
-        let after = operator.counters()?;
         let rss_mib = operator.rss_mib()?;
         progress(format!(
             "operator memory with {existing} environments: {rss_mib:.1} MiB"
@@ -870,7 +952,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             environments: existing,
             created: names.len(),
             rss_mib,
-            requests: after.requests - before.requests,
+            requests: requests.requests,
             operator_cpu_seconds: cpu.seconds_of(Component::Operator).unwrap_or(0.0),
         });
         Ok(())
@@ -882,95 +964,95 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let deploy_watch =
         watch_deployments(client.clone(), deployments_per_env, baseline_ready.clone());
 
+    let sizes = Sizes {
+        args: &args,
+        helm: helm.is_some(),
+    };
     for (round, &n) in args.sizes.iter().enumerate() {
-        let runs = if n == 1 { args.single_runs as usize } else { 1 };
-        let times = if runs > 1 {
-            format!(", {runs} times")
-        } else {
-            String::new()
-        };
-        // appenv
-        progress(format!("appenv: {n} AppEnvironments at once{times}"));
-        let before = operator.counters()?;
-        let cpu_before = meter.sample()?;
-        let (names, latencies) =
-            run_batches(("bench", round), n, runs, (&envs_ready, limit), |names| {
-                let client = client.clone();
-                async move { apply_environments(&client, &names, args.parallel).await }
-            })
-            .await?;
-        let cpu = meter.since(&cpu_before, false)?;
-        let after = operator.counters()?;
-        let created = names.len();
-        let phase_changes = envs_ready.phase_changes(&names);
-        report.requests.push(Requests {
-            n,
-            per_environment: (after.requests - before.requests) as f64 / created as f64,
-            writes_per_environment: (after.writes - before.writes) as f64 / created as f64,
-            objects_per_environment: objects_per_env,
-            phase_changes_per_environment: phase_changes,
-            minimum_per_environment: objects_per_env as f64 + phase_changes,
-            by_request: after.per_environment_since(&before, created),
-            operator_cpu_seconds_per_environment: cpu
-                .seconds_of(Component::Operator)
-                .unwrap_or(0.0)
-                / created as f64,
-        });
-        existing += created;
-        grown(existing, &names, &before, &cpu, &mut report)?;
-        report.batches.push(Batch {
-            cpu,
-            ..batch("appenv", n, latencies)
-        });
-
-        // Direct apply of the rendered manifests.
-        progress(format!(
-            "direct apply: {n} environments' manifests at once{times}"
-        ));
-        let cpu_before = meter.sample()?;
-        let (names, latencies) = run_batches(
-            ("direct", round),
-            n,
-            runs,
-            (&baseline_ready, limit),
-            |names| {
-                let (client, discovery) = (&client, &discovery);
-                async move { apply_direct(client, discovery, &names, args.parallel).await }
-            },
-        )
-        .await?;
-        report.batches.push(Batch {
-            cpu: meter.since(&cpu_before, false)?,
-            ..batch("direct apply", n, latencies)
-        });
-        delete_namespaces(&client, &names, limit).await?;
-
-        // One Helm release per environment.
-        if let (Some(python), true) = (&helm, n <= args.helm_max) {
-            progress(format!(
-                "helm install: {n} releases at once ({} in flight){times}",
-                args.parallel
-            ));
-            let cpu_before = meter.sample()?;
-            let (names, latencies) =
-                run_batches(
-                    ("helm", round),
-                    n,
-                    runs,
-                    (&baseline_ready, limit),
-                    |names| {
+        let runs = sizes.runs(n);
+        let mut results: BTreeMap<Method, MethodRuns> = BTreeMap::new();
+        for run in 0..runs {
+            let mut order = sizes.methods(n);
+            let first = run % order.len();
+            order.rotate_left(first);
+            for method in order {
+                let names = batch_names(method.prefix(), round, (run, runs), n);
+                let times = if runs > 1 {
+                    format!(" (run {} of {runs})", run + 1)
+                } else {
+                    String::new()
+                };
+                progress(match method {
+                    Method::Appenv => format!("appenv: {n} AppEnvironments at once{times}"),
+                    Method::Direct => {
+                        format!("direct apply: {n} environments' manifests at once{times}")
+                    }
+                    Method::Helm => format!(
+                        "helm install: {n} releases at once ({} in flight){times}",
+                        args.parallel
+                    ),
+                });
+                let before = operator.counters()?;
+                let cpu_before = meter.sample()?;
+                let started = Instant::now();
+                let ready = match method {
+                    Method::Appenv => {
+                        apply_environments(&client, &names, args.parallel).await?;
+                        &envs_ready
+                    }
+                    Method::Direct => {
+                        apply_direct(&client, &discovery, &names, args.parallel).await?;
+                        &baseline_ready
+                    }
+                    Method::Helm => {
+                        let python = helm.as_ref().context("no helm")?;
                         let (kubeconfig, script) = (plane.kubeconfig(), &args.helm_script);
-                        async move {
-                            helm_installs(kubeconfig, python, script, &names, args.parallel).await
-                        }
-                    },
-                )
-                .await?;
+                        helm_installs(kubeconfig, python, script, &names, args.parallel).await?;
+                        &baseline_ready
+                    }
+                };
+                let latencies = ready.wait(&names, started, limit).await?;
+                let cpu = meter.since(&cpu_before, method == Method::Helm)?;
+                let requests = operator.counters()?.since(&before);
+                if method != Method::Appenv {
+                    delete_namespaces(&client, &names, limit).await?;
+                }
+                let result = results.entry(method).or_default();
+                result.latencies.push(latencies);
+                result.cpu = Some(match result.cpu.take() {
+                    Some(earlier) => earlier.plus(&cpu),
+                    None => cpu,
+                });
+                result.requests.add(&requests);
+                result.names.extend(names);
+            }
+        }
+        for (method, result) in results {
+            let cpu = result.cpu.unwrap_or_default();
+            if method == Method::Appenv {
+                let created = result.names.len();
+                let per_env = |x: u64| x as f64 / created.max(1) as f64;
+                let phase_changes = envs_ready.phase_changes(&result.names);
+                report.requests.push(Requests {
+                    n,
+                    per_environment: per_env(result.requests.requests),
+                    writes_per_environment: per_env(result.requests.writes),
+                    objects_per_environment: objects_per_env,
+                    phase_changes_per_environment: phase_changes,
+                    minimum_per_environment: objects_per_env as f64 + phase_changes,
+                    by_request: result.requests.per_environment(created),
+                    operator_cpu_seconds_per_environment: cpu
+                        .seconds_of(Component::Operator)
+                        .unwrap_or(0.0)
+                        / created.max(1) as f64,
+                });
+                existing += created;
+                grown(existing, &result.names, &result.requests, &cpu, &mut report)?;
+            }
             report.batches.push(Batch {
-                cpu: meter.since(&cpu_before, true)?,
-                ..batch("helm install", n, latencies)
+                cpu,
+                ..batch(method.label(), n, &result.latencies)
             });
-            delete_namespaces(&client, &names, limit).await?;
         }
     }
 
@@ -996,8 +1078,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         apply_environments(&client, &names, args.parallel).await?;
         envs_ready.wait(&names, started, limit).await?;
         let cpu = meter.since(&cpu_before, false)?;
+        let requests = operator.counters()?.since(&before);
         existing = target;
-        grown(existing, &names, &before, &cpu, &mut report)?;
+        grown(existing, &names, &requests, &cpu, &mut report)?;
     }
 
     // At rest: two resync periods with nothing changing, with every environment of the run.
@@ -1027,9 +1110,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
 }
 
 fn fmt_batch(b: &Batch) -> String {
+    let each: Vec<String> = match b.n {
+        1 => vec!["-".into()],
+        _ => b.run_p95.iter().map(|p| format!("{p:.2}")).collect(),
+    };
     format!(
-        "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} |",
-        b.method, b.n, b.runs, b.p50, b.p95, b.max, b.per_second
+        "| {} | {} | {} | {:.2} | {:.2} | {} | {:.2} | {:.1} |",
+        b.method,
+        b.n,
+        b.runs,
+        b.p50,
+        b.p95,
+        each.join(", "),
+        b.max,
+        b.per_second
     )
 }
 
@@ -1100,9 +1194,9 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(out, "Operator measured: {}\n", report.operator_binary);
     let _ = writeln!(
         out,
-        "| method | N | runs | p50 s | p95 s | max s | envs/s (slowest run) |"
+        "| method | N | runs | p50 s | p95 s | p95 s of each run | max s | envs/s (slowest run) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for b in &report.batches {
         let _ = writeln!(out, "{}", fmt_batch(b));
     }
@@ -1120,7 +1214,7 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(
             out,
             "| {n} | {} | {} | {} |",
-            targets::latency_name(n),
+            targets::latency_name(report, n),
             ratio("direct apply"),
             ratio("helm install")
         );
@@ -1200,10 +1294,12 @@ mod tests {
             Some("create core/events")
         );
         let before = Counters {
+            requests: 2,
             by_request: BTreeMap::from([("patch apps/deployments".into(), 2)]),
             ..Counters::default()
         };
         let after = Counters {
+            requests: 10,
             by_request: BTreeMap::from([
                 ("patch apps/deployments".into(), 6),
                 ("create core/events".into(), 2),
@@ -1211,8 +1307,20 @@ mod tests {
             ]),
             ..Counters::default()
         };
+        let mut runs = after.since(&before);
+        assert_eq!(runs.requests, 8);
         assert_eq!(
-            after.per_environment_since(&before, 2),
+            runs.per_environment(2),
+            vec![
+                ("patch apps/deployments".to_owned(), 2.0),
+                ("create core/events".to_owned(), 1.0)
+            ]
+        );
+        // A second run's requests add to the first's.
+        runs.add(&after.since(&before));
+        assert_eq!(runs.requests, 16);
+        assert_eq!(
+            runs.per_environment(4),
             vec![
                 ("patch apps/deployments".to_owned(), 2.0),
                 ("create core/events".to_owned(), 1.0)
@@ -1221,14 +1329,68 @@ mod tests {
     }
 
     #[test]
+    fn runs_of_a_batch_rotate_the_methods_and_cpu_adds_up() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let args =
+            <Cli as clap::Parser>::parse_from(["bench", "--batch-runs", "3", "--helm-max", "50"])
+                .bench;
+        let sizes = Sizes {
+            args: &args,
+            helm: true,
+        };
+        assert_eq!(
+            (sizes.runs(1), sizes.runs(100), sizes.runs(1000)),
+            (7, 3, 1)
+        );
+        assert_eq!(
+            sizes.methods(100),
+            vec![Method::Appenv, Method::Direct],
+            "helm only up to --helm-max"
+        );
+        assert_eq!(sizes.methods(50).len(), 3);
+        assert_eq!(
+            batch_names("direct", 2, (1, 3), 2),
+            ["direct-2-1-0", "direct-2-1-1"]
+        );
+        assert_eq!(batch_names("bench", 0, (0, 1), 1), ["bench-0-0"]);
+        let one = CpuUse::new(2.0, BTreeMap::from([(Component::Operator, 1.0)]), 2.0);
+        let two = CpuUse::new(
+            6.0,
+            BTreeMap::from([(Component::Operator, 2.0), (Component::Apiserver, 6.0)]),
+            9.0,
+        );
+        let both = one.plus(&two);
+        assert_eq!(both.wall_seconds, 8.0);
+        assert_eq!(both.seconds_of(Component::Operator), Some(3.0));
+        assert_eq!(both.seconds_of(Component::Apiserver), Some(6.0));
+        assert!((both.machine_cores - 11.0 / 8.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn percentiles_and_rates() {
-        let b = batch("x", 4, vec![4.0, 1.0, 2.0, 3.0]);
+        let b = batch("x", 4, &[vec![4.0, 1.0, 2.0, 3.0]]);
         assert_eq!((b.p50, b.p95, b.max, b.runs), (2.0, 4.0, 4.0, 1));
+        assert_eq!(b.run_p95, [4.0]);
         assert!((b.per_second - 1.0).abs() < f64::EPSILON);
-        assert_eq!(batch("x", 1, vec![]).p95, 0.0);
+        assert_eq!(batch("x", 1, &[]).p95, 0.0);
         // A single environment's runs: their median and slowest.
-        let runs = batch("x", 1, vec![0.3, 0.2, 0.9, 0.25, 0.21]);
+        let runs = batch(
+            "x",
+            1,
+            &[vec![0.3], vec![0.2], vec![0.9], vec![0.25], vec![0.21]],
+        );
         assert_eq!((runs.n, runs.runs, runs.p50, runs.max), (1, 5, 0.25, 0.9));
+        // A batch's runs: each run's p95, and envs/s of the slowest.
+        let runs = batch("x", 2, &[vec![1.0, 2.0], vec![3.0, 4.0]]);
+        assert_eq!(
+            (runs.runs, runs.run_p95.as_slice()),
+            (2, [2.0, 4.0].as_slice())
+        );
+        assert!((runs.per_second - 0.5).abs() < f64::EPSILON);
     }
 
     #[test]
@@ -1266,7 +1428,7 @@ mod tests {
             cores: 2,
             batches: vec![Batch {
                 cpu,
-                ..batch("helm install", 2, vec![1.0, 2.0])
+                ..batch("helm install", 2, &[vec![1.0, 2.0]])
             }],
             ..Report::default()
         };

@@ -59,11 +59,22 @@ impl Target {
     }
 }
 
-/// The figure a latency target reads of `method`'s batch of `n`, if the run had one: the p95
-/// of a batch, and of a single environment, the median of its runs (a single run is one sample
-/// of a few round trips: mostly noise).
+/// The figure a latency target reads of `method`'s batch of `n`, if the run had one: of a
+/// single environment, the median of its runs (a single run is one sample of a few round
+/// trips: mostly noise); of a batch, the median of its runs' p95s (the p95 of one run).
 pub fn latency_of(report: &Report, method: &str, n: usize) -> Option<f64> {
-    batch_of(report, method, n).map(|b| if n == 1 { b.p50 } else { b.p95 })
+    batch_of(report, method, n).map(|b| if n == 1 { b.p50 } else { median(&b.run_p95) })
+}
+
+/// The median of `values` (the mean of the middle two of an even count); 0 when empty.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        len if len % 2 == 1 => sorted[len / 2],
+        len => (sorted[len / 2 - 1] + sorted[len / 2]) / 2.0,
+    }
 }
 
 /// `method`'s batch of `n`, if the run had one.
@@ -74,18 +85,26 @@ fn batch_of<'a>(report: &'a Report, method: &str, n: usize) -> Option<&'a crate:
         .find(|b| b.method == method && b.n == n)
 }
 
-/// What [`latency_of`] reads for a batch of `n`, in words.
-pub fn latency_name(n: usize) -> &'static str {
-    if n == 1 { "median" } else { "p95" }
+/// What [`latency_of`] reads of appenv's batch of `n`, in words.
+pub fn latency_name(report: &Report, n: usize) -> String {
+    match (n, batch_of(report, "appenv", n).map_or(1, |b| b.runs)) {
+        (1, runs) => format!("median of {runs} runs"),
+        (_, 1) => "p95".into(),
+        (_, runs) => format!("median of {runs} runs' p95"),
+    }
 }
 
 /// A latency target: appenv's figure over `other`'s, at most `goal` (or under it, `strict`).
 fn latency(report: &Report, n: usize, other: &str, goal: f64, strict: bool) -> Target {
-    let what = if n == 1 {
-        let runs = batch_of(report, "appenv", 1).map_or(0, |b| b.runs);
-        format!("create->Ready of 1 environment (median of {runs} runs)")
-    } else {
-        format!("p95 of {n} environments created at once")
+    let what = match n {
+        1 => format!(
+            "create->Ready of 1 environment ({})",
+            latency_name(report, n)
+        ),
+        _ => format!(
+            "p95 of {n} environments created at once ({})",
+            latency_name(report, n)
+        ),
     };
     let target = if strict {
         format!("{what}: appenv below {other} (ratio < {goal})")
@@ -240,10 +259,7 @@ mod tests {
     use crate::{Batch, Requests, batch};
 
     fn at(method: &'static str, n: usize, p95: f64) -> Batch {
-        Batch {
-            p95,
-            ..batch(method, n, vec![p95; n])
-        }
+        batch(method, n, &[vec![p95; n]])
     }
 
     fn report() -> Report {
@@ -293,6 +309,32 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_that_ran_several_times_is_judged_by_the_median_of_its_p95s() {
+        let runs = |method, p95s: &[f64]| {
+            let runs: Vec<Vec<f64>> = p95s.iter().map(|&p| vec![p; 100]).collect();
+            batch(method, 100, &runs)
+        };
+        let report = Report {
+            // One slow run of appenv's (a neighbour's load, say) does not decide the verdict.
+            batches: vec![
+                runs("appenv", &[20.0, 10.0, 11.0]),
+                runs("direct apply", &[10.0, 12.0, 10.0]),
+            ],
+            ..Report::default()
+        };
+        assert_eq!(latency_of(&report, "appenv", 100), Some(11.0));
+        assert_eq!(latency_of(&report, "direct apply", 100), Some(10.0));
+        assert_eq!(median(&[1.0, 4.0, 2.0, 3.0]), 2.5);
+        assert_eq!(latency_name(&report, 100), "median of 3 runs' p95");
+        let all = targets(&report);
+        let target = all
+            .iter()
+            .find(|t| t.target.starts_with("p95 of 100 environments created at once (median of 3 runs' p95): appenv at most"))
+            .unwrap_or_else(|| panic!("{all:#?}"));
+        assert_eq!(target.met, Some(true), "11 / 10 = 1.1: {target:?}");
+    }
+
+    #[test]
     fn every_target_is_judged_by_its_own_rule() {
         let all = targets(&report());
         let verdict = |prefix: &str| {
@@ -302,10 +344,10 @@ mod tests {
         };
         let single = verdict("create->Ready of 1 environment (median of 1 runs)");
         assert_eq!(single.met, Some(true), "1.2 <= 1.3: {single:?}");
-        let batch = verdict("p95 of 100 environments created at once: appenv at most");
+        let batch = verdict("p95 of 100 environments created at once (p95): appenv at most");
         assert_eq!(batch.met, Some(false), "1.2 > 1.1: {batch:?}");
         assert!((batch.ratio.unwrap_or_default() - 1.2).abs() < 1e-9);
-        let helm = verdict("p95 of 100 environments created at once: appenv below");
+        let helm = verdict("p95 of 100 environments created at once (p95): appenv below");
         assert_eq!(helm.met, Some(true), "0.3 < 1: {helm:?}");
         let requests = verdict("API requests per created environment, 100");
         assert_eq!(requests.met, Some(true), "11 / 11: {requests:?}");
@@ -351,7 +393,7 @@ mod tests {
         let mut out = String::new();
         targets_table(&mut out, &report());
         assert!(
-            out.contains("| p95 of 100 environments created at once: appenv at most 1.1x direct apply | 12.00 s against 10.00 s | 1.20 | **no** |"),
+            out.contains("| p95 of 100 environments created at once (p95): appenv at most 1.1x direct apply | 12.00 s against 10.00 s | 1.20 | **no** |"),
             "{out}"
         );
     }
