@@ -1,5 +1,6 @@
 //! The `appenv` command line: one module per subcommand.
 
+mod agent;
 #[cfg(feature = "dev")]
 mod bench;
 mod crd;
@@ -34,6 +35,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The backup agent of appenv's backup and restore Jobs: back up, restore, list.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
     #[cfg(feature = "dev")]
     /// Measure the operator (latency, API requests, memory) next to direct apply and Helm.
     Bench(bench::BenchArgs),
@@ -79,6 +83,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         #[cfg(feature = "dev")]
         Command::Dev(args) => dev::run(args).await.map(|()| true),
+        Command::Agent(command) => agent::run(command).await,
         Command::Render(args) => render::run(args),
         Command::Scale(args) => scale::run(args).await,
         Command::Operator(args) => operator::run(args).await,

@@ -1,0 +1,80 @@
+//! appenv-backup: the backup agent that runs inside appenv's backup and restore Jobs
+//! (`appenv agent`), and the catalog of backups it writes.
+//!
+//! A backup is one or more files and a manifest, under
+//! `{prefix}/{environment}/{id}/` of a destination (an S3-compatible bucket, or a directory on a
+//! volume). The files are uploaded first, each checksummed as it streams; the manifest is
+//! written last and only once every file is complete: a backup without a manifest (an agent
+//! killed mid-upload, a failed `pg_dump`) is never listed, never "latest", never counted for
+//! retention, and the next prune removes what it left.
+//!
+//! Per engine, the copy is consistent:
+//! - PostgreSQL: `pg_dump --format=custom` (one snapshot, online), run with the server's own
+//!   `pg_dump`; restored with `pg_restore` in a single transaction;
+//! - SQLite: SQLite's online backup API in one step (a read snapshot; writers go on in WAL
+//!   mode), checked with `PRAGMA integrity_check` before it is uploaded;
+//! - DuckDB: the file and its WAL, copied while no process has it open (appenv stops the web
+//!   component first; the agent refuses a file another process holds).
+
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod destination;
+pub mod engine;
+pub mod id;
+pub mod manifest;
+
+pub use catalog::{Catalog, Pruned};
+pub use destination::Destination;
+pub use engine::{Engine, Restore, Source};
+pub use id::BackupId;
+pub use manifest::{FileEntry, Manifest, Reason};
+
+/// What the agent can fail with. Every message names the object or input it is about, and
+/// none carries a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("backup {id} does not exist in {location}")]
+    NotFound { id: String, location: String },
+    #[error("no complete backup of environment {environment} in {location}")]
+    NoBackup {
+        environment: String,
+        location: String,
+    },
+    #[error("{location}: {source}")]
+    Store {
+        location: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Sqlite {
+        what: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+
+    pub(crate) fn sqlite(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Sqlite { what, source }
+    }
+}
