@@ -351,6 +351,47 @@ fn duckdb_file_round_trips_and_answers_as_before() {
     ));
     assert_eq!(again, answer);
     assert!(answer.starts_with("[(200001,"), "{answer}");
+
+    // While a DuckDB process has the file open, the agent refuses to copy it.
+    let mut holder = Command::new(std::env::var("APPENV_DATA_PYTHON").unwrap_or_else(|_| "python3".into()))
+        .args(["-c", &format!("import duckdb, sys\nc = duckdb.connect({file_arg:?})\nprint('open', flush=True)\nsys.stdin.read()")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read");
+    assert_eq!(line.trim(), "open");
+    let out = refused(agent(&[
+        "backup",
+        "--environment",
+        "dojo",
+        "--destination",
+        &destination,
+        "--engine",
+        "duckdb",
+        "--file",
+        &file_arg,
+    ]));
+    assert!(out.contains("is open in another process"), "{out}");
+    drop(holder.stdin.take());
+    assert!(holder.wait().expect("python ends").success());
+    let list = ok(agent(&[
+        "list",
+        "--environment",
+        "dojo",
+        "--destination",
+        &destination,
+    ]));
+    assert_eq!(
+        listed_ids(&list).len(),
+        1,
+        "the refused copy left nothing: {list}"
+    );
 }
 
 #[test]
@@ -495,7 +536,7 @@ fn bad_input_is_named_and_nothing_is_listed() {
         "http://127.0.0.1:1",
     ]));
     assert!(
-        out.contains("s3://backups/x at http://127.0.0.1:1"),
+        out.contains("s3://backups/x/app at http://127.0.0.1:1: Connection refused"),
         "{out}"
     );
     assert!(
@@ -504,9 +545,12 @@ fn bad_input_is_named_and_nothing_is_listed() {
         started.elapsed()
     );
 
-    // A backup that does not exist, an id that could be a path, a bad destination.
+    // A backup that does not exist (also written as the Job's termination message, which the
+    // operator reads), an id that could be a path, a bad destination.
     s3.create_bucket("backups");
-    let out = refused(agent(&[
+    let termination = dir.path().join("termination-log");
+    std::fs::write(&termination, "").expect("termination log");
+    let mut restore = agent(&[
         "restore",
         "--environment",
         "app",
@@ -520,10 +564,16 @@ fn bad_input_is_named_and_nothing_is_listed() {
         &db_arg,
         "--backup",
         "20200101-000000-000",
-    ]));
+    ]);
+    let out = refused(restore.env("APPENV_TERMINATION_LOG", &termination));
     assert!(
         out.contains("backup 20200101-000000-000 does not exist in s3://backups/x"),
         "{out}"
+    );
+    let message = std::fs::read_to_string(&termination).expect("read");
+    assert!(
+        message.contains("backup 20200101-000000-000 does not exist in s3://backups/x/app"),
+        "{message}"
     );
     let out = refused(agent(&[
         "restore",

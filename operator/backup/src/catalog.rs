@@ -84,22 +84,23 @@ impl Catalog {
         Ok(Self::with_store(
             store,
             &prefix,
-            &destination.describe(),
+            &destination.describe_under(environment),
             environment,
         ))
     }
 
+    /// The catalog of `environment` in `store` under `prefix`; `location` names that place in
+    /// messages (no credentials).
     pub fn with_store(
         store: Arc<dyn ObjectStore>,
         prefix: &Path,
         location: &str,
         environment: &str,
     ) -> Self {
-        let root = prefix.clone().join(environment);
         Self {
             store,
-            location: format!("{}/{environment}", location.trim_end_matches('/')),
-            root,
+            location: location.to_owned(),
+            root: prefix.clone().join(environment),
             environment: environment.to_owned(),
         }
     }
@@ -118,9 +119,9 @@ impl Catalog {
     }
 
     fn store_error(&self) -> impl Fn(object_store::Error) -> Error + '_ {
-        |source| Error::Store {
+        |error| Error::Store {
             location: self.location.clone(),
-            source,
+            error,
         }
     }
 
@@ -373,9 +374,9 @@ impl Upload {
             self.writer
                 .wait_for_capacity(PARTS_IN_FLIGHT)
                 .await
-                .map_err(|source| Error::Store {
+                .map_err(|error| Error::Store {
                     location: self.location.clone(),
-                    source,
+                    error,
                 })?;
             self.hasher.update(&buf[..n]);
             self.writer.write(&buf[..n]);
@@ -399,7 +400,7 @@ impl Upload {
         writer
             .finish()
             .await
-            .map_err(|source| Error::Store { location, source })?;
+            .map_err(|error| Error::Store { location, error })?;
         Ok(FileEntry {
             name,
             size_bytes: size,

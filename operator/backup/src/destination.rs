@@ -109,19 +109,31 @@ impl Destination {
         })
     }
 
-    /// The destination in words, without credentials: `s3://bucket/prefix (endpoint ...)`.
+    /// The destination in words, without credentials: `s3://bucket/prefix at ENDPOINT`.
     pub fn describe(&self) -> String {
+        self.describe_under("")
+    }
+
+    /// A folder `under` the destination, in words: `s3://bucket/prefix/under at ENDPOINT`.
+    pub fn describe_under(&self, under: &str) -> String {
+        let join = |base: String| match under {
+            "" => base,
+            _ => format!("{}/{under}", base.trim_end_matches('/')),
+        };
         match self {
             Self::S3 {
                 bucket,
                 prefix,
                 endpoint,
                 ..
-            } => match endpoint {
-                Some(endpoint) => format!("s3://{bucket}/{prefix} at {endpoint}"),
-                None => format!("s3://{bucket}/{prefix}"),
-            },
-            Self::Directory { path } => path.display().to_string(),
+            } => {
+                let url = join(format!("s3://{bucket}/{prefix}"));
+                match endpoint {
+                    Some(endpoint) => format!("{url} at {endpoint}"),
+                    None => url,
+                }
+            }
+            Self::Directory { path } => join(path.display().to_string()),
         }
     }
 
@@ -131,9 +143,9 @@ impl Destination {
         credentials: Option<&S3Credentials>,
     ) -> Result<(Arc<dyn ObjectStore>, Path)> {
         let location = self.describe();
-        let store_error = |source| Error::Store {
+        let store_error = |error| Error::Store {
             location: location.clone(),
-            source,
+            error,
         };
         match self {
             Self::S3 {
@@ -221,6 +233,14 @@ mod tests {
                 .to_string();
             assert!(err.contains(why) && err.contains(bad), "{bad}: {err}");
         }
+        let s3 =
+            Destination::parse("s3://b-1/x", Some("http://127.0.0.1:9000"), None).expect("valid");
+        assert_eq!(
+            s3.describe_under("app"),
+            "s3://b-1/x/app at http://127.0.0.1:9000"
+        );
+        let dir = Destination::parse("/backups/", None, None).expect("valid");
+        assert_eq!(dir.describe_under("app"), "/backups/app");
         let err = Destination::parse("s3://bucket/x", Some("ftp://x"), None)
             .expect_err("scheme")
             .to_string();

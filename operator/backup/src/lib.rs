@@ -43,11 +43,12 @@ pub enum Error {
         environment: String,
         location: String,
     },
-    #[error("{location}: {source}")]
+    /// Only the root cause is shown: object_store's own message repeats every level of its
+    /// chain (request, retries, HTTP, connection) in one line.
+    #[error("{location}: {}", root_cause(error))]
     Store {
         location: String,
-        #[source]
-        source: object_store::Error,
+        error: object_store::Error,
     },
     #[error("{what}: {source}")]
     Io {
@@ -66,6 +67,15 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The innermost error of a chain, e.g. "tcp connect error: Connection refused (os error 111)".
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
 
 impl Error {
     pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {

@@ -7,5 +7,6 @@
 
 pub mod build;
 pub mod quantity;
+pub mod schedule;
 pub mod settings;
 pub mod validate;

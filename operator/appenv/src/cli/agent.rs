@@ -124,7 +124,24 @@ fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / 1024.0 / 1024.0)
 }
 
+/// Run an agent command; a failure is also written where Kubernetes reads a container's
+/// termination message (`/dev/termination-log`, when it exists), so the operator can say why a
+/// backup or restore Job failed without reading its logs.
 pub async fn run(command: AgentCommand) -> anyhow::Result<bool> {
+    let result = run_command(command).await;
+    if let Err(e) = &result {
+        let path = std::env::var_os("APPENV_TERMINATION_LOG")
+            .map_or_else(|| PathBuf::from("/dev/termination-log"), PathBuf::from);
+        if path.exists() {
+            // Kubernetes keeps at most 4096 bytes of it.
+            let message: String = format!("{e:#}").chars().take(4000).collect();
+            let _ = std::fs::write(&path, message);
+        }
+    }
+    result
+}
+
+async fn run_command(command: AgentCommand) -> anyhow::Result<bool> {
     match command {
         AgentCommand::Backup(args) => {
             let (catalog, source) = (catalog(&args.store)?, source(&args.database)?);

@@ -11,6 +11,38 @@ use std::path::Path;
 const DATABASE: &str = "database.duckdb";
 const WAL: &str = "database.duckdb.wal";
 
+/// Take the POSIX lock a DuckDB process holds on its database file while it has it open: if
+/// another process has it, refuse (DuckDB allows one process; appenv stops the web component
+/// before a copy). Held until the returned handle is dropped, so no process can open the file
+/// while it is copied or replaced.
+fn hold(file: &Path) -> Result<std::fs::File> {
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .map_err(Error::io(format!(
+            "opening DuckDB database {}",
+            file.display()
+        )))?;
+    match rustix::fs::fcntl_lock(
+        &handle,
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    ) {
+        Ok(()) => Ok(handle),
+        Err(e) if e == rustix::io::Errno::AGAIN || e == rustix::io::Errno::ACCESS => {
+            Err(Error::Invalid(format!(
+                "DuckDB database {} is open in another process: DuckDB allows one, so the \
+                 copy waits until the web component is stopped",
+                file.display()
+            )))
+        }
+        Err(e) => Err(Error::io(format!(
+            "locking DuckDB database {}",
+            file.display()
+        ))(e.into())),
+    }
+}
+
 pub(super) async fn backup(
     catalog: &Catalog,
     id: &BackupId,
@@ -22,6 +54,7 @@ pub(super) async fn backup(
             file.display()
         )));
     }
+    let _held = hold(file)?;
     let mut files = vec![catalog.upload_file(id, DATABASE, file).await?];
     let wal = with_suffix(file, ".wal");
     if wal.is_file() {
@@ -39,6 +72,10 @@ pub(super) async fn restore(
     file: &Path,
     options: Restore,
 ) -> Result<()> {
+    let _held = match file.exists() {
+        true => Some(hold(file)?),
+        false => None,
+    };
     let occupied = tokio::fs::metadata(file).await.is_ok_and(|m| m.len() > 0);
     if occupied && !options.into_non_empty {
         return Err(Error::Invalid(format!(

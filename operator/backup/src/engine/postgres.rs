@@ -90,6 +90,12 @@ pub(super) async fn backup(
     });
     let mut upload = catalog.upload(id, DUMP).await?;
     let copied = upload.copy_from(&mut stdout).await;
+    // Closing the pipe ends a pg_dump whose output is no longer read (a failed upload), so the
+    // wait below cannot hang on it.
+    drop(stdout);
+    if copied.is_err() {
+        let _ = child.start_kill();
+    }
     let status = child
         .wait()
         .await
