@@ -522,7 +522,10 @@ fn bad_input_is_named_and_nothing_is_listed() {
         "--file",
         &db_arg,
     ]));
-    assert!(out.contains("s3://missing-bucket/x"), "{out}");
+    assert!(
+        out.contains("s3://missing-bucket/x/app at http") && out.contains("NoSuchBucket"),
+        "{out}"
+    );
 
     // An endpoint nobody listens on: reported, quickly.
     let started = Instant::now();

@@ -74,7 +74,29 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     while let Some(next) = cause.source() {
         cause = next;
     }
-    cause.to_string()
+    s3_error(&cause.to_string())
+}
+
+/// An S3 error answer (`... 404 Not Found: <?xml ...><Code>NoSuchBucket</Code><Message>The
+/// specified bucket does not exist</Message>...`) as its status, code and message only.
+fn s3_error(text: &str) -> String {
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let len = text[start..].find(&format!("</{name}>"))?;
+        Some(&text[start..start + len])
+    };
+    match (
+        text.find("<?xml").or_else(|| text.find("<Error>")),
+        tag("Code"),
+    ) {
+        (Some(xml), Some(code)) => {
+            let status = text[..xml].trim_end().trim_end_matches(':');
+            let message = tag("Message").unwrap_or_default();
+            format!("{status}: {code}: {message}")
+        }
+        _ => text.to_owned(),
+    }
 }
 
 impl Error {
@@ -86,5 +108,18 @@ impl Error {
     pub(crate) fn sqlite(what: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> Error {
         let what = what.into();
         move |source| Error::Sqlite { what, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn s3_error_answers_are_shortened_to_code_and_message() {
+        let answer = "Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><RequestId>x</RequestId></Error>";
+        assert_eq!(
+            super::s3_error(answer),
+            "Server returned non-2xx status code: 404 Not Found: NoSuchBucket: The specified bucket does not exist"
+        );
+        assert_eq!(super::s3_error("Connection refused"), "Connection refused");
     }
 }

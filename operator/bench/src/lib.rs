@@ -756,8 +756,32 @@ async fn delete_namespaces(
     for name in names {
         let _ = api.delete(name, &DeleteParams::background()).await;
     }
+    namespaces_gone(client, names, "baseline namespaces gone", limit).await
+}
+
+/// Delete AppEnvironments (the benchmark's are named as their namespaces) and wait until their
+/// namespaces are gone, as the operator and the garbage collector remove them.
+async fn delete_environments(
+    client: &Client,
+    names: &[String],
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    for name in names {
+        let _ = api.delete(name, &DeleteParams::background()).await;
+    }
+    namespaces_gone(client, names, "extra runs' environments gone", limit).await
+}
+
+async fn namespaces_gone(
+    client: &Client,
+    names: &[String],
+    what: &'static str,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let poll = Poll {
-        what: "baseline namespaces gone",
+        what,
         total: names.len(),
         started: Instant::now(),
         limit,
@@ -938,10 +962,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         ..Growth::default()
     });
     // A step of the operator's: what it cost, and its memory once all are Ready.
+    // `share`: the part of the step's requests and CPU that belongs to the environments kept
+    // (a batch that ran several times keeps one run's).
     let grown = |existing: usize,
-                 names: &[String],
-                 requests: &Counters,
-                 cpu: &CpuUse,
+                 created: usize,
+                 (requests, cpu, share): (&Counters, &CpuUse, f64),
                  report: &mut Report|
      -> anyhow::Result<()> {
         let rss_mib = operator.rss_mib()?;
@@ -950,10 +975,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         ));
         report.growth.push(Growth {
             environments: existing,
-            created: names.len(),
+            created,
             rss_mib,
-            requests: requests.requests,
-            operator_cpu_seconds: cpu.seconds_of(Component::Operator).unwrap_or(0.0),
+            requests: (requests.requests as f64 * share).round() as u64,
+            operator_cpu_seconds: cpu.seconds_of(Component::Operator).unwrap_or(0.0) * share,
         });
         Ok(())
     };
@@ -1046,8 +1071,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                         .unwrap_or(0.0)
                         / created.max(1) as f64,
                 });
-                existing += created;
-                grown(existing, &result.names, &result.requests, &cpu, &mut report)?;
+                // The runs after the first are removed again: the growth table and the memory
+                // target count the environments of one run of each batch.
+                let extra = &result.names[n.min(created)..];
+                if !extra.is_empty() {
+                    progress(format!(
+                        "appenv: deleting the {} environments of the extra runs",
+                        extra.len()
+                    ));
+                    delete_environments(&client, extra, limit).await?;
+                }
+                existing += n.min(created);
+                let share = n.min(created) as f64 / created.max(1) as f64;
+                grown(
+                    existing,
+                    n.min(created),
+                    (&result.requests, &cpu, share),
+                    &mut report,
+                )?;
             }
             report.batches.push(Batch {
                 cpu,
@@ -1080,7 +1121,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         let cpu = meter.since(&cpu_before, false)?;
         let requests = operator.counters()?.since(&before);
         existing = target;
-        grown(existing, &names, &requests, &cpu, &mut report)?;
+        grown(existing, names.len(), (&requests, &cpu, 1.0), &mut report)?;
     }
 
     // At rest: two resync periods with nothing changing, with every environment of the run.
