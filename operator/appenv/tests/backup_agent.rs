@@ -508,20 +508,24 @@ fn bad_input_is_named_and_nothing_is_listed() {
     sqlite_with_rows(&db, 3);
     let db_arg = db.to_string_lossy().into_owned();
 
+    // `command` on environment app's backups at `destination` (on the S3 API at `endpoint`).
+    let at = |command: &str, destination: &str, endpoint: &str| {
+        let mut c = agent(&[
+            command,
+            "--environment",
+            "app",
+            "--destination",
+            destination,
+        ]);
+        if !endpoint.is_empty() {
+            c.args(["--s3-endpoint", endpoint]);
+        }
+        c
+    };
+    let sqlite = ["--engine", "sqlite", "--file", db_arg.as_str()];
+
     // A bucket that does not exist.
-    let out = refused(agent(&[
-        "backup",
-        "--environment",
-        "app",
-        "--destination",
-        "s3://missing-bucket/x",
-        "--s3-endpoint",
-        &endpoint,
-        "--engine",
-        "sqlite",
-        "--file",
-        &db_arg,
-    ]));
+    let out = refused(at("backup", "s3://missing-bucket/x", &endpoint).args(sqlite));
     assert!(
         out.contains("s3://missing-bucket/x/app at http") && out.contains("NoSuchBucket"),
         "{out}"
@@ -529,15 +533,7 @@ fn bad_input_is_named_and_nothing_is_listed() {
 
     // An endpoint nobody listens on: reported, quickly.
     let started = Instant::now();
-    let out = refused(agent(&[
-        "list",
-        "--environment",
-        "app",
-        "--destination",
-        "s3://backups/x",
-        "--s3-endpoint",
-        "http://127.0.0.1:1",
-    ]));
+    let out = refused(at("list", "s3://backups/x", "http://127.0.0.1:1"));
     assert!(
         out.contains("s3://backups/x/app at http://127.0.0.1:1: Connection refused"),
         "{out}"
@@ -553,22 +549,12 @@ fn bad_input_is_named_and_nothing_is_listed() {
     s3.create_bucket("backups");
     let termination = dir.path().join("termination-log");
     std::fs::write(&termination, "").expect("termination log");
-    let mut restore = agent(&[
-        "restore",
-        "--environment",
-        "app",
-        "--destination",
-        "s3://backups/x",
-        "--s3-endpoint",
-        &endpoint,
-        "--engine",
-        "sqlite",
-        "--file",
-        &db_arg,
-        "--backup",
-        "20200101-000000-000",
-    ]);
-    let out = refused(restore.env("APPENV_TERMINATION_LOG", &termination));
+    let out = refused(
+        at("restore", "s3://backups/x", &endpoint)
+            .args(sqlite)
+            .args(["--backup", "20200101-000000-000"])
+            .env("APPENV_TERMINATION_LOG", &termination),
+    );
     assert!(
         out.contains("backup 20200101-000000-000 does not exist in s3://backups/x"),
         "{out}"
@@ -578,21 +564,11 @@ fn bad_input_is_named_and_nothing_is_listed() {
         message.contains("backup 20200101-000000-000 does not exist in s3://backups/x/app"),
         "{message}"
     );
-    let out = refused(agent(&[
-        "restore",
-        "--environment",
-        "app",
-        "--destination",
-        "s3://backups/x",
-        "--s3-endpoint",
-        &endpoint,
-        "--engine",
-        "sqlite",
-        "--file",
-        &db_arg,
-        "--backup",
-        "../../etc",
-    ]));
+    let out = refused(
+        at("restore", "s3://backups/x", &endpoint)
+            .args(sqlite)
+            .args(["--backup", "../../etc"]),
+    );
     assert!(out.contains("YYYYMMDD-HHMMSS-mmm"), "{out}");
     let out = refused(agent(&[
         "list",
@@ -602,24 +578,9 @@ fn bad_input_is_named_and_nothing_is_listed() {
         "/tmp/x",
     ]));
     assert!(out.contains("environment \"../prod\""), "{out}");
-    let out = refused(agent(&[
-        "backup",
-        "--environment",
-        "app",
-        "--destination",
-        "relative/dir",
-        "--engine",
-        "sqlite",
-        "--file",
-        &db_arg,
-    ]));
+    let out = refused(at("backup", "relative/dir", "").args(sqlite));
     assert!(out.contains("destination \"relative/dir\""), "{out}");
-    let out = refused(agent(&[
-        "backup",
-        "--environment",
-        "app",
-        "--destination",
-        "/tmp/x",
+    let out = refused(at("backup", "/tmp/x", "").args([
         "--engine",
         "sqlite",
         "--file",
@@ -629,14 +590,6 @@ fn bad_input_is_named_and_nothing_is_listed() {
         out.contains("/nonexistent/app.sqlite: no such file"),
         "{out}"
     );
-    let list = ok(agent(&[
-        "list",
-        "--environment",
-        "app",
-        "--destination",
-        "s3://backups/x",
-        "--s3-endpoint",
-        &endpoint,
-    ]));
+    let list = ok(at("list", "s3://backups/x", &endpoint));
     assert!(listed_ids(&list).is_empty(), "{list}");
 }
