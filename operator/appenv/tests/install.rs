@@ -697,10 +697,23 @@ async fn server_side_dry_run_accepts_the_kustomize_manifests() {
     } else {
         "--validate=true"
     };
-    let applied = kubectl(
-        &["apply", "--dry-run=server", validate, "-f", "-"],
-        Some(&rendered),
-    );
+    // kubectl reads each object, then sends a create or a patch: the chart's test in this
+    // binary installs and uninstalls the same CRD meanwhile, so the object may appear or go
+    // between the two (AlreadyExists, NotFound). A dry run changes nothing: try it again.
+    let mut attempts = 0;
+    let applied = loop {
+        attempts += 1;
+        let applied = kubectl(
+            &["apply", "--dry-run=server", validate, "-f", "-"],
+            Some(&rendered),
+        );
+        let stderr = String::from_utf8_lossy(&applied.stderr);
+        let raced = stderr.contains("(AlreadyExists)") || stderr.contains("(NotFound)");
+        if applied.status.success() || !raced || attempts == 5 {
+            break applied;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     assert!(
         applied.status.success(),
         "server-side dry run of config/default: {}",
