@@ -257,19 +257,22 @@ fn sqlite_backup_while_a_writer_inserts_holds_every_row_committed_before_it() {
 
     let restored = dir.path().join("restored.sqlite");
     let restored_arg = restored.to_string_lossy().into_owned();
-    ok(agent(&[
-        "restore",
-        "--environment",
-        "app",
-        "--destination",
-        &destination,
-        "--engine",
-        "sqlite",
-        "--file",
-        &restored_arg,
-        "--backup",
-        "latest",
-    ]));
+    let restore_latest = || {
+        agent(&[
+            "restore",
+            "--environment",
+            "app",
+            "--destination",
+            &destination,
+            "--engine",
+            "sqlite",
+            "--file",
+            &restored_arg,
+            "--backup",
+            "latest",
+        ])
+    };
+    ok(restore_latest());
     let copy = rusqlite::Connection::open(&restored).expect("open the copy");
     let check: String = copy
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
@@ -287,19 +290,7 @@ fn sqlite_backup_while_a_writer_inserts_holds_every_row_committed_before_it() {
     assert_eq!(count, max, "no gap: the copy is one snapshot");
 
     // A restore over a database with tables is refused unless asked.
-    let out = refused(agent(&[
-        "restore",
-        "--environment",
-        "app",
-        "--destination",
-        &destination,
-        "--engine",
-        "sqlite",
-        "--file",
-        &restored_arg,
-        "--backup",
-        "latest",
-    ]));
+    let out = refused(restore_latest());
     assert!(
         out.contains("holds 1 tables") && out.contains("--into-non-empty"),
         "{out}"

@@ -1017,7 +1017,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                         args.parallel
                     ),
                 });
-                let before = operator.counters()?;
+                // The operator's requests count for its own method only.
+                let before = match method {
+                    Method::Appenv => Some(operator.counters()?),
+                    _ => None,
+                };
                 let cpu_before = meter.sample()?;
                 let started = Instant::now();
                 let ready = match method {
@@ -1038,7 +1042,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                 };
                 let latencies = ready.wait(&names, started, limit).await?;
                 let cpu = meter.since(&cpu_before, method == Method::Helm)?;
-                let requests = operator.counters()?.since(&before);
+                let requests = match &before {
+                    Some(before) => operator.counters()?.since(before),
+                    None => Counters::default(),
+                };
                 if method != Method::Appenv {
                     delete_namespaces(&client, &names, limit).await?;
                 }
