@@ -66,6 +66,7 @@ names! {
         Redis => "redis",
         Postgres => "postgres",
         Migrations => "migrations",
+        Backup => "backup",
     }
 }
 
@@ -83,6 +84,7 @@ names! {
         Degraded => "Degraded",
         DatabaseReady => "DatabaseReady",
         MigrationsSucceeded => "MigrationsSucceeded",
+        BackupsHealthy => "BackupsHealthy",
     }
 }
 
@@ -112,6 +114,11 @@ names! {
         Expired => "Expired",
         Suspended => "Suspended",
         ReplicasReverted => "ReplicasReverted",
+        BackingUp => "BackingUp",
+        BackupFailed => "BackupFailed",
+        BackupStale => "BackupStale",
+        NoBackupYet => "NoBackupYet",
+        BackupSucceeded => "BackupSucceeded",
     }
 }
 
@@ -121,6 +128,7 @@ names! {
         Validate => "Validate",
         Reconcile => "Reconcile",
         Migrate => "Migrate",
+        Backup => "Backup",
         Delete => "Delete",
     }
 }

@@ -49,6 +49,8 @@ pub const MAX_QUEUES: usize = 16;
         .message("spec.web.replicas: must be 1 when spec.database.embedded is set (the embedded database allows one writer)"),
     validation = Rule::new("!has(self.database) || !has(self.database.embedded) || !has(self.migrations)")
         .message("spec.migrations: not allowed with spec.database.embedded (the web Pod is the only writer of the file; apply forward-only migrations at start-up)"),
+    validation = Rule::new("!has(self.backup) || (has(self.database) && !has(self.database.external))")
+        .message("spec.backup: needs spec.database.postgres or spec.database.embedded (an external database is backed up where it runs)"),
     validation = Rule::new("!has(self.workers) || self.workers.all(w, !has(w.autoscaling) || (has(self.redis) && (!has(self.redis.enabled) || self.redis.enabled)))")
         .message("spec.workers[].autoscaling: needs spec.redis (the queue is in the environment's Redis)"),
 )]
@@ -123,6 +125,11 @@ pub struct AppEnvironmentSpec {
     /// a permanent preview (no pull request, no TTL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<Box<PreviewSpec>>,
+
+    /// Backups of the environment's database (PostgreSQL or an embedded DuckDB/SQLite file):
+    /// on a schedule, before each migration, and on request (`appenv backup now`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Box<BackupSpec>>,
 
     /// Scale every component to zero; data is kept.
     #[serde(default)]
@@ -633,6 +640,80 @@ pub struct PreviewSpec {
     #[x_kube(validation = Rule::new("self.matches('^[0-9]*[1-9][0-9]*(s|m|h|d)$')").message("spec.preview.ttl: must be a positive number followed by s, m, h or d, e.g. 72h"))]
     #[schemars(length(max = 16))]
     pub ttl: Option<String>,
+}
+
+/// Most backups `spec.backup.keep` may ask for.
+pub const MAX_BACKUPS_KEPT: i32 = 1000;
+
+/// Backups of the environment's database. Each backup is complete or invisible: it is listed,
+/// counted for retention and used as "latest" only once its manifest (size, SHA-256) is written.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// When to take one: five cron fields in UTC (`0 3 * * *`: daily at 03:00) or `@hourly`,
+    /// `@daily`, `@weekly`, `@monthly`. Without it, backups are taken only before migrations and
+    /// on request (`appenv backup now`). A DuckDB backup stops the web Pod while it copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 100))]
+    pub schedule: Option<String>,
+    /// Complete backups to keep; older ones are deleted after each new one. Default 7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_BACKUPS_KEPT))]
+    pub keep: Option<i32>,
+    /// Take a backup before each migration (PostgreSQL): the Jobs run backup, migration,
+    /// rollout, and a failed backup blocks the migration. Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_migrations: Option<bool>,
+    /// Where backups are written: exactly one of `s3` or `volume`.
+    pub destination: BackupDestination,
+    /// Give up on a backup after this long. Default 3600 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60, max = 86400))]
+    pub timeout_seconds: Option<i64>,
+    /// Annotations for the backup Jobs' Pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.s3), has(self.volume)].filter(x, x).size() == 1").message("spec.backup.destination: set exactly one of s3 or volume"))]
+pub struct BackupDestination {
+    /// An S3-compatible bucket (AWS S3, MinIO, Ceph, R2, ...). Backups are written under
+    /// `<prefix>/<environment name>/<backup id>/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Destination>,
+    /// A ReadWriteOnce volume in the environment's namespace (`<app>-backups`, mounted by the
+    /// backup Jobs only). It is deleted with the environment unless
+    /// `spec.database.deletionPolicy` retains data: use `s3` for backups that outlive a lost
+    /// namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<StorageSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Destination {
+    /// The bucket (3 to 63 lower-case letters, digits, `-` or `.`).
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// A path inside the bucket, e.g. `appenv/shop`. Default: the bucket's root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub prefix: Option<String>,
+    /// The S3 API's URL, e.g. `https://s3.eu-central-1.amazonaws.com` or
+    /// `http://minio.backups:9000`. Default: AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub endpoint: Option<String>,
+    /// The bucket's region. Default `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub region: Option<String>,
+    /// A Secret in the environment's namespace with the keys `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` (only those two keys reach the backup Jobs).
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -21,7 +21,7 @@ pub struct AppEnvironmentStatus {
     /// The image web and workers run (moved only after migrations succeeded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// Ready, Valid, Progressing, Degraded, DatabaseReady, MigrationsSucceeded.
+    /// Ready, Valid, Progressing, Degraded, DatabaseReady, MigrationsSucceeded, BackupsHealthy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -32,6 +32,51 @@ pub struct AppEnvironmentStatus {
     /// When a preview will be deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// The environment's backups, when `spec.backup` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+}
+
+/// What appenv knows of an environment's backups (the backups themselves are listed by
+/// `appenv backup list`, from the destination).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// The backup Job running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<BackupRun>,
+    /// The last backup that completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<BackupRun>,
+    /// The last backup that failed, with why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<BackupRun>,
+    /// The time of the last scheduled backup started (a time of `spec.backup.schedule`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled: Option<Time>,
+    /// The last request of `appenv backup now` handled (the annotation's value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
+}
+
+/// One backup Job.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRun {
+    /// The Job's name (in the environment's namespace).
+    pub job: String,
+    /// `scheduled`, `manual` or `before-migration`.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Why it failed (a failed run only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The web component was stopped for it (DuckDB: one process may open the file).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub web_stopped: bool,
 }
 
 crate::names::names! {
@@ -77,4 +122,5 @@ pub mod condition {
     pub const DEGRADED: &str = ConditionType::Degraded.as_str();
     pub const DATABASE_READY: &str = ConditionType::DatabaseReady.as_str();
     pub const MIGRATIONS_SUCCEEDED: &str = ConditionType::MigrationsSucceeded.as_str();
+    pub const BACKUPS_HEALTHY: &str = ConditionType::BackupsHealthy.as_str();
 }

@@ -13,10 +13,10 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, ResourceQuota, Secret, Service,
+    ConfigMap, LimitRange, Namespace, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::core::DynamicObject;
 use kube::{Client, ResourceExt as _};
 use serde::Serialize;
@@ -302,6 +302,10 @@ pub struct Applied {
 
 /// Apply every child that the `gates` permit, in dependency order. Returns the names applied
 /// per kind, for pruning.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one list of every kind of child, destructured so that a new kind must be applied"
+)]
 pub async fn apply_children(
     applier: &Applier<'_>,
     children: &Children,
@@ -317,6 +321,8 @@ pub async fn apply_children(
         redis,
         data_volume,
         migration,
+        backup_volume,
+        backup: _, // see `start_backup`
         web,
         workers,
         autoscalers,
@@ -400,7 +406,7 @@ pub async fn apply_children(
         note(ChildKind::Service, service.name_any());
         note(ChildKind::Deployment, deployment.name_any());
     }
-    if let Some(volume) = data_volume {
+    for volume in data_volume.iter().chain(backup_volume) {
         first.push(Box::pin(applier.apply(volume)));
         note(ChildKind::PersistentVolumeClaim, volume.name_any());
     }
@@ -435,6 +441,64 @@ pub async fn apply_children(
     then.push(Box::pin(apply_workloads(applier, gates, workloads)));
     futures::future::try_join_all(then).await?;
     Ok(applied)
+}
+
+/// Create a backup Job. With `no_pod_of` (a DuckDB backup: web's label selector) only once no
+/// such Pod exists, as the API server lists them now (a watch may lag, and a Pod being deleted
+/// still holds the file): otherwise nothing is created, and the reconcile looks again soon.
+/// Whether the Job was created.
+pub async fn start_backup(
+    applier: &Applier<'_>,
+    job: &Job,
+    no_pod_of: Option<&BTreeMap<String, String>>,
+) -> Result<bool, Error> {
+    let ns = job.namespace().unwrap_or_default();
+    if let Some(selector) = no_pod_of {
+        let selector = selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let pods = Api::<Pod>::namespaced(applier.client.clone(), &ns)
+            .list_metadata(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: ChildKind::Pod.as_str(),
+                name: selector.clone(),
+                source,
+            })?;
+        if !pods.items.is_empty() {
+            tracing::info!(job = %job.name_any(), pods = pods.items.len(), "backup waits for the web Pods to stop");
+            applier.in_flight.store(true, Ordering::Relaxed);
+            return Ok(false);
+        }
+    }
+    applier.apply(job).await?;
+    tracing::info!(job = %job.name_any(), "backup started");
+    Ok(true)
+}
+
+/// Delete finished backup Jobs past the history (their Pods with them).
+pub async fn delete_jobs(client: &Client, ns: &str, names: &[String]) -> Result<(), Error> {
+    let api = Api::<Job>::namespaced(client.clone(), ns);
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    for name in names {
+        match api.delete(name, &params).await {
+            Ok(_) => tracing::info!(job = %name, "old backup Job deleted"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Prune {
+                    kind: ChildKind::Job.as_str(),
+                    name: name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The StatefulSet with the hash of what is applied, if that changed. On 1.20 a StatefulSet

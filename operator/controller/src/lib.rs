@@ -10,6 +10,7 @@
 #![warn(clippy::too_many_lines)]
 
 mod apply;
+mod backups;
 pub mod crd;
 mod discovery;
 mod error;

@@ -43,6 +43,21 @@ pub struct Observed {
     pub copy_failures: Vec<String>,
     /// Phase of the embedded database's volume, if it exists.
     pub data_volume_phase: Option<String>,
+    /// The environment's backup Jobs, by name.
+    pub backup_jobs: BTreeMap<String, BackupJob>,
+}
+
+/// A backup Job as its watch has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupJob {
+    /// The states of a migration Job (never `NotConfigured` or `NotStarted`).
+    pub state: Migration,
+    pub started: Option<Timestamp>,
+    pub finished: Option<Timestamp>,
+    pub created: Option<Timestamp>,
+    /// Why its Pod cannot start (a missing credentials Secret, an unpullable image), while it
+    /// runs.
+    pub pod_failure: Option<String>,
 }
 
 /// How long a claim may stay unbound before it counts as a failure (provisioning is slow on
@@ -105,6 +120,32 @@ fn job_state(job: &JobSnapshot) -> Migration {
         }
     }
     Migration::Running
+}
+
+fn observe_backups(stores: &Stores, model: &Model, observed: &mut Observed) {
+    let ns = model.namespace.name.as_str();
+    for (name, job) in stores.of_environment::<Job>(ns, &model.name) {
+        if job.meta.component.as_deref() != Some(Component::Backup.as_str()) {
+            continue;
+        }
+        let state = job_state(&job);
+        let pod_failure = (state == Migration::Running)
+            .then(|| {
+                let selector = vec![("job-name".into(), name.as_str().into())];
+                stores.pod_failure(ns, &selector)
+            })
+            .flatten();
+        observed.backup_jobs.insert(
+            name,
+            BackupJob {
+                state,
+                started: job.started,
+                finished: job.finished,
+                created: job.created,
+                pod_failure,
+            },
+        );
+    }
 }
 
 /// One Deployment of the environment.
@@ -173,6 +214,9 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
             Some(job) => job_state(&job),
         },
     });
+    if model.backup.is_some() {
+        observe_backups(stores, model, &mut observed);
+    }
     let has_volumes = matches!(
         model.database,
         Some(DatabaseModel::Postgres(_) | DatabaseModel::Embedded(_))

@@ -4,6 +4,7 @@
 //! before the migration, the migration before web and workers move to a new image), whether to
 //! prune, the status to report and when to look again. The other steps only execute it.
 
+use crate::backups::{self, Decision, MigrationGate};
 use crate::observe::{Migration, Observed};
 use crate::status;
 use appenv_api::names::ConditionType;
@@ -56,6 +57,8 @@ pub struct Rollout<'a> {
     pub reverts: Vec<Revert>,
     /// Workers that became autoscaled while appenv owns their replicas: see [`Handover`].
     pub handovers: Vec<Handover>,
+    /// The backups of this reconcile.
+    pub backups: Decision,
 }
 
 /// The replicas of a worker that became autoscaled, handed to another field manager before
@@ -174,8 +177,12 @@ pub struct Gates {
     pub workload_image: Option<String>,
     /// The environment's database is ready (true without a PostgreSQL of its own).
     pub database_ready: bool,
-    /// The migration Job may be applied: it needs the database.
+    /// The migration Job may be applied: it needs the database (and the backup before it).
     pub run_migration: bool,
+    /// The backup the migration waits for.
+    pub backup: MigrationGate,
+    /// Web is held at zero replicas while a DuckDB backup copies the file.
+    pub stop_web: bool,
     /// The `APPLIED_HASH_ANNOTATION` of the existing PostgreSQL StatefulSet, if any.
     pub statefulset_hash: Option<String>,
 }
@@ -213,18 +220,48 @@ pub fn plan<'a>(input: &Input<'a>) -> Plan<'a> {
             &invalid, previous, generation, now,
         )));
     }
-    let gates = gates(model, observed, previous);
-    let status = status::compute(model, observed, &gates, previous, generation, now);
-    let requeue = requeue(&status, observed, kept(env), resync, now);
+    let mut gates = gates(model, observed, previous);
+    let backups = backups::decide(&backups::Input {
+        model,
+        observed,
+        previous,
+        request: env
+            .annotations()
+            .get(backups::REQUEST_ANNOTATION)
+            .map(String::as_str),
+        created: env.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        database_ready: gates.database_ready,
+        now,
+    });
+    gates.run_migration &= backups.migration == MigrationGate::Open;
+    gates.stop_web = backups.stop_web;
+    gates.backup = backups.migration.clone();
+    let mut status = status::compute(model, observed, &gates, previous, generation, now);
+    status::add_backups(&mut status, &backups, previous, now);
+    let mut requeue = requeue(&status, observed, kept(env), resync, now);
+    if let Some(due) = backups.next_due {
+        let until = due.duration_since(now).as_secs_f64().max(0.0);
+        requeue = requeue.min(Duration::from_secs_f64(until) + Duration::from_secs(1));
+    }
     let spec_changed = previous.and_then(|s| s.observed_generation) != generation;
+    // Web scaled to zero for a DuckDB backup (now, or one that just finished) is no revert.
+    let web_held = gates.stop_web
+        || previous
+            .and_then(|p| p.backup.as_ref()?.running.as_ref())
+            .is_some_and(|r| r.web_stopped);
+    let mut reverts = reverts(model, observed, spec_changed, &gates);
+    if web_held {
+        reverts.retain(|r| r.component != appenv_api::names::Component::Web.as_str());
+    }
     Plan::Rollout(Box::new(Rollout {
         model,
         prune: spec_changed,
-        reverts: reverts(model, observed, spec_changed, &gates),
+        reverts,
         handovers: handovers(model, observed),
         gates,
         status,
         requeue,
+        backups,
     }))
 }
 
@@ -278,6 +315,8 @@ fn gates(model: &Model, observed: &Observed, previous: Option<&AppEnvironmentSta
         workload_image,
         database_ready,
         run_migration: database_ready,
+        backup: MigrationGate::Open,
+        stop_web: false,
         statefulset_hash: observed
             .postgres
             .as_ref()

@@ -56,11 +56,22 @@ async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error>
     };
     let children = build(env, &rollout, spec.as_ref().ok(), ctx.cluster)?;
     let applier = Applier::new(&ctx.client, &ctx.applied, &ctx.stores);
-    let applied =
+    let mut applied =
         apply::apply_children(&applier, &children, &rollout.gates, &rollout.handovers).await?;
+    let mut status = rollout.status.clone();
+    backups(
+        ctx,
+        env,
+        &rollout,
+        &children,
+        &applier,
+        &mut applied,
+        &mut status,
+    )
+    .await?;
     report_reverts(ctx, env, &rollout, &applier).await;
     prune(ctx, env, &rollout, &applied).await?;
-    let progress_later = status::write(ctx, env, rollout.status).await?;
+    let progress_later = status::write(ctx, env, status).await?;
     let next = plan::after_apply(rollout.requeue, applier.look_again());
     Ok(Action::requeue(
         progress_later.map_or(next, |wait| next.min(wait)),
@@ -230,8 +241,58 @@ fn build(
             wildcard_tls,
             copies: observation.map(|o| o.copies.clone()).unwrap_or_default(),
             cluster: cluster_apis,
+            backup: rollout.backups.start.clone(),
+            stop_web: rollout.gates.stop_web,
         },
     ))
+}
+
+/// Start the backup the plan chose (a DuckDB one once no web Pod exists: until then the status
+/// records it as not started), delete old backup Jobs, keep the others from prune, and publish
+/// an Event for each backup that finished.
+async fn backups(
+    ctx: &Context,
+    env: &AppEnvironment,
+    rollout: &Rollout<'_>,
+    children: &Children,
+    applier: &Applier<'_>,
+    applied: &mut Applied,
+    status: &mut appenv_api::AppEnvironmentStatus,
+) -> Result<(), Error> {
+    let decision = &rollout.backups;
+    let namespace = &rollout.model.namespace.name;
+    if let Some(job) = &children.backup {
+        let web = build::selector(rollout.model, appenv_api::names::Component::Web.as_str());
+        let no_pod_of = decision.needs_no_web_pod.then_some(&web);
+        if !apply::start_backup(applier, job, no_pod_of).await? {
+            status.backup.clone_from(&decision.deferred);
+        }
+    }
+    if !decision.delete_jobs.is_empty() {
+        apply::delete_jobs(&ctx.client, namespace, &decision.delete_jobs).await?;
+    }
+    applied
+        .children
+        .entry(ChildKind::Job)
+        .or_default()
+        .extend(decision.keep_jobs.iter().cloned());
+    for finished in &decision.finished {
+        let (kind, reason) = if finished.ok {
+            (EventType::Normal, Reason::BackupSucceeded)
+        } else {
+            (EventType::Warning, Reason::BackupFailed)
+        };
+        ctx.events
+            .publish(
+                &env.object_ref(&()),
+                kind,
+                reason.as_str(),
+                EventAction::Backup.as_str(),
+                &finished.message,
+            )
+            .await;
+    }
+    Ok(())
 }
 
 async fn prune(

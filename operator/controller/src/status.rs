@@ -5,6 +5,7 @@
 //! transitions.
 
 use crate::Context;
+use crate::backups::MigrationGate;
 use crate::error::Error;
 use crate::events;
 use crate::observe::{self, Migration, Observed};
@@ -104,6 +105,7 @@ pub fn invalid(
         url: previous.and_then(|p| p.url.clone()),
         components: previous.map(|p| p.components.clone()).unwrap_or_default(),
         expires_at: previous.and_then(|p| p.expires_at.clone()),
+        backup: previous.and_then(|p| p.backup.clone()),
     }
 }
 
@@ -239,6 +241,43 @@ fn database(model: &Model, observed: &Observed, gates: &Gates) -> Cond {
 fn migrations(model: &Model, migration: &Migration, gates: &Gates) -> (Cond, Option<String>) {
     let type_ = ConditionType::MigrationsSucceeded;
     let image = &model.image;
+    if *migration == Migration::NotStarted {
+        match &gates.backup {
+            MigrationGate::Open => {}
+            MigrationGate::Failed { job, why } => {
+                return (
+                    cond(
+                        type_,
+                        false,
+                        Reason::BackupFailed,
+                        format!(
+                            "the backup before migrating to {image} failed (Job {job}: {why}); the migration did not run and the previous version keeps serving; delete Job {job} to try again"
+                        ),
+                    ),
+                    Some(format!(
+                        "backup before migrating to {image}: Job {job}: {why}"
+                    )),
+                );
+            }
+            MigrationGate::Waiting { job, pod_failure } => {
+                let stuck = pod_failure
+                    .as_ref()
+                    .map(|f| format!(": it cannot start: {f}"))
+                    .unwrap_or_default();
+                return (
+                    cond(
+                        type_,
+                        false,
+                        Reason::BackingUp,
+                        format!("backing up before migrating to {image} (Job {job}){stuck}"),
+                    ),
+                    pod_failure
+                        .as_ref()
+                        .map(|f| format!("backup Job {job} cannot start: {f}")),
+                );
+            }
+        }
+    }
     match migration {
         Migration::NotConfigured => (
             cond(
@@ -423,27 +462,41 @@ pub fn compute(
         Reason::Valid,
         "the spec is valid",
     );
+    let conds = vec![
+        ready_cond,
+        valid,
+        progressing,
+        degraded,
+        database,
+        migrations,
+    ];
     AppEnvironmentStatus {
         observed_generation: generation,
         phase: Some(phase(ready, !failures.is_empty(), model.suspend)),
         url: build::url(model),
         namespace: Some(model.namespace.name.clone()),
         image: gates.workload_image.clone(),
-        conditions: conditions(
-            vec![
-                ready_cond,
-                valid,
-                progressing,
-                degraded,
-                database,
-                migrations,
-            ],
-            previous,
-            generation,
-            now,
-        ),
+        conditions: conditions(conds, previous, generation, now),
         components: list,
         expires_at: expires_at(model, previous, generation, now),
+        backup: None,
+    }
+}
+
+/// The backups' record and their `BackupsHealthy` condition, added to a computed status.
+pub fn add_backups(
+    status: &mut AppEnvironmentStatus,
+    backups: &crate::backups::Decision,
+    previous: Option<&AppEnvironmentStatus>,
+    now: Timestamp,
+) {
+    status.backup.clone_from(&backups.status);
+    if let Some((ok, reason, message)) = &backups.health {
+        let generation = status.observed_generation;
+        let health = cond(ConditionType::BackupsHealthy, *ok, *reason, message.clone());
+        status
+            .conditions
+            .extend(conditions(vec![health], previous, generation, now));
     }
 }
 
@@ -470,6 +523,8 @@ pub fn shows_a_transition(
             &'a Option<String>,
         ),
         (&'a Option<String>, &'a Option<Time>),
+        // Every change of the backups' record: it says which backup runs and which ran.
+        &'a Option<appenv_api::BackupStatus>,
         Vec<(&'a str, &'a str, &'a str)>,
         Vec<&'a str>,
     );
@@ -477,6 +532,7 @@ pub fn shows_a_transition(
         (
             (s.observed_generation, s.phase, &s.url, &s.namespace),
             (&s.image, &s.expires_at),
+            &s.backup,
             s.conditions
                 .iter()
                 .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
@@ -617,6 +673,8 @@ mod tests {
 
     fn gates(image: Option<&str>, database_ready: bool) -> Gates {
         Gates {
+            backup: MigrationGate::Open,
+            stop_web: false,
             workload_image: image.map(str::to_owned),
             database_ready,
             run_migration: database_ready,

@@ -37,7 +37,15 @@ pub struct Settings {
     pub operator_namespace: Option<DnsLabel>,
     /// Images previews may run (`spec.image`, a worker's, Redis's, PostgreSQL's); empty: any.
     pub preview_images: Vec<ImagePattern>,
+    /// The image that holds the `appenv` binary (the operator's own): backup Jobs run the agent
+    /// from it, or copy it from it into the database's image (PostgreSQL, so that `pg_dump` is
+    /// the server's version).
+    pub agent_image: String,
 }
+
+/// The agent image when no setting names one: this version's release image.
+pub const DEFAULT_AGENT_IMAGE: &str =
+    concat!("ghcr.io/appenv-dev/appenv:", env!("CARGO_PKG_VERSION"));
 
 /// The label by which a namespace's own editors let environments adopt it.
 pub const ADOPTABLE_LABEL: &str = "appenv.dev/adoptable";
@@ -73,6 +81,7 @@ impl Default for Settings {
             adoptable_namespaces: Vec::new(),
             operator_namespace: None,
             preview_images: Vec::new(),
+            agent_image: DEFAULT_AGENT_IMAGE.to_owned(),
         }
     }
 }

@@ -62,6 +62,8 @@ fn build_objects(text: &str, example: &str) -> Vec<Value> {
         copies: Vec::new(),
         // No cluster to ask: what a current one serves without KEDA.
         cluster: ClusterApis::OFFLINE,
+        backup: None,
+        stop_web: false,
     };
     manifest::parse_numbered(text)
         .into_iter()

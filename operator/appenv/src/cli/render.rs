@@ -78,6 +78,9 @@ pub fn render(
                     copies: Vec::new(),
                     // No cluster to ask: what a current one serves without KEDA.
                     cluster: ClusterApis::OFFLINE,
+                    // Backup Jobs are started by the controller when they are due.
+                    backup: None,
+                    stop_web: false,
                 };
                 for object in build::build(&model, &ctx).objects() {
                     out.push_str("---\n");

@@ -3,7 +3,8 @@
 //! message that names the flag and the rule.
 
 use appenv_core::settings::{
-    CheckedQuantity, DnsLabel, DnsName, ImagePattern, Quota, SecretRef, Settings, parse_duration,
+    CheckedQuantity, DEFAULT_AGENT_IMAGE, DnsLabel, DnsName, ImagePattern, Quota, SecretRef,
+    Settings, parse_duration,
 };
 
 #[derive(Debug, Clone, clap::Args)]
@@ -73,6 +74,22 @@ pub struct SettingsArgs {
         value_parser = ImagePattern::parse
     )]
     pub preview_images: Vec<ImagePattern>,
+    /// The image with the `appenv` binary that backup Jobs run the agent from (the chart sets
+    /// the operator's own image). Default: this version's release image.
+    #[arg(long, env = "APPENV_AGENT_IMAGE", default_value = DEFAULT_AGENT_IMAGE, value_parser = parse_image)]
+    pub agent_image: String,
+}
+
+/// An image reference: not empty, no whitespace, at most 255 characters.
+fn parse_image(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty() && text.len() <= 255 && !text.chars().any(char::is_whitespace);
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} must be an image reference, e.g. ghcr.io/appenv-dev/appenv:0.1.0 (no spaces, at most 255 characters)"
+        ))
+    }
 }
 
 impl SettingsArgs {
@@ -93,6 +110,7 @@ impl SettingsArgs {
             adoptable_namespaces: self.adoptable_namespaces.clone(),
             operator_namespace: self.operator_namespace.clone(),
             preview_images: self.preview_images.clone(),
+            agent_image: self.agent_image.clone(),
         }
     }
 }

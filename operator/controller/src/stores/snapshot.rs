@@ -212,6 +212,10 @@ impl From<&StatefulSet> for StatefulSetSnapshot {
 pub struct JobSnapshot {
     pub meta: Meta,
     pub conditions: Vec<JobCondition>,
+    /// `status.startTime` and `status.completionTime` (or the Failed condition's time).
+    pub started: Option<Timestamp>,
+    pub finished: Option<Timestamp>,
+    pub created: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,9 +228,21 @@ pub struct JobCondition {
 
 impl From<&Job> for JobSnapshot {
     fn from(j: &Job) -> Self {
-        let conditions = j.status.as_ref().and_then(|s| s.conditions.as_ref());
+        let status = j.status.as_ref();
+        let conditions = status.and_then(|s| s.conditions.as_ref());
+        let failed_at = conditions.into_iter().flatten().find_map(|c| {
+            (c.type_ == "Failed" && c.status == "True")
+                .then(|| c.last_transition_time.as_ref().map(|t| t.0))
+                .flatten()
+        });
         Self {
             meta: Meta::of(&j.metadata),
+            started: status.and_then(|s| s.start_time.as_ref()).map(|t| t.0),
+            created: j.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            finished: status
+                .and_then(|s| s.completion_time.as_ref())
+                .map(|t| t.0)
+                .or(failed_at),
             conditions: conditions
                 .into_iter()
                 .flatten()

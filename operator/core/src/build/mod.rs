@@ -3,6 +3,7 @@
 //! `appenv render`. One file per kind of child; all metadata goes through [`meta`].
 
 mod autoscaling;
+mod backup;
 mod config;
 mod copy;
 mod guardrails;
@@ -18,6 +19,10 @@ mod workers;
 
 pub use autoscaling::{
     Autoscaler, AutoscalerKind, CPU_TARGET_PERCENT, ClusterApis, HpaVersion, queue_key,
+};
+pub use backup::{
+    BackupReason, BackupRun, backup_volume_name, before_migration_job_name, requested_job_name,
+    scheduled_job_name,
 };
 pub use config::{env_config_map_name, postgres_secret_name};
 pub use copy::{COPIED_FROM_ANNOTATION, Copied, Source as CopySource};
@@ -61,6 +66,10 @@ pub struct Inputs {
     pub copies: Vec<Copied>,
     /// What the cluster offers for autoscaling workers (discovered once by the controller).
     pub cluster: ClusterApis,
+    /// The backup the controller starts in this reconcile (none offline).
+    pub backup: Option<BackupRun>,
+    /// Hold web at zero replicas: a DuckDB backup copies the file only once no web Pod exists.
+    pub stop_web: bool,
 }
 
 impl Inputs {
@@ -83,6 +92,10 @@ pub struct Children {
     /// The embedded database's ReadWriteOnce volume.
     pub data_volume: Option<PersistentVolumeClaim>,
     pub migration: Option<Job>,
+    /// The backup volume (`spec.backup.destination.volume`).
+    pub backup_volume: Option<PersistentVolumeClaim>,
+    /// The backup Job the controller starts in this reconcile.
+    pub backup: Option<Job>,
     pub web: Web,
     pub workers: Vec<Deployment>,
     /// Autoscalers of the autoscaled workers (ScaledObjects or HorizontalPodAutoscalers).
@@ -137,6 +150,11 @@ pub fn build(model: &Model, inputs: &Inputs) -> Children {
         redis: redis::redis(model, inputs),
         data_volume: web::data_volume(model, inputs),
         migration: migrations::job(model, inputs, &config_hash),
+        backup_volume: backup::backup_volume(model, inputs),
+        backup: inputs
+            .backup
+            .as_ref()
+            .and_then(|run| backup::job(model, inputs, run)),
         web: Web {
             deployment: web::deployment(model, inputs, &config_hash),
             service: web::service(model, inputs),
@@ -165,6 +183,8 @@ impl Children {
             redis,
             data_volume,
             migration,
+            backup_volume,
+            backup,
             web,
             workers,
             autoscalers,
@@ -208,8 +228,9 @@ impl Children {
             out.extend(volume.iter().map(to_value));
             out.extend([to_value(service), to_value(deployment)]);
         }
-        out.extend(data_volume.iter().map(to_value));
-        out.extend(migration.iter().map(to_value));
+        out.extend(data_volume.iter().chain(backup_volume).map(to_value));
+        // A backup before the migration it protects.
+        out.extend(backup.iter().chain(migration).map(to_value));
         let Web {
             deployment,
             service,

@@ -133,7 +133,11 @@ pub fn deployment(model: &Model, inputs: &Inputs, config_hash: &str) -> Deployme
     Deployment {
         metadata: object_meta(model, inputs, &model.app, COMPONENT),
         spec: Some(DeploymentSpec {
-            replicas: Some(if model.suspend { 0 } else { web.replicas }),
+            replicas: Some(if model.suspend || inputs.stop_web {
+                0
+            } else {
+                web.replicas
+            }),
             revision_history_limit: Some(5),
             selector: LabelSelector {
                 match_labels: Some(selector(model, COMPONENT)),

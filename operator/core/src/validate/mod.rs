@@ -6,6 +6,7 @@
 //! One module per section of the spec; [`validate`] runs them in the order of the spec, so
 //! violations come out in that order.
 
+mod backup;
 mod copy;
 mod database;
 mod egress;
@@ -54,6 +55,7 @@ pub struct Model {
     pub database: Option<DatabaseModel>,
     pub deletion_policy: DeletionPolicy,
     pub migrations: Option<MigrationsModel>,
+    pub backup: Option<BackupModel>,
     pub preview: Option<PreviewModel>,
     pub guardrails: Option<Quota>,
     pub ingress_namespace: String,
@@ -210,6 +212,54 @@ pub struct MigrationsModel {
     pub pod_annotations: BTreeMap<String, String>,
 }
 
+/// `spec.backup`, checked, with the defaults and the operator's agent image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupModel {
+    pub engine: BackupEngine,
+    pub schedule: Option<crate::schedule::Schedule>,
+    pub keep: u32,
+    pub before_migrations: bool,
+    pub destination: BackupDestinationModel,
+    pub timeout_seconds: i64,
+    pub pod_annotations: BTreeMap<String, String>,
+    /// The image with the `appenv` binary (the operator's): the agent runs from it.
+    pub agent_image: String,
+}
+
+/// What a backup copies: the engine names the agent's `--engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupEngine {
+    Postgres,
+    Sqlite,
+    Duckdb,
+}
+
+impl BackupEngine {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+            Self::Duckdb => "duckdb",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackupDestinationModel {
+    S3(S3Model),
+    Volume(StorageModel),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Model {
+    pub bucket: String,
+    /// Without leading or trailing `/`; empty: the bucket's root.
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub credentials_secret: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreviewModel {
     pub pull_request: i64,
@@ -250,6 +300,7 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
     );
     let workers = workers::workers(spec, &reserved, &mut errors);
     let migrations = migrations::migrations(spec, embedded, &web.resources, &mut errors);
+    let backup = backup::backup(spec, database.as_ref(), settings, &mut errors);
     let is_preview = preview.is_some() || spec.profile == Profile::Preview;
     if is_preview {
         preview::images(spec, settings, &mut errors);
@@ -281,6 +332,7 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
         database,
         deletion_policy,
         migrations,
+        backup,
         guardrails: is_preview.then(|| settings.preview_quota.clone()),
         preview,
         ingress_namespace: settings.ingress_namespace.to_string(),

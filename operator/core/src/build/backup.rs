@@ -1,0 +1,452 @@
+//! Backup Jobs and the backup volume. The controller decides when a backup runs and names its
+//! Job ([`BackupRun`]); this builds it, for each engine:
+//! - PostgreSQL: the database's own image (so `pg_dump` is the server's major version), the
+//!   agent binary copied in by an init container from the agent image;
+//! - SQLite: the agent image with the data volume, on the web Pod's node (a ReadWriteOnce volume
+//!   is attached to one node): SQLite's backup API copies while the app writes;
+//! - DuckDB: the agent image with the data volume, started only once no web Pod exists (the
+//!   controller holds web at zero replicas): one process may open the file.
+//!
+//! Credentials reach the Job as two keys of the named Secret, never as values in the spec.
+
+use crate::build::Inputs;
+use crate::build::meta::{labels, object_meta, selector};
+use crate::build::migrations::migration_job_name;
+use crate::build::pod::{app_pod_spec, empty_dir, mount, restricted_container, secret_env};
+use crate::build::web::{data_volume_name, pvc};
+use crate::build::{hash_json, postgres_service_name};
+use crate::validate::{
+    BackupDestinationModel, BackupEngine, BackupModel, DatabaseModel, Model, S3Model,
+};
+use appenv_api::DeletionPolicy;
+use appenv_api::names::Component;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource,
+    PodAffinity, PodAffinityTerm, PodTemplateSpec, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+
+pub const COMPONENT: &str = Component::Backup.as_str();
+/// Where the agent binary is, in the agent image.
+pub const AGENT_BINARY: &str = "/usr/local/bin/appenv";
+/// Where the init container copies it to, in a PostgreSQL backup Job.
+const COPIED_AGENT: &str = "/agent/appenv";
+/// Where a volume destination is mounted.
+pub const BACKUP_MOUNT: &str = "/backups";
+/// The keys of `spec.backup.destination.s3.credentialsSecret` the Jobs read.
+pub const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+pub const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+
+/// Why a backup runs: the agent's `--reason` and the status's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupReason {
+    Scheduled,
+    Manual,
+    BeforeMigration,
+}
+
+impl BackupReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Manual => "manual",
+            Self::BeforeMigration => "before-migration",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Scheduled, Self::Manual, Self::BeforeMigration]
+            .into_iter()
+            .find(|r| r.as_str() == text)
+    }
+}
+
+/// A backup the controller starts in this reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRun {
+    /// The Job's name (see the `*_job_name` functions).
+    pub job: String,
+    pub reason: BackupReason,
+}
+
+/// The backup taken before the migration of the spec's image: named after that migration Job.
+pub fn before_migration_job_name(model: &Model) -> Option<String> {
+    let migrations = model.migrations.as_ref()?;
+    let name = migration_job_name(model, migrations);
+    Some(name.replacen("-migrate-", "-backup-", 1))
+}
+
+/// The backup of one time of the schedule.
+pub fn scheduled_job_name(model: &Model, at: Timestamp) -> String {
+    format!("{}-backup-s{}", model.app, at.strftime("%Y%m%d%H%M"))
+}
+
+/// The backup of one `appenv backup now` request (the annotation's value).
+pub fn requested_job_name(model: &Model, request: &str) -> String {
+    format!("{}-backup-r{}", model.app, &hash_json(&request)[..10])
+}
+
+pub fn backup_volume_name(model: &Model) -> String {
+    format!("{}-backups", model.app)
+}
+
+/// The backup volume (`spec.backup.destination.volume`), kept with the data when the data is.
+pub fn backup_volume(model: &Model, inputs: &Inputs) -> Option<PersistentVolumeClaim> {
+    let BackupDestinationModel::Volume(storage) = &model.backup.as_ref()?.destination else {
+        return None;
+    };
+    let mut meta = object_meta(model, inputs, &backup_volume_name(model), COMPONENT);
+    if model.deletion_policy == DeletionPolicy::Retain {
+        meta.owner_references = None;
+        if let Some(labels) = meta.labels.as_mut() {
+            labels.insert(crate::build::RETAINED_LABEL.to_owned(), "true".to_owned());
+        }
+    }
+    Some(pvc(meta, storage))
+}
+
+fn claim(name: &str, claim: String) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim,
+            read_only: Some(false),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The agent's arguments and environment for a destination.
+fn destination(backup: &BackupModel) -> (String, Vec<EnvVar>) {
+    match &backup.destination {
+        BackupDestinationModel::Volume(_) => (BACKUP_MOUNT.to_owned(), Vec::new()),
+        BackupDestinationModel::S3(S3Model {
+            bucket,
+            prefix,
+            endpoint,
+            region,
+            credentials_secret,
+        }) => {
+            let mut env = vec![
+                secret_env(ACCESS_KEY_ID, credentials_secret, ACCESS_KEY_ID),
+                secret_env(SECRET_ACCESS_KEY, credentials_secret, SECRET_ACCESS_KEY),
+            ];
+            for (name, value) in [
+                ("APPENV_S3_ENDPOINT", endpoint),
+                ("APPENV_S3_REGION", region),
+            ] {
+                if let Some(value) = value {
+                    env.push(EnvVar {
+                        name: name.to_owned(),
+                        value: Some(value.clone()),
+                        ..EnvVar::default()
+                    });
+                }
+            }
+            let url = if prefix.is_empty() {
+                format!("s3://{bucket}")
+            } else {
+                format!("s3://{bucket}/{prefix}")
+            };
+            (url, env)
+        }
+    }
+}
+
+/// The backup Job of `run`, if the model has backups.
+pub fn job(model: &Model, inputs: &Inputs, run: &BackupRun) -> Option<Job> {
+    let backup = model.backup.as_ref()?;
+    let (destination, mut env) = destination(backup);
+    let mut args = vec![
+        "agent".to_owned(),
+        "backup".to_owned(),
+        "--engine".to_owned(),
+        backup.engine.as_str().to_owned(),
+        "--environment".to_owned(),
+        model.name.clone(),
+        "--destination".to_owned(),
+        destination,
+        "--reason".to_owned(),
+        run.reason.as_str().to_owned(),
+        "--keep".to_owned(),
+        backup.keep.to_string(),
+    ];
+    let mut volumes = Vec::new();
+    let mut mounts = vec![mount("tmp", "/tmp")];
+    if matches!(backup.destination, BackupDestinationModel::Volume(_)) {
+        volumes.push(claim("backups", backup_volume_name(model)));
+        mounts.push(mount("backups", BACKUP_MOUNT));
+    }
+    let mut init = Vec::new();
+    let (image, command) = match &model.database {
+        Some(DatabaseModel::Postgres(pg)) => {
+            let secret = crate::build::postgres_secret_name(model);
+            env.extend([
+                plain_env("PGHOST", &postgres_service_name(model)),
+                plain_env("PGPORT", "5432"),
+                secret_env("PGUSER", &secret, "username"),
+                secret_env("PGPASSWORD", &secret, "password"),
+                secret_env("PGDATABASE", &secret, "database"),
+            ]);
+            volumes.push(empty_dir("agent"));
+            mounts.push(mount("agent", "/agent"));
+            init.push(Container {
+                name: "agent".to_owned(),
+                image: Some(backup.agent_image.clone()),
+                command: Some(vec![AGENT_BINARY.to_owned()]),
+                args: Some(vec![
+                    "agent".to_owned(),
+                    "install".to_owned(),
+                    COPIED_AGENT.to_owned(),
+                ]),
+                security_context: Some(restricted_container()),
+                volume_mounts: Some(vec![mount("agent", "/agent")]),
+                ..Container::default()
+            });
+            (pg.image.clone(), COPIED_AGENT)
+        }
+        Some(DatabaseModel::Embedded(em)) => {
+            args.extend(["--file".to_owned(), em.path.clone()]);
+            volumes.push(claim("data", data_volume_name(model)));
+            mounts.push(mount("data", &em.mount_path));
+            (backup.agent_image.clone(), AGENT_BINARY)
+        }
+        _ => return None,
+    };
+    let mut pod = app_pod_spec(model, volumes);
+    pod.restart_policy = Some("Never".to_owned());
+    pod.init_containers = (!init.is_empty()).then_some(init);
+    if backup.engine == BackupEngine::Sqlite {
+        // The data volume is ReadWriteOnce: attached to the web Pod's node, where the copy runs
+        // beside the writer.
+        pod.affinity = Some(Affinity {
+            pod_affinity: Some(PodAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                    label_selector: Some(LabelSelector {
+                        match_labels: Some(selector(model, Component::Web.as_str())),
+                        ..LabelSelector::default()
+                    }),
+                    topology_key: "kubernetes.io/hostname".to_owned(),
+                    ..PodAffinityTerm::default()
+                }]),
+                ..PodAffinity::default()
+            }),
+            ..Affinity::default()
+        });
+    }
+    pod.containers = vec![Container {
+        name: COMPONENT.to_owned(),
+        image: Some(image),
+        command: Some(vec![command.to_owned()]),
+        args: Some(args),
+        env: Some(env),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(mounts),
+        // The agent writes why it failed to the termination log; its log is the fallback.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..Container::default()
+    }];
+    Some(Job {
+        metadata: object_meta(model, inputs, &run.job, COMPONENT),
+        spec: Some(JobSpec {
+            // A failed backup is reported, not retried: the next schedule time, a new image or
+            // `appenv backup now` tries again.
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(backup.timeout_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(model, COMPONENT)),
+                    annotations: (!backup.pod_annotations.is_empty())
+                        .then(|| backup.pod_annotations.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    })
+}
+
+fn plain_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+    use crate::validate::validate;
+    use appenv_api::{AppEnvironment, AppEnvironmentSpec};
+
+    fn model(yaml: &str) -> Model {
+        let spec: AppEnvironmentSpec = serde_norway::from_str(yaml).expect("spec");
+        validate(
+            &AppEnvironment::new("shop-prod", spec),
+            &Settings::default(),
+        )
+        .expect("valid")
+    }
+
+    const S3: &str = "destination: {s3: {bucket: shop-backups, prefix: /prod/, endpoint: 'http://minio:9000', credentialsSecret: s3-creds}}";
+
+    fn run(reason: BackupReason) -> BackupRun {
+        BackupRun {
+            job: "shop-backup-x".into(),
+            reason,
+        }
+    }
+
+    fn container(job: &Job) -> &Container {
+        &job.spec
+            .as_ref()
+            .expect("present")
+            .template
+            .spec
+            .as_ref()
+            .expect("present")
+            .containers[0]
+    }
+
+    fn env_names(c: &Container) -> Vec<&str> {
+        c.env.iter().flatten().map(|e| e.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_postgres_backup_runs_the_copied_agent_in_the_database_image_with_two_keys_of_the_secret() {
+        let m = model(&format!(
+            "{{app: shop, image: 'shop:1', database: {{postgres: {{image: 'pgvector/pgvector:pg15'}}}}, backup: {{keep: 3, {S3}}}}}"
+        ));
+        let job = job(&m, &Inputs::default(), &run(BackupReason::Scheduled)).expect("job");
+        let pod = job
+            .spec
+            .as_ref()
+            .expect("present")
+            .template
+            .spec
+            .as_ref()
+            .expect("present");
+        let c = container(&job);
+        assert_eq!(c.image.as_deref(), Some("pgvector/pgvector:pg15"));
+        assert_eq!(c.command, Some(vec!["/agent/appenv".to_owned()]));
+        let init = &pod.init_containers.as_ref().expect("init")[0];
+        assert_eq!(
+            init.image.as_deref(),
+            Some(m.backup.as_ref().expect("present").agent_image.as_str())
+        );
+        assert_eq!(
+            init.args.as_deref(),
+            Some(
+                &[
+                    "agent".to_owned(),
+                    "install".to_owned(),
+                    "/agent/appenv".to_owned()
+                ][..]
+            )
+        );
+        let args = c.args.as_ref().expect("present").join(" ");
+        assert_eq!(
+            args,
+            "agent backup --engine postgres --environment shop-prod --destination s3://shop-backups/prod --reason scheduled --keep 3"
+        );
+        let names = env_names(c);
+        for want in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "APPENV_S3_ENDPOINT",
+            "PGHOST",
+            "PGPASSWORD",
+            "PGDATABASE",
+        ] {
+            assert!(names.contains(&want), "{want} in {names:?}");
+        }
+        // Only the two keys of the credentials Secret, and no value from the spec is a secret.
+        let from_creds: Vec<_> = c
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+            .filter(|r| r.name == "s3-creds")
+            .map(|r| r.key.as_str())
+            .collect();
+        assert_eq!(from_creds, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
+        assert_eq!(job.spec.as_ref().expect("present").backoff_limit, Some(0));
+        assert!(pod.affinity.is_none());
+    }
+
+    #[test]
+    fn an_sqlite_backup_runs_beside_the_web_pod_and_a_duckdb_one_needs_no_affinity() {
+        let spec = |engine: &str| {
+            format!(
+                "{{app: shop, image: 'shop:1', database: {{embedded: {{engine: {engine}, path: /data/app.db}}}}, backup: {{destination: {{volume: {{size: 1Gi}}}}}}}}"
+            )
+        };
+        let sqlite = model(&spec("SQLite"));
+        let job = job(&sqlite, &Inputs::default(), &run(BackupReason::Manual)).expect("job");
+        let pod = job
+            .spec
+            .as_ref()
+            .expect("present")
+            .template
+            .spec
+            .as_ref()
+            .expect("present");
+        let c = container(&job);
+        assert_eq!(c.command, Some(vec![AGENT_BINARY.to_owned()]));
+        assert!(
+            c.args
+                .as_ref()
+                .expect("present")
+                .join(" ")
+                .ends_with("--destination /backups --reason manual --keep 7 --file /data/app.db")
+        );
+        let mounts: Vec<_> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(mounts, ["/tmp", "/backups", "/data"]);
+        assert!(pod.affinity.is_some());
+        assert!(backup_volume(&sqlite, &Inputs::default()).is_some());
+        let duckdb = model(&spec("DuckDB"));
+        let job = super::job(&duckdb, &Inputs::default(), &run(BackupReason::Manual)).expect("job");
+        let pod = job
+            .spec
+            .as_ref()
+            .expect("present")
+            .template
+            .spec
+            .as_ref()
+            .expect("present");
+        assert!(pod.affinity.is_none());
+        assert!(
+            container(&job)
+                .args
+                .as_ref()
+                .expect("present")
+                .contains(&"duckdb".to_owned())
+        );
+    }
+
+    #[test]
+    fn job_names_follow_what_they_back_up() {
+        let m = model(&format!(
+            "{{app: shop, image: 'shop:1', database: {{postgres: {{}}}}, migrations: {{command: [migrate]}}, backup: {{{S3}}}}}"
+        ));
+        let before = before_migration_job_name(&m).expect("migrations");
+        let migration = migration_job_name(&m, m.migrations.as_ref().expect("present"));
+        assert_eq!(before, migration.replace("-migrate-", "-backup-"));
+        let at: Timestamp = "2026-12-02T03:00:00Z".parse().expect("present");
+        assert_eq!(scheduled_job_name(&m, at), "shop-backup-s202612020300");
+        let a = requested_job_name(&m, "2026-12-02T10:00:00Z");
+        assert_ne!(a, requested_job_name(&m, "2026-12-02T10:00:01Z"));
+        assert!(a.starts_with("shop-backup-r") && a.len() <= 63);
+    }
+}
