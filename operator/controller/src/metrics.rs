@@ -39,6 +39,9 @@ pub struct Metrics {
     /// `appenv_environments{phase}`: how many of `per_environment.phases` are in each phase,
     /// without the phases none is in.
     environments: Family<PhaseLabels, Gauge>,
+    /// `appenv_backup_last_success_timestamp_seconds{environment}`: environments with backups
+    /// that completed one.
+    backups: Family<EnvironmentLabels, Gauge>,
     /// `appenv_leader`.
     leader: Arc<Leader>,
     per_environment: Mutex<PerEnvironment>,
@@ -52,6 +55,8 @@ pub struct Metrics {
 struct PerEnvironment {
     phases: BTreeMap<String, Phase>,
     reconciles: BTreeMap<String, u64>,
+    /// The last successful backup's time (Unix seconds), as in `Metrics::backups`.
+    backups: BTreeMap<String, i64>,
 }
 
 /// A copy of what [`Metrics`] counted, for tests and diagnostics.
@@ -81,6 +86,11 @@ impl EncodeLabelValue for Category {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EnvironmentLabels {
+    environment: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct PhaseLabels {
     phase: &'static str,
 }
@@ -100,6 +110,7 @@ impl Default for Metrics {
         let durations = Histogram::new(DURATION_BUCKETS);
         let environments = Family::<PhaseLabels, Gauge>::default();
         let leader = Arc::new(Leader::default());
+        let backups = Family::<EnvironmentLabels, Gauge>::default();
         let requests = Recorder::default();
         let mut registry = Registry::default();
         // Counters are registered without `_total`: the encoder appends it.
@@ -123,6 +134,11 @@ impl Default for Metrics {
             "AppEnvironments by phase",
             environments.clone(),
         );
+        registry.register(
+            "appenv_backup_last_success_timestamp_seconds",
+            "When the last backup of an environment completed (Unix time)",
+            backups.clone(),
+        );
         registry.register_collector(Box::new(leader.clone()));
         registry.register_collector(Box::new(ApiRequests(requests.clone())));
         Self {
@@ -131,6 +147,7 @@ impl Default for Metrics {
             errors,
             durations,
             environments,
+            backups,
             leader,
             per_environment: Mutex::default(),
             requests,
@@ -168,6 +185,26 @@ impl Metrics {
         }
     }
 
+    /// The time of an environment's last successful backup (Unix seconds), if it has one.
+    pub fn backup(&self, environment: &str, last_success: Option<i64>) {
+        let Ok(mut per) = self.per_environment.lock() else {
+            return;
+        };
+        let labels = EnvironmentLabels {
+            environment: environment.to_owned(),
+        };
+        match last_success {
+            Some(at) if per.backups.get(environment) != Some(&at) => {
+                per.backups.insert(environment.to_owned(), at);
+                self.backups.get_or_create(&labels).set(at);
+            }
+            None if per.backups.remove(environment).is_some() => {
+                self.backups.remove(&labels);
+            }
+            _ => {}
+        }
+    }
+
     pub fn leader(&self, leading: bool) {
         if let Ok(mut leader) = self.leader.0.lock() {
             *leader = Some(leading);
@@ -183,6 +220,11 @@ impl Metrics {
         if let Ok(mut per) = self.per_environment.lock() {
             per.phases.retain(|name, _| keep(name));
             per.reconciles.retain(|name, _| keep(name));
+            let gone: Vec<String> = per.backups.keys().filter(|n| !keep(n)).cloned().collect();
+            for environment in gone {
+                per.backups.remove(&environment);
+                self.backups.remove(&EnvironmentLabels { environment });
+            }
             self.count_phases(&per);
         }
     }

@@ -626,6 +626,11 @@ pub async fn write(
     if let Some(phase) = status.phase {
         ctx.metrics.phase(&env.name_any(), phase);
     }
+    let last_backup = status.backup.as_ref().and_then(|b| {
+        let at = b.last_success.as_ref()?.finished_at.as_ref()?;
+        Some(at.0.as_second())
+    });
+    ctx.metrics.backup(&env.name_any(), last_backup);
     if env.status.as_ref() == Some(&status) {
         return Ok(None);
     }
