@@ -397,3 +397,310 @@ fn health(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fixtures::{env, model, now, observed};
+    use appenv_api::AppEnvironment;
+
+    const PG: &str = "{app: shop, image: 'shop:2', database: {postgres: {}}, migrations: {command: [migrate]}, backup: {schedule: '0 3 * * *', destination: {s3: {bucket: shop-backups, credentialsSecret: s3}}}}";
+    const DUCKDB: &str = "{app: shop, image: 'shop:2', database: {embedded: {engine: DuckDB, path: /data/a.duckdb}}, backup: {destination: {volume: {size: 1Gi}}}}";
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("timestamp")
+    }
+
+    fn job(state: Migration, created: &str) -> BackupJob {
+        BackupJob {
+            state,
+            started: Some(at(created)),
+            finished: Some(at(created) + SignedDuration::from_secs(30)),
+            created: Some(at(created)),
+            pod_failure: None,
+        }
+    }
+
+    /// The status of an environment that ran `image`, with `backup`.
+    fn previous(image: &str, backup: Option<BackupStatus>) -> AppEnvironmentStatus {
+        AppEnvironmentStatus {
+            image: Some(image.to_owned()),
+            backup,
+            ..AppEnvironmentStatus::default()
+        }
+    }
+
+    struct Case<'a> {
+        env: AppEnvironment,
+        observed: Observed,
+        previous: Option<AppEnvironmentStatus>,
+        request: Option<&'a str>,
+        now: Timestamp,
+    }
+
+    impl<'a> Case<'a> {
+        fn new(spec: &str, migration: Migration) -> Self {
+            let env = env(spec);
+            let observed = observed(&model(&env), "shop:1", migration);
+            // The schedule's last time is taken.
+            let backup = BackupStatus {
+                last_scheduled: Some(Time(at("2026-12-01T03:00:00Z"))),
+                ..BackupStatus::default()
+            };
+            Self {
+                env,
+                observed,
+                previous: Some(previous("shop:1", Some(backup))),
+                request: None,
+                now: now(),
+            }
+        }
+
+        fn decide(&self) -> Decision {
+            let model = model(&self.env);
+            decide(&Input {
+                model: &model,
+                observed: &self.observed,
+                previous: self.previous.as_ref(),
+                request: self.request,
+                created: Some(at("2026-11-30T12:00:00Z")),
+                database_ready: true,
+                now: self.now,
+            })
+        }
+    }
+
+    #[test]
+    fn a_new_image_is_backed_up_before_its_migration_and_a_failed_backup_blocks_it() {
+        let mut case = Case::new(PG, Migration::NotStarted);
+        let d = case.decide();
+        let name = before_migration_job_name(&model(&case.env)).expect("migrations");
+        assert_eq!(
+            d.start,
+            Some(BackupRun {
+                job: name.clone(),
+                reason: BackupReason::BeforeMigration
+            })
+        );
+        assert!(matches!(&d.migration, MigrationGate::Waiting { job, .. } if *job == name));
+        let running = d
+            .status
+            .as_ref()
+            .and_then(|s| s.running.clone())
+            .expect("running");
+        assert_eq!(
+            (running.job.as_str(), running.reason.as_str()),
+            (name.as_str(), "before-migration")
+        );
+        // It completed: the migration may run, and the Event says so.
+        case.previous = Some(previous("shop:1", d.status.clone()));
+        case.observed.backup_jobs.insert(
+            name.clone(),
+            job(Migration::Succeeded, "2026-12-01T12:00:00Z"),
+        );
+        let done = case.decide();
+        assert_eq!(done.migration, MigrationGate::Open);
+        assert_eq!(done.start, None);
+        let st = done.status.expect("status");
+        assert!(st.running.is_none());
+        assert_eq!(st.last_success.expect("success").job, name);
+        assert!(done.finished[0].ok && done.finished[0].message.contains("completed in 30 s"));
+        // It failed instead: the migration waits, nothing starts again.
+        case.observed.backup_jobs.insert(
+            name.clone(),
+            job(
+                Migration::Failed(
+                    "BackoffLimitExceeded: Job has reached the specified backoff limit".into(),
+                ),
+                "2026-12-01T12:00:00Z",
+            ),
+        );
+        let failed = case.decide();
+        assert!(
+            matches!(&failed.migration, MigrationGate::Failed { job, why } if *job == name && why.contains("BackoffLimitExceeded"))
+        );
+        assert_eq!(failed.start, None);
+        let (ok, reason, message) = failed.health.expect("health");
+        assert!(
+            !ok && reason == Reason::BackupFailed && message.contains(&name),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_first_rollout_and_a_started_migration_need_no_backup() {
+        let mut case = Case::new(PG, Migration::NotStarted);
+        case.previous = None;
+        case.now = at("2026-11-30T13:00:00Z");
+        let d = case.decide();
+        assert_eq!((d.start, d.migration), (None, MigrationGate::Open));
+        let case = Case::new(PG, Migration::Running);
+        assert_eq!(case.decide().migration, MigrationGate::Open);
+    }
+
+    #[test]
+    fn the_latest_missed_schedule_time_runs_once_and_the_next_one_is_awaited() {
+        let mut case = Case::new(PG, Migration::Succeeded);
+        case.previous = Some(previous("shop:2", None));
+        // Created 2026-11-30 12:00, now 2026-12-01 12:00: 03:00 on 12-01 is the latest time.
+        let d = case.decide();
+        let run = d.start.expect("a scheduled backup");
+        assert_eq!(run.job, "shop-backup-s202612010300");
+        assert_eq!(run.reason, BackupReason::Scheduled);
+        let st = d.status.expect("status");
+        assert_eq!(
+            st.last_scheduled.as_ref().map(|t| t.0),
+            Some(at("2026-12-01T03:00:00Z"))
+        );
+        assert_eq!(d.next_due, Some(at("2026-12-02T03:00:00Z")));
+        // Finished, the same day: nothing more until the next time.
+        let mut st = st;
+        st.running = None;
+        case.previous = Some(previous("shop:2", Some(st)));
+        let later = case.decide();
+        assert_eq!(later.start, None);
+        assert_eq!(later.next_due, Some(at("2026-12-02T03:00:00Z")));
+    }
+
+    #[test]
+    fn a_request_runs_once_and_waits_for_the_running_backup() {
+        let mut case = Case::new(PG, Migration::Succeeded);
+        case.request = Some("2026-12-01T11:59:00.000Z");
+        let d = case.decide();
+        let run = d.start.clone().expect("requested");
+        assert_eq!(run.reason, BackupReason::Manual);
+        assert_eq!(
+            run.job,
+            requested_job_name(&model(&case.env), "2026-12-01T11:59:00.000Z")
+        );
+        // While it runs, the same request starts nothing; once it finished, neither.
+        case.previous = Some(previous("shop:2", d.status.clone()));
+        case.observed.backup_jobs.insert(
+            run.job.clone(),
+            job(Migration::Running, "2026-12-01T12:00:00Z"),
+        );
+        assert_eq!(case.decide().start, None);
+        case.observed.backup_jobs.insert(
+            run.job.clone(),
+            job(Migration::Succeeded, "2026-12-01T12:00:00Z"),
+        );
+        let done = case.decide();
+        assert_eq!(done.start, None);
+        assert_eq!(
+            done.status.and_then(|s| s.last_request),
+            Some("2026-12-01T11:59:00.000Z".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_duckdb_backup_holds_web_at_zero_until_it_finished_and_starts_only_without_web_pods() {
+        let mut case = Case::new(DUCKDB, Migration::NotConfigured);
+        case.request = Some("r1");
+        let d = case.decide();
+        assert!(d.needs_no_web_pod && d.stop_web);
+        let run = d.start.clone().expect("requested");
+        // Deferred (a web Pod still exists): the record is as before, so it is tried again.
+        let deferred = d.deferred.clone().expect("deferred");
+        assert!(deferred.running.is_none() && deferred.last_request.is_none());
+        let started = d.status.clone().expect("status");
+        assert!(started.running.as_ref().is_some_and(|r| r.web_stopped));
+        case.previous = Some(previous("shop:2", Some(started)));
+        case.observed.backup_jobs.insert(
+            run.job.clone(),
+            job(Migration::Running, "2026-12-01T12:00:00Z"),
+        );
+        let running = case.decide();
+        assert!(running.stop_web && running.start.is_none());
+        case.observed
+            .backup_jobs
+            .insert(run.job, job(Migration::Succeeded, "2026-12-01T12:00:00Z"));
+        let done = case.decide();
+        assert!(!done.stop_web && done.start.is_none());
+    }
+
+    #[test]
+    fn a_running_backup_whose_job_vanished_fails_after_a_grace() {
+        let mut case = Case::new(PG, Migration::Succeeded);
+        let running = BackupStatus {
+            running: Some(RunStatus {
+                job: "shop-backup-rx".into(),
+                reason: "manual".into(),
+                started_at: Some(Time(at("2026-12-01T11:59:30Z"))),
+                ..RunStatus::default()
+            }),
+            last_scheduled: Some(Time(at("2026-12-01T03:00:00Z"))),
+            ..BackupStatus::default()
+        };
+        case.previous = Some(previous("shop:2", Some(running)));
+        // 30 s: the watch may not have it yet.
+        assert!(case.decide().status.expect("status").running.is_some());
+        case.now = at("2026-12-01T12:05:00Z");
+        let d = case.decide();
+        let st = d.status.expect("status");
+        let failure = st.last_failure.expect("failure");
+        assert!(
+            failure
+                .message
+                .expect("why")
+                .contains("deleted before it finished")
+        );
+        assert!(!d.finished[0].ok);
+    }
+
+    #[test]
+    fn backups_are_stale_after_two_missed_times_and_the_timeout() {
+        let mut case = Case::new(PG, Migration::Succeeded);
+        let success = |t: &str| BackupStatus {
+            last_success: Some(RunStatus {
+                job: "shop-backup-s1".into(),
+                reason: "scheduled".into(),
+                finished_at: Some(Time(at(t))),
+                ..RunStatus::default()
+            }),
+            last_scheduled: Some(Time(at("2026-12-01T03:00:00Z"))),
+            ..BackupStatus::default()
+        };
+        case.previous = Some(previous("shop:2", Some(success("2026-11-30T03:01:00Z"))));
+        let (ok, reason, _) = case.decide().health.expect("health");
+        assert!(ok && reason == Reason::BackupSucceeded);
+        // Last success 11-28: 11-29 and 11-30 03:00 passed (plus the hour's timeout).
+        case.previous = Some(previous("shop:2", Some(success("2026-11-28T03:01:00Z"))));
+        let (ok, reason, message) = case.decide().health.expect("health");
+        assert!(!ok && reason == Reason::BackupStale, "{message}");
+        assert!(message.contains("2026-11-28 03:01:00 UTC"), "{message}");
+    }
+
+    #[test]
+    fn finished_jobs_past_the_history_are_deleted_and_the_running_one_is_kept() {
+        let mut case = Case::new(PG, Migration::Succeeded);
+        for day in 1..=5 {
+            case.observed.backup_jobs.insert(
+                format!("shop-backup-s2026110{day}0300"),
+                job(Migration::Succeeded, &format!("2026-11-0{day}T03:00:00Z")),
+            );
+        }
+        case.observed.backup_jobs.insert(
+            "shop-backup-rnow".into(),
+            job(Migration::Running, "2026-10-01T00:00:00Z"),
+        );
+        case.previous = Some(previous(
+            "shop:2",
+            Some(BackupStatus {
+                running: Some(RunStatus {
+                    job: "shop-backup-rnow".into(),
+                    reason: "manual".into(),
+                    ..RunStatus::default()
+                }),
+                ..BackupStatus::default()
+            }),
+        ));
+        let mut d = case.decide();
+        d.delete_jobs.sort();
+        assert_eq!(
+            d.delete_jobs,
+            ["shop-backup-s202611010300", "shop-backup-s202611020300"]
+        );
+        assert!(d.keep_jobs.contains(&"shop-backup-rnow".to_owned()));
+        assert_eq!(d.keep_jobs.len(), 4);
+    }
+}

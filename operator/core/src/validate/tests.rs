@@ -502,3 +502,86 @@ fn autoscaling_needs_redis_bounds_in_order_and_neither_singleton_nor_replicas() 
         ]
     );
 }
+
+#[test]
+fn backups_name_the_field_and_the_rule_and_refuse_what_a_hostile_author_could_use() {
+    let with = |backup: &str| {
+        messages(&format!(
+            "{{app: shop, image: 'shop:1', database: {{postgres: {{}}}}, backup: {backup}}}"
+        ))
+    };
+    let s3 = |extra: &str| {
+        format!("{{destination: {{s3: {{bucket: shop-backups, credentialsSecret: s3{extra}}}}}}}")
+    };
+    assert_eq!(with(&s3("")), Vec::<String>::new());
+    for (backup, want) in [
+        (
+            "{schedule: '61 * * * *', destination: {volume: {size: 1Gi}}}".to_owned(),
+            "spec.backup.schedule: minute",
+        ),
+        (
+            "{keep: 0, destination: {volume: {size: 1Gi}}}".to_owned(),
+            "spec.backup.keep: must be between 1 and 1000",
+        ),
+        (
+            "{destination: {}}".to_owned(),
+            "spec.backup.destination: set exactly one of s3 or volume",
+        ),
+        (
+            s3(", endpoint: 'https://key:secret@minio:9000'"),
+            "spec.backup.destination.s3.endpoint: may not carry credentials",
+        ),
+        (
+            s3(", prefix: 'a/../other-env'"),
+            "spec.backup.destination.s3.prefix: must be path segments",
+        ),
+        (
+            s3(", region: 'EU West'"),
+            "spec.backup.destination.s3.region: must be a region name",
+        ),
+        (
+            "{destination: {s3: {bucket: Shop_Backups, credentialsSecret: s3}}}".to_owned(),
+            "spec.backup.destination.s3.bucket: \"Shop_Backups\" must be 3 to 63",
+        ),
+        (
+            "{destination: {s3: {bucket: shop, credentialsSecret: '../kube-system/x'}}}".to_owned(),
+            "spec.backup.destination.s3.credentialsSecret: must be the name of a Secret in the environment's namespace",
+        ),
+    ] {
+        let found = with(&backup);
+        assert!(
+            found.iter().any(|m| m.starts_with(want)),
+            "{backup}: {found:?}"
+        );
+    }
+    let external = messages(
+        "{app: shop, image: 'shop:1', database: {external: {secretRef: {name: db, key: url}}}, backup: {destination: {volume: {size: 1Gi}}}}",
+    );
+    assert!(
+        external
+            .iter()
+            .any(|m| m.starts_with("spec.backup: needs spec.database.postgres")),
+        "{external:?}"
+    );
+    // Defaults: 7 kept, before migrations, the operator's agent image.
+    let model = validate(
+        &env(&format!(
+            "{{app: shop, image: 'shop:1', database: {{postgres: {{}}}}, backup: {}}}",
+            s3("")
+        )),
+        &Settings {
+            agent_image: "registry.example/appenv:9".to_owned(),
+            ..Settings::default()
+        },
+    )
+    .expect("valid");
+    let backup = model.backup.expect("backup");
+    assert_eq!(
+        (
+            backup.keep,
+            backup.before_migrations,
+            backup.agent_image.as_str()
+        ),
+        (7, true, "registry.example/appenv:9")
+    );
+}

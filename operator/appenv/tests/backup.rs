@@ -1,0 +1,580 @@
+//! Backups orchestrated by the controller, on the real control plane with the simulated kubelet:
+//! the Jobs run backup, migration, rollout in that order; a failed backup blocks the migration
+//! and the old version keeps serving; a DuckDB backup starts only once no web Pod exists and web
+//! comes back after it (no overlap, even with a slow Pod termination); a missing credentials
+//! Secret is named and the running environment is untouched. What the agent does inside the
+//! Jobs (the copies themselves, on real servers) is tested in `backup_agent.rs`.
+
+mod common;
+
+use appenv_api::AppEnvironment;
+use appenv_localcluster::kubelet::{FAIL_ANNOTATION, TERMINATE_AFTER_ANNOTATION};
+use common::{TEST_LABEL, ready};
+use futures::StreamExt as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt as _};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(120);
+const REQUEST_ANNOTATION: &str = "appenv.dev/backup-requested";
+const CREDENTIALS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
+
+fn settings() -> appenv_core::settings::Settings {
+    appenv_core::settings::Settings {
+        agent_image: "registry.example/appenv:test".to_owned(),
+        ..appenv_core::settings::Settings::default()
+    }
+}
+
+fn s3_backup() -> Value {
+    json!({"destination": {"s3": {
+        "bucket": "shop-backups",
+        "endpoint": "http://s3.example.invalid:9000",
+        "credentialsSecret": "s3",
+    }}})
+}
+
+/// A PostgreSQL environment with migrations and backups (before migrations by default).
+fn postgres_env(name: &str, test: &str, image: &str, backup: Value) -> Value {
+    json!({
+        "apiVersion": "appenv.dev/v1alpha1",
+        "kind": "AppEnvironment",
+        "metadata": {"name": name, "labels": {TEST_LABEL: test}},
+        "spec": {
+            "app": "shop",
+            "image": image,
+            "web": {"replicas": 1},
+            "database": {"postgres": {}},
+            "migrations": {"command": ["flask", "db", "upgrade"]},
+            "backup": backup,
+        },
+    })
+}
+
+async fn apply(client: &Client, env: &Value) {
+    common::apply(client, env).await;
+}
+
+async fn env_api(client: &Client) -> Api<AppEnvironment> {
+    Api::all(client.clone())
+}
+
+/// Wait until `matches` holds for the environment.
+async fn wait_env(
+    client: &Client,
+    name: &str,
+    what: &str,
+    matches: impl Fn(&AppEnvironment) -> bool + Send + 'static,
+) -> AppEnvironment {
+    common::wait_for(
+        &env_api(client).await,
+        name,
+        LIMIT,
+        what,
+        move |e: Option<&AppEnvironment>| e.is_some_and(&matches),
+    )
+    .await
+    .expect("environment")
+}
+
+fn condition<'a>(env: &'a AppEnvironment, type_: &str) -> (&'a str, &'a str, &'a str) {
+    env.condition(type_).map_or(("", "", ""), |c| {
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    })
+}
+
+fn at_image(image: &'static str) -> impl Fn(&AppEnvironment) -> bool + Send + 'static {
+    move |e: &AppEnvironment| {
+        ready(Some(e)) && e.status.as_ref().and_then(|s| s.image.as_deref()) == Some(image)
+    }
+}
+
+fn web_image(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.containers[0].image.clone())
+        .unwrap_or_default()
+}
+
+/// What happened in a namespace, in the order the watches saw it: `job+ NAME` (created),
+/// `job= NAME` (completed), `job! NAME` (failed), `web IMAGE` (the web Deployment's image).
+#[derive(Clone, Default)]
+struct Timeline(Arc<Mutex<Vec<String>>>);
+
+impl Timeline {
+    fn push(&self, entry: String) {
+        let mut log = self.0.lock().expect("lock");
+        if !log.contains(&entry) {
+            log.push(entry);
+        }
+    }
+
+    fn entries(&self) -> Vec<String> {
+        self.0.lock().expect("lock").clone()
+    }
+
+    fn position(&self, entry: &str) -> usize {
+        let log = self.entries();
+        log.iter()
+            .position(|e| e == entry)
+            .unwrap_or_else(|| panic!("{entry:?} not in {log:?}"))
+    }
+
+    /// Record the namespace's Jobs and the web Deployment's image until dropped (aborted).
+    fn record(client: &Client, ns: &str, web: &str) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
+        let timeline = Self::default();
+        let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+        let log = timeline.clone();
+        let job_task = tokio::spawn(async move {
+            let mut events = watcher::watcher(jobs, watcher::Config::default()).boxed();
+            while let Some(Ok(event)) = events.next().await {
+                let (watcher::Event::Apply(job) | watcher::Event::InitApply(job)) = event else {
+                    continue;
+                };
+                let name = job.name_any();
+                log.push(format!("job+ {name}"));
+                let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
+                for c in conditions.iter().filter(|c| c.status == "True") {
+                    match c.type_.as_str() {
+                        "Complete" => log.push(format!("job= {name}")),
+                        "Failed" => log.push(format!("job! {name}")),
+                        _ => {}
+                    }
+                }
+            }
+        });
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+        let config = watcher::Config::default().fields(&format!("metadata.name={web}"));
+        let log = timeline.clone();
+        let web_task = tokio::spawn(async move {
+            let mut events = watcher::watcher(deployments, config).boxed();
+            while let Some(Ok(event)) = events.next().await {
+                if let watcher::Event::Apply(d) | watcher::Event::InitApply(d) = event {
+                    log.push(format!("web {}", web_image(&d)));
+                }
+            }
+        });
+        (timeline, vec![job_task, web_task])
+    }
+}
+
+fn jobs_named<'a>(log: &'a [String], infix: &str) -> Vec<&'a str> {
+    log.iter()
+        .filter_map(|e| e.strip_prefix("job+ "))
+        .filter(|n| n.contains(infix))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_image_is_backed_up_then_migrated_then_rolled_out() {
+    let client = common::client().await;
+    let _operator = common::operator(&client, "backup-order", settings()).await;
+    let name = "backup-order";
+    let mut env = postgres_env(name, "backup-order", "example.invalid/shop:1", s3_backup());
+    apply(&client, &env).await;
+    common::provide_secret(&client, name, "s3", &CREDENTIALS).await;
+    let first = wait_env(
+        &client,
+        name,
+        "Ready at v1",
+        at_image("example.invalid/shop:1"),
+    )
+    .await;
+    // A first rollout has no data to keep: no backup.
+    assert!(
+        first
+            .status
+            .as_ref()
+            .and_then(|s| s.backup.as_ref())
+            .is_none_or(|b| b.last_success.is_none() && b.running.is_none()),
+        "{:?}",
+        first.status
+    );
+    assert_eq!(
+        condition(&first, "BackupsHealthy").1,
+        "NoBackupYet",
+        "{:?}",
+        first.status
+    );
+
+    let (timeline, tasks) = Timeline::record(&client, name, "shop");
+    env["spec"]["image"] = json!("example.invalid/shop:2");
+    apply(&client, &env).await;
+    let done = wait_env(
+        &client,
+        name,
+        "Ready at v2",
+        at_image("example.invalid/shop:2"),
+    )
+    .await;
+    tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    let log = timeline.entries();
+    let backups = jobs_named(&log, "-backup-");
+    let migrations: Vec<&str> = jobs_named(&log, "-migrate-");
+    assert_eq!(backups.len(), 1, "{log:?}");
+    let (backup, migration) = (backups[0], migrations.last().expect("a migration"));
+    // backup -> migration -> rollout, each after the one before completed.
+    let order = [
+        format!("job+ {backup}"),
+        format!("job= {backup}"),
+        format!("job+ {migration}"),
+        format!("job= {migration}"),
+        "web example.invalid/shop:2".to_owned(),
+    ];
+    let positions: Vec<usize> = order.iter().map(|e| timeline.position(e)).collect();
+    assert!(
+        positions.is_sorted(),
+        "{order:?} at {positions:?} in {log:?}"
+    );
+    assert_eq!(
+        migration.replace("-migrate-", "-backup-"),
+        backup,
+        "the backup is named after the migration it protects"
+    );
+    let status = done.status.clone().expect("status");
+    let last = status
+        .backup
+        .and_then(|b| b.last_success)
+        .expect("a last success");
+    assert_eq!(
+        (last.job.as_str(), last.reason.as_str()),
+        (backup, "before-migration")
+    );
+    let (ok, reason, message) = condition(&done, "BackupsHealthy");
+    assert_eq!((ok, reason), ("True", "BackupSucceeded"), "{message}");
+    // The PostgreSQL Job runs the agent copied into the database's image.
+    let job = Api::<Job>::namespaced(client.clone(), name)
+        .get(backup)
+        .await
+        .expect("backup Job");
+    let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+    let init = pod.init_containers.expect("init container");
+    assert_eq!(
+        init[0].image.as_deref(),
+        Some("registry.example/appenv:test")
+    );
+    assert_eq!(
+        pod.containers[0].command.as_deref(),
+        Some(&["/agent/appenv".to_owned()][..])
+    );
+    let _ = env_api(&client)
+        .await
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn a_failed_backup_blocks_the_migration_and_the_old_version_keeps_serving() {
+    let client = common::client().await;
+    let _operator = common::operator(&client, "backup-fails", settings()).await;
+    let name = "backup-fails";
+    let mut backup = s3_backup();
+    backup["podAnnotations"] = json!({ FAIL_ANNOTATION: "true" });
+    let mut env = postgres_env(name, "backup-fails", "example.invalid/shop:1", backup);
+    apply(&client, &env).await;
+    common::provide_secret(&client, name, "s3", &CREDENTIALS).await;
+    wait_env(
+        &client,
+        name,
+        "Ready at v1",
+        at_image("example.invalid/shop:1"),
+    )
+    .await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), name);
+
+    env["spec"]["image"] = json!("example.invalid/shop:2");
+    apply(&client, &env).await;
+    let failed = wait_env(
+        &client,
+        name,
+        "MigrationsSucceeded=False BackupFailed",
+        |e| condition(e, "MigrationsSucceeded").1 == "BackupFailed",
+    )
+    .await;
+    let (_, _, message) = condition(&failed, "MigrationsSucceeded");
+    assert!(
+        message.contains("the backup before migrating to example.invalid/shop:2 failed")
+            && message.contains("shop-backup-")
+            && message.contains("previous version keeps serving"),
+        "{message}"
+    );
+    let (ok, reason, health) = condition(&failed, "BackupsHealthy");
+    assert_eq!((ok, reason), ("False", "BackupFailed"), "{health}");
+    assert_eq!(condition(&failed, "Degraded").0, "True");
+    // No migration for v2 ran; web still runs v1 on its old ReplicaSet, all replicas available.
+    let all = jobs.list(&ListParams::default()).await.expect("jobs").items;
+    let names: BTreeSet<String> = all.iter().map(|j| j.name_any()).collect();
+    let backup = names
+        .iter()
+        .find(|n| n.contains("-backup-"))
+        .unwrap_or_else(|| panic!("no backup Job: {names:?}"));
+    assert!(
+        !names.contains(&backup.replace("-backup-", "-migrate-")),
+        "v2's migration ran: {names:?}"
+    );
+    let web = Api::<Deployment>::namespaced(client.clone(), name)
+        .get("shop")
+        .await
+        .expect("web");
+    assert_eq!(web_image(&web), "example.invalid/shop:1");
+    assert_eq!(web.status.and_then(|s| s.available_replicas), Some(1));
+    assert_eq!(
+        failed.status.as_ref().and_then(|s| s.image.as_deref()),
+        Some("example.invalid/shop:1")
+    );
+    // An Event says so.
+    let events: Api<Event> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = events
+            .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+            .await
+            .expect("events");
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("BackupFailed") && e.type_.as_deref() == Some("Warning")
+        }) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no BackupFailed Event"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = env_api(&client)
+        .await
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+/// Pods of the namespace by component, live from creation until gone or finished: the most
+/// components `web` and `backup` live at once, and the order of their starts and ends.
+#[derive(Clone, Default)]
+struct Pods {
+    overlap: Arc<Mutex<bool>>,
+    log: Timeline,
+}
+
+impl Pods {
+    fn record(client: &Client, ns: &str) -> (Self, tokio::task::JoinHandle<()>) {
+        let pods = Self::default();
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        let me = pods.clone();
+        let task = tokio::spawn(async move {
+            let mut live: std::collections::BTreeMap<String, String> = Default::default();
+            let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
+            while let Some(Ok(event)) = events.next().await {
+                match event {
+                    watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                        let component = pod
+                            .labels()
+                            .get("app.kubernetes.io/component")
+                            .cloned()
+                            .unwrap_or_default();
+                        let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+                        let name = pod.name_any();
+                        if matches!(phase.as_deref(), Some("Succeeded" | "Failed")) {
+                            if live.remove(&name).is_some() {
+                                me.log.push(format!("{component}- {name}"));
+                            }
+                        } else if live.insert(name.clone(), component.clone()).is_none() {
+                            me.log.push(format!("{component}+ {name}"));
+                        }
+                    }
+                    watcher::Event::Delete(pod) => {
+                        if let Some(component) = live.remove(&pod.name_any()) {
+                            me.log.push(format!("{component}- {}", pod.name_any()));
+                        }
+                    }
+                    _ => {}
+                }
+                let components: BTreeSet<&String> = live.values().collect();
+                if components.iter().any(|c| *c == "web")
+                    && components.iter().any(|c| *c == "backup")
+                {
+                    *me.overlap.lock().expect("lock") = true;
+                }
+            }
+        });
+        (pods, task)
+    }
+}
+
+#[tokio::test]
+async fn a_duckdb_backup_runs_only_once_the_web_pod_is_gone_and_web_comes_back_after_it() {
+    let client = common::client().await;
+    let _operator = common::operator(&client, "backup-duckdb", settings()).await;
+    let name = "backup-duckdb";
+    let env = json!({
+        "apiVersion": "appenv.dev/v1alpha1",
+        "kind": "AppEnvironment",
+        "metadata": {"name": name, "labels": {TEST_LABEL: "backup-duckdb"}},
+        "spec": {
+            "app": "dojo",
+            "image": "example.invalid/dojo:1",
+            // A web Pod takes 1.5 s to terminate: the copy must wait for it, not for replicas 0.
+            "web": {"podAnnotations": {TERMINATE_AFTER_ANNOTATION: "1500"}},
+            "database": {"embedded": {"engine": "DuckDB", "path": "/data/ledger.duckdb"}},
+            "backup": {"destination": {"volume": {"size": "1Gi"}}},
+        },
+    });
+    apply(&client, &env).await;
+    wait_env(&client, name, "Ready", |e| ready(Some(e))).await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), name);
+    let data_uid = claims.get("dojo-data").await.expect("data volume").uid();
+
+    let (pods, task) = Pods::record(&client, name);
+    // The watch lists what exists first: the running web Pod.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !pods.log.entries().iter().any(|e| e.starts_with("web+ ")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the web Pod was never seen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let request = "2026-12-02T10:00:00.000Z";
+    env_api(&client)
+        .await
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: request}}})),
+        )
+        .await
+        .expect("request a backup");
+    let done = wait_env(&client, name, "backed up and Ready again", move |e| {
+        let backup = e.status.as_ref().and_then(|s| s.backup.as_ref());
+        ready(Some(e))
+            && backup.is_some_and(|b| {
+                b.running.is_none()
+                    && b.last_request.as_deref() == Some(request)
+                    && b.last_success.is_some()
+            })
+    })
+    .await;
+    task.abort();
+    let log = pods.log.entries();
+    assert!(
+        !*pods.overlap.lock().expect("lock"),
+        "web and backup Pods overlapped: {log:?}"
+    );
+    let start = |prefix: &str| log.iter().position(|e| e.starts_with(prefix));
+    let backup_started = start("backup+ ").unwrap_or_else(|| panic!("no backup Pod: {log:?}"));
+    let backup_ended = start("backup- ").unwrap_or_else(|| panic!("backup never ended: {log:?}"));
+    let web_gone = start("web- ").unwrap_or_else(|| panic!("web never stopped: {log:?}"));
+    let web_back = log
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.starts_with("web+ "))
+        .map(|(i, _)| i)
+        .next_back()
+        .unwrap_or_else(|| panic!("web never came back: {log:?}"));
+    assert!(
+        web_gone < backup_started && backup_ended < web_back,
+        "order: {log:?}"
+    );
+    let last = done
+        .status
+        .and_then(|s| s.backup)
+        .and_then(|b| b.last_success)
+        .expect("last success");
+    assert_eq!(last.reason, "manual");
+    assert!(
+        !last.web_stopped,
+        "the record of a finished backup holds no stop"
+    );
+    // The data volume is the same one; the backup volume exists beside it.
+    assert_eq!(claims.get("dojo-data").await.expect("data").uid(), data_uid);
+    claims.get("dojo-backups").await.expect("backup volume");
+    // The DuckDB Job mounts the data volume and runs the agent image itself.
+    let job = Api::<Job>::namespaced(client.clone(), name)
+        .get(&last.job)
+        .await
+        .expect("job");
+    let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("registry.example/appenv:test")
+    );
+    let args = pod.containers[0].args.clone().unwrap_or_default().join(" ");
+    assert!(
+        args.contains("--engine duckdb") && args.contains("--file /data/ledger.duckdb"),
+        "{args}"
+    );
+    let _ = env_api(&client)
+        .await
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn a_missing_credentials_secret_is_named_and_the_environment_keeps_running() {
+    let client = common::client().await;
+    let _operator = common::operator(&client, "backup-creds", settings()).await;
+    let name = "backup-creds";
+    let env = json!({
+        "apiVersion": "appenv.dev/v1alpha1",
+        "kind": "AppEnvironment",
+        "metadata": {"name": name, "labels": {TEST_LABEL: "backup-creds"}},
+        "spec": {
+            "app": "notes",
+            "image": "example.invalid/notes:1",
+            "database": {"embedded": {"engine": "SQLite", "path": "/data/notes.db"}},
+            "backup": s3_backup(),
+        },
+    });
+    apply(&client, &env).await;
+    wait_env(&client, name, "Ready", |e| ready(Some(e))).await;
+    env_api(&client)
+        .await
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: "one"}}})),
+        )
+        .await
+        .expect("request a backup");
+    let stuck = wait_env(
+        &client,
+        name,
+        "BackupsHealthy=False naming the Secret",
+        |e| {
+            let (ok, _, message) = condition(e, "BackupsHealthy");
+            ok == "False" && message.contains("secret \"s3\" not found")
+        },
+    )
+    .await;
+    let (_, reason, message) = condition(&stuck, "BackupsHealthy");
+    assert_eq!(reason, "BackupFailed", "{message}");
+    assert!(message.contains("cannot start"), "{message}");
+    // SQLite copies beside the running app: web was never stopped.
+    let web = Api::<Deployment>::namespaced(client.clone(), name)
+        .get("notes")
+        .await
+        .expect("web");
+    assert_eq!(web.spec.and_then(|s| s.replicas), Some(1));
+    assert_eq!(condition(&stuck, "Ready").0, "True");
+    // The Secret appears: the same Job starts and completes.
+    common::provide_secret(&client, name, "s3", &CREDENTIALS).await;
+    let done = wait_env(&client, name, "backed up", |e| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.backup.as_ref())
+            .is_some_and(|b| b.last_success.is_some())
+    })
+    .await;
+    assert_eq!(condition(&done, "BackupsHealthy").0, "True");
+    let _ = env_api(&client)
+        .await
+        .delete(name, &DeleteParams::default())
+        .await;
+}
