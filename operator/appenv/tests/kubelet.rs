@@ -1,7 +1,7 @@
 //! What a real kubelet (and scheduler) does with a Pod that cannot start, as the simulated one
 //! shows it through the API (reasons, messages, Events), and how appenv reports it: a missing
 //! Secret, an unmountable volume, a missing claim, an image that cannot be pulled, a missing
-//! image pull Secret. Against the real control plane.
+//! image pull Secret, an init container that cannot start. Against the real control plane.
 
 mod common;
 
@@ -10,9 +10,10 @@ use appenv_controller::{self as controller, Options};
 use appenv_core::settings::Settings;
 use appenv_localcluster::kubelet::{NODE_NAME, PULL_BACKOFF, UNPULLABLE_REGISTRY};
 use futures::StreamExt as _;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -90,8 +91,19 @@ async fn wait_pod(
 
 /// The first Event about the Pod with `reason` and `message`, through a watch.
 async fn wait_event(client: &Client, ns: &str, reason: &str, message: &str) -> Event {
+    wait_event_about(client, ns, POD, reason, message).await
+}
+
+/// The first Event about the Pod `pod` with `reason` and `message`, through a watch.
+async fn wait_event_about(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    reason: &str,
+    message: &str,
+) -> Event {
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let config = watcher::Config::default().fields(&format!("involvedObject.name={POD}"));
+    let config = watcher::Config::default().fields(&format!("involvedObject.name={pod}"));
     let mut stream = watcher::watcher(events.clone(), config)
         .applied_objects()
         .boxed();
@@ -390,6 +402,206 @@ async fn a_missing_image_pull_secret_is_an_event_and_the_pod_still_runs() {
     )
     .await;
     assert_from_kubelet(&event, true, None);
+    common::cleanup(&client, &ns).await;
+}
+
+/// A Job like appenv's PostgreSQL backup: the init container `agent` (image `agent_image`)
+/// copies a binary into an emptyDir, which the container `backup` runs.
+fn backup_like_job(name: &str, agent_image: &str) -> Job {
+    let mount = json!([{"name": "agent", "mountPath": "/agent"}]);
+    serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "agent", "emptyDir": {}}],
+            "initContainers": [{"name": "agent", "image": agent_image, "command": ["/appenv"],
+                "args": ["agent", "install", "/agent/appenv"], "volumeMounts": mount}],
+            "containers": [{"name": "backup", "image": "example.invalid/postgres:16",
+                "command": ["/agent/appenv"], "args": ["agent", "backup"], "volumeMounts": mount}],
+        }}},
+    }))
+    .expect("a valid Job")
+}
+
+/// The first Pod of the Job `job` for which `cond` holds, through a watch.
+async fn wait_job_pod(pods: &Api<Pod>, job: &str, what: &str, cond: impl Fn(&Pod) -> bool) -> Pod {
+    let config = watcher::Config::default().labels(&format!("job-name={job}"));
+    let mut stream = watcher::watcher(pods.clone(), config)
+        .applied_objects()
+        .boxed();
+    let found = tokio::time::timeout(LIMIT, async {
+        while let Some(pod) = stream.next().await {
+            if let Ok(pod) = pod
+                && cond(&pod)
+            {
+                return Some(pod);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(pod)) => pod,
+        _ => {
+            let seen = pods
+                .list(&ListParams::default().labels(&format!("job-name={job}")))
+                .await
+                .map(|l| l.items);
+            panic!("no Pod of the Job {job} {what} within {LIMIT:?}; seen: {seen:#?}")
+        }
+    }
+}
+
+/// The init container `agent`'s waiting reason and message.
+fn init_waiting(pod: &Pod) -> Option<(String, String)> {
+    let status = pod
+        .status
+        .as_ref()?
+        .init_container_statuses
+        .as_ref()?
+        .first()?;
+    let waiting = status.state.as_ref()?.waiting.as_ref()?;
+    Some((
+        waiting.reason.clone().unwrap_or_default(),
+        waiting.message.clone().unwrap_or_default(),
+    ))
+}
+
+/// The STATUS column of `kubectl get pods` for the Job's Pod, as the API server prints it (the
+/// same printer as kubectl's).
+async fn printed_status(client: &Client, ns: &str, job: &str) -> String {
+    let mut request = kube::core::Request::new(format!("/api/v1/namespaces/{ns}/pods"))
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .expect("request");
+    request.headers_mut().insert(
+        "accept",
+        "application/json;as=Table;v=v1;g=meta.k8s.io"
+            .parse()
+            .expect("header value"),
+    );
+    let table: Value =
+        serde_json::from_str(&client.request_text(request).await.expect("Table")).expect("json");
+    let column = table["columnDefinitions"]
+        .as_array()
+        .and_then(|columns| columns.iter().position(|c| c["name"] == "Status"))
+        .expect("a Status column");
+    let rows = table["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "one Pod: {table}");
+    rows[0]["cells"][column]
+        .as_str()
+        .expect("a status")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_job_whose_init_image_cannot_be_pulled_never_completes_and_one_that_can_does() {
+    let client = common::client().await;
+    let ns = common::namespace(&client, "init").await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let image = format!("{UNPULLABLE_REGISTRY}/appenv:1");
+    for job in [
+        backup_like_job("blocked", &image),
+        backup_like_job("completes", "example.invalid/appenv:1"),
+    ] {
+        jobs.create(&PostParams::default(), &job)
+            .await
+            .expect("create Job");
+    }
+
+    let pulling = wait_job_pod(&pods, "blocked", "in ErrImagePull", |p| {
+        init_waiting(p).is_some_and(|(reason, _)| reason == "ErrImagePull")
+    })
+    .await;
+    let status = pulling.status.as_ref().expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    assert_eq!(
+        waiting(&pulling).map(|w| w.0).as_deref(),
+        Some("PodInitializing"),
+        "the container waits for its init container"
+    );
+    assert_eq!(
+        condition(&pulling, "Initialized"),
+        Some((
+            "False".into(),
+            "ContainersNotInitialized".into(),
+            "containers with incomplete status: [agent]".into()
+        ))
+    );
+    // Read at once, it is still in ErrImagePull (unless the back-off came meanwhile).
+    let printed = printed_status(&client, &ns, "blocked").await;
+    assert!(
+        ["Init:ErrImagePull", "Init:ImagePullBackOff"].contains(&printed.as_str()),
+        "{printed}"
+    );
+    let name = pulling.metadata.name.clone().expect("name");
+    let failed = wait_event_about(&client, &ns, &name, "Failed", "Error: ErrImagePull").await;
+    assert_from_kubelet(&failed, true, Some("spec.initContainers{agent}"));
+
+    let back_off = format!("Back-off pulling image \"{image}\"");
+    let expected = back_off.clone();
+    wait_job_pod(&pods, "blocked", "in ImagePullBackOff", move |p| {
+        init_waiting(p) == Some(("ImagePullBackOff".into(), expected.clone()))
+    })
+    .await;
+    let backing_off = wait_event_about(&client, &ns, &name, "BackOff", &back_off).await;
+    assert_from_kubelet(&backing_off, false, Some("spec.initContainers{agent}"));
+    assert_eq!(
+        printed_status(&client, &ns, "blocked").await,
+        "Init:ImagePullBackOff"
+    );
+
+    let done = common::wait_for(&jobs, "completes", LIMIT, "Complete", |j: Option<&Job>| {
+        j.and_then(|j| j.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Complete" && c.status == "True")
+            })
+    })
+    .await;
+    assert_eq!(
+        done.and_then(|j| j.status).and_then(|s| s.succeeded),
+        Some(1)
+    );
+    let completed = wait_job_pod(&pods, "completes", "Succeeded", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+    })
+    .await;
+    let agent = completed
+        .status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .and_then(|s| s.first())
+        .and_then(|s| s.state.as_ref())
+        .and_then(|s| s.terminated.as_ref())
+        .expect("the init container terminated");
+    assert_eq!(
+        (agent.exit_code, agent.reason.as_deref()),
+        (0, Some("Completed"))
+    );
+    assert_eq!(
+        condition(&completed, "Initialized").map(|c| c.0).as_deref(),
+        Some("True")
+    );
+    assert_eq!(printed_status(&client, &ns, "completes").await, "Completed");
+
+    // Long after the other completed, and in back-off for good: still running, never done.
+    let blocked = jobs.get("blocked").await.expect("the Job");
+    let status = blocked.status.expect("Job status");
+    assert_eq!(
+        (status.active, status.succeeded, status.failed),
+        (Some(1), None, None)
+    );
+    assert!(
+        status.conditions.unwrap_or_default().is_empty(),
+        "neither Complete nor Failed"
+    );
+    assert_eq!(
+        printed_status(&client, &ns, "blocked").await,
+        "Init:ImagePullBackOff"
+    );
     common::cleanup(&client, &ns).await;
 }
 

@@ -405,11 +405,22 @@ pub fn failure(pod: &Pod) -> Option<String> {
         let message = capped(c.message.as_deref().unwrap_or_default());
         return Some(format!("{pod_kind} {name}: Unschedulable: {message}"));
     }
-    status.container_statuses.iter().flatten().find_map(|c| {
+    // Init containers first: while one cannot start, the others wait in PodInitializing.
+    let init = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .map(|c| (c, "init container"));
+    let main = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .map(|c| (c, "container"));
+    init.chain(main).find_map(|(c, what)| {
         let waiting = c.state.as_ref()?.waiting.as_ref()?;
         let reason = waiting.reason.as_deref()?;
         FAILING_WAIT.contains(&reason).then(|| {
-            let mut failure = format!("{pod_kind} {name} container {}: {reason}", c.name);
+            let mut failure = format!("{pod_kind} {name} {what} {}: {reason}", c.name);
             if let Some(message) = waiting.message.as_deref().filter(|m| !m.is_empty()) {
                 failure.push_str(": ");
                 failure.push_str(&capped(message));
@@ -425,6 +436,17 @@ pub fn creating(pod: &Pod) -> bool {
         return false;
     };
     let containers = status.container_statuses.as_deref().unwrap_or_default();
+    // With init containers, a kubelet that cannot mount a volume shows PodInitializing.
+    let waiting = if status
+        .init_container_statuses
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
     status.phase.as_deref() == Some("Pending")
         && !containers.is_empty()
         && containers.iter().all(|c| {
@@ -432,7 +454,7 @@ pub fn creating(pod: &Pod) -> bool {
                 .as_ref()
                 .and_then(|s| s.waiting.as_ref())
                 .and_then(|w| w.reason.as_deref())
-                == Some("ContainerCreating")
+                == Some(waiting)
         })
 }
 

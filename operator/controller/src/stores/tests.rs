@@ -260,3 +260,38 @@ fn a_creating_pod_fails_with_the_failed_mount_event_that_names_it() {
         )
     );
 }
+
+#[test]
+fn an_init_container_that_cannot_start_is_the_pods_failure() {
+    let waiting = |name: &str, reason: &str, message: Option<&str>| ContainerStatus {
+        name: name.into(),
+        state: Some(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.into()),
+                message: message.map(Into::into),
+            }),
+            ..ContainerState::default()
+        }),
+        ..ContainerStatus::default()
+    };
+    let pod = Pod {
+        metadata: meta("shop-backup-x-1", "1", &[("job-name", "shop-backup-x")]),
+        status: Some(PodStatus {
+            phase: Some("Pending".into()),
+            init_container_statuses: Some(vec![waiting(
+                "agent",
+                "ImagePullBackOff",
+                Some("Back-off pulling image \"unpullable.invalid/appenv:1\""),
+            )]),
+            container_statuses: Some(vec![waiting("backup", "PodInitializing", None)]),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    };
+    assert_eq!(
+        snapshot::failure(&pod).as_deref(),
+        Some(
+            "Pod shop-backup-x-1 init container agent: ImagePullBackOff: Back-off pulling image \"unpullable.invalid/appenv:1\""
+        )
+    );
+}

@@ -16,7 +16,8 @@
 //! - a claim the Pod mounts is missing or not Bound: not bound to the node, `PodScheduled=False`
 //!   (`Unschedulable`) with the scheduler's message and a `FailedScheduling` Event;
 //! - a Secret or ConfigMap volume whose object is missing (not optional): Pending, containers
-//!   waiting in `ContainerCreating`, a `FailedMount` Event;
+//!   waiting in `ContainerCreating` (all of them in `PodInitializing` in a Pod with init
+//!   containers), a `FailedMount` Event;
 //! - a container whose `env[].valueFrom` or `envFrom` names a missing Secret, ConfigMap or key
 //!   (not optional): waiting in `CreateContainerConfigError` with the kubelet's message, a
 //!   `Failed` Event; the other containers run, the Pod is not Ready;
@@ -26,10 +27,18 @@
 //! - an `imagePullSecrets` entry that does not exist: a `FailedToRetrieveImagePullSecret`
 //!   Event, and the Pod runs (the image may be public).
 //!
+//! Init containers run first, one after the other, each to completion (terminated `Completed`,
+//! exit code 0, at once) before any container starts. The first one that cannot be created
+//! (an unpullable image, a missing Secret, ConfigMap or key in its environment, as above, with
+//! the same Events about `spec.initContainers{name}`) waits with that reason and holds the Pod:
+//! Pending, `Initialized=False` (`ContainersNotInitialized`, "containers with incomplete
+//! status: [name]"), the later init containers and every container waiting in
+//! `PodInitializing` (kubectl shows `Init:ErrImagePull`, `Init:CreateContainerConfigError`...).
+//! The annotations steer the containers only: init containers always succeed.
+//!
 //! Secrets (their keys only, never their values), ConfigMaps and claims are watched into
 //! stores: a Pod waiting for one is looked at again when an object of its namespace changes,
-//! so it starts (or is scheduled) once what it lacks appears. Init containers are not checked
-//! (appenv's Pods have none).
+//! so it starts (or is scheduled) once what it lacks appears.
 //!
 //! It also provisions storage, as a cluster's default StorageClass would: the class
 //! [`STORAGE_CLASS`] (default, provisioner [`PROVISIONER`]) gets a PersistentVolume for each of

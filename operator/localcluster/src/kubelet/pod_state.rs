@@ -28,11 +28,16 @@ pub enum SimState {
     /// Not bound to the node: `PodScheduled=False`, reason `Unschedulable`, the scheduler's
     /// message.
     Unschedulable(String),
-    /// A volume cannot be mounted: Pending, every container waits in `ContainerCreating` (the
+    /// A volume cannot be mounted: Pending, every container waits in `ContainerCreating` (every
+    /// init container and container in `PodInitializing`, if the Pod has init containers; the
     /// reason is in a `FailedMount` Event, not in the Pod).
     ContainerCreating,
     /// Some containers cannot be created (in spec order); the others run.
     Waiting(Vec<Wait>),
+    /// An init container cannot be created (those before it completed): Pending,
+    /// `Initialized=False`, the later init containers and every container waiting in
+    /// `PodInitializing`.
+    Initializing(Wait),
 }
 
 impl SimState {
@@ -44,6 +49,7 @@ impl SimState {
             Self::Waiting(waits) => waits
                 .iter()
                 .any(|w| w.reason == WaitReason::CreateContainerConfigError),
+            Self::Initializing(wait) => wait.reason == WaitReason::CreateContainerConfigError,
             _ => false,
         }
     }
@@ -140,6 +146,13 @@ fn containers(pod: &Pod) -> &[Container] {
     pod.spec
         .as_ref()
         .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+}
+
+fn init_containers(pod: &Pod) -> &[Container] {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_deref())
         .unwrap_or_default()
 }
 
@@ -281,34 +294,60 @@ fn back_off_message(image: &str) -> String {
     format!("Back-off pulling image \"{image}\"")
 }
 
+/// Why the container cannot be created at `now`, if it cannot, and when that changes by itself:
+/// its image cannot be pulled (the pull comes first, as on a kubelet), or its environment
+/// cannot be built.
+fn cannot_create(
+    pod: &Pod,
+    container: &Container,
+    refs: &impl Referenced,
+    now: Timestamp,
+) -> Option<(Wait, Option<Timestamp>)> {
+    let image = container.image.as_deref().unwrap_or_default();
+    let mut change_at = None;
+    let (reason, message) = if unpullable(image) {
+        let backed_off_at = started_at(pod).unwrap_or(now) + PULL_BACKOFF;
+        if now < backed_off_at {
+            change_at = Some(backed_off_at);
+            (WaitReason::ErrImagePull, pull_error(image))
+        } else {
+            (WaitReason::ImagePullBackOff, back_off_message(image))
+        }
+    } else {
+        let message = config_error(pod, container, refs)?;
+        (WaitReason::CreateContainerConfigError, message)
+    };
+    let wait = Wait {
+        container: container.name.clone(),
+        reason,
+        message,
+    };
+    Some((wait, change_at))
+}
+
 /// The state a bound Pod should be in at `now`, and when that will change by itself.
+///
+/// The init containers run first, one after the other, each to completion (exit code 0): the
+/// first that cannot be created holds the Pod in [`SimState::Initializing`]. The steering
+/// annotations apply to the containers only.
 pub fn target(pod: &Pod, refs: &impl Referenced, now: Timestamp) -> (SimState, Option<Timestamp>) {
     if mount_failure(pod, refs).is_some() {
         return (SimState::ContainerCreating, None);
     }
+    if let Some((wait, change_at)) = init_containers(pod)
+        .iter()
+        .find_map(|c| cannot_create(pod, c, refs, now))
+    {
+        return (SimState::Initializing(wait), change_at);
+    }
     let started = started_at(pod).unwrap_or(now);
-    let backed_off_at = started + PULL_BACKOFF;
     let mut change_at = None;
     let waits: Vec<Wait> = containers(pod)
         .iter()
         .filter_map(|c| {
-            let image = c.image.as_deref().unwrap_or_default();
-            let (reason, message) = if unpullable(image) {
-                if now < backed_off_at {
-                    change_at = Some(backed_off_at);
-                    (WaitReason::ErrImagePull, pull_error(image))
-                } else {
-                    (WaitReason::ImagePullBackOff, back_off_message(image))
-                }
-            } else {
-                let message = config_error(pod, c, refs)?;
-                (WaitReason::CreateContainerConfigError, message)
-            };
-            Some(Wait {
-                container: c.name.clone(),
-                reason,
-                message,
-            })
+            let (wait, change) = cannot_create(pod, c, refs, now)?;
+            change_at = change_at.or(change);
+            Some(wait)
         })
         .collect();
     if !waits.is_empty() {
@@ -341,6 +380,16 @@ fn waiting_reason(
     c.state.as_ref()?.waiting.as_ref()
 }
 
+/// The wait a container status shows, if it waits for one of the [`WaitReason`]s.
+fn shown_wait(c: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<Wait> {
+    let waiting = waiting_reason(c)?;
+    Some(Wait {
+        container: c.name.clone(),
+        reason: WaitReason::parse(waiting.reason.as_deref()?)?,
+        message: waiting.message.clone().unwrap_or_default(),
+    })
+}
+
 /// The state the Pod's status shows now, if the simulated kubelet (or scheduler) reported one.
 pub fn observed(pod: &Pod) -> Option<SimState> {
     let status = pod.status.as_ref()?;
@@ -357,28 +406,34 @@ pub fn observed(pod: &Pod) -> Option<SimState> {
         .clone()
         .any(|c| c.type_ == "Ready" && c.status == "True");
     let statuses = status.container_statuses.as_deref().unwrap_or_default();
+    let init_statuses = status
+        .init_container_statuses
+        .as_deref()
+        .unwrap_or_default();
     let crash_looping = statuses
         .iter()
         .filter_map(waiting_reason)
         .any(|w| w.reason.as_deref() == Some("CrashLoopBackOff"));
-    let waits: Vec<Wait> = statuses
-        .iter()
-        .filter_map(|c| {
-            let waiting = waiting_reason(c)?;
-            Some(Wait {
-                container: c.name.clone(),
-                reason: WaitReason::parse(waiting.reason.as_deref()?)?,
-                message: waiting.message.clone().unwrap_or_default(),
-            })
-        })
-        .collect();
+    let waits: Vec<Wait> = statuses.iter().filter_map(shown_wait).collect();
+    let init_wait = init_statuses.iter().find_map(shown_wait);
+    let waits_in = |c: &k8s_openapi::api::core::v1::ContainerStatus, reasons: &[&str]| {
+        waiting_reason(c)
+            .and_then(|w| w.reason.as_deref())
+            .is_some_and(|r| reasons.contains(&r))
+    };
+    // Before the volumes are mounted, a Pod with init containers shows every container in
+    // `PodInitializing`, one without in `ContainerCreating`.
     let creating = !statuses.is_empty()
-        && statuses.iter().all(|c| {
-            waiting_reason(c).and_then(|w| w.reason.as_deref()) == Some("ContainerCreating")
-        });
+        && statuses
+            .iter()
+            .all(|c| waits_in(c, &["ContainerCreating", "PodInitializing"]))
+        && init_statuses
+            .iter()
+            .all(|c| waits_in(c, &["PodInitializing"]));
     match status.phase.as_deref()? {
         "Succeeded" => Some(SimState::Succeeded),
         "Failed" => Some(SimState::Failed),
+        "Pending" if init_wait.is_some() => init_wait.map(SimState::Initializing),
         "Running" if crash_looping => Some(SimState::CrashLoop),
         "Running" | "Pending" if !waits.is_empty() => Some(SimState::Waiting(waits)),
         "Pending" if creating => Some(SimState::ContainerCreating),
@@ -408,8 +463,13 @@ pub fn status_patch(pod: &Pod, state: &SimState, pod_ip: &str, now: Timestamp) -
         }});
     }
     let start = started_at(pod).unwrap_or(now).to_string();
-    let spec = pod.spec.as_ref();
     let terminated = |code: i32, reason: &str| json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": start, "finishedAt": now_text}});
+    let waiting =
+        |w: &Wait| json!({"waiting": {"reason": w.reason.as_str(), "message": w.message}});
+    let init = init_containers(pod);
+    // A container not created yet waits in `PodInitializing` in a Pod with init containers
+    // (until they have run, or its volumes are mounted), in `ContainerCreating` in another.
+    let not_created = json!({"waiting": {"reason": if init.is_empty() { "ContainerCreating" } else { "PodInitializing" }}});
     let wait_of = |name: &str| match state {
         SimState::Waiting(waits) => waits.iter().find(|w| w.container == name),
         _ => None,
@@ -420,12 +480,9 @@ pub fn status_patch(pod: &Pod, state: &SimState, pod_ip: &str, now: Timestamp) -
             let image = c.image.clone().unwrap_or_default();
             let wait = wait_of(&c.name);
             let (container_state, running) = match (state, wait) {
-                (_, Some(w)) => (
-                    json!({"waiting": {"reason": w.reason.as_str(), "message": w.message}}),
-                    false,
-                ),
-                (SimState::ContainerCreating, None) => {
-                    (json!({"waiting": {"reason": "ContainerCreating"}}), false)
+                (_, Some(w)) => (waiting(w), false),
+                (SimState::ContainerCreating | SimState::Initializing(_), None) => {
+                    (not_created.clone(), false)
                 }
                 (SimState::Running { .. } | SimState::Waiting(_), None) => {
                     (json!({"running": {"startedAt": start}}), true)
@@ -471,21 +528,67 @@ pub fn status_patch(pod: &Pod, state: &SimState, pod_ip: &str, now: Timestamp) -
             status
         })
         .collect();
-    let init_state = if *state == SimState::ContainerCreating {
-        json!({"waiting": {"reason": "PodInitializing"}})
-    } else {
-        terminated(0, "Completed")
+    // The init containers before `blocked` ran to completion (at once, when the Pod started);
+    // `blocked` waits (its reason, or for the volumes), the later ones were not created.
+    let blocked = match state {
+        SimState::ContainerCreating => Some(0),
+        SimState::Initializing(w) => {
+            Some(init.iter().position(|c| c.name == w.container).unwrap_or(0))
+        }
+        _ => None,
     };
-    let init_containers: Vec<Value> = spec
-        .and_then(|s| s.init_containers.as_deref())
-        .unwrap_or_default()
+    let init_containers: Vec<Value> = init
         .iter()
-        .map(|c| {
-            json!({"name": c.name, "image": c.image.clone().unwrap_or_default(),
-                "imageID": "", "ready": *state != SimState::ContainerCreating, "restartCount": 0,
-                "state": init_state})
+        .enumerate()
+        .map(|(i, c)| {
+            let image = c.image.clone().unwrap_or_default();
+            let completed = blocked.is_none_or(|at| i < at);
+            let container_state = match state {
+                _ if completed => json!({"terminated": {"exitCode": 0, "reason": "Completed",
+                    "startedAt": start, "finishedAt": start}}),
+                SimState::Initializing(w) if w.container == c.name => waiting(w),
+                _ => json!({"waiting": {"reason": "PodInitializing"}}),
+            };
+            let mut status = json!({"name": c.name, "image": image,
+                "imageID": if completed { format!("sim://{image}") } else { String::new() },
+                "ready": completed, "restartCount": 0, "state": container_state});
+            if completed {
+                status["containerID"] = json!(format!(
+                    "sim://{}/{}",
+                    pod.uid().unwrap_or_default(),
+                    c.name
+                ));
+            }
+            status
         })
         .collect();
+    let incomplete: Vec<&str> = init
+        .iter()
+        .zip(&init_containers)
+        .filter(|(_, s)| s["ready"] != json!(true))
+        .map(|(c, _)| c.name.as_str())
+        .collect();
+    let incomplete_message = format!(
+        "containers with incomplete status: [{}]",
+        incomplete.join(" ")
+    );
+    let initialized = if init.is_empty() {
+        condition(
+            "Initialized",
+            *state != SimState::ContainerCreating,
+            None,
+            None,
+        )
+    } else if incomplete.is_empty() {
+        condition("Initialized", true, None, None)
+    } else {
+        condition(
+            "Initialized",
+            false,
+            Some("ContainersNotInitialized"),
+            Some(&incomplete_message),
+        )
+    };
     let unready: Vec<&str> = containers
         .iter()
         .filter(|c| c["ready"] != json!(true))
@@ -500,9 +603,10 @@ pub fn status_patch(pod: &Pod, state: &SimState, pod_ip: &str, now: Timestamp) -
         SimState::Waiting(waits) if waits.len() < containers.len() => {
             ("Running", Some("ContainersNotReady"))
         }
-        SimState::Waiting(_) | SimState::ContainerCreating | SimState::Unschedulable(_) => {
-            ("Pending", Some("ContainersNotReady"))
-        }
+        SimState::Waiting(_)
+        | SimState::Initializing(_)
+        | SimState::ContainerCreating
+        | SimState::Unschedulable(_) => ("Pending", Some("ContainersNotReady")),
         SimState::Succeeded => ("Succeeded", Some("PodCompleted")),
         SimState::Failed => ("Failed", Some("PodFailed")),
     };
@@ -515,7 +619,7 @@ pub fn status_patch(pod: &Pod, state: &SimState, pod_ip: &str, now: Timestamp) -
         "startTime": start,
         "conditions": [
             condition("PodScheduled", true, None, None),
-            condition("Initialized", *state != SimState::ContainerCreating, None, None),
+            initialized,
             condition("ContainersReady", ready, ready_reason, not_ready_message),
             condition("Ready", ready, ready_reason, not_ready_message),
         ],
@@ -561,14 +665,63 @@ fn kubelet_event(
     warning: bool,
     reason: &'static str,
     message: String,
-    container: Option<&str>,
+    field_path: Option<&str>,
 ) -> SimEvent {
     SimEvent {
         reporter: Reporter::Kubelet,
         warning,
         reason,
         message,
-        field_path: container.map(|c| format!("spec.containers{{{c}}}")),
+        field_path: field_path.map(str::to_owned),
+    }
+}
+
+/// The Events of a container (an init container: `init`) starting to wait for `wait`, about
+/// `spec.containers{name}` (`spec.initContainers{name}`).
+fn wait_events(pod: &Pod, wait: &Wait, init: bool) -> Vec<SimEvent> {
+    let (specs, field) = if init {
+        (init_containers(pod), "initContainers")
+    } else {
+        (containers(pod), "containers")
+    };
+    let field_path = format!("spec.{field}{{{}}}", wait.container);
+    let container = Some(field_path.as_str());
+    let image = specs
+        .iter()
+        .find(|c| c.name == wait.container)
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    match wait.reason {
+        WaitReason::CreateContainerConfigError => vec![kubelet_event(
+            true,
+            "Failed",
+            format!("Error: {}", wait.message),
+            container,
+        )],
+        WaitReason::ErrImagePull => vec![
+            kubelet_event(
+                false,
+                "Pulling",
+                format!("Pulling image \"{image}\""),
+                container,
+            ),
+            kubelet_event(
+                true,
+                "Failed",
+                format!("Failed to pull image \"{image}\": {}", wait.message),
+                container,
+            ),
+            kubelet_event(true, "Failed", "Error: ErrImagePull".to_owned(), container),
+        ],
+        WaitReason::ImagePullBackOff => vec![
+            kubelet_event(false, "BackOff", back_off_message(&image), container),
+            kubelet_event(
+                true,
+                "Failed",
+                "Error: ImagePullBackOff".to_owned(),
+                container,
+            ),
+        ],
     }
 }
 
@@ -620,55 +773,11 @@ pub fn events(
                 _ => &[],
             };
             for wait in waits.iter().filter(|w| !shown_waits.contains(w)) {
-                let container = Some(wait.container.as_str());
-                let image = containers(pod)
-                    .iter()
-                    .find(|c| c.name == wait.container)
-                    .and_then(|c| c.image.clone())
-                    .unwrap_or_default();
-                match wait.reason {
-                    WaitReason::CreateContainerConfigError => out.push(kubelet_event(
-                        true,
-                        "Failed",
-                        format!("Error: {}", wait.message),
-                        container,
-                    )),
-                    WaitReason::ErrImagePull => {
-                        out.push(kubelet_event(
-                            false,
-                            "Pulling",
-                            format!("Pulling image \"{image}\""),
-                            container,
-                        ));
-                        out.push(kubelet_event(
-                            true,
-                            "Failed",
-                            format!("Failed to pull image \"{image}\": {}", wait.message),
-                            container,
-                        ));
-                        out.push(kubelet_event(
-                            true,
-                            "Failed",
-                            "Error: ErrImagePull".to_owned(),
-                            container,
-                        ));
-                    }
-                    WaitReason::ImagePullBackOff => {
-                        out.push(kubelet_event(
-                            false,
-                            "BackOff",
-                            back_off_message(&image),
-                            container,
-                        ));
-                        out.push(kubelet_event(
-                            true,
-                            "Failed",
-                            "Error: ImagePullBackOff".to_owned(),
-                            container,
-                        ));
-                    }
-                }
+                out.extend(wait_events(pod, wait, false));
             }
+        }
+        SimState::Initializing(wait) if shown != Some(state) => {
+            out.extend(wait_events(pod, wait, true));
         }
         _ => {}
     }

@@ -393,3 +393,446 @@ fn a_missing_pull_secret_is_an_event_and_the_pod_still_runs() {
         "once, when the Pod starts"
     );
 }
+
+/// A backup Job's Pod: the init container `agent` copies a binary for `backup`.
+fn init_pod(agent_image: &str, agent_extra: Value, annotations: &[(&str, &str)]) -> Pod {
+    let mut agent = json!({"name": "agent", "image": agent_image});
+    if let (Some(a), Some(extra)) = (agent.as_object_mut(), agent_extra.as_object()) {
+        a.extend(extra.clone());
+    }
+    let mut pod = pod_from(json!({
+        "restartPolicy": "Never",
+        "initContainers": [agent],
+        "containers": [{"name": "backup", "image": "postgres:16"}],
+    }));
+    pod.metadata.annotations = Some(
+        annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+    pod
+}
+
+fn condition_of(pod: &Pod, type_: &str) -> (String, Option<String>, Option<String>) {
+    let c = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+        .expect("the condition");
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+/// A container status's state: ("waiting" | "running" | "terminated", reason, message).
+fn state_of(status: &k8s_openapi::api::core::v1::ContainerStatus) -> (&str, String, String) {
+    let state = status.state.as_ref().expect("state");
+    let text = |s: Option<&String>| s.cloned().unwrap_or_default();
+    if let Some(w) = &state.waiting {
+        ("waiting", text(w.reason.as_ref()), text(w.message.as_ref()))
+    } else if let Some(t) = &state.terminated {
+        let reason = text(t.reason.as_ref());
+        ("terminated", reason, t.exit_code.to_string())
+    } else if state.running.is_some() {
+        ("running", String::new(), String::new())
+    } else {
+        ("", String::new(), String::new())
+    }
+}
+
+fn init_statuses(pod: &Pod) -> &[k8s_openapi::api::core::v1::ContainerStatus] {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_deref())
+        .expect("init container statuses")
+}
+
+fn container_statuses(pod: &Pod) -> &[k8s_openapi::api::core::v1::ContainerStatus] {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .expect("container statuses")
+}
+
+#[test]
+fn init_containers_complete_first_and_the_annotations_steer_the_containers_only() {
+    let now = Timestamp::now();
+    let state = |pod: &Pod| target(pod, &none(), now).0;
+    let succeeds = init_pod("agent:1", json!({}), &[]);
+    assert_eq!(state(&succeeds), SimState::Succeeded);
+    let fails = init_pod("agent:1", json!({}), &[(FAIL_ANNOTATION, "true")]);
+    assert_eq!(state(&fails), SimState::Failed);
+
+    let failed = with_status(fails, &SimState::Failed, now);
+    let agent = &init_statuses(&failed)[0];
+    assert_eq!(
+        state_of(agent),
+        ("terminated", "Completed".into(), "0".into()),
+        "the init container succeeded"
+    );
+    assert!(agent.ready, "an init container that completed is ready");
+    assert_eq!(agent.started, None, "no `started` for init containers");
+    assert!(agent.container_id.is_some());
+    assert_eq!(
+        state_of(&container_statuses(&failed)[0]),
+        ("terminated", "Error".into(), "1".into())
+    );
+    assert_eq!(
+        condition_of(&failed, "Initialized"),
+        ("True".into(), None, None)
+    );
+
+    let mut running = init_pod("agent:1", json!({}), &[]);
+    if let Some(spec) = running.spec.as_mut() {
+        spec.restart_policy = Some("Always".into());
+    }
+    let state = target(&running, &none(), now).0;
+    assert_eq!(state, SimState::Running { ready: true });
+    let running = with_status(running, &state, now);
+    assert_eq!(
+        state_of(&init_statuses(&running)[0]).0,
+        "terminated",
+        "init containers stay terminated once the containers run"
+    );
+    assert_eq!(condition_of(&running, "Ready").0, "True");
+}
+
+#[test]
+fn an_unpullable_init_image_holds_the_pod_initializing_then_backs_off() {
+    let now = Timestamp::now();
+    let image = "unpullable.invalid/appenv:1";
+    let mut pod = init_pod(image, json!({}), &[]);
+    // The container's image is never pulled: its init container has not run.
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.containers[0].image = Some("unpullable.invalid/postgres:16".into());
+    }
+    let (first, change) = target(&pod, &none(), now);
+    assert_eq!(
+        first,
+        SimState::Initializing(wait("agent", WaitReason::ErrImagePull, &pull_error(image)))
+    );
+    assert_eq!(change, Some(now + PULL_BACKOFF));
+    assert!(!first.waits_on_objects(), "no object can fix an image");
+
+    let pulled = with_status(pod, &first, now);
+    let status = pulled.status.as_ref().expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    assert_eq!(
+        status.pod_ip.as_deref(),
+        Some("10.244.0.2"),
+        "the sandbox runs"
+    );
+    let agent = &init_statuses(&pulled)[0];
+    assert_eq!(
+        state_of(agent),
+        ("waiting", "ErrImagePull".into(), pull_error(image))
+    );
+    assert!(!agent.ready);
+    assert_eq!(agent.image_id, "");
+    assert_eq!(agent.container_id, None);
+    let backup = &container_statuses(&pulled)[0];
+    assert_eq!(
+        state_of(backup),
+        ("waiting", "PodInitializing".into(), String::new())
+    );
+    assert!(!backup.ready);
+    assert_eq!(backup.started, Some(false));
+    assert_eq!(
+        condition_of(&pulled, "Initialized"),
+        (
+            "False".into(),
+            Some("ContainersNotInitialized".into()),
+            Some("containers with incomplete status: [agent]".into())
+        )
+    );
+    let not_ready = (
+        "False".into(),
+        Some("ContainersNotReady".into()),
+        Some("containers with unready status: [backup]".into()),
+    );
+    assert_eq!(condition_of(&pulled, "Ready"), not_ready);
+    assert_eq!(condition_of(&pulled, "ContainersReady"), not_ready);
+    assert_eq!(observed(&pulled), Some(first.clone()));
+
+    let field_paths = |events: &[SimEvent]| {
+        events
+            .iter()
+            .all(|e| e.field_path.as_deref() == Some("spec.initContainers{agent}"))
+    };
+    let pulling = events(&pulled, None, &first, &none());
+    let reasons: Vec<_> = pulling
+        .iter()
+        .map(|e| (e.reason, e.message.clone()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("Pulling", format!("Pulling image \"{image}\"")),
+            (
+                "Failed",
+                format!("Failed to pull image \"{image}\": {}", pull_error(image))
+            ),
+            ("Failed", "Error: ErrImagePull".to_owned()),
+        ]
+    );
+    assert!(field_paths(&pulling), "{pulling:?}");
+    assert!(
+        events(&pulled, Some(&first), &first, &none()).is_empty(),
+        "shown already"
+    );
+
+    let later = now + PULL_BACKOFF;
+    let (second, change) = target(&pulled, &none(), later);
+    let back_off = format!("Back-off pulling image \"{image}\"");
+    assert_eq!(
+        second,
+        SimState::Initializing(wait("agent", WaitReason::ImagePullBackOff, &back_off))
+    );
+    assert_eq!(change, None, "it stays in back-off");
+    let backing_off = events(&pulled, observed(&pulled).as_ref(), &second, &none());
+    let reasons: Vec<_> = backing_off
+        .iter()
+        .map(|e| (e.warning, e.reason, e.message.clone()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (false, "BackOff", back_off.clone()),
+            (true, "Failed", "Error: ImagePullBackOff".to_owned()),
+        ]
+    );
+    assert!(field_paths(&backing_off));
+    let backed_off = with_status(pulled, &second, later);
+    assert_eq!(
+        state_of(&init_statuses(&backed_off)[0]),
+        ("waiting", "ImagePullBackOff".into(), back_off)
+    );
+    assert_eq!(observed(&backed_off), Some(second));
+}
+
+#[test]
+fn a_config_error_of_an_init_container_holds_the_pod_until_the_secret_exists() {
+    let now = Timestamp::now();
+    let pod = init_pod(
+        "agent:1",
+        json!({"env": [{"name": "TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "agent", "key": "token"}}}]}),
+        &[],
+    );
+    let message = "couldn't find key token in Secret shop/agent";
+    let (state, change) = target(&pod, &none().secret("agent", &[]), now);
+    assert_eq!(
+        state,
+        SimState::Initializing(wait(
+            "agent",
+            WaitReason::CreateContainerConfigError,
+            message
+        ))
+    );
+    assert_eq!(change, None);
+    assert!(state.waits_on_objects(), "the Secret may get its key");
+    let events = events(&pod, None, &state, &none());
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].reason, "Failed");
+    assert_eq!(events[0].message, format!("Error: {message}"));
+    assert_eq!(
+        events[0].field_path.as_deref(),
+        Some("spec.initContainers{agent}")
+    );
+    let reported = with_status(pod.clone(), &state, now);
+    assert_eq!(
+        reported.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    assert_eq!(
+        state_of(&init_statuses(&reported)[0]),
+        (
+            "waiting",
+            "CreateContainerConfigError".into(),
+            message.into()
+        )
+    );
+    assert_eq!(
+        state_of(&container_statuses(&reported)[0]).1,
+        "PodInitializing"
+    );
+    assert_eq!(condition_of(&reported, "Initialized").0, "False");
+    assert_eq!(observed(&reported), Some(state));
+
+    let (state, _) = target(&reported, &none().secret("agent", &["token"]), now);
+    assert_eq!(state, SimState::Succeeded);
+    let done = with_status(reported, &state, now);
+    assert_eq!(
+        condition_of(&done, "Initialized"),
+        ("True".into(), None, None)
+    );
+    assert_eq!(
+        state_of(&init_statuses(&done)[0]),
+        ("terminated", "Completed".into(), "0".into())
+    );
+}
+
+#[test]
+fn init_containers_run_in_order_and_the_first_that_cannot_start_holds_the_later_ones() {
+    let now = Timestamp::now();
+    let pod = pod_from(json!({
+        "restartPolicy": "Never",
+        "initContainers": [
+            {"name": "first", "image": "busybox:1"},
+            {"name": "second", "image": "busybox:1", "envFrom": [{"secretRef": {"name": "s"}}]},
+            {"name": "third", "image": "unpullable.invalid/busybox:1"},
+        ],
+        "containers": [
+            {"name": "app", "image": "shop:1"},
+            {"name": "sidecar", "image": "proxy:1"},
+        ],
+    }));
+    let (state, _) = target(&pod, &none(), now);
+    assert_eq!(
+        state,
+        SimState::Initializing(wait(
+            "second",
+            WaitReason::CreateContainerConfigError,
+            "secret \"s\" not found"
+        )),
+        "the third init container's image is not pulled before the second ran"
+    );
+    let reported = with_status(pod.clone(), &state, now);
+    let init: Vec<_> = init_statuses(&reported)
+        .iter()
+        .map(|s| (s.name.as_str(), state_of(s).0, state_of(s).1, s.ready))
+        .collect();
+    assert_eq!(
+        init,
+        [
+            ("first", "terminated", "Completed".into(), true),
+            (
+                "second",
+                "waiting",
+                "CreateContainerConfigError".into(),
+                false
+            ),
+            ("third", "waiting", "PodInitializing".into(), false),
+        ]
+    );
+    assert!(
+        container_statuses(&reported)
+            .iter()
+            .all(|s| state_of(s).1 == "PodInitializing" && !s.ready)
+    );
+    assert_eq!(
+        condition_of(&reported, "Initialized").2.as_deref(),
+        Some("containers with incomplete status: [second third]")
+    );
+    assert_eq!(
+        condition_of(&reported, "Ready").2.as_deref(),
+        Some("containers with unready status: [app sidecar]")
+    );
+
+    let objects = none().secret("s", &[]);
+    let (state, _) = target(&reported, &objects, now);
+    assert_eq!(
+        state,
+        SimState::Initializing(wait(
+            "third",
+            WaitReason::ErrImagePull,
+            &pull_error("unpullable.invalid/busybox:1")
+        ))
+    );
+    let events = events(&reported, observed(&reported).as_ref(), &state, &objects);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.field_path.as_deref() == Some("spec.initContainers{third}")),
+        "{events:?}"
+    );
+    assert_eq!(events.len(), 3, "Pulling and Failed twice");
+}
+
+#[test]
+fn a_missing_volume_source_shows_every_container_of_a_pod_with_init_containers_initializing() {
+    let now = Timestamp::now();
+    let mut pod = init_pod("agent:1", json!({}), &[]);
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = Some(vec![
+            serde_json::from_value(json!({"name": "certs", "secret": {"secretName": "tls"}}))
+                .expect("a volume"),
+        ]);
+    }
+    let (state, _) = target(&pod, &none(), now);
+    assert_eq!(state, SimState::ContainerCreating);
+    let reported = with_status(pod, &state, now);
+    let status = reported.status.as_ref().expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    assert_eq!(status.pod_ip, None, "no sandbox before the volumes mount");
+    for s in init_statuses(&reported)
+        .iter()
+        .chain(container_statuses(&reported))
+    {
+        assert_eq!(state_of(s).1, "PodInitializing", "{}", s.name);
+        assert!(!s.ready);
+    }
+    assert_eq!(
+        condition_of(&reported, "Initialized"),
+        (
+            "False".into(),
+            Some("ContainersNotInitialized".into()),
+            Some("containers with incomplete status: [agent]".into())
+        )
+    );
+    assert_eq!(observed(&reported), Some(state));
+}
+
+#[test]
+fn observed_reads_back_every_reported_state_of_a_pod_with_init_containers() {
+    let now = Timestamp::now();
+    let config = wait(
+        "backup",
+        WaitReason::CreateContainerConfigError,
+        "secret \"s\" not found",
+    );
+    let pull = wait("agent", WaitReason::ErrImagePull, "not found");
+    let back_off = wait("agent", WaitReason::ImagePullBackOff, "Back-off");
+    for state in [
+        SimState::Running { ready: true },
+        SimState::Running { ready: false },
+        SimState::CrashLoop,
+        SimState::Succeeded,
+        SimState::Failed,
+        SimState::Unschedulable("0/1 nodes".into()),
+        SimState::ContainerCreating,
+        SimState::Waiting(vec![config.clone()]),
+        SimState::Initializing(pull),
+        SimState::Initializing(back_off),
+        SimState::Initializing(wait(
+            "agent",
+            WaitReason::CreateContainerConfigError,
+            "secret \"s\" not found",
+        )),
+    ] {
+        let reported = with_status(init_pod("agent:1", json!({}), &[]), &state, now);
+        assert_eq!(observed(&reported), Some(state.clone()), "{state:?}");
+    }
+}
+
+#[test]
+fn a_pod_without_init_containers_shows_no_init_container_and_no_init_reason() {
+    let now = Timestamp::now();
+    let pod = pod("Always", &[]);
+    for state in [
+        SimState::ContainerCreating,
+        SimState::Running { ready: true },
+    ] {
+        let patch = status_patch(&pod, &state, "10.244.0.2", now);
+        assert_eq!(patch["status"]["initContainerStatuses"], json!([]));
+        let initialized = &patch["status"]["conditions"][1];
+        assert_eq!(initialized["type"], "Initialized");
+        assert!(initialized.get("reason").is_none(), "{initialized}");
+        assert!(initialized.get("message").is_none(), "{initialized}");
+    }
+    let creating = status_patch(&pod, &SimState::ContainerCreating, "", now);
+    assert_eq!(
+        creating["status"]["containerStatuses"][0]["state"],
+        json!({"waiting": {"reason": "ContainerCreating"}})
+    );
+}
