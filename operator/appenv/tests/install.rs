@@ -212,6 +212,40 @@ fn values_of(deployment: &Deployment, name: &str) -> Option<String> {
         .clone()
 }
 
+/// The image of the Deployment's (first) container.
+fn image_of(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .as_ref()?
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()
+}
+
+/// The Deployment `kubectl kustomize DIR` renders.
+fn kustomized_deployment(dir: &Path) -> Deployment {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_norway::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+        .map(|doc| -> Value { serde::Deserialize::deserialize(doc).expect("yaml") })
+        .find(|v| v["kind"] == "Deployment")
+        .map(|v| serde_json::from_value(v).expect("a Deployment"))
+        .expect("a Deployment")
+}
+
 /// Everything the operator does, with the chart's permissions: the seeds to Ready, a rename
 /// that prunes every kind, a preview deleted by its TTL, a volume that cannot bind, the
 /// wildcard certificate copied and watched, leader election in the release namespace.
@@ -457,6 +491,12 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
         values_of(&deployment, "APPENV_LEADER_ELECT").as_deref(),
         Some("true")
     );
+    // The backup agent's image is, by default, the operator's own.
+    assert_eq!(
+        values_of(&deployment, "APPENV_AGENT_IMAGE"),
+        image_of(&deployment),
+        "APPENV_AGENT_IMAGE is the operator's image by default"
+    );
 
     // The ClusterRole is the one in rbac.rs: no wildcards.
     let role = Api::<ClusterRole>::all(admin.clone())
@@ -517,6 +557,7 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
         "replicaCount": 1,
         "log": {"level": "debug"},
         "previews": {"domain": "preview.example.org", "wildcardTlsSecret": "certs/wildcard"},
+        "backup": {"agentImage": "registry.example/mirror/appenv:9"},
     });
     let upgraded = helm(&[
         "upgrade",
@@ -549,6 +590,22 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
         values_of(&deployment, "APPENV_WILDCARD_TLS_SECRET").as_deref(),
         Some("certs/wildcard")
     );
+    assert_eq!(
+        values_of(&deployment, "APPENV_AGENT_IMAGE").as_deref(),
+        Some("registry.example/mirror/appenv:9")
+    );
+    let refused = helm(&[
+        "upgrade",
+        RELEASE,
+        repo()
+            .join("charts/appenv-operator")
+            .to_str()
+            .expect("path"),
+        "--values-json",
+        r#"{"backup": {"agentImage": "registry.example/appenv 9"}}"#,
+    ])
+    .expect_err("an agent image with a space is refused");
+    assert!(refused.contains("agentImage"), "{refused}");
     let refused = helm(&[
         "upgrade",
         RELEASE,
@@ -626,6 +683,50 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
             &DeleteParams::default(),
         )
         .await;
+}
+
+#[test]
+fn the_kustomize_agent_image_follows_the_operator_image() {
+    let deployment = kustomized_deployment(&repo().join("config/default"));
+    let image = image_of(&deployment).expect("image");
+    assert_eq!(
+        values_of(&deployment, "APPENV_AGENT_IMAGE").as_ref(),
+        Some(&image),
+        "APPENV_AGENT_IMAGE is the operator's image"
+    );
+    // An overlay's `images:` (kustomize edit set image) rewrites both; kustomize takes a base
+    // by a relative path only.
+    let overlay = tempfile::tempdir().expect("tempdir");
+    let dir = std::fs::canonicalize(overlay.path()).expect("tempdir");
+    let base = std::fs::canonicalize(repo().join("config/default")).expect("config/default");
+    let up = "../".repeat(dir.components().count() - 1);
+    let base = format!("{up}{}", base.display().to_string().trim_start_matches('/'));
+    let name = image
+        .rsplit_once(':')
+        .map_or(image.as_str(), |(name, _)| name);
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        format!(
+            "resources:\n  - {base}\nimages:\n  - name: {name}\n    \
+             newName: registry.example/mirror/appenv\n    newTag: \"9\"\n"
+        ),
+    )
+    .expect("write the overlay");
+    let deployment = kustomized_deployment(&dir);
+    assert_eq!(
+        image_of(&deployment).as_deref(),
+        Some("registry.example/mirror/appenv:9")
+    );
+    assert_eq!(
+        values_of(&deployment, "APPENV_AGENT_IMAGE").as_deref(),
+        Some("registry.example/mirror/appenv:9"),
+        "the overlay's image transformer rewrites APPENV_AGENT_IMAGE too"
+    );
+    // Other env values are no image of that name: untouched.
+    assert_eq!(
+        values_of(&deployment, "APPENV_LOG").as_deref(),
+        Some("info")
+    );
 }
 
 #[tokio::test]

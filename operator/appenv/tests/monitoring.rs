@@ -24,6 +24,9 @@ const RULES: &str = "charts/appenv-operator/files/monitoring/prometheus-rules.ya
 const DASHBOARD: &str = "charts/appenv-operator/files/monitoring/grafana-dashboard.json";
 /// The job the rules file selects: the metrics Service of a release named `appenv-operator`.
 const PLACEHOLDER_JOB: &str = "job=\"appenv-operator-metrics\"";
+/// AppenvBackupStale's threshold in the rules file (26h), which `prometheusRule.backupStaleAfter`
+/// replaces.
+const PLACEHOLDER_STALE: &str = "> 26 * 3600";
 /// Series Prometheus makes itself when it scrapes.
 const PROMETHEUS_OWN: &[&str] = &["up"];
 
@@ -51,6 +54,7 @@ async fn scrape() -> String {
     drop(metrics.reconcile("a"));
     metrics.error(appenv_controller::Error::Missing("a".to_owned()).category());
     metrics.phase("a", Phase::Degraded);
+    metrics.backup("a", Some(1_767_225_600));
     metrics.leader(true);
     let port = common::free_port();
     let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port));
@@ -329,12 +333,13 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_one_metrics_serves() {
             "the dashboard does not show {family}"
         );
     }
-    // The alerts watch the operator's liveness, leadership, errors and environments.
+    // The alerts watch the operator's liveness, leadership, errors, environments and backups.
     for name in [
         "up",
         "appenv_leader",
         "appenv_reconcile_errors_total",
         "appenv_environments",
+        "appenv_backup_last_success_timestamp_seconds",
     ] {
         assert!(used.contains(name), "no query uses {name}");
     }
@@ -398,7 +403,8 @@ async fn the_chart_renders_the_dashboard_and_the_rules() {
     let values = json!({
         "replicaCount": 0,
         "dashboard": {"enabled": true, "annotations": {"grafana_folder": "appenv"}},
-        "prometheusRule": {"enabled": true, "labels": {"release": "kube-prometheus-stack"}},
+        "prometheusRule": {"enabled": true, "labels": {"release": "kube-prometheus-stack"},
+            "backupStaleAfter": "8d"},
     })
     .to_string();
     let install = ["install", RELEASE, chart, "--values-json", &values];
@@ -423,6 +429,19 @@ async fn the_chart_renders_the_dashboard_and_the_rules() {
         conditions::is_crd_established(),
     )
     .await;
+    // A threshold that is no whole number of minutes, hours or days is refused, named.
+    let bad = json!({"prometheusRule": {"enabled": true, "backupStaleAfter": "26 hours"}});
+    let bad = bad.to_string();
+    let bad = [
+        "install",
+        RELEASE,
+        chart,
+        "--values-json",
+        &bad,
+        "--no-wait",
+    ];
+    let refused = helm(NS, &bad).expect_err("backupStaleAfter 26 hours");
+    assert!(refused.contains("backupStaleAfter"), "{refused}");
     let installed = helm(NS, &install).unwrap_or_else(|e| panic!("helm install: {e}"));
     assert_eq!(installed["info"]["status"], "deployed", "{installed:#}");
 
@@ -449,7 +468,8 @@ async fn the_chart_renders_the_dashboard_and_the_rules() {
     .expect("the shipped dashboard is JSON");
     assert_eq!(shipped, dashboard());
 
-    // The PrometheusRule: the rules file, selecting this release's metrics job.
+    // The PrometheusRule: the rules file, selecting this release's metrics job, with the
+    // backups' threshold of the values.
     let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "PrometheusRule");
     let rules_api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), NS, &ApiResource::from_gvk(&gvk));
@@ -464,10 +484,15 @@ async fn the_chart_renders_the_dashboard_and_the_rules() {
     );
     let text = read(RULES);
     assert!(text.contains(PLACEHOLDER_JOB));
-    let expected: Value = serde_norway::from_str(&text.replace(
-        PLACEHOLDER_JOB,
-        "job=\"monitoring-appenv-operator-metrics\"",
-    ))
+    assert_eq!(text.matches(PLACEHOLDER_STALE).count(), 1, "{text}");
+    let expected: Value = serde_norway::from_str(
+        &text
+            .replace(
+                PLACEHOLDER_JOB,
+                "job=\"monitoring-appenv-operator-metrics\"",
+            )
+            .replace(PLACEHOLDER_STALE, "> 8 * 86400"),
+    )
     .expect("YAML");
     assert_eq!(rule.data["spec"], expected);
     let spec = rule.data["spec"].to_string();
