@@ -67,6 +67,8 @@ names! {
         Postgres => "postgres",
         Migrations => "migrations",
         Backup => "backup",
+        Restore => "restore",
+        Seed => "seed",
     }
 }
 
@@ -119,6 +121,9 @@ names! {
         BackupStale => "BackupStale",
         NoBackupYet => "NoBackupYet",
         BackupSucceeded => "BackupSucceeded",
+        Restoring => "Restoring",
+        RestoreFailed => "RestoreFailed",
+        RestoreSucceeded => "RestoreSucceeded",
     }
 }
 
@@ -129,6 +134,7 @@ names! {
         Reconcile => "Reconcile",
         Migrate => "Migrate",
         Backup => "Backup",
+        Restore => "Restore",
         Delete => "Delete",
     }
 }

@@ -527,6 +527,9 @@ pub struct DatabaseSpec {
     /// previews, Retain for production.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// Start from another environment's backup (e.g. a preview from production's latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -673,6 +676,46 @@ pub struct BackupSpec {
     /// Annotations for the backup Jobs' Pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
+    /// AppEnvironments that may start from these backups (`spec.database.restore` of theirs),
+    /// by name, `*` standing for any characters, e.g. `shop-pr-*`. Empty: none. Whoever may
+    /// create an environment of a listed name can read this environment's data: list previews
+    /// only if their seed command makes the data fit for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub restore_to: Vec<String>,
+}
+
+/// A new environment's database restored from another environment's backup before its first
+/// migration (and before anything of the app starts).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// The AppEnvironment whose backups to restore (an `s3` destination). Its
+    /// `spec.backup.restoreTo` must name this environment.
+    #[schemars(length(min = 1, max = 253))]
+    pub from_environment: String,
+    /// `latest` (default) or a backup id as `appenv backup list` prints it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub backup: Option<String>,
+    /// A Secret in this environment's namespace with `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY` that can read the source's bucket (e.g. a read-only key copied in
+    /// with `spec.namespace.copy`): the source's own credentials never leave its namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
+    /// A command run with the app's image after the restore and before the migrations, e.g. one
+    /// that blanks personal data. The environment starts only if it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<SeedSpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedSpec {
+    #[schemars(length(min = 1))]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -35,6 +35,27 @@ pub struct AppEnvironmentStatus {
     /// The environment's backups, when `spec.backup` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
+    /// Restores of the environment's database: the initial one (`spec.database.restore`) and
+    /// those asked with `appenv restore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// The restore (or seed) Job running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<BackupRun>,
+    /// The last restore that finished (a failed one with its message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<BackupRun>,
+    /// The initial restore (and its seed) completed: it never runs again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initialized: bool,
+    /// The last `appenv restore` request handled (the annotation's value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
 }
 
 /// What appenv knows of an environment's backups (the backups themselves are listed by
@@ -65,7 +86,8 @@ pub struct BackupStatus {
 pub struct BackupRun {
     /// The Job's name (in the environment's namespace).
     pub job: String,
-    /// `scheduled`, `manual` or `before-migration`.
+    /// `scheduled`, `manual` or `before-migration` (a backup); `initial`, `seed` or
+    /// `in-place` (a restore).
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,

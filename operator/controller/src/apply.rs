@@ -322,7 +322,9 @@ pub async fn apply_children(
         data_volume,
         migration,
         backup_volume,
-        backup: _, // see `start_backup`
+        backup: _, // these three: see `start_job`
+        restore: _,
+        seed: _,
         web,
         workers,
         autoscalers,
@@ -443,38 +445,33 @@ pub async fn apply_children(
     Ok(applied)
 }
 
-/// Create a backup Job. With `no_pod_of` (a DuckDB backup: web's label selector) only once no
-/// such Pod exists, as the API server lists them now (a watch may lag, and a Pod being deleted
-/// still holds the file): otherwise nothing is created, and the reconcile looks again soon.
-/// Whether the Job was created.
-pub async fn start_backup(
+/// Create a backup, restore or seed Job. With `no_pod_of` (a label selector: web's for a DuckDB
+/// backup, web's and the workers' for an in-place restore) only once no such Pod exists, as the
+/// API server lists them now (a watch may lag, and a Pod being deleted still holds the file):
+/// otherwise nothing is created, and the reconcile looks again soon. Whether it was created.
+pub async fn start_job(
     applier: &Applier<'_>,
     job: &Job,
-    no_pod_of: Option<&BTreeMap<String, String>>,
+    no_pod_of: Option<&str>,
 ) -> Result<bool, Error> {
     let ns = job.namespace().unwrap_or_default();
     if let Some(selector) = no_pod_of {
-        let selector = selector
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
         let pods = Api::<Pod>::namespaced(applier.client.clone(), &ns)
-            .list_metadata(&ListParams::default().labels(&selector))
+            .list_metadata(&ListParams::default().labels(selector))
             .await
             .map_err(|source| Error::Apply {
                 kind: ChildKind::Pod.as_str(),
-                name: selector.clone(),
+                name: selector.to_owned(),
                 source,
             })?;
         if !pods.items.is_empty() {
-            tracing::info!(job = %job.name_any(), pods = pods.items.len(), "backup waits for the web Pods to stop");
+            tracing::info!(job = %job.name_any(), pods = pods.items.len(), "waits for the app's Pods to stop");
             applier.in_flight.store(true, Ordering::Relaxed);
             return Ok(false);
         }
     }
     applier.apply(job).await?;
-    tracing::info!(job = %job.name_any(), "backup started");
+    tracing::info!(job = %job.name_any(), "started");
     Ok(true)
 }
 

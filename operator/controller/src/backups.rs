@@ -9,7 +9,7 @@
 //! by the history limit is never started again.
 
 use crate::observe::{BackupJob, Migration, Observed};
-use appenv_api::names::Reason;
+use appenv_api::names::{Component, Reason};
 use appenv_api::{AppEnvironmentStatus, BackupRun as RunStatus, BackupStatus};
 use appenv_core::build::{
     BackupReason, BackupRun, before_migration_job_name, requested_job_name, scheduled_job_name,
@@ -86,10 +86,12 @@ pub struct Input<'a> {
     /// The environment's creation: the first schedule time is the first after it.
     pub created: Option<Timestamp>,
     pub database_ready: bool,
+    /// A restore runs or starts: no backup starts now.
+    pub busy: bool,
     pub now: Timestamp,
 }
 
-fn time(t: Timestamp) -> Time {
+pub fn time(t: Timestamp) -> Time {
     Time(t)
 }
 
@@ -109,22 +111,40 @@ fn settle(
     jobs: &std::collections::BTreeMap<String, BackupJob>,
     now: Timestamp,
 ) -> Vec<Finished> {
-    let Some(run) = st.running.take() else {
+    let Some((record, finished)) = settle_run(&mut st.running, jobs, now, "backup") else {
         return Vec::new();
     };
+    if finished.ok {
+        st.last_success = Some(record);
+    } else {
+        st.last_failure = Some(record);
+    }
+    vec![finished]
+}
+
+/// Settle a running Job from what its watch shows: the record of a finished run (`running` is
+/// then empty) and its Event, or nothing while it runs. A Job the watch does not show for
+/// [`VANISHED_AFTER`] was deleted: a failure.
+pub fn settle_run(
+    running: &mut Option<RunStatus>,
+    jobs: &std::collections::BTreeMap<String, BackupJob>,
+    now: Timestamp,
+    what: &str,
+) -> Option<(RunStatus, Finished)> {
+    let run = running.take()?;
     let started = run.started_at.as_ref().map_or(now, |t| t.0);
     let (why, job) = match jobs.get(&run.job) {
         Some(job) => match &job.state {
             Migration::Succeeded => (None, Some(job)),
             Migration::Failed(why) => (Some(why.clone()), Some(job)),
             _ => {
-                st.running = Some(run);
-                return Vec::new();
+                *running = Some(run);
+                return None;
             }
         },
         None if now.duration_since(started).unsigned_abs() < VANISHED_AFTER => {
-            st.running = Some(run);
-            return Vec::new();
+            *running = Some(run);
+            return None;
         }
         None => (
             Some("its Job was deleted before it finished".to_owned()),
@@ -146,23 +166,16 @@ fn settle(
         .max(0.0);
     let message = match &why {
         None => format!(
-            "backup Job {} ({}) completed in {seconds:.0} s",
+            "{what} Job {} ({}) completed in {seconds:.0} s",
             record.job, record.reason
         ),
-        Some(why) => format!(
-            "backup Job {} ({}) failed: {why}",
-            record.job, record.reason
-        ),
+        Some(why) => format!("{what} Job {} ({}) failed: {why}", record.job, record.reason),
     };
-    if why.is_none() {
-        st.last_success = Some(record);
-    } else {
-        st.last_failure = Some(record);
-    }
-    vec![Finished {
+    let finished = Finished {
         ok: why.is_none(),
         message,
-    }]
+    };
+    Some((record, finished))
 }
 
 fn migration_gate(model: &Model, b: &BackupModel, input: &Input<'_>) -> MigrationGate {
@@ -211,7 +224,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
     let migration = migration_gate(model, b, input);
     let deferred = st.clone();
     let base = input.created.unwrap_or(now);
-    let start = if st.running.is_some() || model.suspend {
+    let start = if st.running.is_some() || model.suspend || input.busy {
         None
     } else if let MigrationGate::Waiting { job, .. } = &migration
         && !jobs.contains_key(job)
@@ -296,7 +309,9 @@ fn history(
     let mut finished: Vec<(&String, &BackupJob)> = jobs
         .iter()
         .filter(|(name, job)| {
-            matches!(job.state, Migration::Succeeded | Migration::Failed(_)) && !pinned(name)
+            job.component == Component::Backup
+                && matches!(job.state, Migration::Succeeded | Migration::Failed(_))
+                && !pinned(name)
         })
         .collect();
     // Newest first.
@@ -307,8 +322,9 @@ fn history(
         .map(|(name, _)| (*name).clone())
         .collect();
     let keep = jobs
-        .keys()
-        .filter(|name| !delete.contains(name))
+        .iter()
+        .filter(|(name, job)| job.component == Component::Backup && !delete.contains(name))
+        .map(|(name, _)| name)
         .cloned()
         .chain(start.map(|s| s.job.clone()))
         .collect();
@@ -418,6 +434,7 @@ mod tests {
             finished: Some(at(created) + SignedDuration::from_secs(30)),
             created: Some(at(created)),
             pod_failure: None,
+            component: Component::Backup,
         }
     }
 
@@ -465,6 +482,7 @@ mod tests {
                 request: self.request,
                 created: Some(at("2026-11-30T12:00:00Z")),
                 database_ready: true,
+                busy: false,
                 now: self.now,
             })
         }

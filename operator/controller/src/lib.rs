@@ -20,6 +20,7 @@ mod metrics;
 mod observe;
 mod plan;
 mod reconcile;
+mod restores;
 mod status;
 mod stores;
 

@@ -43,13 +43,17 @@ pub struct Observed {
     pub copy_failures: Vec<String>,
     /// Phase of the embedded database's volume, if it exists.
     pub data_volume_phase: Option<String>,
-    /// The environment's backup Jobs, by name.
+    /// The environment's backup, restore and seed Jobs, by name.
     pub backup_jobs: BTreeMap<String, BackupJob>,
+    /// Where `spec.database.restore` reads from, or why it may not (none without it).
+    pub restore_source: Option<Result<appenv_core::build::Store, String>>,
 }
 
 /// A backup Job as its watch has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupJob {
+    /// `backup`, `restore` or `seed`.
+    pub component: Component,
     /// The states of a migration Job (never `NotConfigured` or `NotStarted`).
     pub state: Migration,
     pub started: Option<Timestamp>,
@@ -125,7 +129,13 @@ fn job_state(job: &JobSnapshot) -> Migration {
 fn observe_backups(stores: &Stores, model: &Model, observed: &mut Observed) {
     let ns = model.namespace.name.as_str();
     for (name, job) in stores.of_environment::<Job>(ns, &model.name) {
-        if job.meta.component.as_deref() != Some(Component::Backup.as_str()) {
+        let Some(component) = job.meta.component.as_deref().and_then(Component::parse) else {
+            continue;
+        };
+        if !matches!(
+            component,
+            Component::Backup | Component::Restore | Component::Seed
+        ) {
             continue;
         }
         let state = job_state(&job);
@@ -138,6 +148,7 @@ fn observe_backups(stores: &Stores, model: &Model, observed: &mut Observed) {
         observed.backup_jobs.insert(
             name,
             BackupJob {
+                component,
                 state,
                 started: job.started,
                 finished: job.finished,
@@ -214,7 +225,7 @@ pub fn observe(stores: &Stores, model: &Model) -> Observed {
             Some(job) => job_state(&job),
         },
     });
-    if model.backup.is_some() {
+    if model.backup.is_some() || model.restore.is_some() {
         observe_backups(stores, model, &mut observed);
     }
     let has_volumes = matches!(

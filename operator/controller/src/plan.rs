@@ -5,6 +5,7 @@
 //! prune, the status to report and when to look again. The other steps only execute it.
 
 use crate::backups::{self, Decision, MigrationGate};
+use crate::restores::{self, FirstGate};
 use crate::observe::{Migration, Observed};
 use crate::status;
 use appenv_api::names::ConditionType;
@@ -59,6 +60,8 @@ pub struct Rollout<'a> {
     pub handovers: Vec<Handover>,
     /// The backups of this reconcile.
     pub backups: Decision,
+    /// The restores of this reconcile.
+    pub restores: restores::Decision,
 }
 
 /// The replicas of a worker that became autoscaled, handed to another field manager before
@@ -181,8 +184,12 @@ pub struct Gates {
     pub run_migration: bool,
     /// The backup the migration waits for.
     pub backup: MigrationGate,
-    /// Web is held at zero replicas while a DuckDB backup copies the file.
+    /// Web is held at zero replicas while a DuckDB backup copies the file or a restore runs.
     pub stop_web: bool,
+    /// Workers are held at zero replicas while a restore runs in place.
+    pub stop_workers: bool,
+    /// The first rollout waits for the initial restore and its seed.
+    pub restore: FirstGate,
     /// The `APPLIED_HASH_ANNOTATION` of the existing PostgreSQL StatefulSet, if any.
     pub statefulset_hash: Option<String>,
 }
@@ -221,47 +228,73 @@ pub fn plan<'a>(input: &Input<'a>) -> Plan<'a> {
         )));
     }
     let mut gates = gates(model, observed, previous);
+    let annotation = |key: &str| env.annotations().get(key).map(String::as_str);
+    let restores = restores::decide(&restores::Input {
+        model,
+        observed,
+        previous,
+        request: annotation(restores::REQUEST_ANNOTATION),
+        source: observed.restore_source.as_ref(),
+        database_ready: gates.database_ready,
+        backup_running: previous
+            .and_then(|p| p.backup.as_ref())
+            .is_some_and(|b| b.running.is_some()),
+        now,
+    });
     let backups = backups::decide(&backups::Input {
         model,
         observed,
         previous,
-        request: env
-            .annotations()
-            .get(backups::REQUEST_ANNOTATION)
-            .map(String::as_str),
+        request: annotation(backups::REQUEST_ANNOTATION),
         created: env.metadata.creation_timestamp.as_ref().map(|t| t.0),
         database_ready: gates.database_ready,
+        busy: restores.busy(),
         now,
     });
-    gates.run_migration &= backups.migration == MigrationGate::Open;
-    gates.stop_web = backups.stop_web;
+    gates.run_migration &=
+        backups.migration == MigrationGate::Open && restores.first == FirstGate::Open;
+    if restores.first != FirstGate::Open {
+        // Nothing of the app starts before its data is restored and seeded.
+        gates.workload_image = None;
+    }
+    gates.stop_web = backups.stop_web || restores.hold;
+    gates.stop_workers = restores.hold;
     gates.backup = backups.migration.clone();
+    gates.restore = restores.first.clone();
     let mut status = status::compute(model, observed, &gates, previous, generation, now);
     status::add_backups(&mut status, &backups, previous, now);
+    status.restore.clone_from(&restores.status);
     let mut requeue = requeue(&status, observed, kept(env), resync, now);
     if let Some(due) = backups.next_due {
         let until = due.duration_since(now).as_secs_f64().max(0.0);
         requeue = requeue.min(Duration::from_secs_f64(until) + Duration::from_secs(1));
     }
     let spec_changed = previous.and_then(|s| s.observed_generation) != generation;
-    // Web scaled to zero for a DuckDB backup (now, or one that just finished) is no revert.
-    let web_held = gates.stop_web
-        || previous
-            .and_then(|p| p.backup.as_ref()?.running.as_ref())
-            .is_some_and(|r| r.web_stopped);
+    // Web (and workers) scaled to zero for a DuckDB backup or a restore (now, or one that
+    // just finished) are no reverts.
+    let held = |run: Option<&appenv_api::BackupRun>| run.is_some_and(|r| r.web_stopped);
+    let was_held = previous.is_some_and(|p| {
+        held(p.backup.as_ref().and_then(|b| b.running.as_ref()))
+            || held(p.restore.as_ref().and_then(|r| r.running.as_ref()))
+    });
     let mut reverts = reverts(model, observed, spec_changed, &gates);
-    if web_held {
-        reverts.retain(|r| r.component != appenv_api::names::Component::Web.as_str());
+    if gates.stop_web || gates.stop_workers || was_held {
+        reverts.clear();
     }
     Plan::Rollout(Box::new(Rollout {
         model,
         prune: spec_changed,
         reverts,
-        handovers: handovers(model, observed),
+        handovers: if gates.stop_workers {
+            Vec::new()
+        } else {
+            handovers(model, observed)
+        },
         gates,
         status,
         requeue,
         backups,
+        restores,
     }))
 }
 
@@ -317,6 +350,8 @@ fn gates(model: &Model, observed: &Observed, previous: Option<&AppEnvironmentSta
         run_migration: database_ready,
         backup: MigrationGate::Open,
         stop_web: false,
+        stop_workers: false,
+        restore: FirstGate::Open,
         statefulset_hash: observed
             .postgres
             .as_ref()

@@ -9,7 +9,7 @@ use crate::observe::{self, Observed};
 use crate::plan::{self, Plan, Rollout};
 use crate::secrets::{self, SecretString};
 use crate::{Context, status};
-use appenv_api::names::ChildKind;
+use appenv_api::names::{ChildKind, label};
 use appenv_api::names::{Action as EventAction, Reason};
 use appenv_api::{AppEnvironment, CopyKind};
 use appenv_core::build::{self, Children, Copied, WildcardTls};
@@ -59,7 +59,7 @@ async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error>
     let mut applied =
         apply::apply_children(&applier, &children, &rollout.gates, &rollout.handovers).await?;
     let mut status = rollout.status.clone();
-    backups(
+    data_jobs(
         ctx,
         env,
         &rollout,
@@ -107,6 +107,7 @@ struct Observation {
 async fn observe(ctx: &Context, model: Model) -> Result<Observation, Error> {
     ctx.stores.ready().await.map_err(Error::Watches)?;
     let mut observed = observe::observe(&ctx.stores, &model);
+    observed.restore_source = restore_source(ctx, &model);
     let password = match observed.password.take() {
         Some(existing) => Some(existing),
         None if matches!(model.database, Some(DatabaseModel::Postgres(_))) => {
@@ -137,6 +138,61 @@ async fn observe(ctx: &Context, model: Model) -> Result<Observation, Error> {
 }
 
 /// The wildcard certificate's Secret, from its watch.
+/// Where `spec.database.restore` reads from: the source environment's bucket, if it allows this
+/// environment (`spec.backup.restoreTo`), has an S3 destination and the same engine. Read with
+/// this environment's own credentials Secret: the source's never leaves its namespace.
+fn restore_source(ctx: &Context, model: &Model) -> Option<Result<build::Store, String>> {
+    let restore = model.restore.as_ref()?;
+    let from = &restore.from_environment;
+    let key = ObjectRef::<DeserializeGuard<AppEnvironment>>::new(from);
+    let Some(guarded) = ctx.envs.get(&key) else {
+        return Some(Err(
+            "it does not exist (or this operator does not watch it)".to_owned(),
+        ));
+    };
+    let Ok(source) = &guarded.0 else {
+        return Some(Err("its spec cannot be read".to_owned()));
+    };
+    let Ok(source) = validate::validate(source, &ctx.options.settings) else {
+        return Some(Err("its spec is invalid".to_owned()));
+    };
+    let Some(backup) = &source.backup else {
+        return Some(Err("it has no spec.backup".to_owned()));
+    };
+    let allowed = backup
+        .restore_to
+        .iter()
+        .any(|pattern| appenv_core::settings::glob_matches(pattern, &model.name));
+    if !allowed {
+        return Some(Err(format!(
+            "its spec.backup.restoreTo does not name {:?}",
+            model.name
+        )));
+    }
+    let engine = |m: &Model| match &m.database {
+        Some(DatabaseModel::Postgres(_)) => "PostgreSQL".to_owned(),
+        Some(DatabaseModel::Embedded(em)) => format!("{:?}", em.engine),
+        _ => "none".to_owned(),
+    };
+    if engine(&source) != engine(model) {
+        return Some(Err(format!(
+            "its database is {}, this environment's {}",
+            engine(&source),
+            engine(model)
+        )));
+    }
+    let validate::BackupDestinationModel::S3(s3) = &backup.destination else {
+        return Some(Err(
+            "its backups are on a volume of its namespace: only an s3 destination can be restored into another environment".to_owned(),
+        ));
+    };
+    Some(Ok(build::Store::Other {
+        environment: from.clone(),
+        s3: s3.clone(),
+        credentials_secret: restore.credentials_secret.clone(),
+    }))
+}
+
 fn wildcard_tls(ctx: &Context, source_ref: &SecretRef) -> Result<WildcardTls, String> {
     let (namespace, name) = (source_ref.namespace(), source_ref.name());
     let source = ctx
@@ -243,14 +299,18 @@ fn build(
             cluster: cluster_apis,
             backup: rollout.backups.start.clone(),
             stop_web: rollout.gates.stop_web,
+            stop_workers: rollout.gates.stop_workers,
+            restore: rollout.restores.start.clone(),
+            seed: rollout.restores.seed,
         },
     ))
 }
 
-/// Start the backup the plan chose (a DuckDB one once no web Pod exists: until then the status
-/// records it as not started), delete old backup Jobs, keep the others from prune, and publish
-/// an Event for each backup that finished.
-async fn backups(
+/// Start the backup, restore or seed Job the plan chose (a DuckDB backup once no web Pod
+/// exists, an in-place restore once no web or worker Pod exists: until then the status records
+/// it as not started), delete old backup Jobs, keep the others from prune, and publish an Event
+/// for each that finished.
+async fn data_jobs(
     ctx: &Context,
     env: &AppEnvironment,
     rollout: &Rollout<'_>,
@@ -259,38 +319,57 @@ async fn backups(
     applied: &mut Applied,
     status: &mut appenv_api::AppEnvironmentStatus,
 ) -> Result<(), Error> {
-    let decision = &rollout.backups;
-    let namespace = &rollout.model.namespace.name;
+    let (backups, restores) = (&rollout.backups, &rollout.restores);
+    let model = rollout.model;
+    let namespace = &model.namespace.name;
+    let of = |components: &str| {
+        format!(
+            "{}={},{}={},{} in ({components})",
+            label::NAME,
+            model.app,
+            label::INSTANCE,
+            model.name,
+            label::COMPONENT
+        )
+    };
     if let Some(job) = &children.backup {
-        let web = build::selector(rollout.model, appenv_api::names::Component::Web.as_str());
-        let no_pod_of = decision.needs_no_web_pod.then_some(&web);
-        if !apply::start_backup(applier, job, no_pod_of).await? {
-            status.backup.clone_from(&decision.deferred);
+        let web = backups.needs_no_web_pod.then(|| of("web"));
+        if !apply::start_job(applier, job, web.as_deref()).await? {
+            status.backup.clone_from(&backups.deferred);
         }
     }
-    if !decision.delete_jobs.is_empty() {
-        apply::delete_jobs(&ctx.client, namespace, &decision.delete_jobs).await?;
+    if let Some(job) = &children.restore {
+        let app = restores.needs_no_app_pod.then(|| of("web,worker"));
+        if !apply::start_job(applier, job, app.as_deref()).await? {
+            status.restore.clone_from(&restores.deferred);
+        }
+    }
+    if let Some(job) = &children.seed {
+        apply::start_job(applier, job, None).await?;
+    }
+    if !backups.delete_jobs.is_empty() {
+        apply::delete_jobs(&ctx.client, namespace, &backups.delete_jobs).await?;
     }
     applied
         .children
         .entry(ChildKind::Job)
         .or_default()
-        .extend(decision.keep_jobs.iter().cloned());
-    for finished in &decision.finished {
-        let (kind, reason) = if finished.ok {
-            (EventType::Normal, Reason::BackupSucceeded)
-        } else {
-            (EventType::Warning, Reason::BackupFailed)
-        };
-        ctx.events
-            .publish(
-                &env.object_ref(&()),
-                kind,
-                reason.as_str(),
-                EventAction::Backup.as_str(),
-                &finished.message,
-            )
-            .await;
+        .extend(backups.keep_jobs.iter().chain(&restores.keep_jobs).cloned());
+    let events = [
+        (&backups.finished, Reason::BackupSucceeded, Reason::BackupFailed, EventAction::Backup),
+        (&restores.finished, Reason::RestoreSucceeded, Reason::RestoreFailed, EventAction::Restore),
+    ];
+    for (finished, ok, failed, action) in events {
+        for f in finished {
+            let (kind, reason) = if f.ok {
+                (EventType::Normal, ok)
+            } else {
+                (EventType::Warning, failed)
+            };
+            ctx.events
+                .publish(&env.object_ref(&()), kind, reason.as_str(), action.as_str(), &f.message)
+                .await;
+        }
     }
     Ok(())
 }

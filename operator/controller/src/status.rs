@@ -6,6 +6,7 @@
 
 use crate::Context;
 use crate::backups::MigrationGate;
+use crate::restores::FirstGate;
 use crate::error::Error;
 use crate::events;
 use crate::observe::{self, Migration, Observed};
@@ -106,6 +107,7 @@ pub fn invalid(
         components: previous.map(|p| p.components.clone()).unwrap_or_default(),
         expires_at: previous.and_then(|p| p.expires_at.clone()),
         backup: previous.and_then(|p| p.backup.clone()),
+        restore: previous.and_then(|p| p.restore.clone()),
     }
 }
 
@@ -189,6 +191,15 @@ fn components(model: &Model, observed: &Observed, gates: &Gates) -> Components {
 }
 
 fn database(model: &Model, observed: &Observed, gates: &Gates) -> Cond {
+    match &gates.restore {
+        FirstGate::Open => {}
+        FirstGate::Waiting(what) => {
+            return cond(ConditionType::DatabaseReady, false, Reason::Restoring, what.clone());
+        }
+        FirstGate::Failed(why) => {
+            return cond(ConditionType::DatabaseReady, false, Reason::RestoreFailed, why.clone());
+        }
+    }
     let ok = |reason, message: String| cond(ConditionType::DatabaseReady, true, reason, message);
     let waiting =
         |reason, message: String| cond(ConditionType::DatabaseReady, false, reason, message);
@@ -451,6 +462,9 @@ pub fn compute(
         .unwrap_or(Migration::NotConfigured);
     let (migrations, migration_failure) = migrations(model, &migration, gates);
     failures.extend(migration_failure);
+    if let FirstGate::Failed(why) = &gates.restore {
+        failures.push(why.clone());
+    }
     failures.extend(observed.volume_failures.iter().cloned());
     failures.extend(observed.copy_failures.iter().cloned());
     let at_spec_image = gates.workload_image.as_deref() == Some(model.image.as_str());
@@ -480,6 +494,7 @@ pub fn compute(
         components: list,
         expires_at: expires_at(model, previous, generation, now),
         backup: None,
+        restore: None,
     }
 }
 
@@ -523,8 +538,11 @@ pub fn shows_a_transition(
             &'a Option<String>,
         ),
         (&'a Option<String>, &'a Option<Time>),
-        // Every change of the backups' record: it says which backup runs and which ran.
-        &'a Option<appenv_api::BackupStatus>,
+        // Every change of the backups' and restores' records: which Job runs and which ran.
+        (
+            &'a Option<appenv_api::BackupStatus>,
+            &'a Option<appenv_api::RestoreStatus>,
+        ),
         Vec<(&'a str, &'a str, &'a str)>,
         Vec<&'a str>,
     );
@@ -532,7 +550,7 @@ pub fn shows_a_transition(
         (
             (s.observed_generation, s.phase, &s.url, &s.namespace),
             (&s.image, &s.expires_at),
-            &s.backup,
+            (&s.backup, &s.restore),
             s.conditions
                 .iter()
                 .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
@@ -680,6 +698,8 @@ mod tests {
         Gates {
             backup: MigrationGate::Open,
             stop_web: false,
+            stop_workers: false,
+            restore: FirstGate::Open,
             workload_image: image.map(str::to_owned),
             database_ready,
             run_migration: database_ready,

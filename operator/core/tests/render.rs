@@ -64,6 +64,9 @@ fn build_objects(text: &str, example: &str) -> Vec<Value> {
         cluster: ClusterApis::OFFLINE,
         backup: None,
         stop_web: false,
+        stop_workers: false,
+        restore: None,
+        seed: false,
     };
     manifest::parse_numbered(text)
         .into_iter()

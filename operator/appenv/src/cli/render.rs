@@ -81,6 +81,9 @@ pub fn render(
                     // Backup Jobs are started by the controller when they are due.
                     backup: None,
                     stop_web: false,
+                    stop_workers: false,
+                    restore: None,
+                    seed: false,
                 };
                 for object in build::build(&model, &ctx).objects() {
                     out.push_str("---\n");

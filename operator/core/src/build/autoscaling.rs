@@ -95,7 +95,7 @@ pub struct Autoscaler {
 /// The autoscalers of the model's autoscaled workers, of the kind the cluster offers (none
 /// while the environment is suspended: the Deployments are then held at zero).
 pub fn autoscalers(model: &Model, inputs: &Inputs) -> Vec<Autoscaler> {
-    if model.suspend {
+    if model.suspend || inputs.stop_workers {
         return Vec::new();
     }
     let kind = match inputs.cluster {

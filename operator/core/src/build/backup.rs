@@ -15,9 +15,7 @@ use crate::build::migrations::migration_job_name;
 use crate::build::pod::{app_pod_spec, empty_dir, mount, restricted_container, secret_env};
 use crate::build::web::{data_volume_name, pvc};
 use crate::build::{hash_json, postgres_service_name};
-use crate::validate::{
-    BackupDestinationModel, BackupEngine, BackupModel, DatabaseModel, Model, S3Model,
-};
+use crate::validate::{BackupDestinationModel, BackupEngine, DatabaseModel, Model, S3Model};
 use appenv_api::DeletionPolicy;
 use appenv_api::names::Component;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -35,6 +33,8 @@ pub const AGENT_BINARY: &str = "/usr/local/bin/appenv";
 const COPIED_AGENT: &str = "/agent/appenv";
 /// Where a volume destination is mounted.
 pub const BACKUP_MOUNT: &str = "/backups";
+/// How long a restore without `spec.backup` (its timeout) may take.
+const DEFAULT_TIMEOUT_SECONDS: i64 = 3600;
 /// The keys of `spec.backup.destination.s3.credentialsSecret` the Jobs read.
 pub const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
 pub const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
@@ -118,64 +118,161 @@ fn claim(name: &str, claim: String) -> Volume {
     }
 }
 
-/// The agent's arguments and environment for a destination.
-fn destination(backup: &BackupModel) -> (String, Vec<EnvVar>) {
-    match &backup.destination {
-        BackupDestinationModel::Volume(_) => (BACKUP_MOUNT.to_owned(), Vec::new()),
-        BackupDestinationModel::S3(S3Model {
-            bucket,
-            prefix,
-            endpoint,
-            region,
-            credentials_secret,
-        }) => {
-            let mut env = vec![
-                secret_env(ACCESS_KEY_ID, credentials_secret, ACCESS_KEY_ID),
-                secret_env(SECRET_ACCESS_KEY, credentials_secret, SECRET_ACCESS_KEY),
-            ];
-            for (name, value) in [
-                ("APPENV_S3_ENDPOINT", endpoint),
-                ("APPENV_S3_REGION", region),
-            ] {
-                if let Some(value) = value {
-                    env.push(EnvVar {
-                        name: name.to_owned(),
-                        value: Some(value.clone()),
-                        ..EnvVar::default()
-                    });
-                }
-            }
-            let url = if prefix.is_empty() {
-                format!("s3://{bucket}")
-            } else {
-                format!("s3://{bucket}/{prefix}")
-            };
-            (url, env)
+/// The agent's `--destination` and environment for S3 (the two keys of `credentials`).
+fn s3_store(s3: &S3Model, credentials: &str) -> (String, Vec<EnvVar>) {
+    let mut env = vec![
+        secret_env(ACCESS_KEY_ID, credentials, ACCESS_KEY_ID),
+        secret_env(SECRET_ACCESS_KEY, credentials, SECRET_ACCESS_KEY),
+    ];
+    for (name, value) in [
+        ("APPENV_S3_ENDPOINT", &s3.endpoint),
+        ("APPENV_S3_REGION", &s3.region),
+    ] {
+        if let Some(value) = value {
+            env.push(plain_env(name, value));
         }
     }
+    let url = if s3.prefix.is_empty() {
+        format!("s3://{}", s3.bucket)
+    } else {
+        format!("s3://{}/{}", s3.bucket, s3.prefix)
+    };
+    (url, env)
+}
+
+/// Where an agent Job reads or writes backups.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Store {
+    /// This environment's own destination (`spec.backup.destination`).
+    Own,
+    /// Another environment's bucket, read with a Secret of this environment's namespace
+    /// (`spec.database.restore`): the source's credentials never leave its namespace.
+    Other {
+        environment: String,
+        s3: S3Model,
+        credentials_secret: String,
+    },
+}
+
+/// A restore the controller starts in this reconcile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreRun {
+    pub job: String,
+    /// `latest` or a backup id.
+    pub backup: String,
+    pub store: Store,
+    /// Replace what the database holds (an in-place restore asked so).
+    pub into_non_empty: bool,
+}
+
+/// The initial restore's Job: named after where it restores from.
+pub fn initial_restore_job_name(model: &Model, from: &str, backup: &str) -> String {
+    format!(
+        "{}-restore-{}",
+        model.app,
+        &hash_json(&(from, backup))[..10]
+    )
+}
+
+/// An in-place restore's Job (`appenv restore`): named after the request.
+pub fn requested_restore_job_name(model: &Model, request: &str) -> String {
+    format!("{}-restore-r{}", model.app, &hash_json(&request)[..10])
+}
+
+/// The seed Job: named after its command and image.
+pub fn seed_job_name(model: &Model, command: &[String], args: &[String]) -> String {
+    format!(
+        "{}-seed-{}",
+        model.app,
+        &hash_json(&(&model.image, command, args))[..10]
+    )
 }
 
 /// The backup Job of `run`, if the model has backups.
 pub fn job(model: &Model, inputs: &Inputs, run: &BackupRun) -> Option<Job> {
     let backup = model.backup.as_ref()?;
-    let (destination, mut env) = destination(backup);
-    let mut args = vec![
-        "agent".to_owned(),
+    let args = vec![
         "backup".to_owned(),
-        "--engine".to_owned(),
-        backup.engine.as_str().to_owned(),
-        "--environment".to_owned(),
-        model.name.clone(),
-        "--destination".to_owned(),
-        destination,
         "--reason".to_owned(),
         run.reason.as_str().to_owned(),
         "--keep".to_owned(),
         backup.keep.to_string(),
     ];
+    agent_job(model, inputs, &run.job, COMPONENT, args, &Store::Own)
+}
+
+/// The restore Job of `run`.
+pub fn restore_job(model: &Model, inputs: &Inputs, run: &RestoreRun) -> Option<Job> {
+    let mut args = vec![
+        "restore".to_owned(),
+        "--backup".to_owned(),
+        run.backup.clone(),
+    ];
+    if run.into_non_empty {
+        args.push("--into-non-empty".to_owned());
+    }
+    agent_job(
+        model,
+        inputs,
+        &run.job,
+        Component::Restore.as_str(),
+        args,
+        &run.store,
+    )
+}
+
+/// A Job of the agent: `agent <task...> --engine E --environment ENV --destination D`, with the
+/// database and the store wired in.
+fn agent_job(
+    model: &Model,
+    inputs: &Inputs,
+    name: &str,
+    component: &str,
+    task: Vec<String>,
+    store: &Store,
+) -> Option<Job> {
+    let engine = match &model.database {
+        Some(DatabaseModel::Postgres(_)) => BackupEngine::Postgres,
+        Some(DatabaseModel::Embedded(em)) => match em.engine {
+            appenv_api::EmbeddedEngine::DuckDB => BackupEngine::Duckdb,
+            appenv_api::EmbeddedEngine::SQLite => BackupEngine::Sqlite,
+        },
+        _ => return None,
+    };
+    let backup = model.backup.as_ref();
+    let agent_image = model.agent_image.as_str();
+    let (environment, (destination, mut env), volume) = match store {
+        Store::Own => match &backup?.destination {
+            BackupDestinationModel::Volume(_) => (
+                model.name.clone(),
+                (BACKUP_MOUNT.to_owned(), Vec::new()),
+                true,
+            ),
+            BackupDestinationModel::S3(s3) => (
+                model.name.clone(),
+                s3_store(s3, &s3.credentials_secret),
+                false,
+            ),
+        },
+        Store::Other {
+            environment,
+            s3,
+            credentials_secret,
+        } => (environment.clone(), s3_store(s3, credentials_secret), false),
+    };
+    let mut args = vec!["agent".to_owned()];
+    args.extend(task);
+    args.extend([
+        "--engine".to_owned(),
+        engine.as_str().to_owned(),
+        "--environment".to_owned(),
+        environment,
+        "--destination".to_owned(),
+        destination,
+    ]);
     let mut volumes = Vec::new();
     let mut mounts = vec![mount("tmp", "/tmp")];
-    if matches!(backup.destination, BackupDestinationModel::Volume(_)) {
+    if volume {
         volumes.push(claim("backups", backup_volume_name(model)));
         mounts.push(mount("backups", BACKUP_MOUNT));
     }
@@ -192,52 +289,27 @@ pub fn job(model: &Model, inputs: &Inputs, run: &BackupRun) -> Option<Job> {
             ]);
             volumes.push(empty_dir("agent"));
             mounts.push(mount("agent", "/agent"));
-            init.push(Container {
-                name: "agent".to_owned(),
-                image: Some(backup.agent_image.clone()),
-                command: Some(vec![AGENT_BINARY.to_owned()]),
-                args: Some(vec![
-                    "agent".to_owned(),
-                    "install".to_owned(),
-                    COPIED_AGENT.to_owned(),
-                ]),
-                security_context: Some(restricted_container()),
-                volume_mounts: Some(vec![mount("agent", "/agent")]),
-                ..Container::default()
-            });
+            init.push(agent_installer(agent_image));
             (pg.image.clone(), COPIED_AGENT)
         }
         Some(DatabaseModel::Embedded(em)) => {
             args.extend(["--file".to_owned(), em.path.clone()]);
             volumes.push(claim("data", data_volume_name(model)));
             mounts.push(mount("data", &em.mount_path));
-            (backup.agent_image.clone(), AGENT_BINARY)
+            (agent_image.to_owned(), AGENT_BINARY)
         }
         _ => return None,
     };
     let mut pod = app_pod_spec(model, volumes);
     pod.restart_policy = Some("Never".to_owned());
     pod.init_containers = (!init.is_empty()).then_some(init);
-    if backup.engine == BackupEngine::Sqlite {
+    if engine == BackupEngine::Sqlite && !inputs.stop_web && component == COMPONENT {
         // The data volume is ReadWriteOnce: attached to the web Pod's node, where the copy runs
         // beside the writer.
-        pod.affinity = Some(Affinity {
-            pod_affinity: Some(PodAffinity {
-                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
-                    label_selector: Some(LabelSelector {
-                        match_labels: Some(selector(model, Component::Web.as_str())),
-                        ..LabelSelector::default()
-                    }),
-                    topology_key: "kubernetes.io/hostname".to_owned(),
-                    ..PodAffinityTerm::default()
-                }]),
-                ..PodAffinity::default()
-            }),
-            ..Affinity::default()
-        });
+        pod.affinity = Some(beside_web(model));
     }
     pod.containers = vec![Container {
-        name: COMPONENT.to_owned(),
+        name: component.to_owned(),
         image: Some(image),
         command: Some(vec![command.to_owned()]),
         args: Some(args),
@@ -248,18 +320,22 @@ pub fn job(model: &Model, inputs: &Inputs, run: &BackupRun) -> Option<Job> {
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Container::default()
     }];
+    let annotations = backup
+        .map(|b| b.pod_annotations.clone())
+        .unwrap_or_default();
     Some(Job {
-        metadata: object_meta(model, inputs, &run.job, COMPONENT),
+        metadata: object_meta(model, inputs, name, component),
         spec: Some(JobSpec {
-            // A failed backup is reported, not retried: the next schedule time, a new image or
-            // `appenv backup now` tries again.
+            // A failed backup or restore is reported, not retried: the next schedule time, a new
+            // image, `appenv backup now` or a new request tries again.
             backoff_limit: Some(0),
-            active_deadline_seconds: Some(backup.timeout_seconds),
+            active_deadline_seconds: Some(
+                backup.map_or(DEFAULT_TIMEOUT_SECONDS, |b| b.timeout_seconds),
+            ),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(model, COMPONENT)),
-                    annotations: (!backup.pod_annotations.is_empty())
-                        .then(|| backup.pod_annotations.clone()),
+                    labels: Some(labels(model, component)),
+                    annotations: (!annotations.is_empty()).then_some(annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),
@@ -268,6 +344,41 @@ pub fn job(model: &Model, inputs: &Inputs, run: &BackupRun) -> Option<Job> {
         }),
         ..Job::default()
     })
+}
+
+/// The init container that copies the agent from the agent image into the Pod.
+fn agent_installer(agent_image: &str) -> Container {
+    Container {
+        name: "agent".to_owned(),
+        image: Some(agent_image.to_owned()),
+        command: Some(vec![AGENT_BINARY.to_owned()]),
+        args: Some(vec![
+            "agent".to_owned(),
+            "install".to_owned(),
+            COPIED_AGENT.to_owned(),
+        ]),
+        security_context: Some(restricted_container()),
+        volume_mounts: Some(vec![mount("agent", "/agent")]),
+        ..Container::default()
+    }
+}
+
+/// On the web Pod's node (a ReadWriteOnce volume is attached to one node).
+fn beside_web(model: &Model) -> Affinity {
+    Affinity {
+        pod_affinity: Some(PodAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(selector(model, Component::Web.as_str())),
+                    ..LabelSelector::default()
+                }),
+                topology_key: "kubernetes.io/hostname".to_owned(),
+                ..PodAffinityTerm::default()
+            }]),
+            ..PodAffinity::default()
+        }),
+        ..Affinity::default()
+    }
 }
 
 fn plain_env(name: &str, value: &str) -> EnvVar {
@@ -336,10 +447,7 @@ mod tests {
         assert_eq!(c.image.as_deref(), Some("pgvector/pgvector:pg15"));
         assert_eq!(c.command, Some(vec!["/agent/appenv".to_owned()]));
         let init = &pod.init_containers.as_ref().expect("init")[0];
-        assert_eq!(
-            init.image.as_deref(),
-            Some(m.backup.as_ref().expect("present").agent_image.as_str())
-        );
+        assert_eq!(init.image.as_deref(), Some(m.agent_image.as_str()));
         assert_eq!(
             init.args.as_deref(),
             Some(
@@ -353,7 +461,7 @@ mod tests {
         let args = c.args.as_ref().expect("present").join(" ");
         assert_eq!(
             args,
-            "agent backup --engine postgres --environment shop-prod --destination s3://shop-backups/prod --reason scheduled --keep 3"
+            "agent backup --reason scheduled --keep 3 --engine postgres --environment shop-prod --destination s3://shop-backups/prod"
         );
         let names = env_names(c);
         for want in [
@@ -404,7 +512,7 @@ mod tests {
                 .as_ref()
                 .expect("present")
                 .join(" ")
-                .ends_with("--destination /backups --reason manual --keep 7 --file /data/app.db")
+                .ends_with("--reason manual --keep 7 --engine sqlite --environment shop-prod --destination /backups --file /data/app.db")
         );
         let mounts: Vec<_> = c
             .volume_mounts

@@ -32,15 +32,67 @@ pub fn migration_job_name(model: &Model, migrations: &MigrationsModel) -> String
 
 pub fn job(model: &Model, inputs: &Inputs, config_hash: &str) -> Option<Job> {
     let migrations = model.migrations.as_ref()?;
+    Some(app_job(
+        model,
+        inputs,
+        &AppJob {
+            name: migration_job_name(model, migrations),
+            component: COMPONENT,
+            container: "migrate",
+            command: &migrations.command,
+            args: &migrations.args,
+            timeout_seconds: migrations.timeout_seconds,
+            resources: &migrations.resources,
+            pod_annotations: &migrations.pod_annotations,
+        },
+        config_hash,
+    ))
+}
+
+/// The seed Job of `spec.database.restore.seed`: the app's image and environment, after the
+/// initial restore and before the migration.
+pub fn seed_job(model: &Model, inputs: &Inputs, config_hash: &str) -> Option<Job> {
+    let seed = model.restore.as_ref()?.seed.as_ref()?;
+    let migrations = model.migrations.as_ref();
+    Some(app_job(
+        model,
+        inputs,
+        &AppJob {
+            name: crate::build::backup::seed_job_name(model, &seed.command, &seed.args),
+            component: Component::Seed.as_str(),
+            container: "seed",
+            command: &seed.command,
+            args: &seed.args,
+            timeout_seconds: migrations.map_or(600, |m| m.timeout_seconds),
+            resources: migrations.map_or(&model.web.resources, |m| &m.resources),
+            pod_annotations: migrations.map_or(&BTreeMap::new(), |m| &m.pod_annotations),
+        },
+        config_hash,
+    ))
+}
+
+/// A Job of the app's image and environment that runs one command once.
+struct AppJob<'a> {
+    name: String,
+    component: &'a str,
+    container: &'a str,
+    command: &'a [String],
+    args: &'a [String],
+    timeout_seconds: i64,
+    resources: &'a k8s_openapi::api::core::v1::ResourceRequirements,
+    pod_annotations: &'a BTreeMap<String, String>,
+}
+
+fn app_job(model: &Model, inputs: &Inputs, job: &AppJob<'_>, config_hash: &str) -> Job {
     let container = Container {
-        name: "migrate".to_owned(),
+        name: job.container.to_owned(),
         image: Some(model.image.clone()),
         image_pull_policy: model.pull_policy.clone(),
-        command: Some(migrations.command.clone()),
-        args: (!migrations.args.is_empty()).then(|| migrations.args.clone()),
+        command: Some(job.command.to_vec()),
+        args: (!job.args.is_empty()).then(|| job.args.to_vec()),
         env: Some(app_env(model, &[])),
         env_from: Some(app_env_from(model)),
-        resources: Some(migrations.resources.clone()),
+        resources: Some(job.resources.clone()),
         security_context: Some(restricted_container()),
         volume_mounts: Some(vec![mount("tmp", "/tmp")]),
         ..Container::default()
@@ -48,26 +100,21 @@ pub fn job(model: &Model, inputs: &Inputs, config_hash: &str) -> Option<Job> {
     let mut pod = app_pod_spec(model, Vec::new());
     pod.containers = vec![container];
     pod.restart_policy = Some("Never".to_owned());
-    let mut meta = object_meta(
-        model,
-        inputs,
-        &migration_job_name(model, migrations),
-        COMPONENT,
-    );
+    let mut meta = object_meta(model, inputs, &job.name, job.component);
     meta.annotations = Some(BTreeMap::from([(
         IMAGE_ANNOTATION.to_owned(),
         model.image.clone(),
     )]));
-    Some(Job {
+    Job {
         metadata: meta,
         spec: Some(JobSpec {
-            // A failed migration is reported, not retried in a loop: a new image or spec retries.
+            // A failed Job is reported, not retried in a loop: a new image or spec retries.
             backoff_limit: Some(0),
-            active_deadline_seconds: Some(migrations.timeout_seconds),
+            active_deadline_seconds: Some(job.timeout_seconds),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(model, COMPONENT)),
-                    annotations: Some(pod_annotations(&migrations.pod_annotations, config_hash)),
+                    labels: Some(labels(model, job.component)),
+                    annotations: Some(pod_annotations(job.pod_annotations, config_hash)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod),
@@ -75,7 +122,7 @@ pub fn job(model: &Model, inputs: &Inputs, config_hash: &str) -> Option<Job> {
             ..JobSpec::default()
         }),
         ..Job::default()
-    })
+    }
 }
 
 #[cfg(test)]

@@ -21,8 +21,9 @@ pub use autoscaling::{
     Autoscaler, AutoscalerKind, CPU_TARGET_PERCENT, ClusterApis, HpaVersion, queue_key,
 };
 pub use backup::{
-    BackupReason, BackupRun, backup_volume_name, before_migration_job_name, requested_job_name,
-    scheduled_job_name,
+    BackupReason, BackupRun, RestoreRun, Store, backup_volume_name, before_migration_job_name,
+    initial_restore_job_name, requested_job_name, requested_restore_job_name, scheduled_job_name,
+    seed_job_name,
 };
 pub use config::{env_config_map_name, postgres_secret_name};
 pub use copy::{COPIED_FROM_ANNOTATION, Copied, Source as CopySource};
@@ -70,6 +71,12 @@ pub struct Inputs {
     pub backup: Option<BackupRun>,
     /// Hold web at zero replicas: a DuckDB backup copies the file only once no web Pod exists.
     pub stop_web: bool,
+    /// Hold the workers at zero replicas (an in-place restore), their autoscalers removed.
+    pub stop_workers: bool,
+    /// The restore the controller starts in this reconcile.
+    pub restore: Option<RestoreRun>,
+    /// Start the seed Job in this reconcile.
+    pub seed: bool,
 }
 
 impl Inputs {
@@ -96,6 +103,10 @@ pub struct Children {
     pub backup_volume: Option<PersistentVolumeClaim>,
     /// The backup Job the controller starts in this reconcile.
     pub backup: Option<Job>,
+    /// The restore Job the controller starts in this reconcile.
+    pub restore: Option<Job>,
+    /// The seed Job (after the initial restore), when the controller starts it.
+    pub seed: Option<Job>,
     pub web: Web,
     pub workers: Vec<Deployment>,
     /// Autoscalers of the autoscaled workers (ScaledObjects or HorizontalPodAutoscalers).
@@ -155,6 +166,14 @@ pub fn build(model: &Model, inputs: &Inputs) -> Children {
             .backup
             .as_ref()
             .and_then(|run| backup::job(model, inputs, run)),
+        restore: inputs
+            .restore
+            .as_ref()
+            .and_then(|run| backup::restore_job(model, inputs, run)),
+        seed: inputs
+            .seed
+            .then(|| migrations::seed_job(model, inputs, &config_hash))
+            .flatten(),
         web: Web {
             deployment: web::deployment(model, inputs, &config_hash),
             service: web::service(model, inputs),
@@ -185,6 +204,8 @@ impl Children {
             migration,
             backup_volume,
             backup,
+            restore,
+            seed,
             web,
             workers,
             autoscalers,
@@ -230,7 +251,9 @@ impl Children {
         }
         out.extend(data_volume.iter().chain(backup_volume).map(to_value));
         // A backup before the migration it protects.
-        out.extend(backup.iter().chain(migration).map(to_value));
+        out.extend(
+            (backup.iter().chain(restore).chain(seed).chain(migration)).map(to_value),
+        );
         let Web {
             deployment,
             service,

@@ -82,7 +82,7 @@ fn deployment(
         spec: Some(DeploymentSpec {
             // An autoscaled worker's replicas are its autoscaler's: appenv leaves the field out
             // of what it applies, and so no longer owns it (unless suspended: then zero).
-            replicas: match (&worker.autoscaling, model.suspend) {
+            replicas: match (&worker.autoscaling, model.suspend || inputs.stop_workers) {
                 (_, true) => Some(0),
                 (Some(_), false) => None,
                 (None, false) => Some(worker.replicas),

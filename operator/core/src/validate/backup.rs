@@ -4,9 +4,11 @@
 //! it), and an endpoint may not carry credentials of its own (they would show in the status).
 
 use super::rules::{Errors, check_annotations, is_dns_subdomain};
-use super::{BackupDestinationModel, BackupEngine, BackupModel, DatabaseModel, S3Model};
+use super::{
+    BackupDestinationModel, BackupEngine, BackupModel, DatabaseModel, RestoreModel, S3Model,
+    SeedModel,
+};
 use crate::schedule::Schedule;
-use crate::settings::Settings;
 use appenv_api::field::truncate;
 use appenv_api::{AppEnvironmentSpec, EmbeddedEngine, MAX_BACKUPS_KEPT};
 
@@ -16,7 +18,6 @@ const DEFAULT_TIMEOUT_SECONDS: i64 = 3600;
 pub(super) fn backup(
     spec: &AppEnvironmentSpec,
     database: Option<&DatabaseModel>,
-    settings: &Settings,
     errors: &mut Errors,
 ) -> Option<BackupModel> {
     let b = spec.backup.as_ref()?;
@@ -51,6 +52,15 @@ pub(super) fn backup(
         errors.add("spec.backup.timeoutSeconds", "must be between 60 and 86400");
     }
     check_annotations("spec.backup.podAnnotations", &b.pod_annotations, errors);
+    for (i, pattern) in b.restore_to.iter().enumerate() {
+        let plain = pattern.replace('*', "a");
+        if pattern.is_empty() || !is_dns_subdomain(&plain) {
+            errors.add(
+                format!("spec.backup.restoreTo[{i}]"),
+                "must be an AppEnvironment name, `*` standing for any characters (e.g. shop-pr-*)",
+            );
+        }
+    }
     let destination = destination(b, errors)?;
     Some(BackupModel {
         engine,
@@ -60,8 +70,86 @@ pub(super) fn backup(
         destination,
         timeout_seconds,
         pod_annotations: b.pod_annotations.clone(),
-        agent_image: settings.agent_image.clone(),
+        restore_to: b.restore_to.clone(),
     })
+}
+
+/// `spec.database.restore`: a new environment's database restored from another environment's
+/// backup. Whether that environment allows it (`spec.backup.restoreTo`) is checked by the
+/// controller, which reads it.
+pub(super) fn restore(
+    spec: &AppEnvironmentSpec,
+    name: &str,
+    database: Option<&DatabaseModel>,
+    errors: &mut Errors,
+) -> Option<RestoreModel> {
+    const PATH: &str = "spec.database.restore";
+    let r = spec.database.as_ref()?.restore.as_ref()?;
+    if !matches!(
+        database,
+        Some(DatabaseModel::Postgres(_) | DatabaseModel::Embedded(_))
+    ) {
+        errors.add(
+            PATH,
+            "needs spec.database.postgres or spec.database.embedded",
+        );
+    }
+    if !is_dns_subdomain(&r.from_environment) {
+        errors.add(
+            format!("{PATH}.fromEnvironment"),
+            "must be the name of an AppEnvironment",
+        );
+    } else if r.from_environment == name {
+        errors.add(
+            format!("{PATH}.fromEnvironment"),
+            "must be another environment (restore this one in place with `appenv restore`)",
+        );
+    }
+    let backup = r.backup.clone().unwrap_or_else(|| "latest".to_owned());
+    if !backup_ref(&backup) {
+        errors.add(
+            format!("{PATH}.backup"),
+            format!(
+                "{:?} must be `latest` or a backup id as `appenv backup list` prints it (e.g. 20261201-030000-000)",
+                truncate(&backup)
+            ),
+        );
+    }
+    if !is_dns_subdomain(&r.credentials_secret) {
+        errors.add(
+            format!("{PATH}.credentialsSecret"),
+            "must be the name of a Secret in the environment's namespace (a DNS subdomain)",
+        );
+    }
+    let seed = r.seed.as_ref().map(|seed| {
+        if seed.command.is_empty() || seed.command.iter().any(String::is_empty) {
+            errors.add(
+                format!("{PATH}.seed.command"),
+                "must be a non-empty command, e.g. [flask, blank-personal-data]",
+            );
+        }
+        SeedModel {
+            command: seed.command.clone(),
+            args: seed.args.clone(),
+        }
+    });
+    Some(RestoreModel {
+        from_environment: r.from_environment.clone(),
+        backup,
+        credentials_secret: r.credentials_secret.clone(),
+        seed,
+    })
+}
+
+/// `latest`, or an id as the agent names backups: `YYYYMMDD-HHMMSS-mmm`.
+pub fn backup_ref(text: &str) -> bool {
+    let b = text.as_bytes();
+    text == "latest"
+        || (b.len() == 19
+            && b.iter().enumerate().all(|(i, c)| match i {
+                8 | 15 => *c == b'-',
+                _ => c.is_ascii_digit(),
+            }))
 }
 
 fn destination(b: &appenv_api::BackupSpec, errors: &mut Errors) -> Option<BackupDestinationModel> {

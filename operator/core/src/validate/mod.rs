@@ -7,6 +7,7 @@
 //! violations come out in that order.
 
 mod backup;
+pub use backup::backup_ref;
 mod copy;
 mod database;
 mod egress;
@@ -56,6 +57,11 @@ pub struct Model {
     pub deletion_policy: DeletionPolicy,
     pub migrations: Option<MigrationsModel>,
     pub backup: Option<BackupModel>,
+    /// `spec.database.restore`: what a new environment's database starts from.
+    pub restore: Option<RestoreModel>,
+    /// The image with the `appenv` binary (the operator's): backup and restore Jobs run the
+    /// agent from it.
+    pub agent_image: String,
     pub preview: Option<PreviewModel>,
     pub guardrails: Option<Quota>,
     pub ingress_namespace: String,
@@ -222,8 +228,27 @@ pub struct BackupModel {
     pub destination: BackupDestinationModel,
     pub timeout_seconds: i64,
     pub pod_annotations: BTreeMap<String, String>,
-    /// The image with the `appenv` binary (the operator's): the agent runs from it.
-    pub agent_image: String,
+    /// Environment name patterns allowed to restore these backups into theirs.
+    pub restore_to: Vec<String>,
+}
+
+/// `spec.database.restore`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreModel {
+    /// The AppEnvironment whose backups are restored.
+    pub from_environment: String,
+    /// `latest` or a backup id.
+    pub backup: String,
+    /// A Secret of this environment's namespace that can read the source's bucket.
+    pub credentials_secret: String,
+    /// A command of the app's image run after the restore and before the migrations.
+    pub seed: Option<SeedModel>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeedModel {
+    pub command: Vec<String>,
+    pub args: Vec<String>,
 }
 
 /// What a backup copies: the engine names the agent's `--engine`.
@@ -300,7 +325,8 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
     );
     let workers = workers::workers(spec, &reserved, &mut errors);
     let migrations = migrations::migrations(spec, embedded, &web.resources, &mut errors);
-    let backup = backup::backup(spec, database.as_ref(), settings, &mut errors);
+    let backup = backup::backup(spec, database.as_ref(), &mut errors);
+    let restore = backup::restore(spec, &name, database.as_ref(), &mut errors);
     let is_preview = preview.is_some() || spec.profile == Profile::Preview;
     if is_preview {
         preview::images(spec, settings, &mut errors);
@@ -333,6 +359,8 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
         deletion_policy,
         migrations,
         backup,
+        restore,
+        agent_image: settings.agent_image.clone(),
         guardrails: is_preview.then(|| settings.preview_quota.clone()),
         preview,
         ingress_namespace: settings.ingress_namespace.to_string(),

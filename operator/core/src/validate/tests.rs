@@ -575,13 +575,63 @@ fn backups_name_the_field_and_the_rule_and_refuse_what_a_hostile_author_could_us
         },
     )
     .expect("valid");
+    assert_eq!(model.agent_image, "registry.example/appenv:9");
     let backup = model.backup.expect("backup");
+    assert_eq!((backup.keep, backup.before_migrations), (7, true));
+}
+
+#[test]
+fn a_restore_names_another_environment_a_backup_and_a_secret_of_its_own() {
+    let with = |restore: &str| {
+        messages(&format!(
+            "{{app: shop, image: 'shop:1', database: {{postgres: {{}}, restore: {restore}}}}}"
+        ))
+    };
     assert_eq!(
-        (
-            backup.keep,
-            backup.before_migrations,
-            backup.agent_image.as_str()
-        ),
-        (7, true, "registry.example/appenv:9")
+        with("{fromEnvironment: shop-staging, credentialsSecret: s3-read, seed: {command: [blank]}}"),
+        Vec::<String>::new()
     );
+    for (restore, want) in [
+        (
+            "{fromEnvironment: shop-staging, credentialsSecret: s3, backup: '../../x'}",
+            "spec.database.restore.backup: \"../../x\" must be `latest` or a backup id",
+        ),
+        (
+            "{fromEnvironment: shop-staging, credentialsSecret: 's3 key'}",
+            "spec.database.restore.credentialsSecret: must be the name of a Secret",
+        ),
+        (
+            "{fromEnvironment: shop-staging, credentialsSecret: s3}",
+            "",
+        ),
+        (
+            "{fromEnvironment: Shop/Prod, credentialsSecret: s3}",
+            "spec.database.restore.fromEnvironment: must be the name of an AppEnvironment",
+        ),
+        (
+            "{fromEnvironment: shop-staging, credentialsSecret: s3, seed: {command: []}}",
+            "spec.database.restore.seed.command: must be a non-empty command",
+        ),
+    ] {
+        let found = with(restore);
+        if want.is_empty() {
+            assert!(found.is_empty(), "{restore}: {found:?}");
+        } else {
+            assert!(found.iter().any(|m| m.starts_with(want)), "{restore}: {found:?}");
+        }
+    }
+    // The environment itself is no source: `appenv restore` restores in place.
+    let env = AppEnvironment::new(
+        "shop-prod",
+        serde_norway::from_str(
+            "{app: shop, image: 'shop:1', database: {postgres: {}, restore: {fromEnvironment: shop-prod, credentialsSecret: s3}}}",
+        )
+        .expect("spec"),
+    );
+    let Err(Invalid(errors)) = validate(&env, &Settings::default()) else {
+        panic!("its own backups");
+    };
+    assert!(errors[0].to_string().contains("must be another environment"));
+    assert!(crate::validate::backup_ref("20261201-030000-000"));
+    assert!(!crate::validate::backup_ref("20261201-030000-00x"));
 }
