@@ -578,3 +578,285 @@ async fn a_missing_credentials_secret_is_named_and_the_environment_keeps_running
         .delete(name, &DeleteParams::default())
         .await;
 }
+
+/// A production environment whose backups previews named `<prefix>-pr-*` may start from.
+fn production(name: &str, test: &str) -> Value {
+    let mut backup = s3_backup();
+    backup["restoreTo"] = json!([format!("{name}-pr-*")]);
+    postgres_env(name, test, "example.invalid/shop:1", backup)
+}
+
+/// A preview restored from `from`, seeded, migrated.
+fn preview(name: &str, test: &str, from: &str) -> Value {
+    json!({
+        "apiVersion": "appenv.dev/v1alpha1",
+        "kind": "AppEnvironment",
+        "metadata": {"name": name, "labels": {TEST_LABEL: test}},
+        "spec": {
+            "app": "shop",
+            "image": "example.invalid/shop:1",
+            "profile": "Preview",
+            "database": {"postgres": {}, "restore": {
+                "fromEnvironment": from,
+                "credentialsSecret": "s3-read",
+                "seed": {"command": ["flask", "blank-personal-data"]},
+            }},
+            "migrations": {"command": ["flask", "db", "upgrade"]},
+        },
+    })
+}
+
+#[tokio::test]
+async fn a_preview_starts_from_productions_backup_then_its_seed_then_its_migration() {
+    let client = common::client().await;
+    let test = "restore-preview";
+    let _operator = common::operator(&client, test, settings()).await;
+    let prod = "rp-prod";
+    apply(&client, &production(prod, test)).await;
+    common::provide_secret(&client, prod, "s3", &CREDENTIALS).await;
+    wait_env(&client, prod, "production Ready", |e| ready(Some(e))).await;
+
+    let name = "rp-prod-pr-7";
+    // The watches start before the preview exists (a namespace's watch may start before it).
+    let (timeline, tasks) = Timeline::record(&client, name, "shop");
+    apply(&client, &preview(name, test, prod)).await;
+    let env = wait_env(&client, name, "DatabaseReady=False Restoring", |e| {
+        condition(e, "DatabaseReady").1 == "Restoring"
+    })
+    .await;
+    let (_, _, message) = condition(&env, "DatabaseReady");
+    // Its Job cannot start before the preview's own read-only credentials exist: it says so.
+    assert!(
+        message.contains("restoring from rp-prod (backup latest)"),
+        "{message}"
+    );
+    common::provide_secret(&client, name, "s3-read", &CREDENTIALS).await;
+    let done = wait_env(&client, name, "Ready", |e| ready(Some(e))).await;
+    tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    let log = timeline.entries();
+    let restore = jobs_named(&log, "-restore-");
+    let seed = jobs_named(&log, "-seed-");
+    let migration = jobs_named(&log, "-migrate-");
+    assert_eq!(
+        (restore.len(), seed.len(), migration.len()),
+        (1, 1, 1),
+        "{log:?}"
+    );
+    let order = [
+        format!("job+ {}", restore[0]),
+        format!("job= {}", restore[0]),
+        format!("job+ {}", seed[0]),
+        format!("job= {}", seed[0]),
+        format!("job+ {}", migration[0]),
+        format!("job= {}", migration[0]),
+        "web example.invalid/shop:1".to_owned(),
+    ];
+    let positions: Vec<usize> = order.iter().map(|e| timeline.position(e)).collect();
+    assert!(
+        positions.is_sorted(),
+        "{order:?} at {positions:?} in {log:?}"
+    );
+    assert!(
+        done.status
+            .as_ref()
+            .and_then(|s| s.restore.as_ref())
+            .is_some_and(|r| r.initialized),
+        "{:?}",
+        done.status
+    );
+    // The restore reads production's bucket with the preview's own Secret, as production's
+    // backups are named (its environment), in the database's image.
+    let job = Api::<Job>::namespaced(client.clone(), name)
+        .get(restore[0])
+        .await
+        .expect("restore Job");
+    let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+    let container = &pod.containers[0];
+    let args = container.args.clone().unwrap_or_default().join(" ");
+    assert!(
+        args.starts_with("agent restore --backup latest --engine postgres --environment rp-prod --destination s3://shop-backups"),
+        "{args}"
+    );
+    let secrets: BTreeSet<String> = container
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| Some(e.value_from.as_ref()?.secret_key_ref.as_ref()?.name.clone()))
+        .collect();
+    assert_eq!(
+        secrets,
+        BTreeSet::from(["s3-read".to_owned(), "shop-postgres-credentials".to_owned()]),
+        "only the preview's own Secrets"
+    );
+    let _ = env_api(&client)
+        .await
+        .delete(name, &DeleteParams::default())
+        .await;
+    let _ = env_api(&client)
+        .await
+        .delete(prod, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn a_preview_may_not_start_from_an_environment_that_does_not_allow_it() {
+    let client = common::client().await;
+    let test = "restore-refused";
+    let _operator = common::operator(&client, test, settings()).await;
+    let prod = "rr-prod";
+    // Production allows previews of another name only.
+    apply(&client, &production(prod, test)).await;
+    common::provide_secret(&client, prod, "s3", &CREDENTIALS).await;
+    wait_env(&client, prod, "production Ready", |e| ready(Some(e))).await;
+    let name = "rr-attacker";
+    apply(&client, &preview(name, test, prod)).await;
+    common::provide_secret(&client, name, "s3-read", &CREDENTIALS).await;
+    let refused = wait_env(&client, name, "DatabaseReady=False RestoreFailed", |e| {
+        condition(e, "DatabaseReady").1 == "RestoreFailed"
+    })
+    .await;
+    let (_, _, message) = condition(&refused, "DatabaseReady");
+    assert!(
+        message.contains(
+            "cannot restore from rr-prod: its spec.backup.restoreTo does not name \"rr-attacker\""
+        ),
+        "{message}"
+    );
+    assert_eq!(condition(&refused, "Degraded").0, "True");
+    // Nothing ran: no restore, seed or migration Job, no web Deployment.
+    let jobs = Api::<Job>::namespaced(client.clone(), name)
+        .list(&ListParams::default())
+        .await
+        .expect("jobs");
+    assert!(
+        jobs.items.is_empty(),
+        "{:?}",
+        jobs.items.iter().map(|j| j.name_any()).collect::<Vec<_>>()
+    );
+    let web = Api::<Deployment>::namespaced(client.clone(), name)
+        .get_opt("shop")
+        .await
+        .expect("read");
+    assert!(web.is_none(), "nothing of the app starts");
+    let _ = env_api(&client)
+        .await
+        .delete(name, &DeleteParams::default())
+        .await;
+    let _ = env_api(&client)
+        .await
+        .delete(prod, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn an_in_place_restore_stops_web_and_workers_first_and_starts_them_after() {
+    let client = common::client().await;
+    let test = "restore-in-place";
+    let _operator = common::operator(&client, test, settings()).await;
+    let name = "restore-in-place";
+    let mut env = postgres_env(name, test, "example.invalid/shop:1", s3_backup());
+    env["spec"]["web"]["podAnnotations"] = json!({ TERMINATE_AFTER_ANNOTATION: "1000" });
+    env["spec"]["workers"] = json!([{"name": "rq", "replicas": 2}]);
+    apply(&client, &env).await;
+    common::provide_secret(&client, name, "s3", &CREDENTIALS).await;
+    wait_env(&client, name, "Ready", |e| ready(Some(e))).await;
+    let (pods, task) = Pods::record(&client, name);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while pods
+        .log
+        .entries()
+        .iter()
+        .filter(|e| e.starts_with("web+ ") || e.starts_with("worker+ "))
+        .count()
+        < 3
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the app's Pods were never seen"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let request = "2026-12-02T11:00:00.000Z 20261202-030000-000 into-non-empty";
+    env_api(&client)
+        .await
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"appenv.dev/restore-requested": request}}}),
+            ),
+        )
+        .await
+        .expect("request a restore");
+    let done = wait_env(&client, name, "restored and Ready again", move |e| {
+        let restore = e.status.as_ref().and_then(|s| s.restore.as_ref());
+        ready(Some(e))
+            && restore.is_some_and(|r| {
+                r.running.is_none()
+                    && r.last_request.as_deref() == Some(request)
+                    && r.last.is_some()
+            })
+    })
+    .await;
+    task.abort();
+    let log = pods.log.entries();
+    let restore_started = log
+        .iter()
+        .position(|e| e.starts_with("restore+ "))
+        .unwrap_or_else(|| panic!("no restore Pod: {log:?}"));
+    let restore_ended = log
+        .iter()
+        .position(|e| e.starts_with("restore- "))
+        .unwrap_or_else(|| panic!("the restore never ended: {log:?}"));
+    // Every web and worker Pod that existed before the restore was gone before it started, and
+    // the app's Pods after it started only once it ended.
+    let mut live = BTreeSet::new();
+    for (i, entry) in log.iter().enumerate() {
+        if let Some(pod) = entry
+            .strip_prefix("web+ ")
+            .or_else(|| entry.strip_prefix("worker+ "))
+        {
+            assert!(
+                !(restore_started..restore_ended).contains(&i),
+                "{pod} started during the restore: {log:?}"
+            );
+            live.insert(pod);
+        }
+        if let Some(pod) = entry
+            .strip_prefix("web- ")
+            .or_else(|| entry.strip_prefix("worker- "))
+        {
+            live.remove(pod);
+        }
+        if i == restore_started {
+            assert!(
+                live.is_empty(),
+                "{live:?} alive when the restore started: {log:?}"
+            );
+        }
+    }
+    let last = done
+        .status
+        .and_then(|s| s.restore)
+        .and_then(|r| r.last)
+        .expect("last restore");
+    assert_eq!(last.reason, "in-place");
+    assert!(last.message.is_none(), "{:?}", last.message);
+    let job = Api::<Job>::namespaced(client.clone(), name)
+        .get(&last.job)
+        .await
+        .expect("restore Job");
+    let args = job
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].args.clone().unwrap_or_default().join(" "))
+        .unwrap_or_default();
+    assert!(
+        args.starts_with("agent restore --backup 20261202-030000-000 --into-non-empty --engine postgres --environment restore-in-place"),
+        "{args}"
+    );
+    let _ = env_api(&client)
+        .await
+        .delete(name, &DeleteParams::default())
+        .await;
+}

@@ -8,7 +8,8 @@
 use anyhow::Context as _;
 use appenv_backup::destination::S3Credentials;
 use appenv_backup::{BackupId, Catalog, Destination, Engine, Reason, Restore, Source};
-use std::path::PathBuf;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AgentCommand {
@@ -18,6 +19,15 @@ pub enum AgentCommand {
     Restore(RestoreArgs),
     /// List the complete backups, oldest first.
     List(StoreArgs),
+    /// Copy this binary to PATH (mode 0755, atomically): how a PostgreSQL backup Job's init
+    /// container puts the agent into the database's image.
+    Install(InstallArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// Where to put the agent, e.g. `/agent/appenv` (its directory must exist).
+    pub path: PathBuf,
 }
 
 /// Where an environment's backups are.
@@ -120,7 +130,7 @@ fn reason(text: &str) -> anyhow::Result<Reason> {
     }
 }
 
-fn mib(bytes: u64) -> String {
+pub(crate) fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / 1024.0 / 1024.0)
 }
 
@@ -141,8 +151,68 @@ pub async fn run(command: AgentCommand) -> anyhow::Result<bool> {
     result
 }
 
+/// Copy `source` to `target` with mode 0755, atomically: written to `<target>.tmp-<pid>` in
+/// the same directory, flushed to disk, then renamed over `target`, so that a reader never finds
+/// a half-copied binary (an init container killed mid-copy leaves at most the temporary file).
+/// The bytes copied.
+pub fn install(source: &Path, target: &Path) -> anyhow::Result<u64> {
+    let name = target
+        .file_name()
+        .with_context(|| format!("{}: not a file path", target.display()))?;
+    let mut temporary_name = name.to_os_string();
+    temporary_name.push(format!(".tmp-{}", std::process::id()));
+    let temporary = target.with_file_name(temporary_name);
+    let copied = write_executable(source, &temporary).and_then(|bytes| {
+        std::fs::rename(&temporary, target)
+            .with_context(|| format!("renaming {} to {}", temporary.display(), target.display()))?;
+        Ok(bytes)
+    });
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    let bytes =
+        copied.with_context(|| format!("installing the appenv agent at {}", target.display()))?;
+    // The rename is durable once the directory is (best effort: not every file system lets a
+    // directory be opened for sync).
+    if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(dir) = std::fs::File::open(dir)
+    {
+        let _ = dir.sync_all();
+    }
+    Ok(bytes)
+}
+
+/// Copy `source` into the new file `path` with mode 0755 (whatever the umask) and fsync it.
+fn write_executable(source: &Path, path: &Path) -> anyhow::Result<u64> {
+    let mut from =
+        std::fs::File::open(source).with_context(|| format!("reading {}", source.display()))?;
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o755)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let bytes = std::io::copy(&mut from, &mut to)
+        .with_context(|| format!("copying {} to {}", source.display(), path.display()))?;
+    to.set_permissions(std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    to.sync_all()
+        .with_context(|| format!("writing {} to disk", path.display()))?;
+    Ok(bytes)
+}
+
 async fn run_command(command: AgentCommand) -> anyhow::Result<bool> {
     match command {
+        AgentCommand::Install(args) => {
+            let binary = std::env::current_exe().context("finding the running appenv binary")?;
+            let bytes = install(&binary, &args.path)?;
+            println!(
+                "installed the appenv agent at {} ({})",
+                args.path.display(),
+                mib(bytes)
+            );
+        }
         AgentCommand::Backup(args) => {
             let (catalog, source) = (catalog(&args.store)?, source(&args.database)?);
             let manifest =
@@ -213,4 +283,60 @@ async fn run_command(command: AgentCommand) -> anyhow::Result<bool> {
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_copies_with_mode_0755_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let source = dir.path().join("source");
+        std::fs::write(&source, b"#!/bin/sh\necho agent\n").expect("source");
+        let target = dir.path().join("appenv");
+        // An older copy is replaced whole.
+        std::fs::write(&target, b"old and longer than the new one, for sure").expect("old");
+        assert_eq!(install(&source, &target).expect("installs"), 21);
+        assert_eq!(
+            std::fs::read(&target).expect("copy"),
+            b"#!/bin/sh\necho agent\n"
+        );
+        let mode = std::fs::metadata(&target)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
+    fn install_errors_name_the_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let source = dir.path().join("source");
+        std::fs::write(&source, b"x").expect("source");
+        let target = dir.path().join("missing/appenv");
+        let message = format!("{:#}", install(&source, &target).expect_err("no such dir"));
+        assert!(
+            message.starts_with(&format!(
+                "installing the appenv agent at {}: creating {}.tmp-",
+                target.display(),
+                target.display()
+            )) && message.contains("No such file or directory"),
+            "{message}"
+        );
+        let message = format!(
+            "{:#}",
+            install(&dir.path().join("nothing"), &dir.path().join("appenv"))
+                .expect_err("no source")
+        );
+        assert!(
+            message.contains("nothing") && message.contains("appenv"),
+            "{message}"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The `appenv` command line: one module per subcommand.
 
 mod agent;
+mod backup;
 #[cfg(feature = "dev")]
 mod bench;
 mod crd;
@@ -38,6 +39,9 @@ pub enum Command {
     /// The backup agent of appenv's backup and restore Jobs: back up, restore, list.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
+    /// Back up an environment now (`backup now ENV [--wait]`), or list its backups.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     #[cfg(feature = "dev")]
     /// Measure the operator (latency, API requests, memory) next to direct apply and Helm.
     Bench(bench::BenchArgs),
@@ -84,6 +88,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         #[cfg(feature = "dev")]
         Command::Dev(args) => dev::run(args).await.map(|()| true),
         Command::Agent(command) => agent::run(command).await,
+        Command::Backup(command) => backup::run(command).await,
         Command::Render(args) => render::run(args),
         Command::Scale(args) => scale::run(args).await,
         Command::Operator(args) => operator::run(args).await,
