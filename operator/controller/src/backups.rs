@@ -169,7 +169,10 @@ pub fn settle_run(
             "{what} Job {} ({}) completed in {seconds:.0} s",
             record.job, record.reason
         ),
-        Some(why) => format!("{what} Job {} ({}) failed: {why}", record.job, record.reason),
+        Some(why) => format!(
+            "{what} Job {} ({}) failed: {why}",
+            record.job, record.reason
+        ),
     };
     let finished = Finished {
         ok: why.is_none(),

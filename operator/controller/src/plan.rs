@@ -5,8 +5,8 @@
 //! prune, the status to report and when to look again. The other steps only execute it.
 
 use crate::backups::{self, Decision, MigrationGate};
-use crate::restores::{self, FirstGate};
 use crate::observe::{Migration, Observed};
+use crate::restores::{self, FirstGate};
 use crate::status;
 use appenv_api::names::ConditionType;
 use appenv_api::{AppEnvironment, AppEnvironmentStatus};

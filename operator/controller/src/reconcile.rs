@@ -9,8 +9,8 @@ use crate::observe::{self, Observed};
 use crate::plan::{self, Plan, Rollout};
 use crate::secrets::{self, SecretString};
 use crate::{Context, status};
-use appenv_api::names::{ChildKind, label};
 use appenv_api::names::{Action as EventAction, Reason};
+use appenv_api::names::{ChildKind, label};
 use appenv_api::{AppEnvironment, CopyKind};
 use appenv_core::build::{self, Children, Copied, WildcardTls};
 use appenv_core::settings::SecretRef;
@@ -356,8 +356,18 @@ async fn data_jobs(
         .or_default()
         .extend(backups.keep_jobs.iter().chain(&restores.keep_jobs).cloned());
     let events = [
-        (&backups.finished, Reason::BackupSucceeded, Reason::BackupFailed, EventAction::Backup),
-        (&restores.finished, Reason::RestoreSucceeded, Reason::RestoreFailed, EventAction::Restore),
+        (
+            &backups.finished,
+            Reason::BackupSucceeded,
+            Reason::BackupFailed,
+            EventAction::Backup,
+        ),
+        (
+            &restores.finished,
+            Reason::RestoreSucceeded,
+            Reason::RestoreFailed,
+            EventAction::Restore,
+        ),
     ];
     for (finished, ok, failed, action) in events {
         for f in finished {
@@ -367,7 +377,13 @@ async fn data_jobs(
                 (EventType::Warning, failed)
             };
             ctx.events
-                .publish(&env.object_ref(&()), kind, reason.as_str(), action.as_str(), &f.message)
+                .publish(
+                    &env.object_ref(&()),
+                    kind,
+                    reason.as_str(),
+                    action.as_str(),
+                    &f.message,
+                )
                 .await;
         }
     }

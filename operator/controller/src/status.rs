@@ -6,11 +6,11 @@
 
 use crate::Context;
 use crate::backups::MigrationGate;
-use crate::restores::FirstGate;
 use crate::error::Error;
 use crate::events;
 use crate::observe::{self, Migration, Observed};
 use crate::plan::Gates;
+use crate::restores::FirstGate;
 use crate::stores::DeploymentSnapshot;
 use appenv_api::names::{Component, ConditionType, Reason};
 use appenv_api::{AppEnvironment, AppEnvironmentStatus, ComponentStatus, Phase};
@@ -194,10 +194,20 @@ fn database(model: &Model, observed: &Observed, gates: &Gates) -> Cond {
     match &gates.restore {
         FirstGate::Open => {}
         FirstGate::Waiting(what) => {
-            return cond(ConditionType::DatabaseReady, false, Reason::Restoring, what.clone());
+            return cond(
+                ConditionType::DatabaseReady,
+                false,
+                Reason::Restoring,
+                what.clone(),
+            );
         }
         FirstGate::Failed(why) => {
-            return cond(ConditionType::DatabaseReady, false, Reason::RestoreFailed, why.clone());
+            return cond(
+                ConditionType::DatabaseReady,
+                false,
+                Reason::RestoreFailed,
+                why.clone(),
+            );
         }
     }
     let ok = |reason, message: String| cond(ConditionType::DatabaseReady, true, reason, message);

@@ -251,9 +251,7 @@ impl Children {
         }
         out.extend(data_volume.iter().chain(backup_volume).map(to_value));
         // A backup before the migration it protects.
-        out.extend(
-            (backup.iter().chain(restore).chain(seed).chain(migration)).map(to_value),
-        );
+        out.extend((backup.iter().chain(restore).chain(seed).chain(migration)).map(to_value));
         let Web {
             deployment,
             service,

@@ -588,7 +588,9 @@ fn a_restore_names_another_environment_a_backup_and_a_secret_of_its_own() {
         ))
     };
     assert_eq!(
-        with("{fromEnvironment: shop-staging, credentialsSecret: s3-read, seed: {command: [blank]}}"),
+        with(
+            "{fromEnvironment: shop-staging, credentialsSecret: s3-read, seed: {command: [blank]}}"
+        ),
         Vec::<String>::new()
     );
     for (restore, want) in [
@@ -600,10 +602,7 @@ fn a_restore_names_another_environment_a_backup_and_a_secret_of_its_own() {
             "{fromEnvironment: shop-staging, credentialsSecret: 's3 key'}",
             "spec.database.restore.credentialsSecret: must be the name of a Secret",
         ),
-        (
-            "{fromEnvironment: shop-staging, credentialsSecret: s3}",
-            "",
-        ),
+        ("{fromEnvironment: shop-staging, credentialsSecret: s3}", ""),
         (
             "{fromEnvironment: Shop/Prod, credentialsSecret: s3}",
             "spec.database.restore.fromEnvironment: must be the name of an AppEnvironment",
@@ -617,7 +616,10 @@ fn a_restore_names_another_environment_a_backup_and_a_secret_of_its_own() {
         if want.is_empty() {
             assert!(found.is_empty(), "{restore}: {found:?}");
         } else {
-            assert!(found.iter().any(|m| m.starts_with(want)), "{restore}: {found:?}");
+            assert!(
+                found.iter().any(|m| m.starts_with(want)),
+                "{restore}: {found:?}"
+            );
         }
     }
     // The environment itself is no source: `appenv restore` restores in place.
@@ -631,7 +633,11 @@ fn a_restore_names_another_environment_a_backup_and_a_secret_of_its_own() {
     let Err(Invalid(errors)) = validate(&env, &Settings::default()) else {
         panic!("its own backups");
     };
-    assert!(errors[0].to_string().contains("must be another environment"));
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("must be another environment")
+    );
     assert!(crate::validate::backup_ref("20261201-030000-000"));
     assert!(!crate::validate::backup_ref("20261201-030000-00x"));
 }
