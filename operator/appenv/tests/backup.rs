@@ -303,6 +303,7 @@ async fn a_failed_backup_blocks_the_migration_and_the_old_version_keeps_serving(
     assert!(
         message.contains("the backup before migrating to example.invalid/shop:2 failed")
             && message.contains("shop-backup-")
+            && message.contains("container backup: Error (exit code 1)")
             && message.contains("previous version keeps serving"),
         "{message}"
     );

@@ -138,13 +138,21 @@ fn observe_backups(stores: &Stores, model: &Model, observed: &mut Observed) {
         ) {
             continue;
         }
-        let state = job_state(&job);
-        let pod_failure = (state == Migration::Running)
+        let mut state = job_state(&job);
+        let pod_failure = matches!(state, Migration::Running | Migration::Failed(_))
             .then(|| {
                 let selector = vec![("job-name".into(), name.as_str().into())];
                 stores.pod_failure(ns, &selector)
             })
             .flatten();
+        // A failed Job says only that it failed; its Pod says why (the agent's message).
+        let pod_failure = match (&mut state, pod_failure) {
+            (Migration::Failed(why), Some(pod)) => {
+                *why = format!("{why}; {pod}");
+                None
+            }
+            (_, pod) => pod,
+        };
         observed.backup_jobs.insert(
             name,
             BackupJob {

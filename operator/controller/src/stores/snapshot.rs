@@ -416,12 +416,49 @@ pub fn failure(pod: &Pod) -> Option<String> {
         .iter()
         .flatten()
         .map(|c| (c, "container"));
+    let failed_job = status.phase.as_deref() == Some("Failed")
+        && pod
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("job-name"));
+    if failed_job && let Some(failure) = terminated(pod, name) {
+        return Some(failure);
+    }
     init.chain(main).find_map(|(c, what)| {
         let waiting = c.state.as_ref()?.waiting.as_ref()?;
         let reason = waiting.reason.as_deref()?;
         FAILING_WAIT.contains(&reason).then(|| {
             let mut failure = format!("{pod_kind} {name} {what} {}: {reason}", c.name);
             if let Some(message) = waiting.message.as_deref().filter(|m| !m.is_empty()) {
+                failure.push_str(": ");
+                failure.push_str(&capped(message));
+            }
+            failure
+        })
+    })
+}
+
+/// Why a Job's Pod failed: its container's exit and termination message (the backup agent
+/// writes its error there), which the Job's own `Failed` condition does not carry.
+fn terminated(pod: &Pod, name: &str) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    status.container_statuses.iter().flatten().find_map(|c| {
+        let t = c.state.as_ref()?.terminated.as_ref()?;
+        (t.exit_code != 0).then(|| {
+            let reason = t.reason.as_deref().unwrap_or("Error");
+            let mut failure = format!(
+                "{} {name} container {}: {reason} (exit code {})",
+                ChildKind::Pod,
+                c.name,
+                t.exit_code
+            );
+            if let Some(message) = t
+                .message
+                .as_deref()
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+            {
                 failure.push_str(": ");
                 failure.push_str(&capped(message));
             }

@@ -295,3 +295,38 @@ fn an_init_container_that_cannot_start_is_the_pods_failure() {
         )
     );
 }
+
+#[test]
+fn a_failed_job_pod_says_why_with_its_termination_message_and_a_deployments_does_not() {
+    let failed = |labels: &[(&str, &str)]| Pod {
+        metadata: meta("shop-backup-x-1", "1", labels),
+        status: Some(PodStatus {
+            phase: Some("Failed".into()),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "backup".into(),
+                state: Some(ContainerState {
+                    terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+                        exit_code: 1,
+                        reason: Some("Error".into()),
+                        message: Some(
+                            "s3://b/p/shop at http://minio:9000: Connection refused\n".into(),
+                        ),
+                        ..Default::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    };
+    assert_eq!(
+        snapshot::failure(&failed(&[("job-name", "shop-backup-x")])).as_deref(),
+        Some(
+            "Pod shop-backup-x-1 container backup: Error (exit code 1): s3://b/p/shop at http://minio:9000: Connection refused"
+        )
+    );
+    // An evicted Pod of a Deployment is no failure of its component.
+    assert_eq!(snapshot::failure(&failed(&[("app", "shop")])), None);
+}
