@@ -296,7 +296,11 @@ async fn a_failed_backup_blocks_the_migration_and_the_old_version_keeps_serving(
         &client,
         name,
         "MigrationsSucceeded=False BackupFailed",
-        |e| condition(e, "MigrationsSucceeded").1 == "BackupFailed",
+        // The Pod's reason follows the Job's failure (another watch).
+        |e| {
+            let (_, reason, message) = condition(e, "MigrationsSucceeded");
+            reason == "BackupFailed" && message.contains("exit code")
+        },
     )
     .await;
     let (_, _, message) = condition(&failed, "MigrationsSucceeded");
