@@ -211,6 +211,17 @@ fn migration_gate(model: &Model, b: &BackupModel, input: &Input<'_>) -> Migratio
     }
 }
 
+/// The backup taken before the migration of the spec's image, if it completed: "the backup of
+/// Job X (completed at T)".
+pub fn before_migration(model: &Model, st: Option<&BackupStatus>) -> Option<String> {
+    let job = before_migration_job_name(model)?;
+    let last = st?.last_success.as_ref().filter(|s| s.job == job)?;
+    Some(format!(
+        "the backup of Job {job} (completed at {})",
+        when(last.finished_at.as_ref())
+    ))
+}
+
 /// Decide the backups of this reconcile.
 pub fn decide(input: &Input<'_>) -> Decision {
     let model = input.model;

@@ -190,6 +190,9 @@ pub struct Gates {
     pub stop_workers: bool,
     /// The first rollout waits for the initial restore and its seed.
     pub restore: FirstGate,
+    /// The backup taken before the migration of the spec's image ("Job X, completed at T"),
+    /// named when that migration fails.
+    pub backup_before: Option<String>,
     /// The `APPLIED_HASH_ANNOTATION` of the existing PostgreSQL StatefulSet, if any.
     pub statefulset_hash: Option<String>,
 }
@@ -260,6 +263,7 @@ pub fn plan<'a>(input: &Input<'a>) -> Plan<'a> {
     gates.stop_web = backups.stop_web || restores.hold;
     gates.stop_workers = restores.hold;
     gates.backup = backups.migration.clone();
+    gates.backup_before = backups::before_migration(model, backups.status.as_ref());
     gates.restore = restores.first.clone();
     let mut status = status::compute(model, observed, &gates, previous, generation, now);
     status::add_backups(&mut status, &backups, previous, now);
@@ -352,6 +356,7 @@ fn gates(model: &Model, observed: &Observed, previous: Option<&AppEnvironmentSta
         stop_web: false,
         stop_workers: false,
         restore: FirstGate::Open,
+        backup_before: None,
         statefulset_hash: observed
             .postgres
             .as_ref()
@@ -1143,5 +1148,66 @@ mod tests {
 
     fn observed_again(model: &Model) -> Observed {
         observed(model, "shop:2", Migration::NotConfigured)
+    }
+}
+
+#[cfg(test)]
+mod backup_tests {
+    use super::fixtures::{self, env, now, observed, state};
+    use super::*;
+    use appenv_api::names::Reason;
+    use appenv_api::{BackupRun, BackupStatus};
+    use appenv_core::build::before_migration_job_name;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    const SPEC: &str = "{app: shop, image: 'shop:2', database: {postgres: {}}, migrations: {command: [migrate]}, backup: {destination: {volume: {size: 1Gi}}}}";
+
+    #[test]
+    fn a_failed_migration_names_the_backup_taken_before_it_and_how_to_restore_it() {
+        let mut env = env(SPEC);
+        let model = fixtures::model(&env);
+        let job = before_migration_job_name(&model).expect("migrations");
+        env.status = Some(AppEnvironmentStatus {
+            observed_generation: Some(1),
+            namespace: Some(model.namespace.name.clone()),
+            image: Some("shop:1".into()),
+            backup: Some(BackupStatus {
+                last_success: Some(BackupRun {
+                    job: job.clone(),
+                    reason: "before-migration".into(),
+                    finished_at: Some(Time("2026-12-01T11:58:00Z".parse().expect("time"))),
+                    ..BackupRun::default()
+                }),
+                ..BackupStatus::default()
+            }),
+            ..AppEnvironmentStatus::default()
+        });
+        let observed = observed(
+            &model,
+            "shop:1",
+            Migration::Failed("BackoffLimitExceeded".into()),
+        );
+        let Plan::Rollout(rollout) = plan(&Input {
+            env: &env,
+            spec: Ok((&model, &observed)),
+            now: now(),
+            resync: Duration::from_secs(300),
+        }) else {
+            panic!("a rollout");
+        };
+        assert_eq!(
+            state(&rollout.status, ConditionType::MigrationsSucceeded),
+            ("False".to_owned(), Reason::Failed.as_str().to_owned())
+        );
+        let message =
+            &fixtures::condition(&rollout.status, ConditionType::MigrationsSucceeded).message;
+        assert!(
+            message.contains(&format!(
+                "the backup of Job {job} (completed at 2026-12-01 11:58:00 UTC)"
+            )) && message.contains("appenv restore shop-env --backup ID --yes"),
+            "{message}"
+        );
+        // Web stays on the old image; the failed migration blocks nothing else.
+        assert_eq!(rollout.gates.workload_image.as_deref(), Some("shop:1"));
     }
 }

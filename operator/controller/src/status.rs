@@ -342,7 +342,15 @@ fn migrations(model: &Model, migration: &Migration, gates: &Gates) -> (Cond, Opt
                 false,
                 Reason::Failed,
                 format!(
-                    "migrations for {image} failed ({why}); the previous version keeps serving"
+                    "migrations for {image} failed ({why}); the previous version keeps serving{}",
+                    gates
+                        .backup_before
+                        .as_deref()
+                        .map(|b| format!(
+                            "; the data of before the migration is in {b}: `appenv backup list {env}` shows its id, `appenv restore {env} --backup ID --yes` restores it",
+                            env = model.name
+                        ))
+                        .unwrap_or_default()
                 ),
             ),
             Some(format!("migrations for {image}: {why}")),
@@ -710,6 +718,7 @@ mod tests {
             stop_web: false,
             stop_workers: false,
             restore: FirstGate::Open,
+            backup_before: None,
             workload_image: image.map(str::to_owned),
             database_ready,
             run_migration: database_ready,
