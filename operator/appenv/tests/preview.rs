@@ -789,3 +789,116 @@ async fn a_preview_of_an_image_the_operator_does_not_allow_is_refused() {
         None,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_data_from_shows_the_restore_while_it_runs_then_reaches_ready() {
+    let client = common::client().await;
+    operator(&client).await;
+    // Production: PostgreSQL, backups on S3 that this app's previews may start from.
+    let source = "rdata-prod";
+    common::apply(
+        &client,
+        &json!({
+            "apiVersion": "appenv.dev/v1alpha1",
+            "kind": "AppEnvironment",
+            "metadata": {"name": source},
+            "spec": {
+                "app": "rdata",
+                "image": "example.invalid/rdata:1",
+                "database": {"postgres": {}},
+                "backup": {
+                    "destination": {"s3": {"bucket": "rdata-backups", "credentialsSecret": "s3"}},
+                    "restoreTo": ["rdata-pr-*"],
+                },
+            },
+        }),
+    )
+    .await;
+    let base = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(
+        base.path(),
+        "apiVersion: appenv.dev/v1alpha1\nkind: AppEnvironment\nmetadata: {name: rdata}\n\
+         spec: {app: rdata, image: 'example.invalid/rdata:1', database: {postgres: {}}}\n",
+    )
+    .expect("base file");
+    let up = Command::new(env!("CARGO_BIN_EXE_appenv"))
+        .args([
+            "preview",
+            "up",
+            "--app",
+            "rdata",
+            "--pr",
+            "3",
+            "--image",
+            "ghcr.io/x/rdata:pr-3",
+            "--file",
+            &base.path().display().to_string(),
+            "--data-from",
+            source,
+            "--seed",
+            "flask",
+            "--seed",
+            "blank-personal-data",
+            "--wait",
+            "--timeout",
+            "3m",
+        ])
+        .env("KUBECONFIG", appenv_localcluster::shared().kubeconfig())
+        .env_remove("GITHUB_OUTPUT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start appenv");
+    let mut up = common::Process(up);
+    let mut progress = up.0.stderr.take().expect("stderr");
+    // The restore Job cannot start before the preview's credentials for the source's bucket
+    // exist in its namespace: the preview waits, Restoring, until they are there.
+    let api: Api<appenv_api::AppEnvironment> = Api::all(client.clone());
+    common::wait_for(
+        &api,
+        "rdata-pr-3",
+        Duration::from_secs(120),
+        "Restoring",
+        |e: Option<&appenv_api::AppEnvironment>| {
+            e.and_then(|e| e.condition("DatabaseReady"))
+                .is_some_and(|c| c.reason == "Restoring")
+        },
+    )
+    .await;
+    common::provide_secret(
+        &client,
+        "rdata-pr-3",
+        "appenv-restore-credentials",
+        &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+    )
+    .await;
+    let (status, stderr) = tokio::task::block_in_place(|| {
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut progress, &mut stderr).expect("stderr");
+        (up.0.wait().expect("appenv ends"), stderr)
+    });
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "note: spec.namespace.copy copies no Secret appenv-restore-credentials into the preview's namespace"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "; database: restoring from {source} (backup latest): Job rdata-restore-"
+        )),
+        "the progress shows the restore: {stderr}"
+    );
+    let env = api.get("rdata-pr-3").await.expect("the preview");
+    assert!(
+        env.status
+            .as_ref()
+            .and_then(|s| s.restore.as_ref())
+            .is_some_and(|r| r.initialized),
+        "{:?}",
+        env.status
+    );
+    let _ = appenv(&["preview", "down", "--app", "rdata", "--pr", "3"], None);
+    let _ = api.delete(source, &Default::default()).await;
+}

@@ -32,7 +32,7 @@ async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error>
     let mut recheck = false;
     let spec = match validate(env, ctx) {
         Ok(model) => {
-            let observation = observe(ctx, model).await?;
+            let observation = observe(ctx, env, model).await?;
             let settings = &ctx.options.settings;
             match observe::adoption(&ctx.stores, &observation.model, settings) {
                 Ok(()) => Ok(observation),
@@ -104,10 +104,10 @@ struct Observation {
     copies: Vec<Copied>,
 }
 
-async fn observe(ctx: &Context, model: Model) -> Result<Observation, Error> {
+async fn observe(ctx: &Context, env: &AppEnvironment, model: Model) -> Result<Observation, Error> {
     ctx.stores.ready().await.map_err(Error::Watches)?;
     let mut observed = observe::observe(&ctx.stores, &model);
-    observed.restore_source = restore_source(ctx, &model);
+    observed.restore_source = restore_source(ctx, env, &model);
     let password = match observed.password.take() {
         Some(existing) => Some(existing),
         None if matches!(model.database, Some(DatabaseModel::Postgres(_))) => {
@@ -141,7 +141,11 @@ async fn observe(ctx: &Context, model: Model) -> Result<Observation, Error> {
 /// Where `spec.database.restore` reads from: the source environment's bucket, if it allows this
 /// environment (`spec.backup.restoreTo`), has an S3 destination and the same engine. Read with
 /// this environment's own credentials Secret: the source's never leaves its namespace.
-fn restore_source(ctx: &Context, model: &Model) -> Option<Result<build::Store, String>> {
+fn restore_source(
+    ctx: &Context,
+    env: &AppEnvironment,
+    model: &Model,
+) -> Option<Result<build::Store, String>> {
     let restore = model.restore.as_ref()?;
     let from = &restore.from_environment;
     let key = ObjectRef::<DeserializeGuard<AppEnvironment>>::new(from);
@@ -153,34 +157,15 @@ fn restore_source(ctx: &Context, model: &Model) -> Option<Result<build::Store, S
     let Ok(source) = &guarded.0 else {
         return Some(Err("its spec cannot be read".to_owned()));
     };
+    if let Some(why) = validate::restore_refusal(source, &model.name, &env.spec) {
+        return Some(Err(why));
+    }
     let Ok(source) = validate::validate(source, &ctx.options.settings) else {
         return Some(Err("its spec is invalid".to_owned()));
     };
     let Some(backup) = &source.backup else {
         return Some(Err("it has no spec.backup".to_owned()));
     };
-    let allowed = backup
-        .restore_to
-        .iter()
-        .any(|pattern| appenv_core::settings::glob_matches(pattern, &model.name));
-    if !allowed {
-        return Some(Err(format!(
-            "its spec.backup.restoreTo does not name {:?}",
-            model.name
-        )));
-    }
-    let engine = |m: &Model| match &m.database {
-        Some(DatabaseModel::Postgres(_)) => "PostgreSQL".to_owned(),
-        Some(DatabaseModel::Embedded(em)) => format!("{:?}", em.engine),
-        _ => "none".to_owned(),
-    };
-    if engine(&source) != engine(model) {
-        return Some(Err(format!(
-            "its database is {}, this environment's {}",
-            engine(&source),
-            engine(model)
-        )));
-    }
     let validate::BackupDestinationModel::S3(s3) = &backup.destination else {
         return Some(Err(
             "its backups are on a volume of its namespace: only an s3 destination can be restored into another environment".to_owned(),

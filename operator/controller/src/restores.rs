@@ -193,6 +193,8 @@ fn in_place(
         .filter(|r| st.last_request.as_deref() != Some(*r))
         && st.running.is_none()
         && !input.backup_running
+        // Suspended, its database is down: the restore waits for it to resume.
+        && !model.suspend
     {
         st.last_request = Some(request.to_owned());
         let job = requested_restore_job_name(model, request);

@@ -70,8 +70,8 @@ pub fn request_value(now: Timestamp) -> String {
 /// Settings to validate an environment with, without knowing the operator's: any preview
 /// domain, and the namespaces its spec copies from allowed. What is read from the model (the
 /// app, the namespace, the backup destination) is the same under every setting; the operator
-/// reports its own refusals in the status, which `--wait` prints.
-fn settings_for(env: &AppEnvironment) -> anyhow::Result<Settings> {
+/// reports its own refusals in the status, which `--wait` prints. Shared with `appenv restore`.
+pub(crate) fn settings_for(env: &AppEnvironment) -> anyhow::Result<Settings> {
     let copy_from = env
         .spec
         .namespace
@@ -104,7 +104,8 @@ pub fn backup_model(env: &AppEnvironment) -> anyhow::Result<Model> {
     Ok(model)
 }
 
-/// Where a requested backup is, as the environment shows it.
+/// Where a requested backup (or restore: `appenv restore` shares it) is, as the environment
+/// shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Progress {
     /// Not finished; a line that says where it is.
@@ -179,7 +180,8 @@ pub fn progress(env: &AppEnvironment, request: &str, job: &str) -> Progress {
     })
 }
 
-fn when(t: Option<&Time>) -> String {
+/// A time of the status as the commands print it, in UTC; `?` if it is not recorded.
+pub(crate) fn when(t: Option<&Time>) -> String {
     t.map_or_else(
         || "?".to_owned(),
         |t| t.0.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
@@ -253,7 +255,7 @@ pub fn volume_report(
     out
 }
 
-async fn read(api: &Api<AppEnvironment>, name: &str) -> anyhow::Result<AppEnvironment> {
+pub(crate) async fn read(api: &Api<AppEnvironment>, name: &str) -> anyhow::Result<AppEnvironment> {
     api.get_opt(name)
         .await
         .with_context(|| format!("reading AppEnvironment {name}"))?
@@ -262,24 +264,45 @@ async fn read(api: &Api<AppEnvironment>, name: &str) -> anyhow::Result<AppEnviro
         })
 }
 
-async fn now(client: &Client, args: NowArgs) -> anyhow::Result<bool> {
-    let api: Api<AppEnvironment> = Api::all(client.clone());
-    let name = &args.environment;
-    let model = backup_model(&read(&api, name).await?)?;
-    let request = request_value(Timestamp::now());
-    let job = requested_job_name(&model, &request);
+/// Set `annotation` of environment `name` to `value` with a merge patch of `field_manager`'s
+/// own (the operator's manager, `appenv`, would claim the field): a request to the operator.
+pub(crate) async fn annotate(
+    api: &Api<AppEnvironment>,
+    name: &str,
+    annotation: &str,
+    value: &str,
+    field_manager: &str,
+) -> anyhow::Result<()> {
     let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
+        field_manager: Some(field_manager.to_owned()),
         ..PatchParams::default()
     };
-    let body = json!({"metadata": {"annotations": {REQUEST_ANNOTATION: request}}});
+    let body = json!({"metadata": {"annotations": {annotation: value}}});
     api.patch(name, &params, &Patch::Merge(&body))
         .await
-        .with_context(|| format!("setting the annotation {REQUEST_ANNOTATION} of {name}"))?;
-    println!("backup of {name} requested (Job {job})");
-    if !args.wait {
-        return Ok(true);
-    }
+        .with_context(|| format!("setting the annotation {annotation} of {name}"))?;
+    Ok(())
+}
+
+/// How following a request ended.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Followed {
+    /// Not [`Progress::Waiting`] any more.
+    Settled(Progress),
+    /// Still waiting at the deadline; the last line printed (empty if none).
+    TimedOut(String),
+}
+
+/// Follow environment `name` through a watch (no polling) until `progress` says its request
+/// is no longer waiting, printing each new waiting line to stderr with the seconds since the
+/// start; `what` names the request if the environment is deleted meanwhile.
+pub(crate) async fn follow(
+    api: &Api<AppEnvironment>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    progress: impl Fn(&AppEnvironment) -> Progress,
+) -> anyhow::Result<Followed> {
     let started = Instant::now();
     // The condition sees every change the watch shows; it remembers the last line printed.
     let last = std::sync::Mutex::new(String::new());
@@ -287,7 +310,7 @@ async fn now(client: &Client, args: NowArgs) -> anyhow::Result<bool> {
         let Some(env) = env else {
             return true;
         };
-        let Progress::Waiting(line) = progress(env, &request, &job) else {
+        let Progress::Waiting(line) = progress(env) else {
             return true;
         };
         let mut last = last
@@ -299,28 +322,43 @@ async fn now(client: &Client, args: NowArgs) -> anyhow::Result<bool> {
         }
         false
     };
-    let watched =
-        tokio::time::timeout(args.timeout, await_condition(api.clone(), name, decided)).await;
-    let env = match watched {
-        Ok(Ok(Some(env))) => env,
-        Ok(Ok(None)) => bail!("AppEnvironment {name} was deleted while waiting for Job {job}"),
-        Ok(Err(err)) => {
-            return Err(err).with_context(|| format!("watching AppEnvironment {name}"));
-        }
-        Err(_) => {
-            let seen = last
-                .into_inner()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let watched = tokio::time::timeout(timeout, await_condition(api.clone(), name, decided)).await;
+    match watched {
+        Ok(Ok(Some(env))) => Ok(Followed::Settled(progress(&env))),
+        Ok(Ok(None)) => bail!("AppEnvironment {name} was deleted while waiting for {what}"),
+        Ok(Err(err)) => Err(err).with_context(|| format!("watching AppEnvironment {name}")),
+        Err(_) => Ok(Followed::TimedOut(
+            last.into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )),
+    }
+}
+
+async fn now(client: &Client, args: NowArgs) -> anyhow::Result<bool> {
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let name = &args.environment;
+    let model = backup_model(&read(&api, name).await?)?;
+    let request = request_value(Timestamp::now());
+    let job = requested_job_name(&model, &request);
+    annotate(&api, name, REQUEST_ANNOTATION, &request, FIELD_MANAGER).await?;
+    println!("backup of {name} requested (Job {job})");
+    if !args.wait {
+        return Ok(true);
+    }
+    let followed = follow(&api, name, args.timeout, &format!("Job {job}"), |env| {
+        progress(env, &request, &job)
+    })
+    .await?;
+    match followed {
+        Followed::TimedOut(seen) => {
             eprintln!(
                 "error: the backup of {name} (Job {job}) has not finished after {}s; last seen: {}",
                 args.timeout.as_secs(),
                 if seen.is_empty() { "nothing" } else { &seen }
             );
-            return Ok(false);
+            Ok(false)
         }
-    };
-    match progress(&env, &request, &job) {
-        Progress::Completed(run) => {
+        Followed::Settled(Progress::Completed(run)) => {
             println!(
                 "backup {job} completed at {} (reason {})",
                 when(run.finished_at.as_ref()),
@@ -328,7 +366,7 @@ async fn now(client: &Client, args: NowArgs) -> anyhow::Result<bool> {
             );
             Ok(true)
         }
-        Progress::Failed(run) => {
+        Followed::Settled(Progress::Failed(run)) => {
             eprintln!(
                 "error: backup {job} failed at {}: {}",
                 when(run.finished_at.as_ref()),
@@ -339,11 +377,11 @@ async fn now(client: &Client, args: NowArgs) -> anyhow::Result<bool> {
             );
             Ok(false)
         }
-        Progress::Stuck(why) => {
+        Followed::Settled(Progress::Stuck(why)) => {
             eprintln!("error: the backup of {name} (Job {job}) cannot run: {why}");
             Ok(false)
         }
-        Progress::Waiting(line) => {
+        Followed::Settled(Progress::Waiting(line)) => {
             eprintln!("error: the backup of {name} (Job {job}) has not finished: {line}");
             Ok(false)
         }

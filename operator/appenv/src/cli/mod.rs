@@ -11,6 +11,7 @@ mod operator;
 pub mod preview;
 mod rbac;
 pub mod render;
+mod restore;
 mod scale;
 mod settings;
 
@@ -55,6 +56,10 @@ pub enum Command {
     Preview(preview::PreviewCommand),
     /// Print every Kubernetes object of an AppEnvironment file, without a cluster.
     Render(render::RenderArgs),
+    /// Restore an environment's database in place from one of its backups; web and workers
+    /// stop meanwhile.
+    #[command(after_long_help = restore::HELP)]
+    Restore(restore::RestoreArgs),
     /// Set the replicas of web or of workers in an AppEnvironment's spec, e.g. `celery=3`.
     Scale(scale::ScaleArgs),
     /// Print the AppEnvironment CustomResourceDefinition.
@@ -90,6 +95,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Agent(command) => agent::run(command).await,
         Command::Backup(command) => backup::run(command).await,
         Command::Render(args) => render::run(args),
+        Command::Restore(args) => restore::run(args).await,
         Command::Scale(args) => scale::run(args).await,
         Command::Operator(args) => operator::run(args).await,
         Command::Preview(command) => preview::run(command).await,

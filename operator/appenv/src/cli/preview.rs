@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 mod set_path;
 
 const FIELD_MANAGER: &str = "appenv-preview";
+/// The Secret `--data-from` reads the source's bucket with unless `--data-credentials` (or the
+/// base file's `spec.database.restore.credentialsSecret`) names another.
+pub const RESTORE_CREDENTIALS: &str = "appenv-restore-credentials";
 pub const PREVIEW_LABEL: &str = "appenv.dev/preview";
 pub const APP_LABEL: &str = "appenv.dev/app";
 pub const PR_LABEL: &str = "appenv.dev/pull-request";
@@ -56,6 +59,35 @@ pub struct UpArgs {
     /// Delete the preview this long after its last update, e.g. 72h.
     #[arg(long)]
     pub ttl: Option<String>,
+    /// Start the preview's database from a backup of this AppEnvironment (e.g. production):
+    /// sets spec.database.restore. The preview's spec needs spec.database (postgres or
+    /// embedded, the engine of ENV's), and ENV's spec.backup.restoreTo must name the preview
+    /// (e.g. `APP-pr-*`). Before anything of the app starts, the operator restores the backup,
+    /// then runs the --seed command, then the migration; --wait shows which step runs.
+    #[arg(long, value_name = "ENV")]
+    pub data_from: Option<String>,
+    /// The backup of --data-from to start from: `latest` (default) or an id as
+    /// `appenv backup list ENV` prints it.
+    #[arg(long, value_name = "ID|latest", requires = "data_from", value_parser = crate::cli::restore::backup_ref)]
+    pub data_backup: Option<String>,
+    /// The Secret in the preview's namespace with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    /// that can read --data-from's bucket (a read-only key; ENV's own credentials never leave
+    /// its namespace). The operator creates the preview's namespace, so the Secret is typically
+    /// copied in: list it in the base file's spec.namespace.copy, from a namespace the operator
+    /// copies from (its --copy-from-namespace). Default: appenv-restore-credentials, or the base
+    /// file's spec.database.restore.credentialsSecret.
+    #[arg(long, value_name = "SECRET", requires = "data_from")]
+    pub data_credentials: Option<String>,
+    /// The command run after the restore and before the migration, one argument per --seed
+    /// (no shell splitting), e.g. `--seed flask --seed blank-personal-data`; the preview starts
+    /// only if it succeeds. Default: the base file's spec.database.restore.seed, if any.
+    #[arg(
+        long = "seed",
+        value_name = "ARG",
+        requires = "data_from",
+        allow_hyphen_values = true
+    )]
+    pub seed: Vec<String>,
     /// Wait until the preview is Ready (or has failed), printing progress.
     #[arg(long)]
     pub wait: bool,
@@ -170,6 +202,9 @@ pub fn preview_object(args: &UpArgs, base: Option<&str>) -> anyhow::Result<Value
             bail!("{}", refused.join("\n"));
         }
     }
+    if let Some(from) = &args.data_from {
+        set_restore(&mut spec, from, args)?;
+    }
     Ok(json!({
         "apiVersion": "appenv.dev/v1alpha1",
         "kind": "AppEnvironment",
@@ -179,6 +214,120 @@ pub fn preview_object(args: &UpArgs, base: Option<&str>) -> anyhow::Result<Value
         },
         "spec": spec,
     }))
+}
+
+/// `spec.database.restore` of `--data-from`: what the options say, the base file's credentials
+/// Secret and seed where they say nothing.
+fn set_restore(spec: &mut Value, from: &str, args: &UpArgs) -> anyhow::Result<()> {
+    let Some(database) = spec.get_mut("database").and_then(Value::as_object_mut) else {
+        bail!(
+            "--data-from {from}: the preview's spec has no spec.database to restore into (set \
+             spec.database.postgres or spec.database.embedded in the base file, --file)"
+        );
+    };
+    if let Some(first) = args.seed.first()
+        && first.contains(char::is_whitespace)
+    {
+        bail!(
+            "--seed {first:?}: one argument per --seed, without shell splitting (e.g. --seed \
+             flask --seed blank-personal-data)"
+        );
+    }
+    let base = database
+        .remove("restore")
+        .and_then(|r| match r {
+            Value::Object(map) => Some(map),
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut restore = serde_json::Map::new();
+    restore.insert("fromEnvironment".to_owned(), json!(from));
+    restore.insert(
+        "backup".to_owned(),
+        json!(args.data_backup.as_deref().unwrap_or("latest")),
+    );
+    let credentials = args
+        .data_credentials
+        .clone()
+        .map(Value::String)
+        .or_else(|| base.get("credentialsSecret").cloned())
+        .unwrap_or_else(|| json!(RESTORE_CREDENTIALS));
+    restore.insert("credentialsSecret".to_owned(), credentials);
+    let seed = if args.seed.is_empty() {
+        base.get("seed").cloned()
+    } else {
+        Some(json!({"command": args.seed}))
+    };
+    if let Some(seed) = seed {
+        restore.insert("seed".to_owned(), seed);
+    }
+    database.insert("restore".to_owned(), Value::Object(restore));
+    Ok(())
+}
+
+/// A note when the preview restores with a credentials Secret that its spec does not copy into
+/// its namespace: the restore Job cannot start until something else puts it there.
+pub fn credentials_note(object: &Value) -> Option<String> {
+    let restore = object.pointer("/spec/database/restore")?;
+    let secret = restore.get("credentialsSecret")?.as_str()?;
+    let copied = object
+        .pointer("/spec/namespace/copy")
+        .and_then(Value::as_array)
+        .is_some_and(|copies| {
+            copies.iter().any(|c| {
+                c.get("name").and_then(Value::as_str) == Some(secret)
+                    && c.get("kind").and_then(Value::as_str).unwrap_or("Secret") == "Secret"
+            })
+        });
+    if copied {
+        return None;
+    }
+    let from = restore
+        .get("fromEnvironment")
+        .and_then(Value::as_str)
+        .unwrap_or("the source");
+    Some(format!(
+        "note: spec.namespace.copy copies no Secret {secret} into the preview's namespace: the \
+         restore from {from} waits until it exists there (it needs AWS_ACCESS_KEY_ID and \
+         AWS_SECRET_ACCESS_KEY that can read {from}'s bucket)"
+    ))
+}
+
+/// A note when `--data-from` is given for a preview that has run already without a restore:
+/// `spec.database.restore` acts on an environment's first rollout only, so its data stays.
+pub fn late_restore_note(existing: &AppEnvironment, from: &str) -> Option<String> {
+    let status = existing.status.as_ref()?;
+    let initialized = status.restore.as_ref().is_some_and(|r| r.initialized);
+    (status.image.is_some() && !initialized).then(|| {
+        format!(
+            "note: preview {} has run already: spec.database.restore acts on a first rollout \
+             only, so its data stays as it is (`appenv preview down`, then `up` again, to start \
+             from {from}'s backup)",
+            existing.name_any()
+        )
+    })
+}
+
+use appenv_core::validate::restore_refusal as source_refusal;
+
+/// Refuse a `--data-from` environment that does not exist or cannot give the preview a backup.
+async fn check_source(client: &Client, from: &str, object: &Value) -> anyhow::Result<()> {
+    let api: Api<AppEnvironment> = Api::all(client.clone());
+    let source = api
+        .get_opt(from)
+        .await
+        .with_context(|| format!("reading AppEnvironment {from} (--data-from)"))?
+        .with_context(|| {
+            format!(
+                "--data-from {from}: AppEnvironment {from} does not exist (kubectl get appenvironments)"
+            )
+        })?;
+    let preview: AppEnvironment =
+        serde_json::from_value(object.clone()).context("reading the preview back")?;
+    if let Some(why) = source_refusal(&source, &preview.name_any(), &preview.spec) {
+        bail!("--data-from {from}: {why}");
+    }
+    Ok(())
 }
 
 fn conditions_of(
@@ -208,8 +357,14 @@ fn progress_line(env: &AppEnvironment) -> String {
         .condition(condition::MIGRATIONS_SUCCEEDED)
         .map(|c| format!("; migrations: {}", c.reason))
         .unwrap_or_default();
+    // The initial restore and seed run before anything else: say which step runs.
+    let database = env
+        .condition(condition::DATABASE_READY)
+        .filter(|c| c.reason == Reason::Restoring.as_str())
+        .map(|c| format!("; database: {}", c.message))
+        .unwrap_or_default();
     format!(
-        "{phase}: {}{migrations}",
+        "{phase}: {}{database}{migrations}",
         if components.is_empty() {
             "starting".to_owned()
         } else {
@@ -241,6 +396,13 @@ fn hopeless(env: &AppEnvironment) -> Option<String> {
     if let Some(failed) = env
         .condition(condition::MIGRATIONS_SUCCEEDED)
         .filter(|c| c.reason == Reason::Failed.as_str())
+    {
+        return Some(failed.message.clone());
+    }
+    // The initial restore or seed failed, or the source refuses: nothing of the app starts.
+    if let Some(failed) = env
+        .condition(condition::DATABASE_READY)
+        .filter(|c| c.reason == Reason::RestoreFailed.as_str())
     {
         return Some(failed.message.clone());
     }
@@ -357,7 +519,19 @@ fn prepare_up(args: &UpArgs) -> anyhow::Result<Value> {
 async fn up(client: &Client, args: UpArgs, object: Value) -> anyhow::Result<bool> {
     let name = preview_name(&args.app, args.pr);
     let api: Api<AppEnvironment> = Api::all(client.clone());
-    let existed = api.get_opt(&name).await?.is_some();
+    if let Some(from) = &args.data_from {
+        check_source(client, from, &object).await?;
+        if let Some(note) = credentials_note(&object) {
+            eprintln!("{note}");
+        }
+    }
+    let existing = api.get_opt(&name).await?;
+    let existed = existing.is_some();
+    if let Some(from) = &args.data_from
+        && let Some(note) = existing.as_ref().and_then(|e| late_restore_note(e, from))
+    {
+        eprintln!("{note}");
+    }
     let applied = api
         .patch(
             &name,
@@ -672,6 +846,10 @@ mod tests {
             file: None,
             set: set.iter().map(|s| (*s).to_owned()).collect(),
             ttl: Some("24h".into()),
+            data_from: None,
+            data_backup: None,
+            data_credentials: None,
+            seed: Vec::new(),
             wait: false,
             timeout: Duration::from_secs(60),
         }
@@ -804,5 +982,269 @@ mod tests {
         );
         let object = checked_preview(&args(&["web.replicas=2"]), None).expect("valid");
         assert_eq!(object["spec"]["web"]["replicas"], 2);
+    }
+
+    const SHOP_BASE: &str = "apiVersion: appenv.dev/v1alpha1
+kind: AppEnvironment
+metadata: {name: shop-prod}
+spec:
+  app: flask-react-template
+  image: 'shop:1'
+  namespace:
+    copy: [{namespace: shop-secrets, name: appenv-restore-credentials}]
+  database: {postgres: {}}
+";
+
+    fn data_args(from: &str, seed: &[&str]) -> UpArgs {
+        UpArgs {
+            data_from: Some(from.into()),
+            seed: seed.iter().map(|s| (*s).to_owned()).collect(),
+            ..args(&[])
+        }
+    }
+
+    #[test]
+    fn data_from_sets_the_restore_with_latest_and_the_default_credentials() {
+        let object = checked_preview(
+            &data_args("shop-prod", &["flask", "blank-personal-data", "--all"]),
+            Some(SHOP_BASE),
+        )
+        .expect("valid");
+        assert_eq!(
+            object["spec"]["database"]["restore"],
+            json!({"fromEnvironment": "shop-prod", "backup": "latest",
+                   "credentialsSecret": "appenv-restore-credentials",
+                   "seed": {"command": ["flask", "blank-personal-data", "--all"]}})
+        );
+        assert_eq!(credentials_note(&object), None, "the base copies it in");
+        let mut chosen = data_args("shop-prod", &[]);
+        chosen.data_backup = Some("20261201-030000-000".into());
+        chosen.data_credentials = Some("s3-read".into());
+        let object = checked_preview(&chosen, Some(SHOP_BASE)).expect("valid");
+        assert_eq!(
+            object["spec"]["database"]["restore"],
+            json!({"fromEnvironment": "shop-prod", "backup": "20261201-030000-000",
+                   "credentialsSecret": "s3-read"})
+        );
+        assert_eq!(
+            credentials_note(&object).as_deref(),
+            Some(
+                "note: spec.namespace.copy copies no Secret s3-read into the preview's namespace: \
+                 the restore from shop-prod waits until it exists there (it needs \
+                 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY that can read shop-prod's bucket)"
+            )
+        );
+    }
+
+    #[test]
+    fn data_from_keeps_the_base_files_credentials_and_seed_unless_told_otherwise() {
+        let base = SHOP_BASE.replace(
+            "database: {postgres: {}}",
+            "database: {postgres: {}, restore: {fromEnvironment: shop-staging, backup: 20261101-000000-000, credentialsSecret: staging-read, seed: {command: [flask, blank]}}}",
+        );
+        let object = preview_object(&data_args("shop-prod", &[]), Some(&base)).expect("builds");
+        assert_eq!(
+            object["spec"]["database"]["restore"],
+            json!({"fromEnvironment": "shop-prod", "backup": "latest",
+                   "credentialsSecret": "staging-read", "seed": {"command": ["flask", "blank"]}})
+        );
+        let object =
+            preview_object(&data_args("shop-prod", &["seed.sh"]), Some(&base)).expect("builds");
+        assert_eq!(
+            object["spec"]["database"]["restore"]["seed"],
+            json!({"command": ["seed.sh"]})
+        );
+        // Without --data-from, the base file's restore stays as it is.
+        let object = preview_object(&args(&[]), Some(&base)).expect("builds");
+        assert_eq!(
+            object["spec"]["database"]["restore"]["fromEnvironment"],
+            "shop-staging"
+        );
+    }
+
+    #[test]
+    fn data_from_refuses_a_spec_without_a_database_and_a_seed_meant_for_a_shell() {
+        let err = preview_object(&data_args("shop-prod", &[]), None).expect_err("no database");
+        assert_eq!(
+            err.to_string(),
+            "--data-from shop-prod: the preview's spec has no spec.database to restore into (set \
+             spec.database.postgres or spec.database.embedded in the base file, --file)"
+        );
+        let err = preview_object(&data_args("shop-prod", &["flask blank"]), Some(SHOP_BASE))
+            .expect_err("one word per --seed");
+        assert!(
+            err.to_string()
+                .starts_with("--seed \"flask blank\": one argument per --seed"),
+            "{err}"
+        );
+        // An external database cannot be restored into: validation names the rule.
+        let external = SHOP_BASE.replace(
+            "database: {postgres: {}}",
+            "database: {external: {secretRef: {name: db, key: url}}}",
+        );
+        let err =
+            checked_preview(&data_args("shop-prod", &[]), Some(&external)).expect_err("external");
+        assert!(
+            format!("{err:#}").contains(
+                "spec.database.restore: needs spec.database.postgres or spec.database.embedded"
+            ),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn the_data_options_parse_and_need_data_from() {
+        use clap::Parser as _;
+        let up = |extra: &[&str]| {
+            let base = [
+                "appenv", "preview", "up", "--app", "shop", "--pr", "7", "--image", "shop:7",
+            ];
+            crate::cli::Cli::try_parse_from([&base[..], extra].concat()).map(|cli| {
+                match cli.command {
+                    crate::cli::Command::Preview(PreviewCommand::Up(args)) => args,
+                    other => panic!("not preview up: {other:?}"),
+                }
+            })
+        };
+        let args = up(&[
+            "--data-from",
+            "shop-prod",
+            "--data-backup",
+            "20261201-030000-000",
+            "--data-credentials",
+            "s3-read",
+            "--seed",
+            "flask",
+            "--seed",
+            "blank",
+            "--seed",
+            "--keep-admins",
+        ])
+        .expect("parses");
+        assert_eq!(args.data_from.as_deref(), Some("shop-prod"));
+        assert_eq!(args.data_backup.as_deref(), Some("20261201-030000-000"));
+        assert_eq!(args.data_credentials.as_deref(), Some("s3-read"));
+        assert_eq!(args.seed, ["flask", "blank", "--keep-admins"]);
+        let args = up(&[]).expect("parses");
+        assert!(args.data_from.is_none() && args.seed.is_empty());
+        for bad in [
+            &["--data-backup", "latest"][..],
+            &["--data-credentials", "x"],
+            &["--seed", "flask"],
+            &["--data-from", "shop-prod", "--data-backup", "yesterday"],
+        ] {
+            assert!(up(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    fn source(yaml_spec: &str) -> AppEnvironment {
+        serde_norway::from_str(&format!(
+            "apiVersion: appenv.dev/v1alpha1\nkind: AppEnvironment\nmetadata: {{name: shop-prod}}\nspec: {yaml_spec}\n"
+        ))
+        .expect("an AppEnvironment")
+    }
+
+    #[test]
+    fn a_source_that_cannot_give_the_preview_a_backup_is_refused_with_why() {
+        let preview: AppEnvironment = serde_norway::from_str(SHOP_BASE).expect("preview");
+        let name = "flask-react-template-pr-7";
+        let s3 = "{s3: {bucket: b, credentialsSecret: s3}}";
+        let ok = source(&format!(
+            "{{app: flask-react-template, image: 'i:1', database: {{postgres: {{}}}}, backup: {{destination: {s3}, restoreTo: [flask-react-template-pr-*]}}}}"
+        ));
+        assert_eq!(source_refusal(&ok, name, &preview.spec), None);
+        let refusal =
+            |spec: &str| source_refusal(&source(spec), name, &preview.spec).expect("refused");
+        assert_eq!(
+            refusal("{app: flask-react-template, image: 'i:1', database: {postgres: {}}}"),
+            "shop-prod has no spec.backup: it has no backups to start from"
+        );
+        assert_eq!(
+            refusal(&format!(
+                "{{app: flask-react-template, image: 'i:1', database: {{postgres: {{}}}}, backup: {{destination: {s3}, restoreTo: [shop-staging]}}}}"
+            )),
+            "shop-prod's spec.backup.restoreTo does not name flask-react-template-pr-7: add it \
+             (or a pattern such as flask-react-template-pr-*) to shop-prod's spec to let previews \
+             start from its backups"
+        );
+        assert!(
+            refusal("{app: flask-react-template, image: 'i:1', database: {postgres: {}}, backup: {destination: {volume: {size: 1Gi}}, restoreTo: ['*']}}")
+                .contains("only an s3 destination")
+        );
+        assert_eq!(
+            refusal(&format!(
+                "{{app: flask-react-template, image: 'i:1', database: {{embedded: {{engine: SQLite, path: /d/x.sqlite}}}}, backup: {{destination: {s3}, restoreTo: ['*']}}}}"
+            )),
+            "shop-prod's database is SQLite, the preview's PostgreSQL"
+        );
+    }
+
+    #[test]
+    fn data_from_on_a_preview_that_ran_without_it_says_its_data_stays() {
+        let preview = |status: serde_json::Value| -> AppEnvironment {
+            serde_json::from_value(json!({
+                "apiVersion": "appenv.dev/v1alpha1", "kind": "AppEnvironment",
+                "metadata": {"name": "frt-pr-7"},
+                "spec": {"app": "frt", "image": "frt:1"},
+                "status": status,
+            }))
+            .expect("an AppEnvironment")
+        };
+        assert_eq!(
+            late_restore_note(&preview(json!({"image": "frt:1"})), "frt-prod").as_deref(),
+            Some(
+                "note: preview frt-pr-7 has run already: spec.database.restore acts on a first \
+                 rollout only, so its data stays as it is (`appenv preview down`, then `up` \
+                 again, to start from frt-prod's backup)"
+            )
+        );
+        // Not rolled out yet, or restored already: nothing to say.
+        assert_eq!(late_restore_note(&preview(json!({})), "frt-prod"), None);
+        assert_eq!(
+            late_restore_note(
+                &preview(json!({"image": "frt:1", "restore": {"initialized": true}})),
+                "frt-prod"
+            ),
+            None
+        );
+    }
+
+    fn with_database(reason: &str, message: &str) -> AppEnvironment {
+        let mut env: AppEnvironment = serde_json::from_value(json!({
+            "apiVersion": "appenv.dev/v1alpha1", "kind": "AppEnvironment",
+            "metadata": {"name": "frt-pr-7"},
+            "spec": {"app": "frt", "image": "frt:1"},
+            "status": {"observedGeneration": 1, "phase": "Progressing", "conditions": [{
+                "type": "DatabaseReady", "status": "False", "reason": reason,
+                "message": message, "lastTransitionTime": "2026-12-01T12:00:00Z"}]},
+        }))
+        .expect("an AppEnvironment");
+        env.metadata.generation = Some(1);
+        env
+    }
+
+    #[test]
+    fn the_progress_says_which_restore_step_runs_and_a_failed_restore_is_hopeless() {
+        let restoring = with_database(
+            "Restoring",
+            "restoring from shop-prod (backup latest): Job frt-restore-i0123456789",
+        );
+        assert_eq!(
+            progress_line(&restoring),
+            "Progressing: starting; database: restoring from shop-prod (backup latest): Job frt-restore-i0123456789"
+        );
+        assert_eq!(hopeless(&restoring), None);
+        let waiting = with_database("WaitingForDatabase", "postgres 0/1");
+        assert_eq!(progress_line(&waiting), "Progressing: starting");
+        let failed = with_database(
+            "RestoreFailed",
+            "spec.database.restore: cannot restore from shop-prod: its spec.backup.restoreTo does not name \"frt-pr-7\"",
+        );
+        assert_eq!(
+            hopeless(&failed).as_deref(),
+            Some(
+                "spec.database.restore: cannot restore from shop-prod: its spec.backup.restoreTo does not name \"frt-pr-7\""
+            )
+        );
     }
 }

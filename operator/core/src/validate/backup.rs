@@ -10,7 +10,7 @@ use super::{
 };
 use crate::schedule::Schedule;
 use appenv_api::field::truncate;
-use appenv_api::{AppEnvironmentSpec, EmbeddedEngine, MAX_BACKUPS_KEPT};
+use appenv_api::{AppEnvironment, AppEnvironmentSpec, EmbeddedEngine, MAX_BACKUPS_KEPT};
 
 const DEFAULT_KEEP: i32 = 7;
 const DEFAULT_TIMEOUT_SECONDS: i64 = 3600;
@@ -139,6 +139,59 @@ pub(super) fn restore(
         credentials_secret: r.credentials_secret.clone(),
         seed,
     })
+}
+
+/// The database engine of a spec, as the operator compares a restore's source and target.
+fn engine(spec: &AppEnvironmentSpec) -> String {
+    match spec.database.as_deref() {
+        Some(d) if d.postgres.is_some() => "PostgreSQL".to_owned(),
+        Some(d) => d
+            .embedded
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |e| format!("{:?}", e.engine)),
+        None => "none".to_owned(),
+    }
+}
+
+/// Why `source` cannot give a backup to the environment `preview` (whose spec is `spec`), if it
+/// cannot: its consent (`spec.backup.restoreTo`), an s3 destination, the same engine. The
+/// operator reports it in DatabaseReady (`RestoreFailed`); `appenv preview up --data-from` says it
+/// before anything is created.
+pub fn restore_refusal(
+    source: &AppEnvironment,
+    preview: &str,
+    spec: &AppEnvironmentSpec,
+) -> Option<String> {
+    let from = source.metadata.name.as_deref().unwrap_or_default();
+    let Some(backup) = &source.spec.backup else {
+        return Some(format!(
+            "{from} has no spec.backup: it has no backups to start from"
+        ));
+    };
+    let allowed = backup
+        .restore_to
+        .iter()
+        .any(|pattern| crate::settings::glob_matches(pattern, preview));
+    if !allowed {
+        return Some(format!(
+            "{from}'s spec.backup.restoreTo does not name {preview}: add it (or a pattern such \
+             as {}-pr-*) to {from}'s spec to let previews start from its backups",
+            spec.app
+        ));
+    }
+    if backup.destination.s3.is_none() {
+        return Some(format!(
+            "{from}'s backups are on a volume of its namespace: only an s3 destination \
+             (spec.backup.destination.s3) can be restored into another environment"
+        ));
+    }
+    let (theirs, ours) = (engine(&source.spec), engine(spec));
+    if theirs != ours {
+        return Some(format!(
+            "{from}'s database is {theirs}, the preview's {ours}"
+        ));
+    }
+    None
 }
 
 /// `latest`, or an id as the agent names backups: `YYYYMMDD-HHMMSS-mmm`.

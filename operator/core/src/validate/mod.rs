@@ -7,7 +7,7 @@
 //! violations come out in that order.
 
 mod backup;
-pub use backup::backup_ref;
+pub use backup::{backup_ref, restore_refusal};
 mod copy;
 mod database;
 mod egress;
