@@ -645,6 +645,8 @@ pub struct PreviewSpec {
     pub ttl: Option<String>,
 }
 
+/// Most patterns in `spec.backup.restoreTo`.
+pub const MAX_RESTORE_TO: usize = 16;
 /// Most backups `spec.backup.keep` may ask for.
 pub const MAX_BACKUPS_KEPT: i32 = 1000;
 
@@ -681,7 +683,7 @@ pub struct BackupSpec {
     /// create an environment of a listed name can read this environment's data: list previews
     /// only if their seed command makes the data fit for them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = MAX_RESTORE_TO))]
     pub restore_to: Vec<String>,
 }
 

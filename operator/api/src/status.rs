@@ -96,6 +96,12 @@ pub struct BackupRun {
     /// Why it failed (a failed run only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The backup's id (as `appenv backup list` prints it), when the agent reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// The backup's size, when the agent reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
     /// The web component was stopped for it (DuckDB: one process may open the file).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub web_stopped: bool,

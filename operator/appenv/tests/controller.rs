@@ -223,6 +223,8 @@ async fn a_failing_migration_keeps_the_previous_version_serving_and_a_new_image_
     let mut env = example("t7e.yaml", "migrate-gate", "migrate");
     env["spec"]["image"] = json!("example.invalid/t7e:v1");
     apply(&client, &env).await;
+    // Its backup before each migration reads these.
+    common::provide_example_secrets(&client, "t7e.yaml", "migrate-gate").await;
     wait_ready(&client, "migrate-gate").await;
     assert_eq!(
         deployment(&client, "migrate-gate", "t7e")

@@ -94,11 +94,15 @@ fn run(job: &Job, secrets: &BTreeMap<(&str, &str), String>, pg: &Postgres, dir: 
             env.push((name.to_owned(), value));
         }
     }
+    // The kubelet's termination log: the agent reports its result there.
+    let termination = dir.join("termination-log");
+    std::fs::write(&termination, "").expect("termination log");
     let output = checked(
         Command::new(program)
             .args(main.args.clone().unwrap_or_default())
             .env_clear()
             .env("PATH", format!("{}:/usr/bin:/bin", pg.bin().display()))
+            .env("APPENV_TERMINATION_LOG", &termination)
             .envs(env),
     );
     let printed = format!(
@@ -110,7 +114,8 @@ fn run(job: &Job, secrets: &BTreeMap<(&str, &str), String>, pg: &Postgres, dir: 
         !printed.contains(AWS_SECRET),
         "a secret was printed: {printed}"
     );
-    printed
+    let reported = std::fs::read_to_string(&termination).expect("termination log");
+    format!("{printed}\nterminated: {reported}")
 }
 
 #[test]
@@ -185,6 +190,13 @@ fn production_is_backed_up_and_a_preview_restored_and_seeded_by_the_jobs_appenv_
     let backup = children.backup.expect("a backup Job");
     let out = run(&backup, &credentials("shop_prod"), &pg, dir.path());
     assert!(out.contains("complete"), "{out}");
+    // What the operator reads back: the backup's id and size.
+    let reported = out.rsplit("terminated: ").next().unwrap_or_default();
+    let words: Vec<&str> = reported.split_whitespace().collect();
+    assert!(
+        matches!(words.as_slice(), ["backup", id, bytes] if validate::backup_ref(id) && bytes.parse::<u64>().is_ok_and(|b| b > 0)),
+        "{reported:?}"
+    );
 
     // The preview's restore Job reads production's bucket with its own Secret.
     let preview = model(

@@ -153,20 +153,41 @@ pub fn settle_run(
     };
     let finished_at = job.and_then(|j| j.finished).unwrap_or(now);
     let started_at = job.and_then(|j| j.started).unwrap_or(started);
+    // The agent's report: `backup|restored ID BYTES`.
+    let reported: Vec<&str> = job
+        .and_then(|j| j.result.as_deref())
+        .map(|r| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let (backup_id, size_bytes) = match reported.as_slice() {
+        [_, id, bytes, ..] if appenv_core::validate::backup_ref(id) => {
+            (Some((*id).to_owned()), bytes.parse().ok())
+        }
+        _ => (None, None),
+    };
     let record = RunStatus {
         started_at: Some(time(started_at)),
         finished_at: Some(time(finished_at)),
         message: why.clone(),
         web_stopped: false,
+        backup_id,
+        size_bytes,
         ..run
     };
     let seconds = finished_at
         .duration_since(started_at)
         .as_secs_f64()
         .max(0.0);
+    let of = match (&record.backup_id, record.size_bytes) {
+        (Some(id), Some(bytes)) => format!(
+            " of backup {id} ({:.1} MiB)",
+            bytes as f64 / 1024.0 / 1024.0
+        ),
+        (Some(id), None) => format!(" of backup {id}"),
+        _ => String::new(),
+    };
     let message = match &why {
         None => format!(
-            "{what} Job {} ({}) completed in {seconds:.0} s",
+            "{what} Job {} ({}) completed in {seconds:.0} s{of}",
             record.job, record.reason
         ),
         Some(why) => format!(
@@ -216,8 +237,13 @@ fn migration_gate(model: &Model, b: &BackupModel, input: &Input<'_>) -> Migratio
 pub fn before_migration(model: &Model, st: Option<&BackupStatus>) -> Option<String> {
     let job = before_migration_job_name(model)?;
     let last = st?.last_success.as_ref().filter(|s| s.job == job)?;
+    let id = last
+        .backup_id
+        .as_deref()
+        .map(|id| format!("backup {id}, "))
+        .unwrap_or_default();
     Some(format!(
-        "the backup of Job {job} (completed at {})",
+        "the backup of Job {job} ({id}completed at {})",
         when(last.finished_at.as_ref())
     ))
 }
@@ -275,9 +301,8 @@ pub fn decide(input: &Input<'_>) -> Decision {
             job: run.job.clone(),
             reason: run.reason.as_str().to_owned(),
             started_at: Some(time(now)),
-            finished_at: None,
-            message: None,
             web_stopped: duckdb,
+            ..RunStatus::default()
         });
     }
     let next_due = b
@@ -448,6 +473,7 @@ mod tests {
             finished: Some(at(created) + SignedDuration::from_secs(30)),
             created: Some(at(created)),
             pod_failure: None,
+            result: None,
             component: Component::Backup,
         }
     }
@@ -526,17 +552,28 @@ mod tests {
         );
         // It completed: the migration may run, and the Event says so.
         case.previous = Some(previous("shop:1", d.status.clone()));
-        case.observed.backup_jobs.insert(
-            name.clone(),
-            job(Migration::Succeeded, "2026-12-01T12:00:00Z"),
-        );
+        let mut completed = job(Migration::Succeeded, "2026-12-01T12:00:00Z");
+        completed.result = Some("backup 20261201-120000-001 3145728".into());
+        case.observed.backup_jobs.insert(name.clone(), completed);
         let done = case.decide();
         assert_eq!(done.migration, MigrationGate::Open);
         assert_eq!(done.start, None);
         let st = done.status.expect("status");
         assert!(st.running.is_none());
-        assert_eq!(st.last_success.expect("success").job, name);
-        assert!(done.finished[0].ok && done.finished[0].message.contains("completed in 30 s"));
+        let success = st.last_success.expect("success");
+        assert_eq!(success.job, name);
+        assert_eq!(
+            (success.backup_id.as_deref(), success.size_bytes),
+            (Some("20261201-120000-001"), Some(3_145_728))
+        );
+        assert!(
+            done.finished[0].ok
+                && done.finished[0]
+                    .message
+                    .ends_with("completed in 30 s of backup 20261201-120000-001 (3.0 MiB)"),
+            "{:?}",
+            done.finished
+        );
         // It failed instead: the migration waits, nothing starts again.
         case.observed.backup_jobs.insert(
             name.clone(),

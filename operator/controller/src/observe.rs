@@ -62,6 +62,8 @@ pub struct BackupJob {
     /// Why its Pod cannot start (a missing credentials Secret, an unpullable image), while it
     /// runs.
     pub pod_failure: Option<String>,
+    /// What the agent reported when it succeeded (its termination message: `backup ID BYTES`).
+    pub result: Option<String>,
 }
 
 /// How long a claim may stay unbound before it counts as a failure (provisioning is slow on
@@ -139,11 +141,12 @@ fn observe_backups(stores: &Stores, model: &Model, observed: &mut Observed) {
             continue;
         }
         let mut state = job_state(&job);
+        let selector = vec![("job-name".into(), name.as_str().into())];
+        let result = (state == Migration::Succeeded)
+            .then(|| stores.pod_result(ns, &selector))
+            .flatten();
         let pod_failure = matches!(state, Migration::Running | Migration::Failed(_))
-            .then(|| {
-                let selector = vec![("job-name".into(), name.as_str().into())];
-                stores.pod_failure(ns, &selector)
-            })
+            .then(|| stores.pod_failure(ns, &selector))
             .flatten();
         // A failed Job says only that it failed; its Pod says why (the agent's message).
         let pod_failure = match (&mut state, pod_failure) {
@@ -162,6 +165,7 @@ fn observe_backups(stores: &Stores, model: &Model, observed: &mut Observed) {
                 finished: job.finished,
                 created: job.created,
                 pod_failure,
+                result,
             },
         );
     }

@@ -82,9 +82,8 @@ fn running_record(job: &str, reason: &str, now: Timestamp, stops_app: bool) -> R
         job: job.to_owned(),
         reason: reason.to_owned(),
         started_at: Some(time(now)),
-        finished_at: None,
-        message: None,
         web_stopped: stops_app,
+        ..RunStatus::default()
     }
 }
 
@@ -296,6 +295,7 @@ mod tests {
             finished: Some(now()),
             created: Some(now()),
             pod_failure: None,
+            result: None,
         }
     }
 

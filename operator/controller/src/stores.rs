@@ -221,7 +221,9 @@ impl Watched for Pod {
         &stores.pods
     }
     fn wakes(pod: &Pod) -> bool {
-        snapshot::failure(pod).is_some() || snapshot::creating(pod)
+        snapshot::failure(pod).is_some()
+            || snapshot::creating(pod)
+            || snapshot::completed(pod).is_some()
     }
 }
 
@@ -503,11 +505,28 @@ impl Stores {
                     let message = mounts.into_iter().next()?;
                     format!("{} {name}: FailedMount: {message}", ChildKind::Pod)
                 }
+                PodFailure::Completed(_) => return None,
             };
             Some((name.to_owned(), failure))
         });
         failures.sort();
         failures.into_iter().next().map(|(_, failure)| failure)
+    }
+
+    /// The termination message of a succeeded Job Pod matching `selector` (see
+    /// [`PodFailure::Completed`]).
+    pub fn pod_result(&self, namespace: &str, selector: &Labels) -> Option<String> {
+        let mut results = self.pods.scan(namespace, |_, pod| {
+            let matches = selector
+                .iter()
+                .all(|(k, v)| pod.labels.iter().any(|(key, value)| key == k && value == v));
+            match &pod.failure {
+                PodFailure::Completed(message) if matches => Some(message.to_string()),
+                _ => None,
+            }
+        });
+        results.sort();
+        results.pop()
     }
 }
 

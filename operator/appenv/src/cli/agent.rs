@@ -140,15 +140,21 @@ pub(crate) fn mib(bytes: u64) -> String {
 pub async fn run(command: AgentCommand) -> anyhow::Result<bool> {
     let result = run_command(command).await;
     if let Err(e) = &result {
-        let path = std::env::var_os("APPENV_TERMINATION_LOG")
-            .map_or_else(|| PathBuf::from("/dev/termination-log"), PathBuf::from);
-        if path.exists() {
-            // Kubernetes keeps at most 4096 bytes of it.
-            let message: String = format!("{e:#}").chars().take(4000).collect();
-            let _ = std::fs::write(&path, message);
-        }
+        // Kubernetes keeps at most 4096 bytes of it.
+        terminate_with(&format!("{e:#}").chars().take(4000).collect::<String>());
     }
     result
+}
+
+/// Write the container's termination message (`/dev/termination-log`, or
+/// `APPENV_TERMINATION_LOG`), if the file exists: a failure's cause, or a success's result
+/// (`backup ID BYTES`, `restored ID BYTES`), which the operator reads from the Pod's status.
+fn terminate_with(message: &str) {
+    let path = std::env::var_os("APPENV_TERMINATION_LOG")
+        .map_or_else(|| PathBuf::from("/dev/termination-log"), PathBuf::from);
+    if path.exists() {
+        let _ = std::fs::write(&path, message);
+    }
 }
 
 /// Copy `source` to `target` with mode 0755, atomically: written to `<target>.tmp-<pid>` in
@@ -217,6 +223,7 @@ async fn run_command(command: AgentCommand) -> anyhow::Result<bool> {
             let (catalog, source) = (catalog(&args.store)?, source(&args.database)?);
             let manifest =
                 appenv_backup::engine::backup(&catalog, &source, reason(&args.reason)?).await?;
+            terminate_with(&format!("backup {} {}", manifest.id, manifest.size_bytes));
             println!(
                 "backup {} of {} complete: {} in {:.1}s, {}",
                 manifest.id,
@@ -245,6 +252,7 @@ async fn run_command(command: AgentCommand) -> anyhow::Result<bool> {
                 into_non_empty: args.into_non_empty,
             };
             appenv_backup::engine::restore(&catalog, &manifest, &target, options).await?;
+            terminate_with(&format!("restored {} {}", manifest.id, manifest.size_bytes));
             println!(
                 "restored backup {} of {} ({}, taken {})",
                 manifest.id,

@@ -259,6 +259,11 @@ pub fn metric(text: &str, prefix: &str, filter: impl Fn(&str) -> bool) -> u64 {
 pub fn example_secrets(file: &str) -> &'static [(&'static str, &'static [&'static str])] {
     match file {
         "aifacade.yaml" => &[("aifacade-secrets", &["DEEPSEEK_API_KEY", "SECRET_KEY"])],
+        // Its backup Jobs' credentials (read only when a backup runs).
+        "t7e.yaml" => &[(
+            "t7e-backups",
+            &["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"],
+        )],
         _ => &[],
     }
 }

@@ -342,6 +342,9 @@ pub enum PodFailure {
     /// Pending with its containers in `ContainerCreating`: normal for a moment, a failure if a
     /// `FailedMount` Event names the Pod (the reason lives there, not in the Pod).
     Creating,
+    /// A Job's Pod that succeeded with a termination message: what the backup agent reports
+    /// (the backup's id and size), kept until the Pod goes.
+    Completed(Box<str>),
 }
 
 impl FailingPod {
@@ -349,7 +352,7 @@ impl FailingPod {
         let failure = match failure(pod) {
             Some(failure) => PodFailure::Failing(failure.into()),
             None if creating(pod) => PodFailure::Creating,
-            None => return None,
+            None => PodFailure::Completed(completed(pod)?.into()),
         };
         Some(Self {
             labels: labels(pod.metadata.labels.as_ref()),
@@ -436,6 +439,24 @@ pub fn failure(pod: &Pod) -> Option<String> {
             }
             failure
         })
+    })
+}
+
+/// The termination message of a Job's Pod that succeeded (the backup agent's result).
+pub fn completed(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let of_job = pod
+        .metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key("job-name"));
+    if !of_job || status.phase.as_deref() != Some("Succeeded") {
+        return None;
+    }
+    status.container_statuses.iter().flatten().find_map(|c| {
+        let t = c.state.as_ref()?.terminated.as_ref()?;
+        let message = t.message.as_deref()?.trim();
+        (t.exit_code == 0 && !message.is_empty()).then(|| capped(message))
     })
 }
 

@@ -330,3 +330,38 @@ fn a_failed_job_pod_says_why_with_its_termination_message_and_a_deployments_does
     // An evicted Pod of a Deployment is no failure of its component.
     assert_eq!(snapshot::failure(&failed(&[("app", "shop")])), None);
 }
+
+#[test]
+fn a_succeeded_job_pod_keeps_the_agents_report_and_is_no_failure() {
+    let pod = Pod {
+        metadata: meta("shop-backup-x-1", "1", &[("job-name", "shop-backup-x")]),
+        status: Some(PodStatus {
+            phase: Some("Succeeded".into()),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "backup".into(),
+                state: Some(ContainerState {
+                    terminated: Some(k8s_openapi::api::core::v1::ContainerStateTerminated {
+                        exit_code: 0,
+                        reason: Some("Completed".into()),
+                        message: Some("backup 20261202-030000-123 1048576".into()),
+                        ..Default::default()
+                    }),
+                    ..ContainerState::default()
+                }),
+                ..ContainerStatus::default()
+            }]),
+            ..PodStatus::default()
+        }),
+        ..Pod::default()
+    };
+    let stores = Stores::empty();
+    let mut writer = IndexWriter::new(&stores.pods);
+    assert!(Pod::wakes(&pod));
+    writer.apply(&Event::Apply(pod));
+    let selector: Labels = vec![("job-name".into(), "shop-backup-x".into())];
+    assert_eq!(stores.pod_failure("shop-prod", &selector), None);
+    assert_eq!(
+        stores.pod_result("shop-prod", &selector).as_deref(),
+        Some("backup 20261202-030000-123 1048576")
+    );
+}

@@ -10,7 +10,9 @@ use super::{
 };
 use crate::schedule::Schedule;
 use appenv_api::field::truncate;
-use appenv_api::{AppEnvironment, AppEnvironmentSpec, EmbeddedEngine, MAX_BACKUPS_KEPT};
+use appenv_api::{
+    AppEnvironment, AppEnvironmentSpec, EmbeddedEngine, MAX_BACKUPS_KEPT, MAX_RESTORE_TO,
+};
 
 const DEFAULT_KEEP: i32 = 7;
 const DEFAULT_TIMEOUT_SECONDS: i64 = 3600;
@@ -52,6 +54,7 @@ pub(super) fn backup(
         errors.add("spec.backup.timeoutSeconds", "must be between 60 and 86400");
     }
     check_annotations("spec.backup.podAnnotations", &b.pod_annotations, errors);
+    errors.at_most("spec.backup.restoreTo", b.restore_to.len(), MAX_RESTORE_TO);
     for (i, pattern) in b.restore_to.iter().enumerate() {
         let plain = pattern.replace('*', "a");
         if pattern.is_empty() || !is_dns_subdomain(&plain) {
