@@ -7,6 +7,8 @@
 //! binary as a PostgreSQL backup Job's init container does and runs the copy.
 
 mod common;
+
+use common::cli::Waiting;
 // Only its S3 server is used here.
 #[allow(dead_code)]
 mod data;
@@ -18,12 +20,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
-use std::io::BufRead as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const REQUEST_ANNOTATION: &str = "appenv.dev/backup-requested";
@@ -62,67 +62,19 @@ fn run(args: &[&str]) -> (bool, String) {
     (output.status.success(), printed(&output))
 }
 
-/// `appenv backup now ... --wait` running in the background; its stderr read line by line.
-struct Waiting {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+/// `appenv ARGS` in the background; its end is checked for the secret.
+fn in_background(args: &[&str]) -> Waiting {
+    Waiting::start(appenv(args), LIMIT)
 }
 
-impl Waiting {
-    fn start(args: &[&str]) -> Self {
-        let mut child = appenv(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start appenv");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Wait for a line of stderr that contains `text`.
-    fn line_with(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::task::block_in_place(|| self.lines.recv_timeout(left)) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!("no line with {text:?} ({e}); printed: {:?}", self.seen),
-            }
-        }
-    }
-
-    /// Wait for the end: whether it succeeded, stdout, and all of stderr.
-    fn finish(mut self) -> (bool, String, String) {
-        let output =
-            tokio::task::block_in_place(|| self.child.wait_with_output()).expect("appenv ends");
-        self.seen.extend(self.lines.try_iter());
-        let stderr = self.seen.join("\n");
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            !stdout.contains(SECRET) && !stderr.contains(SECRET),
-            "{stdout}{stderr}"
-        );
-        (output.status.success(), stdout, stderr)
-    }
+/// Its end, which never prints the secret.
+fn finish(waiting: Waiting) -> (bool, String, String) {
+    let (ok, stdout, stderr) = waiting.finish();
+    assert!(
+        !stdout.contains(SECRET) && !stderr.contains(SECRET),
+        "{stdout}{stderr}"
+    );
+    (ok, stdout, stderr)
 }
 
 /// The CRD, a fresh namespace and the AppEnvironment `spec.backup` for it (named as the
@@ -336,7 +288,7 @@ async fn backup_now_requests_a_backup_and_wait_follows_the_status() {
     );
 
     // --wait until the controller (this test) records a success.
-    let mut waiting = Waiting::start(&["backup", "now", &name, "--wait", "--timeout", "60s"]);
+    let mut waiting = in_background(&["backup", "now", &name, "--wait", "--timeout", "60s"]);
     let (request, job) = requested(&api, &name, Some(request)).await;
     waiting.line_with("requested: waiting for the operator to start Job");
     set_backup_status(
@@ -353,7 +305,7 @@ async fn backup_now_requests_a_backup_and_wait_follows_the_status() {
         json!({"running": null, "lastSuccess": run_status(&job, true, None)}),
     )
     .await;
-    let (ok, stdout, stderr) = waiting.finish();
+    let (ok, stdout, stderr) = finish(waiting);
     assert!(ok, "{stdout}{stderr}");
     assert_eq!(
         stdout,
@@ -364,7 +316,7 @@ async fn backup_now_requests_a_backup_and_wait_follows_the_status() {
     );
 
     // --wait until a failure: its message, and exit 1.
-    let waiting = Waiting::start(&["backup", "now", &name, "--wait"]);
+    let waiting = in_background(&["backup", "now", &name, "--wait"]);
     let (request, job) = requested(&api, &name, Some(request)).await;
     set_backup_status(
         &api,
@@ -372,7 +324,7 @@ async fn backup_now_requests_a_backup_and_wait_follows_the_status() {
         json!({"lastRequest": request, "lastFailure": run_status(&job, true, Some("disk full"))}),
     )
     .await;
-    let (ok, stdout, stderr) = waiting.finish();
+    let (ok, stdout, stderr) = finish(waiting);
     assert!(!ok, "{stdout}{stderr}");
     assert!(
         stderr.ends_with(&format!(

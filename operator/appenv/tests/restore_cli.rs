@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::cli::Waiting;
+
 use appenv_api::AppEnvironment;
 use appenv_core::build::requested_restore_job_name;
 use appenv_core::settings::Settings;
@@ -17,10 +19,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
-use std::io::BufRead as _;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(60);
 const REQUEST_ANNOTATION: &str = "appenv.dev/restore-requested";
@@ -46,65 +46,9 @@ fn run(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// `appenv restore ... --wait` running in the background; its stderr read line by line.
-struct Waiting {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Waiting {
-    fn start(args: &[&str]) -> Self {
-        let mut child = appenv(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start appenv");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Wait for a line of stderr that contains `text`.
-    fn line_with(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::task::block_in_place(|| self.lines.recv_timeout(left)) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(e) => panic!("no line with {text:?} ({e}); printed: {:?}", self.seen),
-            }
-        }
-    }
-
-    /// Wait for the end: whether it succeeded, stdout, and all of stderr.
-    fn finish(mut self) -> (bool, String, String) {
-        let output =
-            tokio::task::block_in_place(|| self.child.wait_with_output()).expect("appenv ends");
-        self.seen.extend(self.lines.try_iter());
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            self.seen.join("\n"),
-        )
-    }
+/// `appenv ARGS` in the background.
+fn in_background(args: &[&str]) -> Waiting {
+    Waiting::start(appenv(args), LIMIT)
 }
 
 /// The CRD, a fresh namespace and an AppEnvironment named as it (which it adopts) with an
@@ -340,7 +284,7 @@ async fn restore_wait_follows_the_status_to_success_and_to_failure() {
     let api: Api<AppEnvironment> = Api::all(client.clone());
 
     // Success: held, running, recorded as the last restore without a message.
-    let mut waiting = Waiting::start(&[
+    let mut waiting = in_background(&[
         "restore",
         &name,
         "--backup",
@@ -390,7 +334,7 @@ async fn restore_wait_follows_the_status_to_success_and_to_failure() {
     );
 
     // Failure: the agent's error, and exit 1.
-    let waiting = Waiting::start(&["restore", &name, "--backup", BACKUP_ID, "--yes", "--wait"]);
+    let waiting = in_background(&["restore", &name, "--backup", BACKUP_ID, "--yes", "--wait"]);
     let (request, job) = requested(&api, &name, Some(request)).await;
     set_restore_status(
         &api,

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod autoscaling;
+pub mod cli;
 
 use appenv_api::AppEnvironment;
 use appenv_localcluster as devcluster;
