@@ -264,7 +264,8 @@ pub fn decide(input: &Input<'_>) -> Decision {
     let migration = migration_gate(model, b, input);
     let deferred = st.clone();
     let base = input.created.unwrap_or(now);
-    let start = if st.running.is_some() || model.suspend || input.busy {
+    // PostgreSQL must be up for pg_dump (an embedded database is always "ready").
+    let start = if st.running.is_some() || model.suspend || input.busy || !input.database_ready {
         None
     } else if let MigrationGate::Waiting { job, .. } = &migration
         && !jobs.contains_key(job)

@@ -6,7 +6,7 @@ use crate::build::meta::{hash_json, labels, object_meta};
 use crate::build::pod::{
     app_env, app_env_from, app_pod_spec, mount, pod_annotations, restricted_container,
 };
-use crate::validate::{MigrationsModel, Model};
+use crate::validate::{DatabaseModel, MigrationsModel, Model};
 use appenv_api::names::Component;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
@@ -84,6 +84,22 @@ struct AppJob<'a> {
 }
 
 fn app_job(model: &Model, inputs: &Inputs, job: &AppJob<'_>, config_hash: &str) -> Job {
+    // An embedded database's file (a seed after a restore; migrations have none): the volume
+    // is free, as nothing of the app runs yet.
+    let (mut volumes, mut mounts) = (Vec::new(), vec![mount("tmp", "/tmp")]);
+    if let Some(DatabaseModel::Embedded(em)) = &model.database {
+        volumes.push(k8s_openapi::api::core::v1::Volume {
+            name: "data".to_owned(),
+            persistent_volume_claim: Some(
+                k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                    claim_name: crate::build::data_volume_name(model),
+                    read_only: Some(false),
+                },
+            ),
+            ..k8s_openapi::api::core::v1::Volume::default()
+        });
+        mounts.push(mount("data", &em.mount_path));
+    }
     let container = Container {
         name: job.container.to_owned(),
         image: Some(model.image.clone()),
@@ -94,10 +110,10 @@ fn app_job(model: &Model, inputs: &Inputs, job: &AppJob<'_>, config_hash: &str) 
         env_from: Some(app_env_from(model)),
         resources: Some(job.resources.clone()),
         security_context: Some(restricted_container()),
-        volume_mounts: Some(vec![mount("tmp", "/tmp")]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     };
-    let mut pod = app_pod_spec(model, Vec::new());
+    let mut pod = app_pod_spec(model, volumes);
     pod.containers = vec![container];
     pod.restart_policy = Some("Never".to_owned());
     let mut meta = object_meta(model, inputs, &job.name, job.component);
@@ -135,6 +151,26 @@ mod tests {
     fn model(yaml: &str) -> Model {
         let spec: AppEnvironmentSpec = serde_norway::from_str(yaml).expect("spec");
         validate(&AppEnvironment::new("shop", spec), &Settings::default()).expect("valid")
+    }
+
+    #[test]
+    fn a_seed_of_an_embedded_database_mounts_its_file() {
+        let m = model(
+            "{app: notes, image: 'notes:1', database: {embedded: {engine: SQLite, path: /data/notes.db}, restore: {fromEnvironment: notes-prod, credentialsSecret: s3, seed: {command: [blank]}}}}",
+        );
+        let job = seed_job(&m, &Inputs::default(), "h").expect("a seed Job");
+        let pod = job.spec.and_then(|s| s.template.spec).expect("pod");
+        let mounts: Vec<_> = pod.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|v| v.mount_path.as_str())
+            .collect();
+        assert_eq!(mounts, ["/tmp", "/data"]);
+        assert_eq!(
+            pod.containers[0].command.as_deref(),
+            Some(&["blank".to_owned()][..])
+        );
     }
 
     #[test]
