@@ -190,6 +190,27 @@ async fn backup_list_reads_an_s3_destination_with_the_environments_secret() {
     }
     assert!(!out.contains(ACCESS_KEY), "{out}");
 
+    // A restore of a backup that does not exist is refused before anything stops; one that
+    // exists is requested.
+    let (ok, out) = run(&["restore", &name, "--backup", "20200101-000000-000", "--yes"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("20200101-000000-000 does not exist") && out.contains("nothing was stopped"),
+        "{out}"
+    );
+    let envs: Api<AppEnvironment> = Api::all(client.clone());
+    let annotated = |env: &AppEnvironment| {
+        env.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("appenv.dev/restore-requested").cloned())
+    };
+    assert_eq!(annotated(&envs.get(&name).await.expect("env")), None);
+    let (ok, out) = run(&["restore", &name, "--backup", &ids[0], "--yes"]);
+    assert!(ok, "{out}");
+    let request = annotated(&envs.get(&name).await.expect("env")).expect("requested");
+    assert!(request.contains(&ids[0]), "{request}");
+
     // Credentials that are not there are named, Secret and key.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &name);
     secrets

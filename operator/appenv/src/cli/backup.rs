@@ -415,6 +415,24 @@ async fn credentials(
     })
 }
 
+/// The catalog of the environment `name`'s backups in its S3 destination, read with its
+/// credentials Secret (from `namespace`) and the user's own Kubernetes credentials.
+pub(crate) async fn s3_catalog(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    s3: &appenv_core::validate::S3Model,
+) -> anyhow::Result<Catalog> {
+    let credentials = credentials(client, namespace, &s3.credentials_secret).await?;
+    let destination = Destination::S3 {
+        bucket: s3.bucket.clone(),
+        prefix: s3.prefix.clone(),
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
+    };
+    Ok(Catalog::open(&destination, Some(&credentials), name)?)
+}
+
 async fn list(client: &Client, args: ListArgs) -> anyhow::Result<bool> {
     let api: Api<AppEnvironment> = Api::all(client.clone());
     let name = &args.environment;
@@ -431,14 +449,7 @@ async fn list(client: &Client, args: ListArgs) -> anyhow::Result<bool> {
         print!("{}", volume_report(name, &namespace, &volume, backup));
         return Ok(true);
     };
-    let credentials = credentials(client, &namespace, &s3.credentials_secret).await?;
-    let destination = Destination::S3 {
-        bucket: s3.bucket.clone(),
-        prefix: s3.prefix.clone(),
-        endpoint: s3.endpoint.clone(),
-        region: s3.region.clone(),
-    };
-    let catalog = Catalog::open(&destination, Some(&credentials), name)?;
+    let catalog = s3_catalog(client, &namespace, name, s3).await?;
     let backups = catalog.list().await?;
     print!("{}", table(&backups));
     if backups.is_empty() {

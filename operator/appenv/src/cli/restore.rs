@@ -14,7 +14,7 @@ use appenv_api::names::{Component, label};
 use appenv_api::{AppEnvironment, condition};
 use appenv_core::build::requested_restore_job_name;
 use appenv_core::settings::parse_duration;
-use appenv_core::validate::{self, Model};
+use appenv_core::validate::{self, BackupDestinationModel, Model};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
@@ -281,11 +281,51 @@ async fn pods(client: &Client, env: &AppEnvironment, model: &Model) -> Pods {
     }
 }
 
+/// Before anything stops: the backup exists, where that can be read from here (an S3
+/// destination whose Secret the user may read). Otherwise a note, and the Job will say.
+async fn check_backup(
+    client: &Client,
+    env: &AppEnvironment,
+    model: &Model,
+    backup: &str,
+) -> anyhow::Result<()> {
+    let name = env.metadata.name.as_deref().unwrap_or_default();
+    let Some(BackupDestinationModel::S3(s3)) = model.backup.as_ref().map(|b| &b.destination) else {
+        return Ok(());
+    };
+    let namespace = env
+        .status
+        .as_ref()
+        .and_then(|s| s.namespace.clone())
+        .unwrap_or_else(|| model.namespace.name.clone());
+    let catalog = match backup::s3_catalog(client, &namespace, name, s3).await {
+        Ok(catalog) => catalog,
+        Err(e) => {
+            eprintln!(
+                "note: cannot check that backup {backup} exists ({e:#}); the restore Job will say if it does not"
+            );
+            return Ok(());
+        }
+    };
+    let found = match backup {
+        "latest" => catalog.latest().await,
+        id => match appenv_backup::BackupId::parse(id) {
+            Ok(id) => catalog.find(&id).await,
+            Err(e) => Err(e),
+        },
+    };
+    found.map(|_| ()).map_err(|e| anyhow!("{name}: {e}"))
+}
+
 async fn restore(client: &Client, args: RestoreArgs) -> anyhow::Result<bool> {
     let api: Api<AppEnvironment> = Api::all(client.clone());
     let name = &args.environment;
     let env = backup::read(&api, name).await?;
     let model = restore_model(&env)?;
+    if let Err(missing) = check_backup(client, &env, &model, &args.backup).await {
+        eprintln!("error: {missing:#}; nothing was stopped");
+        return Ok(false);
+    }
     let pods = pods(client, &env, &model).await;
     if !args.yes {
         eprintln!("{}", warning(name, pods, &args.backup));
