@@ -865,3 +865,34 @@ async fn an_in_place_restore_stops_web_and_workers_first_and_starts_them_after()
         .delete(name, &DeleteParams::default())
         .await;
 }
+
+#[tokio::test]
+async fn the_preview_example_starts_from_the_t7e_examples_backup() {
+    let client = common::client().await;
+    let test = "restore-examples";
+    let _operator = common::operator(&client, test, settings()).await;
+    // The examples under their own names: the preview names its source, which names it.
+    let (prod, preview) = ("t7e-prod", "t7e-pr-42");
+    let mut source = common::example("t7e.yaml", prod, test);
+    source["spec"]["image"] = json!("example.invalid/t7e:v1");
+    let mut target = common::example("t7e-preview-from-prod.yaml", preview, test);
+    target["spec"]["image"] = json!("example.invalid/t7e:pr-42");
+    apply(&client, &source).await;
+    common::provide_example_secrets(&client, "t7e.yaml", prod).await;
+    wait_env(&client, prod, "production Ready", |e| ready(Some(e))).await;
+    apply(&client, &target).await;
+    common::provide_secret(&client, preview, "t7e-backups-read", &CREDENTIALS).await;
+    let done = wait_env(&client, preview, "the preview Ready", |e| ready(Some(e))).await;
+    let restore = done.status.and_then(|s| s.restore).expect("restore status");
+    assert!(restore.initialized, "{restore:?}");
+    let last = restore.last.expect("the last run");
+    assert_eq!(last.reason, "seed", "the seed ran last: {last:?}");
+    let _ = env_api(&client)
+        .await
+        .delete(preview, &DeleteParams::default())
+        .await;
+    let _ = env_api(&client)
+        .await
+        .delete(prod, &DeleteParams::default())
+        .await;
+}
