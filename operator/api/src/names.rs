@@ -58,6 +58,15 @@ pub mod label {
     pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 }
 
+/// Annotations of an AppEnvironment that ask the operator for something once (a new value is a
+/// new request; the status records the last one handled).
+pub mod request {
+    /// A backup now (`appenv backup now`); the value is the request's time.
+    pub const BACKUP: &str = "appenv.dev/backup-requested";
+    /// An in-place restore (`appenv restore`): `<time> <backup id or latest> [into-non-empty]`.
+    pub const RESTORE: &str = "appenv.dev/restore-requested";
+}
+
 names! {
     /// A component of an environment without a name of its own (workers are `worker-NAME`,
     /// see [`worker_component`]).

@@ -21,7 +21,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::time::Duration;
 
 /// The annotation `appenv backup now` sets (its value is the request: a time).
-pub const REQUEST_ANNOTATION: &str = "appenv.dev/backup-requested";
+pub const REQUEST_ANNOTATION: &str = appenv_api::names::request::BACKUP;
 /// Finished backup Jobs kept (their Pods hold the logs), besides the one a migration waits for.
 pub const HISTORY: usize = 3;
 /// A running backup's Job that the watch has not shown for this long was deleted.

@@ -22,7 +22,7 @@ use appenv_core::validate::backup_ref;
 use k8s_openapi::jiff::Timestamp;
 
 /// The annotation `appenv restore` sets: `<time> <backup id or latest> [into-non-empty]`.
-pub const REQUEST_ANNOTATION: &str = "appenv.dev/restore-requested";
+pub const REQUEST_ANNOTATION: &str = appenv_api::names::request::RESTORE;
 
 /// Whether the first rollout may go on.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

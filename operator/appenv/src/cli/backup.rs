@@ -25,9 +25,8 @@ use serde_json::json;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-/// The annotation whose new value asks for a backup: `REQUEST_ANNOTATION` of the controller
-/// (operator/controller/src/backups.rs, a private module there); the two must stay equal.
-pub const REQUEST_ANNOTATION: &str = "appenv.dev/backup-requested";
+/// The annotation whose new value asks for a backup.
+pub const REQUEST_ANNOTATION: &str = appenv_api::names::request::BACKUP;
 /// The field manager of the annotation (the operator's own, `appenv`, would claim it).
 const FIELD_MANAGER: &str = "appenv-backup-now";
 /// The keys of `spec.backup.destination.s3.credentialsSecret` (those the backup Jobs read:

@@ -21,9 +21,8 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt as _};
 use std::time::Duration;
 
-/// The annotation whose new value asks for an in-place restore: `REQUEST_ANNOTATION` of the
-/// controller (operator/controller/src/restores.rs, private there); the two must stay equal.
-pub const REQUEST_ANNOTATION: &str = "appenv.dev/restore-requested";
+/// The annotation whose new value asks for an in-place restore.
+pub const REQUEST_ANNOTATION: &str = appenv_api::names::request::RESTORE;
 /// The field manager of the annotation (the operator's own, `appenv`, would claim it).
 const FIELD_MANAGER: &str = "appenv-restore";
 /// The option of a request that lets the agent replace a database that has tables.
