@@ -56,6 +56,10 @@ pub struct RestoreStatus {
     /// The last `appenv restore` request handled (the annotation's value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request: Option<String>,
+    /// The request whose restore waits for the web and worker Pods to stop (they are held at
+    /// zero replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding: Option<String>,
 }
 
 /// What appenv knows of an environment's backups (the backups themselves are listed by

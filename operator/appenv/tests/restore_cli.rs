@@ -296,6 +296,8 @@ async fn restore_wait_follows_the_status_to_success_and_to_failure() {
     ]);
     let (request, job) = requested(&api, &name, None).await;
     assert!(request.ends_with(" latest into-non-empty"), "{request}");
+    waiting.line_with("requested: waiting for the operator to take it");
+    set_restore_status(&api, &name, json!({"holding": request})).await;
     let line = waiting.line_with("holding web and workers");
     assert!(
         line.ends_with(&format!(
@@ -306,7 +308,7 @@ async fn restore_wait_follows_the_status_to_success_and_to_failure() {
     set_restore_status(
         &api,
         &name,
-        json!({"lastRequest": request, "running": run_status(&job, false, None)}),
+        json!({"lastRequest": request, "holding": null, "running": run_status(&job, false, None)}),
     )
     .await;
     let line = waiting.line_with("running: ");
@@ -365,7 +367,9 @@ async fn restore_wait_follows_the_status_to_success_and_to_failure() {
     ]);
     assert!(!ok, "{stderr}");
     assert!(
-        stderr.contains("has not finished after 2s; last seen: holding web and workers: Job"),
+        stderr.contains(
+            "has not finished after 2s; last seen: requested: waiting for the operator to take it (Job"
+        ),
         "{stderr}"
     );
     delete(&client, &name).await;

@@ -232,6 +232,8 @@ pub fn decide(input: &Input<'_>) -> Decision {
     let previous = input.previous;
     let jobs = &input.observed.backup_jobs;
     let mut st = previous.and_then(|p| p.restore.clone()).unwrap_or_default();
+    // Said again by this reconcile if it still holds the app for a request.
+    st.holding = None;
     let mut finished = Vec::new();
     if let Some((record, done)) = settle_run(&mut st.running, jobs, input.now, "restore") {
         st.last = Some(record);
@@ -245,10 +247,14 @@ pub fn decide(input: &Input<'_>) -> Decision {
     {
         initial(input, restore, &mut st, &mut d);
     }
-    let deferred = st.clone();
+    let mut deferred = st.clone();
     // In place.
     if d.first == FirstGate::Open {
         in_place(input, &mut st, &mut d, &mut finished);
+    }
+    if d.needs_no_app_pod {
+        // Until no web or worker Pod exists: the app is held, the Job not created yet.
+        deferred.holding = input.request.map(str::to_owned);
     }
     if let Some(running) = &st.running {
         d.hold = running.web_stopped;
@@ -420,11 +426,12 @@ mod tests {
             ("20261201-030000-000", true, &Store::Own)
         );
         assert!(d.hold && d.needs_no_app_pod);
-        assert!(
-            d.deferred
-                .as_ref()
-                .is_some_and(|s| s.last_request.is_none())
+        let deferred = d.deferred.clone().expect("deferred");
+        assert_eq!(
+            (deferred.last_request, deferred.holding.as_deref()),
+            (None, Some(request))
         );
+        assert_eq!(d.status.as_ref().and_then(|s| s.holding.clone()), None);
         let mut previous = ran.clone();
         previous.restore = d.status.clone();
         observed

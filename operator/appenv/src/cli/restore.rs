@@ -239,6 +239,9 @@ pub fn progress(env: &AppEnvironment, request: &str, job: &str) -> Progress {
             "waiting: backup Job {} ({}) is running; this restore starts after it",
             b.job, b.reason
         ),
+        (None, None) if restore.and_then(|r| r.holding.as_deref()) != Some(request) => {
+            format!("requested: waiting for the operator to take it (Job {job})")
+        }
         (None, None) => {
             let ready = still_ready(env);
             let ready = if ready.is_empty() {
@@ -583,10 +586,14 @@ spec:
         };
         assert_eq!(
             waiting(json!({})),
+            "requested: waiting for the operator to take it (Job shop-restore-r0123456789)"
+        );
+        assert_eq!(
+            waiting(json!({"restore": {"holding": request}})),
             "holding web and workers: Job shop-restore-r0123456789 starts once none of their Pods exists"
         );
         assert_eq!(
-            waiting(json!({"components": [
+            waiting(json!({"restore": {"holding": request}, "components": [
                 {"name": "web", "ready": 1, "desired": 2},
                 {"name": "worker-celery", "ready": 0, "desired": 3},
                 {"name": "postgres", "ready": 1, "desired": 1}]})),
@@ -603,7 +610,7 @@ spec:
             waiting(
                 json!({"restore": {"last": run("shop-restore-rffff", "in-place", true, None)}})
             )
-            .starts_with("holding web and workers: ")
+            .starts_with("requested: ")
         );
         assert_eq!(
             waiting(
