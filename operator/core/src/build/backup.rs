@@ -1,5 +1,5 @@
-//! Backup Jobs and the backup volume. The controller decides when a backup runs and names its
-//! Job ([`BackupRun`]); this builds it, for each engine:
+//! Backup and restore Jobs (the agent's) and the backup volume. The controller decides when one
+//! runs and names its Job ([`BackupRun`], [`RestoreRun`]); this builds it, for each engine:
 //! - PostgreSQL: the database's own image (so `pg_dump` is the server's major version), the
 //!   agent binary copied in by an init container from the agent image;
 //! - SQLite: the agent image with the data volume, on the web Pod's node (a ReadWriteOnce volume
@@ -7,7 +7,10 @@
 //! - DuckDB: the agent image with the data volume, started only once no web Pod exists (the
 //!   controller holds web at zero replicas): one process may open the file.
 //!
-//! Credentials reach the Job as two keys of the named Secret, never as values in the spec.
+//! A restore reads this environment's own destination ([`Store::Own`], in place) or another
+//! environment's bucket with a Secret of this namespace ([`Store::Other`], a new environment
+//! starting from it). Credentials reach the Job as two keys of the named Secret, never as
+//! values in the spec.
 
 use crate::build::Inputs;
 use crate::build::meta::{labels, object_meta, selector};
