@@ -276,7 +276,7 @@ fn appenv_dev_examples_come_up_ready_with_the_secrets_a_user_would_create() {
     assert!(ok, "{waited}\n{listed}");
     assert_eq!(
         listed.lines().filter(|l| l.contains(" Ready ")).count(),
-        5,
+        6,
         "{listed}"
     );
     // The Secrets a user keeps in a secret manager, with placeholder values: the copy source
@@ -287,6 +287,9 @@ fn appenv_dev_examples_come_up_ready_with_the_secrets_a_user_would_create() {
         ("flask-react-template-pr-123", "doppler-secrets"),
         ("flask-react-template-production", "doppler-secrets"),
         ("aifacade", "aifacade-secrets"),
+        // S3 credentials: t7e's backups, and the preview's read of them.
+        ("t7e-prod", "t7e-backups"),
+        ("t7e-pr-42", "t7e-backups-read"),
     ] {
         let (ok, found) = kubectl(
             &config,

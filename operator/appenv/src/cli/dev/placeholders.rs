@@ -77,6 +77,17 @@ fn references(env: &AppEnvironment) -> BTreeMap<(CopyKind, String), BTreeSet<Str
         let entry = out.entry((CopyKind::Secret, r.name.clone())).or_default();
         entry.insert(r.key.clone());
     }
+    // The S3 credentials of backups and of a restore from another environment's bucket.
+    let backup = spec.backup.as_ref().and_then(|b| b.destination.s3.as_ref());
+    let restore = spec.database.as_ref().and_then(|d| d.restore.as_ref());
+    let s3_secrets = backup
+        .map(|s3| &s3.credentials_secret)
+        .into_iter()
+        .chain(restore.map(|r| &r.credentials_secret));
+    for name in s3_secrets {
+        let entry = out.entry((CopyKind::Secret, name.clone())).or_default();
+        entry.extend(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map(str::to_owned));
+    }
     out
 }
 
