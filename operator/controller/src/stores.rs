@@ -489,9 +489,7 @@ impl Stores {
     /// names it.
     pub fn pod_failure(&self, namespace: &str, selector: &Labels) -> Option<String> {
         let mut failures = self.pods.scan(namespace, |name, pod| {
-            let matches = selector
-                .iter()
-                .all(|(k, v)| pod.labels.iter().any(|(key, value)| key == k && value == v));
+            let matches = has_labels(&pod.labels, selector);
             if !matches {
                 return None;
             }
@@ -517,9 +515,7 @@ impl Stores {
     /// [`PodFailure::Completed`]).
     pub fn pod_result(&self, namespace: &str, selector: &Labels) -> Option<String> {
         let mut results = self.pods.scan(namespace, |_, pod| {
-            let matches = selector
-                .iter()
-                .all(|(k, v)| pod.labels.iter().any(|(key, value)| key == k && value == v));
+            let matches = has_labels(&pod.labels, selector);
             match &pod.failure {
                 PodFailure::Completed(message) if matches => Some(message.to_string()),
                 _ => None,
@@ -528,6 +524,13 @@ impl Stores {
         results.sort();
         results.pop()
     }
+}
+
+/// Whether `labels` has every label of `selector`.
+fn has_labels(labels: &Labels, selector: &Labels) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| labels.iter().any(|(key, value)| key == k && value == v))
 }
 
 #[cfg(test)]

@@ -15,16 +15,18 @@
 use crate::build::Inputs;
 use crate::build::meta::{labels, object_meta, selector};
 use crate::build::migrations::migration_job_name;
-use crate::build::pod::{app_pod_spec, empty_dir, mount, restricted_container, secret_env};
-use crate::build::web::{data_volume_name, pvc};
+use crate::build::pod::{
+    app_pod_spec, claim_volume, empty_dir, mount, restricted_container, secret_env,
+};
+use crate::build::web::{embedded_data, pvc};
 use crate::build::{hash_json, postgres_service_name};
 use crate::validate::{BackupDestinationModel, BackupEngine, DatabaseModel, Model, S3Model};
 use appenv_api::DeletionPolicy;
 use appenv_api::names::Component;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvVar, PersistentVolumeClaim, PersistentVolumeClaimVolumeSource,
-    PodAffinity, PodAffinityTerm, PodTemplateSpec, Volume,
+    Affinity, Container, EnvVar, PersistentVolumeClaim, PodAffinity, PodAffinityTerm,
+    PodTemplateSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
@@ -108,17 +110,6 @@ pub fn backup_volume(model: &Model, inputs: &Inputs) -> Option<PersistentVolumeC
         }
     }
     Some(pvc(meta, storage))
-}
-
-fn claim(name: &str, claim: String) -> Volume {
-    Volume {
-        name: name.to_owned(),
-        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-            claim_name: claim,
-            read_only: Some(false),
-        }),
-        ..Volume::default()
-    }
 }
 
 /// The agent's `--destination` and environment for S3 (the two keys of `credentials`).
@@ -276,7 +267,7 @@ fn agent_job(
     let mut volumes = Vec::new();
     let mut mounts = vec![mount("tmp", "/tmp")];
     if volume {
-        volumes.push(claim("backups", backup_volume_name(model)));
+        volumes.push(claim_volume("backups", backup_volume_name(model)));
         mounts.push(mount("backups", BACKUP_MOUNT));
     }
     let mut init = Vec::new();
@@ -297,8 +288,9 @@ fn agent_job(
         }
         Some(DatabaseModel::Embedded(em)) => {
             args.extend(["--file".to_owned(), em.path.clone()]);
-            volumes.push(claim("data", data_volume_name(model)));
-            mounts.push(mount("data", &em.mount_path));
+            let (volume, mount) = embedded_data(model)?;
+            volumes.push(volume);
+            mounts.push(mount);
             (agent_image.to_owned(), AGENT_BINARY)
         }
         _ => return None,

@@ -6,7 +6,7 @@ use crate::build::meta::{hash_json, labels, object_meta};
 use crate::build::pod::{
     app_env, app_env_from, app_pod_spec, mount, pod_annotations, restricted_container,
 };
-use crate::validate::{DatabaseModel, MigrationsModel, Model};
+use crate::validate::{MigrationsModel, Model};
 use appenv_api::names::Component;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
@@ -87,18 +87,9 @@ fn app_job(model: &Model, inputs: &Inputs, job: &AppJob<'_>, config_hash: &str) 
     // An embedded database's file (a seed after a restore; migrations have none): the volume
     // is free, as nothing of the app runs yet.
     let (mut volumes, mut mounts) = (Vec::new(), vec![mount("tmp", "/tmp")]);
-    if let Some(DatabaseModel::Embedded(em)) = &model.database {
-        volumes.push(k8s_openapi::api::core::v1::Volume {
-            name: "data".to_owned(),
-            persistent_volume_claim: Some(
-                k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
-                    claim_name: crate::build::data_volume_name(model),
-                    read_only: Some(false),
-                },
-            ),
-            ..k8s_openapi::api::core::v1::Volume::default()
-        });
-        mounts.push(mount("data", &em.mount_path));
+    if let Some((volume, mount)) = crate::build::web::embedded_data(model) {
+        volumes.push(volume);
+        mounts.push(mount);
     }
     let container = Container {
         name: job.container.to_owned(),

@@ -6,8 +6,8 @@ use crate::build::meta::CONFIG_HASH_ANNOTATION;
 use crate::validate::{DatabaseModel, Model};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
-    LocalObjectReference, PodSecurityContext, PodSpec, SeccompProfile, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    LocalObjectReference, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use std::collections::BTreeMap;
 
@@ -43,6 +43,18 @@ pub fn empty_dir(name: &str) -> Volume {
     Volume {
         name: name.to_owned(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+/// A volume of the claim `claim`, read-write.
+pub fn claim_volume(name: &str, claim: String) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim,
+            read_only: Some(false),
+        }),
         ..Volume::default()
     }
 }

@@ -1,15 +1,14 @@
 //! Redis: one Pod (Recreate: one instance owns its data), a Service, optionally a volume.
 
 use crate::build::meta::{labels, object_meta, selector};
-use crate::build::pod::{empty_dir, mount, restricted_container, restricted_pod};
+use crate::build::pod::{claim_volume, empty_dir, mount, restricted_container, restricted_pod};
 use crate::build::web::{pvc, strategy};
 use crate::build::{Inputs, Redis, service};
 use crate::validate::Model;
 use appenv_api::names::Component;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
-    TCPSocketAction, Volume,
+    Container, ContainerPort, PodSpec, PodTemplateSpec, Probe, TCPSocketAction,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -23,14 +22,7 @@ pub fn redis(model: &Model, inputs: &Inputs) -> Option<Redis> {
     let name = format!("{}-redis", model.app);
     let volume_name = format!("{}-redis-data", model.app);
     let data = match &redis.persistence {
-        Some(_) => Volume {
-            name: "data".to_owned(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: volume_name.clone(),
-                read_only: Some(false),
-            }),
-            ..Volume::default()
-        },
+        Some(_) => claim_volume("data", volume_name.clone()),
         None => empty_dir("data"),
     };
     let args: Vec<String> = match &redis.persistence {

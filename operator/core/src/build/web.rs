@@ -3,7 +3,7 @@
 use crate::build::Inputs;
 use crate::build::meta::{RETAINED_LABEL, object_meta, selector};
 use crate::build::pod::{
-    app_env, app_env_from, app_pod_spec, mount, pod_annotations, restricted_container,
+    app_env, app_env_from, app_pod_spec, claim_volume, mount, pod_annotations, restricted_container,
 };
 use crate::validate::{DatabaseModel, Model, ProbeModel, StorageModel, TlsModel};
 use appenv_api::names::Component;
@@ -11,8 +11,7 @@ use appenv_api::{DeletionPolicy, IssuerKind};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, PodTemplateSpec, Probe, Service, Volume,
-    VolumeResourceRequirements,
+    PodTemplateSpec, Probe, Service, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -77,6 +76,18 @@ pub fn pvc(meta: ObjectMeta, storage: &StorageModel) -> PersistentVolumeClaim {
     }
 }
 
+/// The embedded database's volume and where its file's directory is mounted (web, and the
+/// Jobs that open the file: a seed, a backup or restore of SQLite or DuckDB).
+pub fn embedded_data(model: &Model) -> Option<(Volume, VolumeMount)> {
+    let Some(DatabaseModel::Embedded(em)) = &model.database else {
+        return None;
+    };
+    Some((
+        claim_volume("data", data_volume_name(model)),
+        mount("data", &em.mount_path),
+    ))
+}
+
 pub fn data_volume(model: &Model, inputs: &Inputs) -> Option<PersistentVolumeClaim> {
     let Some(DatabaseModel::Embedded(em)) = &model.database else {
         return None;
@@ -96,16 +107,9 @@ pub fn deployment(model: &Model, inputs: &Inputs, config_hash: &str) -> Deployme
     let web = &model.web;
     let mut volumes = Vec::new();
     let mut mounts = vec![mount("tmp", "/tmp")];
-    if let Some(DatabaseModel::Embedded(em)) = &model.database {
-        volumes.push(Volume {
-            name: "data".to_owned(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: data_volume_name(model),
-                read_only: Some(false),
-            }),
-            ..Volume::default()
-        });
-        mounts.push(mount("data", &em.mount_path));
+    if let Some((volume, mount)) = embedded_data(model) {
+        volumes.push(volume);
+        mounts.push(mount);
     }
     let container = Container {
         name: COMPONENT.to_owned(),
