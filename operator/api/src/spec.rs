@@ -687,28 +687,60 @@ pub struct BackupSpec {
     pub restore_to: Vec<String>,
 }
 
-/// A new environment's database restored from another environment's backup before its first
-/// migration (and before anything of the app starts).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+/// A new environment's database restored before its first migration (and before anything of
+/// the app starts): from another environment's backup, or from a dump at a URL.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.fromEnvironment) != has(self.fromUrl)").message("spec.database.restore: set exactly one of fromEnvironment or fromUrl"))]
+#[x_kube(validation = Rule::new("!has(self.fromEnvironment) || has(self.credentialsSecret)").message("spec.database.restore.credentialsSecret: required with fromEnvironment"))]
 pub struct RestoreSpec {
     /// The AppEnvironment whose backups to restore (an `s3` destination). Its
     /// `spec.backup.restoreTo` must name this environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub from_environment: String,
-    /// `latest` (default) or a backup id as `appenv backup list` prints it.
+    pub from_environment: Option<String>,
+    /// With `fromEnvironment`: `latest` (default) or a backup id as `appenv backup list` prints
+    /// it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub backup: Option<String>,
-    /// A Secret in this environment's namespace with `AWS_ACCESS_KEY_ID` and
-    /// `AWS_SECRET_ACCESS_KEY` that can read the source's bucket (e.g. a read-only key copied in
-    /// with `spec.namespace.copy`): the source's own credentials never leave its namespace.
+    /// With `fromEnvironment`: a Secret in this environment's namespace with
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` that can read the source's bucket (e.g. a
+    /// read-only key copied in with `spec.namespace.copy`): the source's own credentials never
+    /// leave its namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub credentials_secret: String,
+    pub credentials_secret: Option<String>,
+    /// A dump to download: for PostgreSQL a `pg_dump --format=custom` archive, for an embedded
+    /// database the SQLite or DuckDB file itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_url: Option<DumpSpec>,
     /// A command run with the app's image after the restore and before the migrations, e.g. one
     /// that blanks personal data. The environment starts only if it succeeds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<SeedSpec>,
+}
+
+/// Where a dump is. The restore Job downloads it (the operator never does), checks it, and only
+/// then replaces anything.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.urlSecret)").message("spec.database.restore.fromUrl: set exactly one of url or urlSecret"))]
+pub struct DumpSpec {
+    /// An `https://` URL (or `http://` with `sha256`), without credentials in it: a URL that
+    /// carries a signature (a presigned S3 URL) belongs in `urlSecret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: Option<String>,
+    /// A Secret in this environment's namespace whose key `url` holds the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub url_secret: Option<String>,
+    /// The dump's SHA-256 (64 hex digits): a dump that differs is refused before anything is
+    /// restored. Required for an `http://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 64, max = 64))]
+    pub sha256: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

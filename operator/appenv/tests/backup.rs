@@ -723,7 +723,7 @@ async fn a_preview_may_not_start_from_an_environment_that_does_not_allow_it() {
     let (_, _, message) = condition(&refused, "DatabaseReady");
     assert!(
         message.contains(
-            "cannot restore from rr-prod: rr-prod's spec.backup.restoreTo does not name rr-attacker"
+            "cannot restore from rr-prod (backup latest): rr-prod's spec.backup.restoreTo does not name rr-attacker"
         ),
         "{message}"
     );

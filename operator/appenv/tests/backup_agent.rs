@@ -5,7 +5,7 @@
 
 mod data;
 
-use data::{Postgres, S3, checked, python};
+use data::{Postgres, S3, checked, python, serve, sha256_of};
 use std::borrow::BorrowMut;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -583,4 +583,117 @@ fn bad_input_is_named_and_nothing_is_listed() {
     );
     let list = ok(at("list", "s3://backups/x", &endpoint));
     assert!(listed_ids(&list).is_empty(), "{list}");
+}
+
+#[test]
+fn a_dump_url_is_checked_before_anything_changes_then_restored() {
+    let pg = Postgres::start();
+    pg.sql("CREATE EXTENSION vector");
+    pg.sql(
+        "CREATE TABLE items (id int PRIMARY KEY, embedding vector(3));
+         INSERT INTO items SELECT i, ARRAY[sin(i), cos(i), i % 7]::vector
+           FROM generate_series(1, 2000) AS i;",
+    );
+    let fingerprint = "SELECT count(*) || ' ' || md5(string_agg(id || ':' || embedding::text, ',' ORDER BY id)) FROM items";
+    let rows = pg.sql(fingerprint);
+    let dump = checked(
+        Command::new(pg.bin().join("pg_dump"))
+            .args(["--format=custom", "--no-password"])
+            .envs(pg.env()),
+    )
+    .stdout;
+    pg.sql("DROP TABLE items; DROP EXTENSION vector");
+    let dir = tempfile::tempdir().expect("dir");
+    let sqlite_file = dir.path().join("notes.db");
+    sqlite_with_rows(&sqlite_file, 100);
+    let sqlite = std::fs::read(&sqlite_file).expect("read");
+    let sha = sha256_of(&dump);
+    let base = serve(vec![
+        ("/shop.dump", dump.clone()),
+        ("/notes.db", sqlite.clone()),
+    ]);
+    let pg_bin = pg.bin().to_string_lossy().into_owned();
+    let termination_log = dir.path().join("termination-log");
+    std::fs::write(&termination_log, "").expect("log");
+    let restore = |url: &str, sha256: &str| {
+        let mut c = agent(&["restore", "--engine", "postgres", "--pg-bin", &pg_bin]);
+        c.env("APPENV_RESTORE_URL", url)
+            .env("APPENV_TERMINATION_LOG", &termination_log)
+            .envs(pg.env());
+        if !sha256.is_empty() {
+            c.args(["--sha256", sha256]);
+        }
+        c
+    };
+    let signed = format!("{base}/shop.dump?X-Amz-Signature=s3cr3t-signature");
+    let no_table = "SELECT count(*) FROM pg_class WHERE relname = 'items'";
+
+    // A dump that is not the one meant: refused before the database changes; the URL is shown
+    // without its signature.
+    let out = refused(restore(&signed, &"0".repeat(64)));
+    assert!(
+        out.contains(&format!(
+            "the dump at {base}/shop.dump has SHA-256 {sha} ({} bytes), not the {}",
+            dump.len(),
+            "0".repeat(64)
+        )) && !out.contains("s3cr3t"),
+        "{out}"
+    );
+    assert_eq!(pg.sql(no_table), "0", "nothing was restored");
+    // A missing dump, and a file that is no pg_dump archive.
+    let out = refused(restore(
+        &format!("{base}/gone.dump?X-Amz-Signature=s3cr3t"),
+        "",
+    ));
+    assert!(
+        out.contains(&format!(
+            "downloading the dump at {base}/gone.dump: the server answered 404 Not Found"
+        )) && !out.contains("s3cr3t"),
+        "{out}"
+    );
+    let out = refused(restore(&format!("{base}/notes.db"), ""));
+    assert!(
+        out.contains("is not a pg_dump custom-format archive"),
+        "{out}"
+    );
+    assert_eq!(pg.sql(no_table), "0");
+    let out = refused(restore("http://127.0.0.1:9/shop.dump", ""));
+    assert!(
+        out.contains("downloading the dump at http://127.0.0.1:9/shop.dump:")
+            && out.contains("refused"),
+        "{out}"
+    );
+
+    // The right one: restored, and the operator reads what from the termination log.
+    let out = ok(restore(&signed, &sha));
+    assert!(
+        out.contains(&format!("restored the dump at {base}/shop.dump")) && !out.contains("s3cr3t"),
+        "{out}"
+    );
+    assert_eq!(pg.sql(fingerprint), rows, "the same rows");
+    assert_eq!(
+        std::fs::read_to_string(&termination_log).expect("log"),
+        format!("restored sha256:{} {}", &sha[..12], dump.len())
+    );
+
+    // SQLite: the database file itself, checked before it replaces anything.
+    let target = dir.path().join("restored.db");
+    let target_arg = target.to_string_lossy().into_owned();
+    let mut c = agent(&["restore", "--engine", "sqlite", "--file", &target_arg]);
+    c.args([
+        "--url",
+        &format!("{base}/notes.db"),
+        "--sha256",
+        &sha256_of(&sqlite),
+    ]);
+    ok(c);
+    let db = rusqlite::Connection::open(&target).expect("open");
+    let count: i64 = db
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(count, 100);
+    let mut c = agent(&["restore", "--engine", "sqlite", "--file", &target_arg]);
+    c.args(["--url", &format!("{base}/shop.dump"), "--into-non-empty"]);
+    let out = refused(c);
+    assert!(out.contains("is not a SQLite database file"), "{out}");
 }

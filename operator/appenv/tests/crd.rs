@@ -405,6 +405,12 @@ const CEL_VERDICTS: &[(&str, &str)] = &[
     ("invalid-embedded-replicas.yaml", "spec.web.replicas"),
     ("invalid-names.yaml", "spec.app"),
     ("invalid-names.yaml", "spec.workers[].name"),
+    ("invalid-restore.yaml", "spec.database.restore"),
+    (
+        "invalid-restore.yaml",
+        "spec.database.restore.credentialsSecret",
+    ),
+    ("invalid-restore.yaml", "spec.database.restore.fromUrl"),
     ("invalid-singleton-replicas.yaml", "spec.workers[].replicas"),
     ("invalid-two-databases.yaml", "spec.database"),
     ("invalid-two-databases.yaml", "spec.migrations"),

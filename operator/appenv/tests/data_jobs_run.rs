@@ -8,7 +8,8 @@
 //! What it shows: production's PostgreSQL (with pgvector) backed up by its backup Job to S3; a
 //! preview restored by its restore Job from production's bucket with its own credentials, then
 //! its seed Job (the app's command) blanking personal data: the preview has production's rows,
-//! sanitised, and production is untouched.
+//! sanitised, and production is untouched; and a preview restored by its restore Job from a
+//! dump at a URL that a Secret holds.
 
 #[allow(dead_code)] // this test uses part of it
 mod data;
@@ -17,7 +18,7 @@ use appenv_api::{AppEnvironment, AppEnvironmentSpec};
 use appenv_core::build::{self, BackupReason, BackupRun, Inputs, RestoreRun, Store};
 use appenv_core::settings::Settings;
 use appenv_core::validate::{self, BackupDestinationModel, Model};
-use data::{Postgres, S3, checked};
+use data::{Postgres, S3, checked, serve, sha256_of};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Container;
 use std::collections::BTreeMap;
@@ -207,7 +208,8 @@ fn production_is_backed_up_and_a_preview_restored_and_seeded_by_the_jobs_appenv_
     else {
         panic!("production backs up to S3");
     };
-    let restore_name = build::initial_restore_job_name(&preview, "shop-prod", "latest");
+    let restore_name =
+        build::initial_restore_job_name(&preview, &preview.restore.as_ref().expect("restore").from);
     let children = build::build(
         &preview,
         &Inputs {
@@ -266,4 +268,64 @@ fn production_is_backed_up_and_a_preview_restored_and_seeded_by_the_jobs_appenv_
         "500",
         "production untouched"
     );
+
+    // A preview started from a dump at a URL that a Secret holds (a presigned URL, its
+    // signature in the query): the restore Job downloads it, checks its checksum, restores it.
+    in_db("postgres", "CREATE DATABASE shop_pr8");
+    let dump = checked(
+        Command::new(pg.bin().join("pg_dump"))
+            .args(["--format=custom", "--no-password", "-d", "shop_prod"])
+            .envs(pg.env().into_iter().filter(|(k, _)| *k != "PGDATABASE")),
+    )
+    .stdout;
+    let sha = sha256_of(&dump);
+    let url = format!(
+        "{}/shop.dump?X-Amz-Signature={AWS_SECRET}",
+        serve(vec![("/shop.dump", dump)])
+    );
+    let preview = model(
+        "shop-pr-8",
+        &format!(
+            "{{app: shop, image: 'shop:2', profile: Preview, database: {{postgres: {{}}, restore: {{fromUrl: {{urlSecret: dump-url, sha256: '{sha}'}}}}}}}}"
+        ),
+    );
+    let from = &preview.restore.as_ref().expect("restore").from;
+    let validate::RestoreFrom::Url(dump_model) = from else {
+        panic!("a dump: {from:?}");
+    };
+    let children = build::build(
+        &preview,
+        &Inputs {
+            restore: Some(RestoreRun {
+                job: build::initial_restore_job_name(&preview, from),
+                backup: String::new(),
+                store: Store::Dump(dump_model.clone()),
+                into_non_empty: false,
+            }),
+            ..Inputs::default()
+        },
+    );
+    let mut secrets = credentials("shop_pr8");
+    secrets.insert(("dump-url", "url"), url);
+    let out = run(
+        children.restore.as_ref().expect("a restore Job"),
+        &secrets,
+        &pg,
+        dir.path(),
+    );
+    assert!(
+        out.contains("restored the dump at http://127.0.0.1:"),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(&format!("terminated: restored sha256:{}", &sha[..12]))
+            || out.contains(&format!("terminated: restored sha256:{} ", &sha[..12])),
+        "{out}"
+    );
+    assert_eq!(
+        rows("shop_pr8", count),
+        "500",
+        "production's rows, from the dump"
+    );
+    assert_eq!(rows("shop_pr8", nearest), "42");
 }

@@ -456,9 +456,12 @@ async fn preview_up_data_from_creates_a_preview_that_restores_from_the_source() 
         .as_ref()
         .and_then(|d| d.restore.as_ref())
         .expect("spec.database.restore");
-    assert_eq!(restore.from_environment, source);
+    assert_eq!(restore.from_environment.as_deref(), Some(source.as_str()));
     assert_eq!(restore.backup.as_deref(), Some("latest"));
-    assert_eq!(restore.credentials_secret, "appenv-restore-credentials");
+    assert_eq!(
+        restore.credentials_secret.as_deref(),
+        Some("appenv-restore-credentials")
+    );
     let seed = restore.seed.as_ref().expect("seed");
     assert_eq!(seed.command, ["flask", "blank-personal-data"]);
     assert!(seed.args.is_empty());

@@ -20,13 +20,15 @@
 
 pub mod catalog;
 pub mod destination;
+pub mod dump;
 pub mod engine;
 pub mod id;
 pub mod manifest;
 
 pub use catalog::{Catalog, Pruned};
 pub use destination::Destination;
-pub use engine::{Engine, Restore, Source};
+pub use dump::Dump;
+pub use engine::{Engine, Origin, Restore, Source};
 pub use id::BackupId;
 pub use manifest::{FileEntry, Manifest, Reason};
 

@@ -122,6 +122,12 @@ fn settle(
     vec![finished]
 }
 
+/// How the agent names a restored dump: `sha256:` and the first 12 hex digits of its checksum.
+fn dump_ref(id: &str) -> bool {
+    id.strip_prefix("sha256:")
+        .is_some_and(|hex| hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Settle a running Job from what its watch shows: the record of a finished run (`running` is
 /// then empty) and its Event, or nothing while it runs. A Job the watch does not show for
 /// [`VANISHED_AFTER`] was deleted: a failure.
@@ -159,7 +165,8 @@ pub fn settle_run(
         .map(|r| r.split_whitespace().collect())
         .unwrap_or_default();
     let (backup_id, size_bytes) = match reported.as_slice() {
-        [_, id, bytes, ..] if appenv_core::validate::backup_ref(id) => {
+        // A dump restored is named by its checksum (`sha256:` and 12 hex digits).
+        [_, id, bytes, ..] if appenv_core::validate::backup_ref(id) || dump_ref(id) => {
             (Some((*id).to_owned()), bytes.parse().ok())
         }
         _ => (None, None),
@@ -178,11 +185,13 @@ pub fn settle_run(
         .as_secs_f64()
         .max(0.0);
     let of = match (&record.backup_id, record.size_bytes) {
-        (Some(id), Some(bytes)) => format!(
-            " of backup {id} ({:.1} MiB)",
-            bytes as f64 / 1024.0 / 1024.0
-        ),
-        (Some(id), None) => format!(" of backup {id}"),
+        (Some(id), bytes) => {
+            let what = if dump_ref(id) { "the dump" } else { "backup" };
+            let size = bytes.map_or_else(String::new, |b| {
+                format!(" ({:.1} MiB)", b as f64 / 1024.0 / 1024.0)
+            });
+            format!(" of {what} {id}{size}")
+        }
         _ => String::new(),
     };
     let message = match &why {

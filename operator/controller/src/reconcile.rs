@@ -137,17 +137,24 @@ async fn observe(ctx: &Context, env: &AppEnvironment, model: Model) -> Result<Ob
     })
 }
 
-/// The wildcard certificate's Secret, from its watch.
 /// Where `spec.database.restore` reads from: the source environment's bucket, if it allows this
 /// environment (`spec.backup.restoreTo`), has an S3 destination and the same engine. Read with
-/// this environment's own credentials Secret: the source's never leaves its namespace.
+/// this environment's own credentials Secret: the source's never leaves its namespace. Or a dump
+/// at a URL.
 fn restore_source(
     ctx: &Context,
     env: &AppEnvironment,
     model: &Model,
 ) -> Option<Result<build::Store, String>> {
-    let restore = model.restore.as_ref()?;
-    let from = &restore.from_environment;
+    let (from, credentials_secret) = match &model.restore.as_ref()?.from {
+        validate::RestoreFrom::Environment {
+            name,
+            credentials_secret,
+            ..
+        } => (name, credentials_secret),
+        // The Job downloads it: the operator never reads a URL a spec names.
+        validate::RestoreFrom::Url(dump) => return Some(Ok(build::Store::Dump(dump.clone()))),
+    };
     let key = ObjectRef::<DeserializeGuard<AppEnvironment>>::new(from);
     let Some(guarded) = ctx.envs.get(&key) else {
         return Some(Err(
@@ -174,10 +181,11 @@ fn restore_source(
     Some(Ok(build::Store::Other {
         environment: from.clone(),
         s3: s3.clone(),
-        credentials_secret: restore.credentials_secret.clone(),
+        credentials_secret: credentials_secret.clone(),
     }))
 }
 
+/// The wildcard certificate's Secret, from its watch.
 fn wildcard_tls(ctx: &Context, source_ref: &SecretRef) -> Result<WildcardTls, String> {
     let (namespace, name) = (source_ref.namespace(), source_ref.name());
     let source = ctx

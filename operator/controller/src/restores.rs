@@ -17,8 +17,8 @@ use appenv_api::{AppEnvironmentStatus, BackupRun as RunStatus, RestoreStatus};
 use appenv_core::build::{
     RestoreRun, Store, initial_restore_job_name, requested_restore_job_name, seed_job_name,
 };
-use appenv_core::validate::Model;
 use appenv_core::validate::backup_ref;
+use appenv_core::validate::{Model, RestoreFrom};
 use k8s_openapi::jiff::Timestamp;
 
 /// The annotation `appenv restore` sets: `<time> <backup id or latest> [into-non-empty]`.
@@ -113,9 +113,13 @@ fn initial(
 ) {
     let model = input.model;
     let jobs = &input.observed.backup_jobs;
-    let job = initial_restore_job_name(model, &restore.from_environment, &restore.backup);
+    let job = initial_restore_job_name(model, &restore.from);
     d.keep_jobs.push(job.clone());
-    let from = format!("{} (backup {})", restore.from_environment, restore.backup);
+    let from = restore.from.describe();
+    let backup = match &restore.from {
+        RestoreFrom::Environment { backup, .. } => backup.clone(),
+        RestoreFrom::Url(_) => String::new(),
+    };
     let state = |name: &str| jobs.get(name).map(|j: &BackupJob| j.state.clone());
     let stuck = |name: &str| {
         jobs.get(name)
@@ -125,8 +129,7 @@ fn initial(
     };
     d.first = match (input.source, state(&job)) {
         (Some(Err(why)), None) => FirstGate::Failed(format!(
-            "spec.database.restore: cannot restore from {}: {why}",
-            restore.from_environment
+            "spec.database.restore: cannot restore from {from}: {why}"
         )),
         (_, Some(Migration::Failed(why))) => FirstGate::Failed(format!(
             "the restore from {from} failed (Job {job}: {why}); nothing of the app started; delete Job {job} to try again"
@@ -135,7 +138,7 @@ fn initial(
             if input.database_ready && st.running.is_none() && !input.backup_running {
                 d.start = Some(RestoreRun {
                     job: job.clone(),
-                    backup: restore.backup.clone(),
+                    backup,
                     store: store.clone(),
                     into_non_empty: false,
                 });
@@ -143,7 +146,7 @@ fn initial(
             }
             FirstGate::Waiting(format!("restoring from {from}: Job {job}"))
         }
-        (None, None) => FirstGate::Waiting(format!("waiting to read {}", restore.from_environment)),
+        (None, None) => FirstGate::Waiting(format!("waiting to read {from}")),
         (_, Some(Migration::Succeeded)) => match &restore.seed {
             None => FirstGate::Open,
             Some(seed) => {
@@ -377,6 +380,31 @@ mod tests {
     }
 
     #[test]
+    fn a_dump_url_is_restored_by_the_job_and_named_without_its_query() {
+        const FROM_URL: &str = "{app: shop, image: 'shop:2', database: {postgres: {}, restore: {fromUrl: {url: 'https://dumps.example/shop.dump?X-Amz-Signature=s3cr3t'}}}}";
+        let m = model(&env(FROM_URL));
+        let observed = observed(&m, "shop:2", Migration::NotStarted);
+        let Some(appenv_core::validate::RestoreFrom::Url(dump)) =
+            m.restore.as_ref().map(|r| r.from.clone())
+        else {
+            panic!("a dump");
+        };
+        let source = Ok(Store::Dump(dump.clone()));
+        let d = decide_with(FROM_URL, &observed, None, Some(&source), None);
+        let run = d.start.clone().expect("restore");
+        assert_eq!(run.store, Store::Dump(dump));
+        let FirstGate::Waiting(message) = &d.first else {
+            panic!("{:?}", d.first);
+        };
+        assert!(
+            message.starts_with(
+                "restoring from the dump at https://dumps.example/shop.dump: Job shop-restore-"
+            ) && !message.contains("s3cr3t"),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn a_refused_source_or_a_failed_seed_stops_the_first_rollout_with_why() {
         let m = model(&env(PREVIEW));
         let mut observed = observed(&m, "shop:2", Migration::NotStarted);
@@ -385,11 +413,11 @@ mod tests {
         let d = decide_with(PREVIEW, &observed, None, Some(&refused), None);
         assert!(d.start.is_none());
         assert!(
-            matches!(&d.first, FirstGate::Failed(m) if m.contains("cannot restore from shop-prod: its spec.backup.restoreTo")),
+            matches!(&d.first, FirstGate::Failed(m) if m.contains("cannot restore from shop-prod (backup latest): its spec.backup.restoreTo")),
             "{:?}",
             d.first
         );
-        let restore = initial_restore_job_name(&m, "shop-prod", "latest");
+        let restore = initial_restore_job_name(&m, &m.restore.as_ref().expect("restore").from);
         observed
             .backup_jobs
             .insert(restore, job(Component::Restore, Migration::Succeeded));

@@ -574,6 +574,7 @@ fn cel_rules_in_the_crd_agree_with_the_rust_validation() {
         "invalid-embedded-replicas.yaml",
         "invalid-two-databases.yaml",
         "invalid-singleton-replicas.yaml",
+        "invalid-restore.yaml",
     ] {
         assert!(
             load(example).validate_cel().is_err(),

@@ -7,7 +7,9 @@
 
 use anyhow::Context as _;
 use appenv_backup::destination::S3Credentials;
-use appenv_backup::{BackupId, Catalog, Destination, Engine, Reason, Restore, Source};
+use appenv_backup::{
+    BackupId, Catalog, Destination, Dump, Engine, Origin, Reason, Restore, Source,
+};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
@@ -77,13 +79,36 @@ pub struct BackupArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
-    #[command(flatten)]
-    pub store: StoreArgs,
+    /// The environment whose backup to restore (with --destination and --backup).
+    #[arg(long, requires_all = ["destination", "backup"], conflicts_with = "url")]
+    pub environment: Option<String>,
+    /// `s3://bucket/prefix`, or an absolute directory (`file:///backups` or `/backups`).
+    #[arg(long, requires = "environment")]
+    pub destination: Option<String>,
+    /// The S3 API's endpoint, e.g. `https://s3.eu-central-1.amazonaws.com` (default: AWS).
+    #[arg(long, env = "APPENV_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// The bucket's region (default us-east-1).
+    #[arg(long, env = "APPENV_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// `latest` or a backup id as `list` prints it.
+    #[arg(long, requires = "environment")]
+    pub backup: Option<String>,
+    /// Restore a dump instead of a backup: `https://...` (`http://` with --sha256), `file://`
+    /// or an absolute path. For PostgreSQL a `pg_dump --format=custom` archive, for SQLite and
+    /// DuckDB the database file. Never printed whole: a presigned URL's query is left out.
+    #[arg(
+        long,
+        env = "APPENV_RESTORE_URL",
+        hide_env_values = true,
+        required_unless_present = "environment"
+    )]
+    pub url: Option<String>,
+    /// The dump's SHA-256 (64 hex digits): a dump that differs is not restored.
+    #[arg(long, requires = "url")]
+    pub sha256: Option<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,
-    /// `latest` or a backup id as `list` prints it.
-    #[arg(long)]
-    pub backup: String,
     /// Replace what the database holds (otherwise a restore into a database with tables is
     /// refused).
     #[arg(long)]
@@ -208,6 +233,55 @@ fn write_executable(source: &Path, path: &Path) -> anyhow::Result<u64> {
     Ok(bytes)
 }
 
+async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let target = source(&args.database)?;
+    let options = Restore {
+        into_non_empty: args.into_non_empty,
+    };
+    if let Some(url) = &args.url {
+        let dump = Dump::parse(url, args.sha256.as_deref())?;
+        let fetched = appenv_backup::engine::restore(Origin::Dump(&dump), &target, options).await?;
+        let id = format!("sha256:{}", &fetched.sha256[..12]);
+        terminate_with(&format!("restored {id} {}", fetched.size_bytes));
+        println!(
+            "restored the dump at {} ({}, SHA-256 {})",
+            dump.shown(),
+            mib(fetched.size_bytes),
+            fetched.sha256
+        );
+        return Ok(());
+    }
+    let (Some(environment), Some(destination), Some(backup)) =
+        (args.environment, args.destination, args.backup)
+    else {
+        anyhow::bail!("--environment, --destination and --backup, or --url: what to restore");
+    };
+    let catalog = catalog(&StoreArgs {
+        environment,
+        destination,
+        s3_endpoint: args.s3_endpoint,
+        s3_region: args.s3_region,
+    })?;
+    let manifest = match backup.as_str() {
+        "latest" => catalog.latest().await?,
+        id => catalog.find(&BackupId::parse(id)?).await?,
+    };
+    let origin = Origin::Backup {
+        catalog: &catalog,
+        manifest: &manifest,
+    };
+    appenv_backup::engine::restore(origin, &target, options).await?;
+    terminate_with(&format!("restored {} {}", manifest.id, manifest.size_bytes));
+    println!(
+        "restored backup {} of {} ({}, taken {})",
+        manifest.id,
+        manifest.environment,
+        mib(manifest.size_bytes),
+        manifest.started
+    );
+    Ok(())
+}
+
 async fn run_command(command: AgentCommand) -> anyhow::Result<bool> {
     match command {
         AgentCommand::Install(args) => {
@@ -242,25 +316,7 @@ async fn run_command(command: AgentCommand) -> anyhow::Result<bool> {
                 }
             }
         }
-        AgentCommand::Restore(args) => {
-            let (catalog, target) = (catalog(&args.store)?, source(&args.database)?);
-            let manifest = match args.backup.as_str() {
-                "latest" => catalog.latest().await?,
-                id => catalog.find(&BackupId::parse(id)?).await?,
-            };
-            let options = Restore {
-                into_non_empty: args.into_non_empty,
-            };
-            appenv_backup::engine::restore(&catalog, &manifest, &target, options).await?;
-            terminate_with(&format!("restored {} {}", manifest.id, manifest.size_bytes));
-            println!(
-                "restored backup {} of {} ({}, taken {})",
-                manifest.id,
-                manifest.environment,
-                mib(manifest.size_bytes),
-                manifest.started
-            );
-        }
+        AgentCommand::Restore(args) => restore(args).await?,
         AgentCommand::List(store) => {
             let catalog = catalog(&store)?;
             let backups = catalog.list().await?;

@@ -28,7 +28,7 @@ pub const PR_LABEL: &str = "appenv.dev/pull-request";
 #[derive(Debug, clap::Subcommand)]
 pub enum PreviewCommand {
     /// Create or update the preview of a pull request; with --wait, until it is Ready.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Delete the preview of a pull request; with --wait, until its namespace is gone.
     Down(DownArgs),
     /// List previews.
@@ -64,8 +64,18 @@ pub struct UpArgs {
     /// embedded, the engine of ENV's), and ENV's spec.backup.restoreTo must name the preview
     /// (e.g. `APP-pr-*`). Before anything of the app starts, the operator restores the backup,
     /// then runs the --seed command, then the migration; --wait shows which step runs.
-    #[arg(long, value_name = "ENV")]
+    #[arg(long, value_name = "ENV", group = "data")]
     pub data_from: Option<String>,
+    /// Start the preview's database from a dump at this URL instead (`https://`, or `http://`
+    /// with --data-sha256): for PostgreSQL a `pg_dump --format=custom` archive, for an embedded
+    /// database the SQLite or DuckDB file. The restore Job downloads it; a URL with credentials
+    /// in its query (a presigned URL) belongs in a Secret (spec.database.restore.fromUrl.urlSecret
+    /// in the base file), since the spec is readable by whoever reads AppEnvironments.
+    #[arg(long, value_name = "URL", group = "data")]
+    pub data_url: Option<String>,
+    /// The dump's SHA-256 (64 hex digits): a dump that differs is not restored.
+    #[arg(long, value_name = "HEX", requires = "data_url")]
+    pub data_sha256: Option<String>,
     /// The backup of --data-from to start from: `latest` (default) or an id as
     /// `appenv backup list ENV` prints it.
     #[arg(long, value_name = "ID|latest", requires = "data_from", value_parser = crate::cli::restore::backup_ref)]
@@ -84,7 +94,7 @@ pub struct UpArgs {
     #[arg(
         long = "seed",
         value_name = "ARG",
-        requires = "data_from",
+        requires = "data",
         allow_hyphen_values = true
     )]
     pub seed: Vec<String>,
@@ -203,7 +213,9 @@ pub fn preview_object(args: &UpArgs, base: Option<&str>) -> anyhow::Result<Value
         }
     }
     if let Some(from) = &args.data_from {
-        set_restore(&mut spec, from, args)?;
+        set_restore(&mut spec, &format!("--data-from {from}"), args)?;
+    } else if let Some(url) = &args.data_url {
+        set_restore(&mut spec, &format!("--data-url {}", shown_url(url)), args)?;
     }
     Ok(json!({
         "apiVersion": "appenv.dev/v1alpha1",
@@ -216,12 +228,12 @@ pub fn preview_object(args: &UpArgs, base: Option<&str>) -> anyhow::Result<Value
     }))
 }
 
-/// `spec.database.restore` of `--data-from`: what the options say, the base file's credentials
-/// Secret and seed where they say nothing.
-fn set_restore(spec: &mut Value, from: &str, args: &UpArgs) -> anyhow::Result<()> {
+/// `spec.database.restore` of `--data-from` (or `--data-url`): what the options say, the base
+/// file's credentials Secret and seed where they say nothing.
+fn set_restore(spec: &mut Value, option: &str, args: &UpArgs) -> anyhow::Result<()> {
     let Some(database) = spec.get_mut("database").and_then(Value::as_object_mut) else {
         bail!(
-            "--data-from {from}: the preview's spec has no spec.database to restore into (set \
+            "{option}: the preview's spec has no spec.database to restore into (set \
              spec.database.postgres or spec.database.embedded in the base file, --file)"
         );
     };
@@ -241,18 +253,26 @@ fn set_restore(spec: &mut Value, from: &str, args: &UpArgs) -> anyhow::Result<()
         })
         .unwrap_or_default();
     let mut restore = serde_json::Map::new();
-    restore.insert("fromEnvironment".to_owned(), json!(from));
-    restore.insert(
-        "backup".to_owned(),
-        json!(args.data_backup.as_deref().unwrap_or("latest")),
-    );
-    let credentials = args
-        .data_credentials
-        .clone()
-        .map(Value::String)
-        .or_else(|| base.get("credentialsSecret").cloned())
-        .unwrap_or_else(|| json!(RESTORE_CREDENTIALS));
-    restore.insert("credentialsSecret".to_owned(), credentials);
+    if let Some(from) = &args.data_from {
+        restore.insert("fromEnvironment".to_owned(), json!(from));
+        restore.insert(
+            "backup".to_owned(),
+            json!(args.data_backup.as_deref().unwrap_or("latest")),
+        );
+        let credentials = args
+            .data_credentials
+            .clone()
+            .map(Value::String)
+            .or_else(|| base.get("credentialsSecret").cloned())
+            .unwrap_or_else(|| json!(RESTORE_CREDENTIALS));
+        restore.insert("credentialsSecret".to_owned(), credentials);
+    } else if let Some(url) = &args.data_url {
+        let mut dump = json!({"url": url});
+        if let Some(sha) = &args.data_sha256 {
+            dump["sha256"] = json!(sha);
+        }
+        restore.insert("fromUrl".to_owned(), dump);
+    }
     let seed = if args.seed.is_empty() {
         base.get("seed").cloned()
     } else {
@@ -296,19 +316,21 @@ pub fn credentials_note(object: &Value) -> Option<String> {
 /// A note when `--data-from` is given for a preview that has run already without a restore:
 /// `spec.database.restore` acts on an environment's first rollout only, so its data stays.
 pub fn late_restore_note(existing: &AppEnvironment, from: &str) -> Option<String> {
+    // `from` is what it would start from: "frt-prod's backup", "the dump at URL".
     let status = existing.status.as_ref()?;
     let initialized = status.restore.as_ref().is_some_and(|r| r.initialized);
     (status.image.is_some() && !initialized).then(|| {
         format!(
             "note: preview {} has run already: spec.database.restore acts on a first rollout \
              only, so its data stays as it is (`appenv preview down`, then `up` again, to start \
-             from {from}'s backup)",
+             from {from})",
             existing.name_any()
         )
     })
 }
 
 use appenv_core::validate::restore_refusal as source_refusal;
+use appenv_core::validate::shown_url;
 
 /// Refuse a `--data-from` environment that does not exist or cannot give the preview a backup.
 async fn check_source(client: &Client, from: &str, object: &Value) -> anyhow::Result<()> {
@@ -527,8 +549,16 @@ async fn up(client: &Client, args: UpArgs, object: Value) -> anyhow::Result<bool
     }
     let existing = api.get_opt(&name).await?;
     let existed = existing.is_some();
-    if let Some(from) = &args.data_from
-        && let Some(note) = existing.as_ref().and_then(|e| late_restore_note(e, from))
+    let data = args
+        .data_from
+        .as_ref()
+        .map(|from| format!("{from}'s backup"))
+        .or_else(|| {
+            let url = args.data_url.as_ref()?;
+            Some(format!("the dump at {}", shown_url(url)))
+        });
+    if let Some(data) = &data
+        && let Some(note) = existing.as_ref().and_then(|e| late_restore_note(e, data))
     {
         eprintln!("{note}");
     }
@@ -827,7 +857,7 @@ pub async fn run(command: PreviewCommand) -> anyhow::Result<bool> {
         PreviewCommand::Up(args) => {
             // A preview that cannot work is refused before any request, so nothing is created.
             let object = prepare_up(&args)?;
-            up(&connect().await?, args, object).await
+            up(&connect().await?, *args, object).await
         }
         PreviewCommand::Down(args) => down(&connect().await?, args).await,
         PreviewCommand::List(args) => list(&connect().await?, args).await,
@@ -847,6 +877,8 @@ mod tests {
             set: set.iter().map(|s| (*s).to_owned()).collect(),
             ttl: Some("24h".into()),
             data_from: None,
+            data_url: None,
+            data_sha256: None,
             data_backup: None,
             data_credentials: None,
             seed: Vec::new(),
@@ -998,6 +1030,8 @@ spec:
     fn data_args(from: &str, seed: &[&str]) -> UpArgs {
         UpArgs {
             data_from: Some(from.into()),
+            data_url: None,
+            data_sha256: None,
             seed: seed.iter().map(|s| (*s).to_owned()).collect(),
             ..args(&[])
         }
@@ -1033,6 +1067,61 @@ spec:
                  the restore from shop-prod waits until it exists there (it needs \
                  AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY that can read shop-prod's bucket)"
             )
+        );
+    }
+
+    #[test]
+    fn data_url_sets_a_restore_from_the_dump_and_bad_urls_are_refused_before_anything_is_applied() {
+        let sha = "ab".repeat(32);
+        let with = |url: &str, sha256: Option<&str>| UpArgs {
+            data_from: None,
+            data_url: Some(url.into()),
+            data_sha256: sha256.map(str::to_owned),
+            seed: vec!["flask".into(), "blank".into()],
+            ..args(&[])
+        };
+        let object = checked_preview(
+            &with("http://dumps.internal/shop.dump", Some(&sha)),
+            Some(SHOP_BASE),
+        )
+        .expect("valid");
+        assert_eq!(
+            object["spec"]["database"]["restore"],
+            json!({"fromUrl": {"url": "http://dumps.internal/shop.dump", "sha256": sha},
+                   "seed": {"command": ["flask", "blank"]}})
+        );
+        assert_eq!(credentials_note(&object), None, "a dump needs no S3 Secret");
+        let err = checked_preview(
+            &with("http://dumps.internal/shop.dump?sig=s3cr3t", None),
+            Some(SHOP_BASE),
+        )
+        .expect_err("http without a checksum")
+        .to_string();
+        assert!(
+            err.contains("spec.database.restore.fromUrl.url: an http:// URL needs sha256")
+                && !err.contains("s3cr3t"),
+            "{err}"
+        );
+        let parsed = |argv: &[&str]| {
+            use clap::Parser as _;
+            let base = [
+                "appenv", "preview", "up", "--app", "shop", "--pr", "7", "--image", "shop:2",
+            ];
+            crate::cli::Cli::try_parse_from([&base[..], argv].concat())
+                .map(|_| ())
+                .map_err(|e| e.kind())
+        };
+        assert_eq!(
+            parsed(&["--data-url", "https://h/d", "--data-from", "shop-prod"]),
+            Err(clap::error::ErrorKind::ArgumentConflict)
+        );
+        assert_eq!(
+            parsed(&["--data-sha256", &sha]),
+            Err(clap::error::ErrorKind::MissingRequiredArgument)
+        );
+        assert_eq!(
+            parsed(&["--data-url", "https://h/d", "--seed", "x"]),
+            Ok(())
         );
     }
 
@@ -1101,7 +1190,7 @@ spec:
             ];
             crate::cli::Cli::try_parse_from([&base[..], extra].concat()).map(|cli| {
                 match cli.command {
-                    crate::cli::Command::Preview(PreviewCommand::Up(args)) => args,
+                    crate::cli::Command::Preview(PreviewCommand::Up(args)) => *args,
                     other => panic!("not preview up: {other:?}"),
                 }
             })
@@ -1191,7 +1280,7 @@ spec:
             .expect("an AppEnvironment")
         };
         assert_eq!(
-            late_restore_note(&preview(json!({"image": "frt:1"})), "frt-prod").as_deref(),
+            late_restore_note(&preview(json!({"image": "frt:1"})), "frt-prod's backup").as_deref(),
             Some(
                 "note: preview frt-pr-7 has run already: spec.database.restore acts on a first \
                  rollout only, so its data stays as it is (`appenv preview down`, then `up` \
@@ -1199,11 +1288,14 @@ spec:
             )
         );
         // Not rolled out yet, or restored already: nothing to say.
-        assert_eq!(late_restore_note(&preview(json!({})), "frt-prod"), None);
+        assert_eq!(
+            late_restore_note(&preview(json!({})), "frt-prod's backup"),
+            None
+        );
         assert_eq!(
             late_restore_note(
                 &preview(json!({"image": "frt:1", "restore": {"initialized": true}})),
-                "frt-prod"
+                "frt-prod's backup"
             ),
             None
         );
@@ -1238,12 +1330,12 @@ spec:
         assert_eq!(progress_line(&waiting), "Progressing: starting");
         let failed = with_database(
             "RestoreFailed",
-            "spec.database.restore: cannot restore from shop-prod: its spec.backup.restoreTo does not name \"frt-pr-7\"",
+            "spec.database.restore: cannot restore from shop-prod (backup latest): its spec.backup.restoreTo does not name \"frt-pr-7\"",
         );
         assert_eq!(
             hopeless(&failed).as_deref(),
             Some(
-                "spec.database.restore: cannot restore from shop-prod: its spec.backup.restoreTo does not name \"frt-pr-7\""
+                "spec.database.restore: cannot restore from shop-prod (backup latest): its spec.backup.restoreTo does not name \"frt-pr-7\""
             )
         );
     }

@@ -243,3 +243,51 @@ pub fn python(script: &str) -> String {
     let output = checked(Command::new(&python).args(["-c", script]));
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
+
+/// Files served over HTTP on loopback, as a dump's server would (one request per connection;
+/// any other path: 404). Its base URL.
+pub fn serve(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    use std::io::{BufRead as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = String::new();
+            let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // The path without its query.
+            let path = request.split_whitespace().nth(1).unwrap_or_default();
+            let path = path.split('?').next().unwrap_or_default();
+            let _ = match files.iter().find(|(name, _)| *name == path) {
+                Some((_, body)) => stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|()| stream.write_all(body)),
+                None => stream.write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                ),
+            };
+        }
+    });
+    base
+}
+
+pub fn sha256_of(bytes: &[u8]) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("f");
+    std::fs::write(&file, bytes).expect("write");
+    let out = checked(Command::new("sha256sum").arg(&file));
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a checksum")
+        .to_owned()
+}

@@ -1,10 +1,11 @@
 //! DuckDB: one process may hold the file, so appenv stops the web component first and the
 //! agent copies the database file and its WAL (`{file}.wal`) as they are.
 
-use super::{Restore, remove_if_exists, rename, staged, with_suffix};
+use super::{Engine, Origin, Restore, remove_if_exists, rename, staged, with_suffix};
 use crate::catalog::Catalog;
+use crate::dump::Fetched;
 use crate::id::BackupId;
-use crate::manifest::{FileEntry, Manifest};
+use crate::manifest::FileEntry;
 use crate::{Error, Result};
 use std::path::Path;
 
@@ -66,12 +67,7 @@ pub(super) async fn backup(
     ))
 }
 
-pub(super) async fn restore(
-    catalog: &Catalog,
-    manifest: &Manifest,
-    file: &Path,
-    options: Restore,
-) -> Result<()> {
+pub(super) async fn restore(origin: Origin<'_>, file: &Path, options: Restore) -> Result<Fetched> {
     let _held = match file.exists() {
         true => Some(hold(file)?),
         false => None,
@@ -84,23 +80,31 @@ pub(super) async fn restore(
         )));
     }
     // Both files are fetched and checked before either is put in place.
-    let database = staged(file, "", &manifest.id)?;
-    catalog.download(manifest, DATABASE, &database).await?;
-    let wal = match manifest.file(WAL) {
-        Some(_) => {
-            let staged_wal = staged(file, ".wal", &manifest.id)?;
-            if let Err(e) = catalog.download(manifest, WAL, &staged_wal).await {
-                remove_if_exists(&database).await?;
-                return Err(e);
+    let database = staged(file, "", origin.id())?;
+    let fetched = origin.fetch(DATABASE, &database, Engine::Duckdb).await?;
+    let wal = match origin.has(WAL) {
+        true => {
+            let staged_wal = staged(file, ".wal", origin.id())?;
+            match origin.fetch(WAL, &staged_wal, Engine::Duckdb).await {
+                Ok(wal) => Some((staged_wal, wal.size_bytes)),
+                Err(e) => {
+                    remove_if_exists(&database).await?;
+                    return Err(e);
+                }
             }
-            Some(staged_wal)
         }
-        None => None,
+        false => None,
     };
     let target_wal = with_suffix(file, ".wal");
     remove_if_exists(&target_wal).await?;
-    if let Some(wal) = wal {
+    let mut size_bytes = fetched.size_bytes;
+    if let Some((wal, bytes)) = wal {
         rename(&wal, &target_wal).await?;
+        size_bytes += bytes;
     }
-    rename(&database, file).await
+    rename(&database, file).await?;
+    Ok(Fetched {
+        size_bytes,
+        ..fetched
+    })
 }

@@ -5,6 +5,7 @@ mod postgres;
 mod sqlite;
 
 use crate::catalog::Catalog;
+use crate::dump::{Dump, Fetched};
 use crate::id::BackupId;
 use crate::manifest::{FileEntry, Manifest, Reason};
 use crate::{Error, Result};
@@ -105,14 +106,93 @@ pub async fn backup(catalog: &Catalog, source: &Source, reason: Reason) -> Resul
     Ok(manifest)
 }
 
-/// Restore `manifest`'s backup into `target`, which must be of the same engine.
-pub async fn restore(
-    catalog: &Catalog,
-    manifest: &Manifest,
-    target: &Source,
-    options: Restore,
-) -> Result<()> {
-    if manifest.engine != target.engine() {
+/// Where a restore's files come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    /// A complete backup of a catalog.
+    Backup {
+        catalog: &'a Catalog,
+        manifest: &'a Manifest,
+    },
+    /// A dump: the engine's one file (a `pg_dump` custom-format archive, or the database file).
+    Dump(&'a Dump),
+}
+
+impl Origin<'_> {
+    /// How messages and staged files name it.
+    fn id(&self) -> &str {
+        match self {
+            Self::Backup { manifest, .. } => &manifest.id,
+            Self::Dump(_) => "dump",
+        }
+    }
+
+    /// Whether it holds the extra file `name` (a DuckDB WAL): a dump holds its main file only.
+    fn has(&self, name: &str) -> bool {
+        match self {
+            Self::Backup { manifest, .. } => manifest.file(name).is_some(),
+            Self::Dump(_) => false,
+        }
+    }
+
+    /// Fetch file `name` (a dump: its one file) to `to`, checked against the manifest or the
+    /// dump's checksum; `engine`'s format is checked too, so that nothing that is not such a
+    /// file is restored.
+    async fn fetch(&self, name: &str, to: &std::path::Path, engine: Engine) -> Result<Fetched> {
+        let fetched = match self {
+            Self::Backup { catalog, manifest } => {
+                catalog.download(manifest, name, to).await?;
+                let entry = manifest.file(name).ok_or_else(|| {
+                    Error::Failed(format!("backup {} has no file {name}", manifest.id))
+                })?;
+                Fetched {
+                    size_bytes: entry.size_bytes,
+                    sha256: entry.sha256.clone(),
+                }
+            }
+            Self::Dump(dump) => dump.fetch(to).await?,
+        };
+        if let Self::Dump(dump) = self
+            && let Err(why) = check_format(to, engine).await
+        {
+            let _ = tokio::fs::remove_file(to).await;
+            return Err(Error::Invalid(format!(
+                "the dump at {} {why}: it was not restored",
+                dump.shown()
+            )));
+        }
+        Ok(fetched)
+    }
+}
+
+/// Whether `path` starts as a file of `engine` does: a `pg_dump` custom-format archive
+/// (`PGDMP`), a SQLite database (`SQLite format 3`), a DuckDB database (`DUCK` at byte 8).
+async fn check_format(path: &std::path::Path, engine: Engine) -> Result<(), String> {
+    let head = crate::dump::head(path, 16)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ok = match engine {
+        Engine::Postgres => head.starts_with(b"PGDMP"),
+        Engine::Sqlite => head.starts_with(b"SQLite format 3\0"),
+        Engine::Duckdb => head.get(8..12) == Some(b"DUCK".as_slice()),
+    };
+    match (ok, engine) {
+        (true, _) => Ok(()),
+        (false, Engine::Postgres) => Err(
+            "is not a pg_dump custom-format archive (make one with pg_dump --format=custom)"
+                .to_owned(),
+        ),
+        (false, Engine::Sqlite) => Err("is not a SQLite database file".to_owned()),
+        (false, Engine::Duckdb) => Err("is not a DuckDB database file".to_owned()),
+    }
+}
+
+/// Restore into `target` from `origin` (a backup must be of the same engine). What was fetched:
+/// its bytes, and the SHA-256 of its main file.
+pub async fn restore(origin: Origin<'_>, target: &Source, options: Restore) -> Result<Fetched> {
+    if let Origin::Backup { manifest, .. } = origin
+        && manifest.engine != target.engine()
+    {
         return Err(Error::Invalid(format!(
             "backup {} is a {} backup: it cannot be restored into {}",
             manifest.id,
@@ -120,16 +200,20 @@ pub async fn restore(
             target.engine().as_str()
         )));
     }
-    tracing::info!(environment = catalog.environment(), id = %manifest.id, "restore started");
-    match target {
-        Source::Postgres { bin } => {
-            postgres::restore(catalog, manifest, bin.as_deref(), options).await?
+    let from = match origin {
+        Origin::Backup { catalog, manifest } => {
+            format!("backup {} of {}", manifest.id, catalog.environment())
         }
-        Source::Sqlite { file } => sqlite::restore(catalog, manifest, file, options).await?,
-        Source::Duckdb { file } => duckdb::restore(catalog, manifest, file, options).await?,
-    }
-    tracing::info!(environment = catalog.environment(), id = %manifest.id, "restore complete");
-    Ok(())
+        Origin::Dump(dump) => format!("the dump at {}", dump.shown()),
+    };
+    tracing::info!(%from, "restore started");
+    let fetched = match target {
+        Source::Postgres { bin } => postgres::restore(origin, bin.as_deref(), options).await?,
+        Source::Sqlite { file } => sqlite::restore(origin, file, options).await?,
+        Source::Duckdb { file } => duckdb::restore(origin, file, options).await?,
+    };
+    tracing::info!(%from, bytes = fetched.size_bytes, "restore complete");
+    Ok(fetched)
 }
 
 /// A private directory for a copy on its way (the Job's emptyDir at `TMPDIR`), removed with
@@ -138,7 +222,7 @@ pub async fn restore(
 pub(crate) struct WorkDir(PathBuf);
 
 impl WorkDir {
-    pub(crate) fn new(id: &BackupId) -> Result<Self> {
+    pub(crate) fn new(id: &dyn std::fmt::Display) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("appenv-agent-{}-{id}", std::process::id()));
         std::fs::create_dir(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         Ok(Self(dir))

@@ -1,10 +1,11 @@
 //! PostgreSQL: `pg_dump --format=custom` streamed to the destination (one consistent
 //! snapshot, the database online), `pg_restore` in one transaction.
 
-use super::Restore;
+use super::{Engine, Origin, Restore};
 use crate::catalog::Catalog;
+use crate::dump::Fetched;
 use crate::id::BackupId;
-use crate::manifest::{FileEntry, Manifest};
+use crate::manifest::FileEntry;
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -145,11 +146,10 @@ async fn user_relations(bin: Option<&Path>) -> Result<u64> {
 }
 
 pub(super) async fn restore(
-    catalog: &Catalog,
-    manifest: &Manifest,
+    origin: Origin<'_>,
     bin: Option<&Path>,
     options: Restore,
-) -> Result<()> {
+) -> Result<Fetched> {
     let database = std::env::var("PGDATABASE")
         .ok()
         .filter(|d| !d.is_empty())
@@ -163,10 +163,11 @@ pub(super) async fn restore(
              them replaces them (--into-non-empty)"
         )));
     }
-    // Checked against the manifest before anything in the database changes.
-    let dir = super::WorkDir::new(&BackupId::parse(&manifest.id)?)?;
+    // Checked (the manifest's or the dump's checksum, the archive's format) before anything in
+    // the database changes.
+    let dir = super::WorkDir::new(&origin.id())?;
     let dump = dir.path().join(DUMP);
-    catalog.download(manifest, DUMP, &dump).await?;
+    let fetched = origin.fetch(DUMP, &dump, Engine::Postgres).await?;
     let dump = dump.to_string_lossy().into_owned();
     let mut args = vec![
         "--no-owner",
@@ -183,5 +184,5 @@ pub(super) async fn restore(
     }
     args.push(&dump);
     run(bin, "pg_restore", &args).await?;
-    Ok(())
+    Ok(fetched)
 }

@@ -2,10 +2,11 @@
 //! mode the app's writers go on meanwhile), checked with `PRAGMA integrity_check` before it is
 //! uploaded and again before a restore puts it in place.
 
-use super::{Restore, remove_if_exists, rename, staged, with_suffix};
+use super::{Engine, Origin, Restore, remove_if_exists, rename, staged, with_suffix};
 use crate::catalog::Catalog;
+use crate::dump::Fetched;
 use crate::id::BackupId;
-use crate::manifest::{FileEntry, Manifest};
+use crate::manifest::FileEntry;
 use crate::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -99,12 +100,7 @@ fn user_tables(file: &Path) -> Result<u64> {
         .map_err(Error::sqlite(format!("reading {what}")))
 }
 
-pub(super) async fn restore(
-    catalog: &Catalog,
-    manifest: &Manifest,
-    file: &Path,
-    options: Restore,
-) -> Result<()> {
+pub(super) async fn restore(origin: Origin<'_>, file: &Path, options: Restore) -> Result<Fetched> {
     let target = file.to_owned();
     let tables = tokio::task::spawn_blocking(move || user_tables(&target))
         .await
@@ -115,8 +111,8 @@ pub(super) async fn restore(
             file.display()
         )));
     }
-    let staged: PathBuf = staged(file, "", &manifest.id)?;
-    catalog.download(manifest, COPY, &staged).await?;
+    let staged: PathBuf = staged(file, "", origin.id())?;
+    let fetched = origin.fetch(COPY, &staged, Engine::Sqlite).await?;
     let checked = staged.clone();
     let verdict = tokio::task::spawn_blocking(move || {
         let connection = Connection::open_with_flags(&checked, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -132,5 +128,6 @@ pub(super) async fn restore(
     // The old file's WAL and shared memory belong to the old content.
     remove_if_exists(&with_suffix(file, "-wal")).await?;
     remove_if_exists(&with_suffix(file, "-shm")).await?;
-    rename(&staged, file).await
+    rename(&staged, file).await?;
+    Ok(fetched)
 }

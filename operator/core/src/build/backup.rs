@@ -20,7 +20,10 @@ use crate::build::pod::{
 };
 use crate::build::web::{embedded_data, pvc};
 use crate::build::{hash_json, postgres_service_name};
-use crate::validate::{BackupDestinationModel, BackupEngine, DatabaseModel, Model, S3Model};
+use crate::validate::{
+    BackupDestinationModel, BackupEngine, DatabaseModel, DumpModel, DumpUrl, Model, RestoreFrom,
+    S3Model,
+};
 use appenv_api::DeletionPolicy;
 use appenv_api::names::Component;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
@@ -134,6 +137,13 @@ fn s3_store(s3: &S3Model, credentials: &str) -> (String, Vec<EnvVar>) {
     (url, env)
 }
 
+fn dump_url_env(url: &DumpUrl) -> EnvVar {
+    match url {
+        DumpUrl::Literal(url) => plain_env(DUMP_URL_ENV, url),
+        DumpUrl::Secret(name) => secret_env(DUMP_URL_ENV, name, DUMP_URL_KEY),
+    }
+}
+
 /// Where an agent Job reads or writes backups.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Store {
@@ -146,7 +156,16 @@ pub enum Store {
         s3: S3Model,
         credentials_secret: String,
     },
+    /// A dump at a URL (`spec.database.restore.fromUrl`), which the Job downloads.
+    Dump(DumpModel),
 }
+
+/// The variable that carries a dump's URL to the agent (from the spec, or from the key `url` of
+/// a Secret): the URL is never an argument, so a presigned URL's signature stays out of the
+/// Pod's command line.
+pub const DUMP_URL_ENV: &str = "APPENV_RESTORE_URL";
+/// The key of `fromUrl.urlSecret` that holds the URL.
+pub const DUMP_URL_KEY: &str = "url";
 
 /// A restore the controller starts in this reconcile.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,12 +179,18 @@ pub struct RestoreRun {
 }
 
 /// The initial restore's Job: named after where it restores from.
-pub fn initial_restore_job_name(model: &Model, from: &str, backup: &str) -> String {
-    format!(
-        "{}-restore-{}",
-        model.app,
-        &hash_json(&(from, backup))[..10]
-    )
+pub fn initial_restore_job_name(model: &Model, from: &RestoreFrom) -> String {
+    let hash = match from {
+        RestoreFrom::Environment { name, backup, .. } => hash_json(&(name, backup)),
+        RestoreFrom::Url(dump) => {
+            let url = match &dump.url {
+                DumpUrl::Literal(url) => ("url", url),
+                DumpUrl::Secret(name) => ("urlSecret", name),
+            };
+            hash_json(&(url, &dump.sha256))
+        }
+    };
+    format!("{}-restore-{}", model.app, &hash[..10])
 }
 
 /// An in-place restore's Job (`appenv restore`): named after the request.
@@ -197,11 +222,17 @@ pub fn job(model: &Model, inputs: &Inputs, run: &BackupRun) -> Option<Job> {
 
 /// The restore Job of `run`.
 pub fn restore_job(model: &Model, inputs: &Inputs, run: &RestoreRun) -> Option<Job> {
-    let mut args = vec![
-        "restore".to_owned(),
-        "--backup".to_owned(),
-        run.backup.clone(),
-    ];
+    let mut args = vec!["restore".to_owned()];
+    match &run.store {
+        Store::Dump(dump) => {
+            if let Some(sha256) = &dump.sha256 {
+                args.extend(["--sha256".to_owned(), sha256.clone()]);
+            }
+        }
+        Store::Own | Store::Other { .. } => {
+            args.extend(["--backup".to_owned(), run.backup.clone()]);
+        }
+    }
     if run.into_non_empty {
         args.push("--into-non-empty".to_owned());
     }
@@ -253,17 +284,23 @@ fn agent_job(
             s3,
             credentials_secret,
         } => (environment.clone(), s3_store(s3, credentials_secret), false),
+        Store::Dump(dump) => (
+            String::new(),
+            (String::new(), vec![dump_url_env(&dump.url)]),
+            false,
+        ),
     };
     let mut args = vec!["agent".to_owned()];
     args.extend(task);
-    args.extend([
-        "--engine".to_owned(),
-        engine.as_str().to_owned(),
-        "--environment".to_owned(),
-        environment,
-        "--destination".to_owned(),
-        destination,
-    ]);
+    args.extend(["--engine".to_owned(), engine.as_str().to_owned()]);
+    if !destination.is_empty() {
+        args.extend([
+            "--environment".to_owned(),
+            environment,
+            "--destination".to_owned(),
+            destination,
+        ]);
+    }
     let mut volumes = Vec::new();
     let mut mounts = vec![mount("tmp", "/tmp")];
     if volume {
@@ -481,6 +518,64 @@ mod tests {
         assert_eq!(from_creds, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
         assert_eq!(job.spec.as_ref().expect("present").backoff_limit, Some(0));
         assert!(pod.affinity.is_none());
+    }
+
+    #[test]
+    fn a_dump_restore_gets_its_url_from_the_environment_never_from_the_arguments() {
+        let sha = "ab".repeat(32);
+        for (from, secret) in [
+            (
+                format!("url: 'https://dumps.example/shop.dump?sig=s3cr3t', sha256: '{sha}'"),
+                None,
+            ),
+            (
+                format!("urlSecret: dump-url, sha256: '{sha}'"),
+                Some("dump-url"),
+            ),
+        ] {
+            let m = model(&format!(
+                "{{app: shop, image: 'shop:1', database: {{embedded: {{engine: SQLite, path: /data/app.db}}, restore: {{fromUrl: {{{from}}}}}}}}}"
+            ));
+            let Some(RestoreFrom::Url(dump)) = m.restore.as_ref().map(|r| r.from.clone()) else {
+                panic!("a dump");
+            };
+            let run = RestoreRun {
+                job: initial_restore_job_name(&m, &RestoreFrom::Url(dump.clone())),
+                backup: String::new(),
+                store: Store::Dump(dump),
+                into_non_empty: false,
+            };
+            let job = restore_job(&m, &Inputs::default(), &run).expect("job");
+            let c = container(&job);
+            let args = c.args.as_ref().expect("present").join(" ");
+            assert_eq!(
+                args,
+                format!("agent restore --sha256 {sha} --engine sqlite --file /data/app.db")
+            );
+            let url = c
+                .env
+                .iter()
+                .flatten()
+                .find(|e| e.name == DUMP_URL_ENV)
+                .expect("the URL's variable");
+            match secret {
+                None => assert_eq!(
+                    url.value.as_deref(),
+                    Some("https://dumps.example/shop.dump?sig=s3cr3t")
+                ),
+                Some(name) => {
+                    let key = url
+                        .value_from
+                        .as_ref()
+                        .and_then(|v| v.secret_key_ref.as_ref())
+                        .expect("from the Secret");
+                    assert_eq!((key.name.as_str(), key.key.as_str()), (name, DUMP_URL_KEY));
+                    assert!(url.value.is_none());
+                }
+            }
+            // No S3 credentials: a dump needs none.
+            assert!(!env_names(c).contains(&ACCESS_KEY_ID), "{:?}", env_names(c));
+        }
     }
 
     #[test]

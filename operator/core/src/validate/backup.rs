@@ -5,13 +5,14 @@
 
 use super::rules::{Errors, check_annotations, is_dns_subdomain};
 use super::{
-    BackupDestinationModel, BackupEngine, BackupModel, DatabaseModel, RestoreModel, S3Model,
-    SeedModel,
+    BackupDestinationModel, BackupEngine, BackupModel, DatabaseModel, DumpModel, DumpUrl,
+    RestoreFrom, RestoreModel, S3Model, SeedModel,
 };
 use crate::schedule::Schedule;
 use appenv_api::field::truncate;
 use appenv_api::{
-    AppEnvironment, AppEnvironmentSpec, EmbeddedEngine, MAX_BACKUPS_KEPT, MAX_RESTORE_TO,
+    AppEnvironment, AppEnvironmentSpec, DumpSpec, EmbeddedEngine, MAX_BACKUPS_KEPT, MAX_RESTORE_TO,
+    RestoreSpec,
 };
 
 const DEFAULT_KEEP: i32 = 7;
@@ -86,7 +87,7 @@ pub(super) fn restore(
     database: Option<&DatabaseModel>,
     errors: &mut Errors,
 ) -> Option<RestoreModel> {
-    const PATH: &str = "spec.database.restore";
+    const PATH: &str = RESTORE;
     let r = spec.database.as_ref()?.restore.as_ref()?;
     if !matches!(
         database,
@@ -97,33 +98,30 @@ pub(super) fn restore(
             "needs spec.database.postgres or spec.database.embedded",
         );
     }
-    if !is_dns_subdomain(&r.from_environment) {
-        errors.add(
-            format!("{PATH}.fromEnvironment"),
-            "must be the name of an AppEnvironment",
-        );
-    } else if r.from_environment == name {
-        errors.add(
-            format!("{PATH}.fromEnvironment"),
-            "must be another environment (restore this one in place with `appenv restore`)",
-        );
+    if r.from_environment.is_some() == r.from_url.is_some() {
+        errors.add(PATH, "set exactly one of fromEnvironment or fromUrl");
     }
-    let backup = r.backup.clone().unwrap_or_else(|| "latest".to_owned());
-    if !backup_ref(&backup) {
-        errors.add(
-            format!("{PATH}.backup"),
-            format!(
-                "{:?} must be `latest` or a backup id as `appenv backup list` prints it (e.g. 20261201-030000-000)",
-                truncate(&backup)
-            ),
-        );
-    }
-    if !is_dns_subdomain(&r.credentials_secret) {
-        errors.add(
-            format!("{PATH}.credentialsSecret"),
-            "must be the name of a Secret in the environment's namespace (a DNS subdomain)",
-        );
-    }
+    let environment = r
+        .from_environment
+        .as_ref()
+        .map(|environment| from_environment(r, environment, name, errors));
+    let dump = r.from_url.as_ref().map(|dump| {
+        if r.from_environment.is_none() {
+            for (set, field) in [
+                (r.backup.is_some(), "backup"),
+                (r.credentials_secret.is_some(), "credentialsSecret"),
+            ] {
+                if set {
+                    errors.add(
+                        format!("{PATH}.{field}"),
+                        "goes with fromEnvironment, not fromUrl",
+                    );
+                }
+            }
+        }
+        RestoreFrom::Url(dump_model(dump, errors))
+    });
+    let from = environment.or(dump)?;
     let seed = r.seed.as_ref().map(|seed| {
         if seed.command.is_empty() || seed.command.iter().any(String::is_empty) {
             errors.add(
@@ -136,12 +134,146 @@ pub(super) fn restore(
             args: seed.args.clone(),
         }
     });
-    Some(RestoreModel {
-        from_environment: r.from_environment.clone(),
+    Some(RestoreModel { from, seed })
+}
+
+const RESTORE: &str = "spec.database.restore";
+
+fn from_environment(
+    r: &RestoreSpec,
+    environment: &str,
+    name: &str,
+    errors: &mut Errors,
+) -> RestoreFrom {
+    if !is_dns_subdomain(environment) {
+        errors.add(
+            format!("{RESTORE}.fromEnvironment"),
+            "must be the name of an AppEnvironment",
+        );
+    } else if environment == name {
+        errors.add(
+            format!("{RESTORE}.fromEnvironment"),
+            "must be another environment (restore this one in place with `appenv restore`)",
+        );
+    }
+    let backup = r.backup.clone().unwrap_or_else(|| "latest".to_owned());
+    if !backup_ref(&backup) {
+        errors.add(
+            format!("{RESTORE}.backup"),
+            format!(
+                "{:?} must be `latest` or a backup id as `appenv backup list` prints it (e.g. 20261201-030000-000)",
+                truncate(&backup)
+            ),
+        );
+    }
+    let credentials_secret = r.credentials_secret.clone().unwrap_or_default();
+    if r.credentials_secret.is_none() {
+        errors.add(
+            format!("{RESTORE}.credentialsSecret"),
+            "required with fromEnvironment",
+        );
+    } else if !is_dns_subdomain(&credentials_secret) {
+        errors.add(
+            format!("{RESTORE}.credentialsSecret"),
+            "must be the name of a Secret in the environment's namespace (a DNS subdomain)",
+        );
+    }
+    RestoreFrom::Environment {
+        name: environment.to_owned(),
         backup,
-        credentials_secret: r.credentials_secret.clone(),
-        seed,
-    })
+        credentials_secret,
+    }
+}
+
+/// `spec.database.restore.fromUrl`: an https URL (http only with a checksum: nothing else
+/// proves the file is the one meant) without credentials in it, or a Secret that holds one.
+fn dump_model(dump: &DumpSpec, errors: &mut Errors) -> DumpModel {
+    const PATH: &str = "spec.database.restore.fromUrl";
+    let sha256 = dump.sha256.as_ref().map(|sha| sha.to_ascii_lowercase());
+    if let Some(sha) = &sha256
+        && (sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        errors.add(
+            format!("{PATH}.sha256"),
+            "must be 64 hexadecimal digits, as `sha256sum` prints them",
+        );
+    }
+    if dump.url.is_some() == dump.url_secret.is_some() {
+        errors.add(PATH, "set exactly one of url or urlSecret");
+    }
+    if let Some(url) = &dump.url
+        && let Err(why) = check_url(url, sha256.is_some())
+    {
+        errors.add(format!("{PATH}.url"), why);
+    }
+    if let Some(secret) = &dump.url_secret
+        && !is_dns_subdomain(secret)
+    {
+        errors.add(
+            format!("{PATH}.urlSecret"),
+            "must be the name of a Secret in the environment's namespace (a DNS subdomain)",
+        );
+    }
+    let url = match (&dump.url, &dump.url_secret) {
+        (Some(url), _) => DumpUrl::Literal(url.clone()),
+        (None, Some(secret)) => DumpUrl::Secret(secret.clone()),
+        (None, None) => DumpUrl::Literal(String::new()),
+    };
+    DumpModel { url, sha256 }
+}
+
+/// Why a dump URL written in a spec is refused, if it is.
+fn check_url(url: &str, checksum: bool) -> Result<(), String> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        format!(
+            "{:?} is not a URL (https://host/path)",
+            truncate(&shown_url(url))
+        )
+    })?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    match scheme {
+        "https" => {}
+        "http" if checksum => {}
+        "http" => {
+            return Err(
+                "an http:// URL needs sha256 (nothing else proves the file is the one meant): add fromUrl.sha256 or use https://"
+                    .to_owned(),
+            );
+        }
+        other => {
+            return Err(format!(
+                "the scheme {:?} is not supported: use https:// (or http:// with sha256)",
+                truncate(other)
+            ));
+        }
+    }
+    if authority.contains('@') {
+        return Err(
+            "must not carry credentials (user:password@): put a URL that needs them in a Secret and name it in fromUrl.urlSecret"
+                .to_owned(),
+        );
+    }
+    if authority.is_empty() || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "{:?} is not a URL (https://host/path)",
+            truncate(&shown_url(url))
+        ));
+    }
+    Ok(())
+}
+
+/// A URL as messages show it: scheme, host and path, without credentials, query or fragment
+/// (a presigned URL's signature is in its query).
+pub fn shown_url(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or_default();
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// The database engine of a spec, as the operator compares a restore's source and target.

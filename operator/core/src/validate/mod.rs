@@ -7,7 +7,7 @@
 //! violations come out in that order.
 
 mod backup;
-pub use backup::{backup_ref, restore_refusal};
+pub use backup::{backup_ref, restore_refusal, shown_url};
 mod copy;
 mod database;
 mod egress;
@@ -235,14 +235,61 @@ pub struct BackupModel {
 /// `spec.database.restore`, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoreModel {
-    /// The AppEnvironment whose backups are restored.
-    pub from_environment: String,
-    /// `latest` or a backup id.
-    pub backup: String,
-    /// A Secret of this environment's namespace that can read the source's bucket.
-    pub credentials_secret: String,
+    pub from: RestoreFrom,
     /// A command of the app's image run after the restore and before the migrations.
     pub seed: Option<SeedModel>,
+}
+
+/// Where a new environment's data comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestoreFrom {
+    /// Another environment's backup.
+    Environment {
+        /// The AppEnvironment whose backups are restored.
+        name: String,
+        /// `latest` or a backup id.
+        backup: String,
+        /// A Secret of this environment's namespace that can read the source's bucket.
+        credentials_secret: String,
+    },
+    /// A dump at a URL.
+    Url(DumpModel),
+}
+
+impl RestoreFrom {
+    /// How status messages name it: `shop-prod (backup latest)`, or the URL without its query
+    /// (a presigned URL's signature is never shown), or the Secret that holds it.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Environment { name, backup, .. } => format!("{name} (backup {backup})"),
+            Self::Url(dump) => dump.describe(),
+        }
+    }
+}
+
+/// `spec.database.restore.fromUrl`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DumpModel {
+    pub url: DumpUrl,
+    /// Lower-case hex.
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DumpUrl {
+    /// In the spec.
+    Literal(String),
+    /// In the key `url` of this Secret of the environment's namespace.
+    Secret(String),
+}
+
+impl DumpModel {
+    pub fn describe(&self) -> String {
+        match &self.url {
+            DumpUrl::Literal(url) => format!("the dump at {}", backup::shown_url(url)),
+            DumpUrl::Secret(name) => format!("the dump at the URL of Secret {name}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -581,6 +581,90 @@ fn backups_name_the_field_and_the_rule_and_refuse_what_a_hostile_author_could_us
 }
 
 #[test]
+fn a_restore_from_a_url_is_https_or_checksummed_and_carries_no_credentials() {
+    let sha = "a".repeat(64);
+    let with = |restore: &str| {
+        messages(&format!(
+            "{{app: shop, image: 'shop:1', database: {{postgres: {{}}, restore: {restore}}}}}"
+        ))
+    };
+    for ok in [
+        "{fromUrl: {url: 'https://dumps.example/shop.dump?X-Amz-Signature=1'}}".to_owned(),
+        format!("{{fromUrl: {{url: 'http://10.0.0.5:8080/shop.dump', sha256: '{sha}'}}}}"),
+        format!(
+            "{{fromUrl: {{urlSecret: dump-url, sha256: '{}'}}}}",
+            "AB".repeat(32)
+        ),
+    ] {
+        assert_eq!(with(&ok), Vec::<String>::new(), "{ok}");
+    }
+    for (restore, want) in [
+        (
+            "{fromUrl: {url: 'http://dumps.example/shop.dump'}}".to_owned(),
+            "spec.database.restore.fromUrl.url: an http:// URL needs sha256",
+        ),
+        (
+            "{fromUrl: {url: 'https://user:secret@dumps.example/shop.dump'}}".to_owned(),
+            "spec.database.restore.fromUrl.url: must not carry credentials",
+        ),
+        (
+            "{fromUrl: {url: 'file:///etc/shadow'}}".to_owned(),
+            "spec.database.restore.fromUrl.url: the scheme \"file\" is not supported",
+        ),
+        (
+            "{fromUrl: {url: 'https:///x'}}".to_owned(),
+            "spec.database.restore.fromUrl.url: \"https:///x\" is not a URL",
+        ),
+        (
+            "{fromUrl: {url: 'https://h/x', sha256: 'abc'}}".to_owned(),
+            "spec.database.restore.fromUrl.sha256: must be 64 hexadecimal digits",
+        ),
+        (
+            "{fromUrl: {url: 'https://h/x', urlSecret: s}}".to_owned(),
+            "spec.database.restore.fromUrl: set exactly one of url or urlSecret",
+        ),
+        (
+            "{fromUrl: {urlSecret: 'Bad/Name'}}".to_owned(),
+            "spec.database.restore.fromUrl.urlSecret: must be the name of a Secret",
+        ),
+        (
+            "{fromUrl: {url: 'https://h/x'}, credentialsSecret: s3}".to_owned(),
+            "spec.database.restore.credentialsSecret: goes with fromEnvironment",
+        ),
+        (
+            "{fromUrl: {url: 'https://h/x'}, fromEnvironment: shop-prod, credentialsSecret: s3}"
+                .to_owned(),
+            "spec.database.restore: set exactly one of fromEnvironment or fromUrl",
+        ),
+        (
+            "{fromEnvironment: shop-prod}".to_owned(),
+            "spec.database.restore.credentialsSecret: required with fromEnvironment",
+        ),
+    ] {
+        let found = with(&restore);
+        assert!(
+            found.iter().any(|m| m.starts_with(want)),
+            "{restore}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn a_dump_url_is_shown_without_credentials_query_or_fragment() {
+    use crate::validate::shown_url;
+    assert_eq!(
+        shown_url("https://u:p@dumps.example:8443/a/shop.dump?X-Amz-Signature=s3cr3t#x"),
+        "https://dumps.example:8443/a/shop.dump"
+    );
+    assert_eq!(shown_url("https://h"), "https://h");
+    let model = crate::validate::DumpModel {
+        url: crate::validate::DumpUrl::Secret("dump-url".into()),
+        sha256: None,
+    };
+    assert_eq!(model.describe(), "the dump at the URL of Secret dump-url");
+}
+
+#[test]
 fn a_restore_names_another_environment_a_backup_and_a_secret_of_its_own() {
     let with = |restore: &str| {
         messages(&format!(

@@ -83,7 +83,7 @@ fn references(env: &AppEnvironment) -> BTreeMap<(CopyKind, String), BTreeSet<Str
     let s3_secrets = backup
         .map(|s3| &s3.credentials_secret)
         .into_iter()
-        .chain(restore.map(|r| &r.credentials_secret));
+        .chain(restore.and_then(|r| r.credentials_secret.as_ref()));
     for name in s3_secrets {
         let entry = out.entry((CopyKind::Secret, name.clone())).or_default();
         entry.extend(["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"].map(str::to_owned));
