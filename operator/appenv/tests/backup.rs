@@ -704,6 +704,82 @@ async fn a_preview_starts_from_productions_backup_then_its_seed_then_its_migrati
 }
 
 #[tokio::test]
+async fn a_preview_starts_from_a_dump_whose_url_a_secret_holds() {
+    let client = common::client().await;
+    let test = "restore-dump";
+    let _operator = common::operator(&client, test, settings()).await;
+    let name = "rd-pr-3";
+    let sha = "ab".repeat(32);
+    let mut env = preview(name, test, "unused");
+    env["spec"]["database"]["restore"] = json!({
+        "fromUrl": {"urlSecret": "dump-url", "sha256": sha},
+        "seed": {"command": ["flask", "blank-personal-data"]},
+    });
+    apply(&client, &env).await;
+    // Its Job cannot start before the Secret with the URL exists: the condition says so, and
+    // names the dump by its Secret, not by a URL.
+    let waiting = wait_env(
+        &client,
+        name,
+        "Restoring, the Job waiting for its Secret",
+        |e| {
+            let (_, reason, message) = condition(e, "DatabaseReady");
+            reason == "Restoring" && message.contains("it cannot start")
+        },
+    )
+    .await;
+    let (_, _, message) = condition(&waiting, "DatabaseReady");
+    assert!(
+        message
+            .contains("restoring from the dump at the URL of Secret dump-url: Job shop-restore-")
+            && message.contains("dump-url"),
+        "{message}"
+    );
+    common::provide_secret(&client, name, "dump-url", &["url"]).await;
+    let done = wait_env(&client, name, "Ready", |e| ready(Some(e))).await;
+    assert!(
+        done.status
+            .as_ref()
+            .and_then(|s| s.restore.as_ref())
+            .is_some_and(|r| r.initialized),
+        "{:?}",
+        done.status
+    );
+    let jobs = Api::<Job>::namespaced(client.clone(), name)
+        .list(&ListParams::default())
+        .await
+        .expect("jobs");
+    let restore = jobs
+        .items
+        .iter()
+        .find(|j| j.name_any().starts_with("shop-restore-"))
+        .expect("the restore Job");
+    let pod = restore
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod");
+    let container = &pod.containers[0];
+    let args = container.args.clone().unwrap_or_default().join(" ");
+    assert_eq!(
+        args,
+        format!("agent restore --sha256 {sha} --engine postgres")
+    );
+    let url = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "APPENV_RESTORE_URL")
+        .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+        .expect("the URL from the Secret");
+    assert_eq!((url.name.as_str(), url.key.as_str()), ("dump-url", "url"));
+    let _ = env_api(&client)
+        .await
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
 async fn a_preview_may_not_start_from_an_environment_that_does_not_allow_it() {
     let client = common::client().await;
     let test = "restore-refused";
