@@ -1,21 +1,31 @@
 //! What a real kubelet (and scheduler) does with a Pod that cannot start, as the simulated one
 //! shows it through the API (reasons, messages, Events), and how appenv reports it: a missing
 //! Secret, an unmountable volume, a missing claim, an image that cannot be pulled, a missing
-//! image pull Secret, an init container that cannot start. Against the real control plane.
+//! image pull Secret, an init container that cannot start. And how Pods serve HTTP at their own
+//! loopback addresses, are probed Ready, and what Endpoints and EndpointSlices make of those
+//! addresses. Against the real control plane.
 
 mod common;
 
 use appenv_api::AppEnvironment;
 use appenv_controller::{self as controller, Options};
 use appenv_core::settings::Settings;
-use appenv_localcluster::kubelet::{NODE_NAME, PULL_BACKOFF, UNPULLABLE_REGISTRY};
+use appenv_localcluster::kubelet::{
+    NODE_NAME, PULL_BACKOFF, READY_AFTER_ANNOTATION, UNPULLABLE_REGISTRY, UNREADY_ANNOTATION,
+    is_pod_address,
+};
 use futures::StreamExt as _;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::core::v1::{Endpoints, Event, PersistentVolumeClaim, Pod, Secret, Service};
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use serde_json::{Value, json};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -716,4 +726,373 @@ async fn preview_up_wait_stops_at_once_when_the_image_cannot_be_pulled() {
     let _ = Api::<AppEnvironment>::all(client.clone())
         .delete("kubelet-demo-pr-77", &DeleteParams::default())
         .await;
+}
+
+// --- HTTP: each Pod's own loopback address, served and probed ----------------------------------
+
+/// A web container: port 8000 named `http`, probed for readiness at `/healthz`.
+fn web_container() -> Value {
+    json!({"name": "web", "image": "example.invalid/web:1",
+        "ports": [{"name": "http", "containerPort": 8000}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}}})
+}
+
+/// A Deployment `name` of `replicas` Pods labelled `app=name` running [`web_container`], with
+/// `annotations` on its Pods.
+async fn web_deployment(client: &Client, ns: &str, name: &str, replicas: i32, annotations: Value) {
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}, "annotations": annotations},
+                "spec": {"containers": [web_container()]}}},
+    }))
+    .expect("a valid Deployment");
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create Deployment");
+}
+
+/// The Pods labelled `app=app`, once `cond` holds for the list of them, through a watch.
+async fn wait_pods(
+    pods: &Api<Pod>,
+    app: &str,
+    what: &str,
+    cond: impl Fn(&[Pod]) -> bool,
+) -> Vec<Pod> {
+    let selector = format!("app={app}");
+    let (reader, writer) = kube::runtime::reflector::store();
+    let config = watcher::Config::default().labels(&selector);
+    let mut stream = watcher::watcher(pods.clone(), config)
+        .reflect(writer)
+        .boxed();
+    let found = tokio::time::timeout(LIMIT, async {
+        while let Some(event) = stream.next().await {
+            let listed = matches!(
+                event,
+                Ok(watcher::Event::InitDone | watcher::Event::Apply(_) | watcher::Event::Delete(_))
+            );
+            let now: Vec<Pod> = reader.state().iter().map(|p| Pod::clone(p)).collect();
+            if listed && cond(&now) {
+                return now;
+            }
+        }
+        Vec::new()
+    })
+    .await;
+    match found {
+        Ok(now) if cond(&now) => now,
+        _ => {
+            let seen = pods.list(&ListParams::default().labels(&selector)).await;
+            panic!("the Pods {selector} not {what} within {LIMIT:?}; seen: {seen:#?}")
+        }
+    }
+}
+
+fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
+    pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
+}
+
+/// GET `path` at `ip:port` (HTTP/1.0): status and body; an error if nothing listens there.
+async fn http_get(ip: Ipv4Addr, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read as _, Write as _};
+        let mut stream = TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(5))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((code, body))
+    })
+    .await
+    .expect("the request's thread")
+}
+
+fn assert_own_loopback_address(pod: &Pod) -> Ipv4Addr {
+    let ip = pod_ip(pod).expect("an IPv4 Pod IP");
+    assert!(
+        ip.is_loopback() && ip != Ipv4Addr::LOCALHOST && is_pod_address(ip),
+        "{ip}"
+    );
+    let ips: Vec<String> = pod
+        .status
+        .iter()
+        .flat_map(|s| s.pod_ips.iter().flatten())
+        .map(|i| i.ip.clone())
+        .collect();
+    assert_eq!(ips, [ip.to_string()], "podIPs");
+    ip
+}
+
+#[tokio::test]
+async fn an_http_pod_gets_its_own_loopback_address_answers_there_and_is_ready_once_probed() {
+    let client = common::client().await;
+    let ns = common::namespace(&client, "http-web").await;
+    web_deployment(&client, &ns, "web", 1, json!({})).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let ready = wait_pods(&pods, "web", "Ready", |p| {
+        p.len() == 1 && is_ready(p.first())
+    })
+    .await;
+    let pod = &ready[0];
+    let ip = assert_own_loopback_address(pod);
+    let name = pod.metadata.name.clone().expect("a name");
+    let (code, body) = http_get(ip, 8000, "/anything")
+        .await
+        .expect("the Pod answers");
+    assert_eq!((code, body), (200, format!("pod {name} (ns {ns})\n")));
+    let (code, _) = http_get(ip, 8000, "/healthz")
+        .await
+        .expect("the probe's path");
+    assert_eq!(code, 200);
+    let unhealthy = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default().fields("reason=Unhealthy"))
+        .await
+        .expect("events");
+    assert!(unhealthy.items.is_empty(), "{:?}", unhealthy.items);
+
+    // Scaled to zero: once its Pod is gone, nothing answers at its address.
+    let scale = json!({"spec": {"replicas": 0}});
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .patch("web", &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .expect("scale to zero");
+    wait_pods(&pods, "web", "gone", <[Pod]>::is_empty).await;
+    let refused = http_get(ip, 8000, "/anything").await;
+    assert_eq!(
+        refused.as_ref().map_err(std::io::Error::kind).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "{refused:?}"
+    );
+    common::cleanup(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn an_unready_http_pod_is_never_ready_and_its_readiness_path_answers_503() {
+    let client = common::client().await;
+    let ns = common::namespace(&client, "http-unready").await;
+    web_deployment(&client, &ns, "web", 1, json!({UNREADY_ANNOTATION: "true"})).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let running = wait_pods(&pods, "web", "Running with an address", |p| {
+        p.first().is_some_and(|p| {
+            pod_ip(p).is_some()
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+    })
+    .await;
+    let pod = &running[0];
+    let ip = assert_own_loopback_address(pod);
+    assert_eq!(
+        condition(pod, "Ready"),
+        Some((
+            "False".into(),
+            "ContainersNotReady".into(),
+            "containers with unready status: [web]".into()
+        ))
+    );
+    let (code, body) = http_get(ip, 8000, "/healthz")
+        .await
+        .expect("the Pod answers");
+    assert_eq!(code, 503, "{body}");
+    let (code, _) = http_get(ip, 8000, "/").await.expect("the Pod answers");
+    assert_eq!(code, 200, "only the readiness path is unready");
+    let pod = pods
+        .get(pod.metadata.name.as_deref().expect("a name"))
+        .await
+        .expect("the Pod");
+    assert!(!is_ready(Some(&pod)), "still not Ready");
+    common::cleanup(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn pods_get_different_addresses_and_one_without_http_ports_is_ready_as_before() {
+    let client = common::client().await;
+    let ns = common::namespace(&client, "http-two").await;
+    web_deployment(&client, &ns, "web", 2, json!({})).await;
+    let (_, pods) = pod_with(
+        &client,
+        "http-plain",
+        json!({"containers": [app(json!({}))]}),
+    )
+    .await;
+    let plain = wait_pod(&pods, "Ready", |p| is_ready(Some(p))).await;
+    let plain_ip = assert_own_loopback_address(&plain);
+    let refused = http_get(plain_ip, 8000, "/").await;
+    assert!(
+        refused.is_err(),
+        "no HTTP port, nothing served: {refused:?}"
+    );
+
+    let web_pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let ready = wait_pods(&web_pods, "web", "both Ready", |p| {
+        p.len() == 2 && p.iter().all(|p| is_ready(Some(p)))
+    })
+    .await;
+    let ips: Vec<Ipv4Addr> = ready.iter().map(assert_own_loopback_address).collect();
+    assert_ne!(ips[0], ips[1]);
+    assert!(!ips.contains(&plain_ip));
+    for (pod, ip) in ready.iter().zip(&ips) {
+        let (_, body) = http_get(*ip, 8000, "/").await.expect("the Pod answers");
+        assert!(
+            body.contains(pod.metadata.name.as_deref().expect("a name")),
+            "{body}"
+        );
+    }
+    common::cleanup(&client, &ns).await;
+    common::cleanup(
+        &client,
+        &plain.metadata.namespace.clone().expect("a namespace"),
+    )
+    .await;
+}
+
+/// kube-apiserver 1.20 refuses loopback addresses in Endpoints (its validation of endpoint
+/// addresses) but takes them in EndpointSlices: kube-controller-manager's endpoint controller
+/// fails to write the Service's addresses, with a Warning Event (and retries), while its
+/// EndpointSlice controller writes them, Ready.
+#[tokio::test]
+async fn loopback_pod_ips_are_refused_in_endpoints_and_taken_in_endpoint_slices() {
+    let client = common::client().await;
+    let ns = common::namespace(&client, "http-svc").await;
+    web_deployment(&client, &ns, "web", 1, json!({})).await;
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }))
+    .expect("a valid Service");
+    Api::<Service>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create Service");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let ready = wait_pods(&pods, "web", "Ready", |p| {
+        p.len() == 1 && is_ready(p.first())
+    })
+    .await;
+    let ip = assert_own_loopback_address(&ready[0]);
+    let pod_name = ready[0].metadata.name.clone().expect("a name");
+
+    let message = format!(
+        "Failed to update endpoint {ns}/web: Endpoints \"web\" is invalid: \
+         subsets[0].addresses[0].ip: Invalid value: \"{ip}\": \
+         may not be in the loopback range (127.0.0.0/8)"
+    );
+    let event = wait_event_about(&client, &ns, "web", "FailedToUpdateEndpoint", &message).await;
+    assert_eq!(event.involved_object.kind.as_deref(), Some("Endpoints"));
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let endpoints = Api::<Endpoints>::namespaced(client.clone(), &ns)
+        .get_opt("web")
+        .await
+        .expect("read Endpoints");
+    let addresses = endpoints
+        .iter()
+        .flat_map(|e| e.subsets.iter().flatten())
+        .flat_map(|s| {
+            s.addresses
+                .iter()
+                .flatten()
+                .chain(s.not_ready_addresses.iter().flatten())
+        })
+        .count();
+    assert_eq!(addresses, 0, "no address written: {endpoints:?}");
+    let log_path = appenv_localcluster::shared()
+        .kubeconfig()
+        .with_file_name("kube-controller-manager.log");
+    let log = std::fs::read_to_string(&log_path).expect("kube-controller-manager's log");
+    let logged = message.replace('"', "\\\"");
+    assert!(
+        log.contains(&logged),
+        "{} does not log {logged}",
+        log_path.display()
+    );
+
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("discovery.k8s.io", "v1beta1", "EndpointSlice"),
+        "endpointslices",
+    );
+    let slices: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &resource);
+    let config = watcher::Config::default().labels("kubernetes.io/service-name=web");
+    let mut stream = watcher::watcher(slices, config).applied_objects().boxed();
+    let written = tokio::time::timeout(LIMIT, async {
+        while let Some(slice) = stream.next().await {
+            if let Ok(slice) = slice
+                && slice.data["endpoints"]
+                    .as_array()
+                    .is_some_and(|e| !e.is_empty())
+            {
+                return Some(slice);
+            }
+        }
+        None
+    })
+    .await;
+    let slice = written
+        .ok()
+        .flatten()
+        .expect("an EndpointSlice with the Pod's address");
+    let endpoint = &slice.data["endpoints"][0];
+    assert_eq!(slice.data["addressType"], "IPv4");
+    assert_eq!(endpoint["addresses"], json!([ip.to_string()]));
+    assert_eq!(endpoint["conditions"]["ready"], true);
+    assert_eq!(endpoint["targetRef"]["name"], pod_name.as_str());
+    assert_eq!(
+        slice.data["ports"],
+        json!([{"name": "http", "port": 8000, "protocol": "TCP"}])
+    );
+    common::cleanup(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn a_job_pod_serves_while_it_runs_and_closes_its_listener_when_it_succeeds() {
+    let client = common::client().await;
+    let ns = common::namespace(&client, "http-job").await;
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "task"},
+        "spec": {"backoffLimit": 0, "template": {
+            "metadata": {"annotations": {READY_AFTER_ANNOTATION: "3000"}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "task",
+                "image": "example.invalid/task:1",
+                "ports": [{"name": "http-status", "containerPort": 8080}]}]}}},
+    }))
+    .expect("a valid Job");
+    Api::<Job>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &job)
+        .await
+        .expect("create Job");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let phase = |p: &Pod| p.status.as_ref().and_then(|s| s.phase.clone());
+    let running = wait_job_pod(&pods, "task", "Running", |p| {
+        phase(p).as_deref() == Some("Running") && pod_ip(p).is_some()
+    })
+    .await;
+    let ip = assert_own_loopback_address(&running);
+    let answer = http_get(ip, 8080, "/status").await;
+    let succeeded = wait_job_pod(&pods, "task", "Succeeded", |p| {
+        phase(p).as_deref() == Some("Succeeded")
+    })
+    .await;
+    assert_eq!(
+        answer.expect("the running Pod answers").0,
+        200,
+        "while it ran"
+    );
+    assert_eq!(pod_ip(&succeeded), Some(ip));
+    let refused = http_get(ip, 8080, "/status").await;
+    assert_eq!(
+        refused.as_ref().map_err(std::io::Error::kind).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "finished: {refused:?}"
+    );
+    common::cleanup(&client, &ns).await;
 }

@@ -20,6 +20,7 @@ mod certs;
 pub mod crd_server;
 pub mod kubelet;
 mod shared;
+pub mod snapshots;
 pub use shared::shared;
 mod process;
 

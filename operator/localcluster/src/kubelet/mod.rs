@@ -3,6 +3,32 @@
 //! deletion of Pods being deleted. No container runs: only the Pod API objects change, which
 //! is what Deployments, ReplicaSets, Jobs and the Recreate strategy react to.
 //!
+//! Each Pod's IP is its own loopback address (127.1.0.1 and up, from a random point per
+//! kubelet; never in 127.0/16, never one another Pod shows, free again once the Pod is gone),
+//! where a running Pod answers HTTP for real (`http.rs`), so that requests can flow to Pods on
+//! this machine:
+//! - on every port an HTTP readiness, liveness or startup probe targets (by number or name) and
+//!   every TCP container port named `http` or `http-*`;
+//! - every request is answered `200` with `pod NAME (ns NAMESPACE)\n` and a [`POD_HEADER`]
+//!   `namespace/name`, after the wait a [`DELAY_HEADER`] asks for (at most [`MAX_DELAY`]); but a
+//!   readiness probe's path answers `503` while the Pod is meant to be unready (the annotations
+//!   below);
+//! - a Pod with an HTTP readiness probe is reported Ready only once the kubelet's GET of the
+//!   probe's path answered 2xx or 3xx, as on a real node: at once when it is meant to be ready
+//!   (`initialDelaySeconds` is not waited for), again after `periodSeconds` if it failed, each
+//!   failure an `Unhealthy` Event in the kubelet's words. A port that cannot be bound (the
+//!   address is taken, after a restart) refuses the probe (`connect: connection refused`) and
+//!   is logged; a new Pod whose address is taken (another local cluster on this machine) moves
+//!   to the next one. Pods without HTTP ports or without an HTTP readiness probe become Ready
+//!   as before;
+//! - listeners close when the Pod stops running (it finished, crash-loops, or its deletion
+//!   completes); a new kubelet over an existing cluster listens again at the addresses its
+//!   Pods show.
+//!
+//! kube-apiserver 1.20 refuses loopback addresses in Endpoints ("may not be in the loopback
+//! range (127.0.0.0/8)": kube-controller-manager records `FailedToUpdateEndpoint` and retries),
+//! but takes them in EndpointSlices (discovery.k8s.io/v1beta1), which get the Pods' addresses.
+//!
 //! Pods (usually through their workload's pod template) steer it with annotations:
 //! - [`FAIL_ANNOTATION`] `"true"`: a Pod of a Job fails (exit code 1); any other Pod
 //!   crash-loops and never becomes Ready.
@@ -56,8 +82,12 @@
 //! (`MAX_CONCURRENT_WRITES`) and the API server.
 
 mod events;
+mod http;
 mod pod_state;
 
+pub use self::http::{
+    DELAY_HEADER, HttpProbe, MAX_DELAY, POD_HEADER, http_ports, is_pod_address, readiness_probes,
+};
 pub use self::pod_state::{
     Found, PULL_BACKOFF, Referenced, SimEvent, SimState, Source, Wait, WaitReason, config_error,
     mount_failure, observed, status_patch, target, unpullable, unschedulable,
@@ -76,7 +106,6 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -141,7 +170,8 @@ struct Shared {
     writes: Semaphore,
     /// `uid/action` keys of writes in flight, so a burst of events does not repeat them.
     in_flight: InFlightWrites,
-    next_ip: AtomicU32,
+    /// The Pods' addresses and HTTP servers.
+    servers: http::Servers,
     refs: Refs,
     /// Pods (namespace -> names) that wait for a Secret, ConfigMap or claim: looked at again
     /// when one of their namespace changes.
@@ -388,7 +418,7 @@ impl SimKubelet {
                 client: client.clone(),
                 writes: Semaphore::new(MAX_CONCURRENT_WRITES),
                 in_flight: InFlightWrites::default(),
-                next_ip: AtomicU32::new(0),
+                servers: http::Servers::new(),
                 refs: Refs {
                     secrets,
                     config_maps,
@@ -398,6 +428,7 @@ impl SimKubelet {
             }
         });
         register_storage_class(&client).await?;
+        tasks.extend(crate::snapshots::start(&client).await?);
         tasks.push(tokio::spawn(heartbeat(client.clone())));
         tasks.push(tokio::spawn(watch_pods(shared)));
         tasks.push(tokio::spawn(provision(client.clone())));
@@ -447,43 +478,54 @@ async fn provision(client: Client) {
         if !pending
             || spec.volume_name.is_some()
             || spec.storage_class_name.as_deref() != Some(STORAGE_CLASS)
+            // Provisioned by `crate::snapshots` once its snapshot is ready to use.
+            || crate::snapshots::restores_snapshot(&claim).is_some()
         {
             continue;
         }
-        let size = spec
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .map(|q| q.0.clone())
-            .unwrap_or_else(|| "1Gi".to_owned());
-        let name = format!("pv-{}", claim.uid().unwrap_or_default());
-        let volume = json!({
-            "apiVersion": "v1", "kind": "PersistentVolume",
-            "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
-            "spec": {
-                "capacity": {"storage": size},
-                "accessModes": spec.access_modes.clone().unwrap_or_default(),
-                "persistentVolumeReclaimPolicy": "Delete",
-                "storageClassName": STORAGE_CLASS,
-                "hostPath": {"path": format!("/var/lib/appenv-sim/{name}")},
-                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                    "namespace": claim.namespace(), "name": claim.name_any(), "uid": claim.uid()},
-            },
-        });
-        let apply = || async {
-            volumes
-                .patch(
-                    &name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&volume),
-                )
-                .await
-        };
-        if let Err(err) = while_away(apply).await {
+        if let Err(err) = create_volume(&volumes, &claim).await {
             tracing::debug!(error = %err, claim = %claim.name_any(), "simulated provisioner");
         }
     }
+}
+
+/// Apply the simulated volume of a claim of the simulated class, bound to it.
+pub(crate) async fn create_volume(
+    volumes: &Api<PersistentVolume>,
+    claim: &PersistentVolumeClaim,
+) -> Result<(), kube::Error> {
+    let spec = claim.spec.clone().unwrap_or_default();
+    let size = spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.clone())
+        .unwrap_or_else(|| "1Gi".to_owned());
+    let name = format!("pv-{}", claim.uid().unwrap_or_default());
+    let volume = json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER}},
+        "spec": {
+            "capacity": {"storage": size},
+            "accessModes": spec.access_modes.clone().unwrap_or_default(),
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": STORAGE_CLASS,
+            "hostPath": {"path": format!("/var/lib/appenv-sim/{name}")},
+            "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "namespace": claim.namespace(), "name": claim.name_any(), "uid": claim.uid()},
+        },
+    });
+    let apply = || async {
+        volumes
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&volume),
+            )
+            .await
+    };
+    while_away(apply).await.map(|_| ())
 }
 
 /// The API server did not answer, or answered that it cannot serve now.
@@ -629,10 +671,25 @@ async fn watch_pods(shared: Arc<Shared>) {
     let mut events = watcher::watcher(pods, watcher::Config::default())
         .default_backoff()
         .boxed();
+    // A (re)list is handled once complete: the addresses its Pods show are reserved first, so
+    // that no new Pod is given one of them.
+    let mut listed = Vec::new();
     while let Some(event) = events.next().await {
         match event {
-            Ok(Event::Apply(pod) | Event::InitApply(pod)) => handle(&shared, pod),
-            Ok(_) => {}
+            Ok(Event::Apply(pod)) => handle(&shared, pod),
+            Ok(Event::Init) => listed.clear(),
+            Ok(Event::InitApply(pod)) => {
+                shared.servers.reserve(&pod);
+                listed.push(pod);
+            }
+            Ok(Event::InitDone) => {
+                let uids = listed.iter().filter_map(|p| p.uid()).collect();
+                shared.servers.retain(&uids);
+                for pod in listed.drain(..) {
+                    handle(&shared, pod);
+                }
+            }
+            Ok(Event::Delete(pod)) => shared.servers.forget(&pod.uid().unwrap_or_default()),
             Err(err) => tracing::warn!(error = %err, "simulated kubelet: pod watch"),
         }
     }
@@ -685,6 +742,10 @@ fn handle(shared: &Arc<Shared>, pod: Pod) {
             if let Some(at) = change_at {
                 schedule_recheck(shared, &pod, at);
             }
+            // A running Pod serves HTTP; its readiness probe may be running.
+            let Some(state) = http::gate(shared, &pod, state, change_at) else {
+                return;
+            };
             if observed(&pod).as_ref() == Some(&state) {
                 return;
             }
@@ -798,11 +859,7 @@ async fn report(shared: &Shared, pod: &Pod, state: &SimState) -> Result<(), kube
             tracing::debug!(pod = %pod.name_any(), reason = event.reason, error = %err, "simulated kubelet: event");
         }
     }
-    let existing_ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
-    let ip = existing_ip.unwrap_or_else(|| {
-        let n = shared.next_ip.fetch_add(1, Ordering::Relaxed);
-        format!("10.244.{}.{}", (n / 250) % 256, n % 250 + 2)
-    });
+    let ip = shared.servers.address(pod);
     let patch = status_patch(pod, state, &ip, Timestamp::now());
     let pods: Api<Pod> =
         Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
@@ -819,6 +876,8 @@ async fn finish_deletion(shared: &Shared, pod: &Pod) -> Result<(), kube::Error> 
     if let Some(delay) = millis(pod, TERMINATE_AFTER_ANNOTATION) {
         tokio::time::sleep(delay).await;
     }
+    // Its containers have stopped: nothing answers at its address any more.
+    shared.servers.end(&pod.uid().unwrap_or_default());
     let _permit = shared.writes.acquire().await;
     let pods: Api<Pod> =
         Api::namespaced(shared.client.clone(), &pod.namespace().unwrap_or_default());
