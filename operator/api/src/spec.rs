@@ -51,6 +51,8 @@ pub const MAX_QUEUES: usize = 16;
         .message("spec.migrations: not allowed with spec.database.embedded (the web Pod is the only writer of the file; apply forward-only migrations at start-up)"),
     validation = Rule::new("!has(self.backup) || (has(self.database) && !has(self.database.external))")
         .message("spec.backup: needs spec.database.postgres or spec.database.embedded (an external database is backed up where it runs)"),
+    validation = Rule::new("!has(self.backup) || !has(self.backup.destination.volumeSnapshot) || (has(self.database) && has(self.database.embedded))")
+        .message("spec.backup.destination.volumeSnapshot: needs spec.database.embedded (a snapshot of the data volume; back PostgreSQL up with pg_dump to s3 or volume)"),
     validation = Rule::new("!has(self.workers) || self.workers.all(w, !has(w.autoscaling) || (has(self.redis) && (!has(self.redis.enabled) || self.redis.enabled)))")
         .message("spec.workers[].autoscaling: needs spec.redis (the queue is in the environment's Redis)"),
 )]
@@ -669,7 +671,7 @@ pub struct BackupSpec {
     /// rollout, and a failed backup blocks the migration. Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before_migrations: Option<bool>,
-    /// Where backups are written: exactly one of `s3` or `volume`.
+    /// Where backups are written: exactly one of `s3`, `volume` or `volumeSnapshot`.
     pub destination: BackupDestination,
     /// Give up on a backup after this long. Default 3600 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -754,7 +756,7 @@ pub struct SeedSpec {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("[has(self.s3), has(self.volume)].filter(x, x).size() == 1").message("spec.backup.destination: set exactly one of s3 or volume"))]
+#[x_kube(validation = Rule::new("[has(self.s3), has(self.volume), has(self.volumeSnapshot)].filter(x, x).size() == 1").message("spec.backup.destination: set exactly one of s3, volume or volumeSnapshot"))]
 pub struct BackupDestination {
     /// An S3-compatible bucket (AWS S3, MinIO, Ceph, R2, ...). Backups are written under
     /// `<prefix>/<environment name>/<backup id>/`.
@@ -766,6 +768,21 @@ pub struct BackupDestination {
     /// namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<StorageSpec>,
+    /// A CSI `VolumeSnapshot` of the embedded database's volume (`spec.database.embedded`), of
+    /// this VolumeSnapshotClass, instead of a copy of the file: for DuckDB the web component is
+    /// stopped until the snapshot is taken (not until it is uploaded: that is the driver's).
+    /// Snapshots stay in the environment's namespace (they are deleted with it unless
+    /// `spec.database.deletionPolicy` retains data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot: Option<VolumeSnapshotDestination>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotDestination {
+    /// The VolumeSnapshotClass (`kubectl get volumesnapshotclasses`).
+    #[schemars(length(min = 1, max = 253))]
+    pub class_name: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

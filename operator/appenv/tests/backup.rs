@@ -9,6 +9,7 @@ mod common;
 
 use appenv_api::AppEnvironment;
 use appenv_localcluster::kubelet::{FAIL_ANNOTATION, TERMINATE_AFTER_ANNOTATION};
+use appenv_localcluster::snapshots::{SNAPSHOT_CLASS, VolumeSnapshot};
 use common::{TEST_LABEL, ready};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -515,6 +516,126 @@ async fn a_duckdb_backup_runs_only_once_the_web_pod_is_gone_and_web_comes_back_a
         args.contains("--engine duckdb") && args.contains("--file /data/ledger.duckdb"),
         "{args}"
     );
+    let _ = env_api(&client)
+        .await
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn a_duckdb_backup_as_a_volume_snapshot_is_taken_once_web_is_gone_and_a_failure_is_named() {
+    let client = common::client().await;
+    let test = "backup-snapshot";
+    let _operator = common::operator(&client, test, settings()).await;
+    let name = "backup-snapshot";
+    let mut env = json!({
+        "apiVersion": "appenv.dev/v1alpha1",
+        "kind": "AppEnvironment",
+        "metadata": {"name": name, "labels": {TEST_LABEL: test}},
+        "spec": {
+            "app": "dojo",
+            "image": "example.invalid/dojo:1",
+            "web": {"podAnnotations": {TERMINATE_AFTER_ANNOTATION: "1500"}},
+            "database": {"embedded": {"engine": "DuckDB", "path": "/data/ledger.duckdb"}},
+            "backup": {"destination": {"volumeSnapshot": {"className": SNAPSHOT_CLASS}}},
+        },
+    });
+    apply(&client, &env).await;
+    wait_env(&client, name, "Ready", |e| ready(Some(e))).await;
+    // When a snapshot first shows, how many web Pods the API server lists.
+    let snapshots: Api<VolumeSnapshot> = Api::namespaced(client.clone(), name);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), name);
+    let seen = Arc::new(Mutex::new(Vec::<(String, usize)>::new()));
+    let recorder = {
+        let (snapshots, seen) = (snapshots.clone(), seen.clone());
+        tokio::spawn(async move {
+            let mut events = watcher::watcher(snapshots, watcher::Config::default()).boxed();
+            while let Some(event) = events.next().await {
+                let Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = event else {
+                    continue;
+                };
+                let name = s.name_any();
+                if seen.lock().expect("lock").iter().any(|(n, _)| *n == name) {
+                    continue;
+                }
+                let web = pods
+                    .list(&ListParams::default().labels("app.kubernetes.io/component=web"))
+                    .await
+                    .map_or(usize::MAX, |l| l.items.len());
+                seen.lock().expect("lock").push((name, web));
+            }
+        })
+    };
+    let request = |at: &'static str| {
+        let client = client.clone();
+        async move {
+            env_api(&client)
+                .await
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: at}}})),
+                )
+                .await
+                .expect("request a backup");
+        }
+    };
+    request("2026-12-02T10:00:00.000Z").await;
+    let done = wait_env(&client, name, "snapshot taken and Ready again", |e| {
+        let backup = e.status.as_ref().and_then(|s| s.backup.as_ref());
+        ready(Some(e)) && backup.is_some_and(|b| b.running.is_none() && b.last_success.is_some())
+    })
+    .await;
+    let last = done
+        .status
+        .as_ref()
+        .and_then(|s| s.backup.as_ref())
+        .and_then(|b| b.last_success.clone())
+        .expect("last success");
+    let snapshot = snapshots.get(&last.job).await.expect("the snapshot");
+    assert_eq!(
+        snapshot.spec.source.persistent_volume_claim_name.as_deref(),
+        Some("dojo-data")
+    );
+    assert!(
+        last.backup_id
+            .as_deref()
+            .is_some_and(appenv_core::validate::backup_ref),
+        "{last:?}"
+    );
+    assert_eq!(condition(&done, "BackupsHealthy").0, "True");
+    assert_eq!(
+        seen.lock()
+            .expect("lock")
+            .first()
+            .map(|(n, web)| (n.clone(), *web)),
+        Some((last.job.clone(), 0)),
+        "the snapshot was created only once no web Pod existed"
+    );
+    // No Job: a snapshot is the backup.
+    let jobs = Api::<Job>::namespaced(client.clone(), name)
+        .list(&ListParams::default())
+        .await
+        .expect("jobs");
+    assert!(jobs.items.is_empty(), "{:?}", jobs.items.len());
+
+    // A class that does not exist: the snapshot controller's error, named; web is back.
+    env["spec"]["backup"]["destination"]["volumeSnapshot"]["className"] = json!("missing-class");
+    apply(&client, &env).await;
+    request("2026-12-02T10:00:01.000Z").await;
+    let failed = wait_env(
+        &client,
+        name,
+        "BackupsHealthy=False BackupFailed, Ready",
+        |e| condition(e, "BackupsHealthy").1 == "BackupFailed" && ready(Some(e)),
+    )
+    .await;
+    let (_, _, message) = condition(&failed, "BackupsHealthy");
+    assert!(
+        message.contains("Failed to get snapshot class with error volumesnapshotclass.snapshot.storage.k8s.io \"missing-class\" not found"),
+        "{message}"
+    );
+    recorder.abort();
     let _ = env_api(&client)
         .await
         .delete(name, &DeleteParams::default())

@@ -11,6 +11,7 @@ use appenv_controller::requests::Request;
 use appenv_controller::{self as controller, Metrics, Options};
 use appenv_core::settings::Settings;
 use appenv_localcluster::kubelet::FAIL_ANNOTATION;
+use appenv_localcluster::snapshots::{SNAPSHOT_CLASS, VolumeSnapshot};
 use common::{TEST_LABEL, apply, example, ready};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -18,7 +19,7 @@ use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DynamicObject;
 use kube::runtime::wait::conditions;
 use serde_json::{Value, json};
@@ -350,6 +351,7 @@ async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet
         wait_ready(admin, name).await;
     }
     wait_ready(admin, "rbac-full").await;
+    snapshot_twice_keep_once(admin, test).await;
     let worker = "t7e-rqworker";
     let hpas = common::autoscaling::hpas(admin, "rbac-full");
     common::wait_for(
@@ -456,8 +458,82 @@ async fn reconcile_everything_as_the_service_account(admin: &Client) -> BTreeSet
     recorder.authorized()
 }
 
+/// Backups as CSI VolumeSnapshots: two requested, one kept (the operator creates, reads back,
+/// lists and deletes snapshots).
+async fn snapshot_twice_keep_once(admin: &Client, test: &str) {
+    let name = "rbac-snapshot";
+    let mut env = example("dojo.yaml", name, test);
+    env["spec"]["backup"] = json!({
+        "keep": 1,
+        "destination": {"volumeSnapshot": {"className": SNAPSHOT_CLASS}},
+    });
+    apply(admin, &env).await;
+    common::provide_example_secrets(admin, "dojo.yaml", name).await;
+    wait_ready(admin, name).await;
+    let api: Api<AppEnvironment> = Api::all(admin.clone());
+    let mut first = None;
+    for request in ["2026-12-02T10:00:00Z", "2026-12-02T10:00:01Z"] {
+        let patch = json!({"metadata": {"annotations": {"appenv.dev/backup-requested": request}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("request a backup");
+        let previous = first.clone();
+        let done = common::wait_for(
+            &api,
+            name,
+            LIMIT,
+            "the requested snapshot taken",
+            move |e: Option<&AppEnvironment>| {
+                let Some(b) = e
+                    .and_then(|e| e.status.as_ref())
+                    .and_then(|s| s.backup.as_ref())
+                else {
+                    return false;
+                };
+                b.last_request.as_deref() == Some(request)
+                    && b.running.is_none()
+                    && b.last_success
+                        .as_ref()
+                        .is_some_and(|s| Some(&s.job) != previous.as_ref())
+            },
+        )
+        .await;
+        first = done
+            .and_then(|e| e.status)
+            .and_then(|s| s.backup)
+            .and_then(|b| b.last_success)
+            .map(|s| s.job);
+    }
+    // Retention: the older one is deleted once the newer one is ready.
+    let snapshots: Api<VolumeSnapshot> = Api::namespaced(admin.clone(), name);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let names: Vec<String> = snapshots
+            .list(&ListParams::default())
+            .await
+            .expect("list snapshots")
+            .items
+            .iter()
+            .map(kube::ResourceExt::name_any)
+            .collect();
+        if names.len() == 1 && first.as_ref() == names.first() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not pruned to the newest snapshot {first:?}: {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The chart's release and the kustomize manifests name the same objects (`appenv-operator` in
+/// `appenv-system`): the tests that install or dry-run them take turns.
+static OPERATOR_NAMES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_uninstalls() {
+    let _names = OPERATOR_NAMES.lock().await;
     let admin = common::client().await;
 
     // Install (waits for the operator Deployment to be available).
@@ -731,6 +807,7 @@ fn the_kustomize_agent_image_follows_the_operator_image() {
 
 #[tokio::test]
 async fn server_side_dry_run_accepts_the_kustomize_manifests() {
+    let _names = OPERATOR_NAMES.lock().await;
     let client = common::client().await;
     let out = Command::new("kubectl")
         .args(["kustomize"])

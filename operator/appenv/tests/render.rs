@@ -245,6 +245,9 @@ spec:
       fromUrl:
         url: https://github.com/blogle/dojo/releases/download/v0.1.0/demo-ledger.duckdb
         sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+  backup:
+    destination:
+      volumeSnapshot: {className: csi-snapshots}
 ";
 
 #[test]
@@ -269,7 +272,8 @@ fn every_bound_in_the_crd_schema_is_checked_by_the_rust_validation() {
             (name, doc)
         })
         .collect();
-    // Fields none of the seeds' systems uses: a preview started from a dump at a URL.
+    // Fields none of the seeds' systems uses: a preview started from a dump at a URL, backed up
+    // as VolumeSnapshots.
     valid.push((
         "preview-from-dump.yaml".to_owned(),
         serde_norway::from_str(PREVIEW_FROM_DUMP).expect("parses"),

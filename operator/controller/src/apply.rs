@@ -322,7 +322,8 @@ pub async fn apply_children(
         data_volume,
         migration,
         backup_volume,
-        backup: _, // these three: see `start_job`
+        backup: _, // these four: see `reconcile::data_jobs`
+        backup_snapshot: _,
         restore: _,
         seed: _,
         web,
@@ -455,24 +456,39 @@ pub async fn start_job(
     no_pod_of: Option<&str>,
 ) -> Result<bool, Error> {
     let ns = job.namespace().unwrap_or_default();
-    if let Some(selector) = no_pod_of {
-        let pods = Api::<Pod>::namespaced(applier.client.clone(), &ns)
-            .list_metadata(&ListParams::default().labels(selector))
-            .await
-            .map_err(|source| Error::Apply {
-                kind: ChildKind::Pod.as_str(),
-                name: selector.to_owned(),
-                source,
-            })?;
-        if !pods.items.is_empty() {
-            tracing::info!(job = %job.name_any(), pods = pods.items.len(), "waits for the app's Pods to stop");
-            applier.in_flight.store(true, Ordering::Relaxed);
-            return Ok(false);
-        }
+    if !no_pods(applier, &ns, &job.name_any(), no_pod_of).await? {
+        return Ok(false);
     }
     applier.apply(job).await?;
     tracing::info!(job = %job.name_any(), "started");
     Ok(true)
+}
+
+/// Whether the API server lists no Pod of `selector` in `ns` (none given: true); if some
+/// exist, `what` waits and the reconcile looks again soon.
+pub async fn no_pods(
+    applier: &Applier<'_>,
+    ns: &str,
+    what: &str,
+    selector: Option<&str>,
+) -> Result<bool, Error> {
+    let Some(selector) = selector else {
+        return Ok(true);
+    };
+    let pods = Api::<Pod>::namespaced(applier.client.clone(), ns)
+        .list_metadata(&ListParams::default().labels(selector))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: ChildKind::Pod.as_str(),
+            name: selector.to_owned(),
+            source,
+        })?;
+    if pods.items.is_empty() {
+        return Ok(true);
+    }
+    tracing::info!(%what, pods = pods.items.len(), "waits for the app's Pods to stop");
+    applier.in_flight.store(true, Ordering::Relaxed);
+    Ok(false)
 }
 
 /// Delete finished backup Jobs past the history (their Pods with them).

@@ -15,7 +15,7 @@ use appenv_core::build::{
     BackupReason, BackupRun, before_migration_job_name, requested_job_name, scheduled_job_name,
 };
 use appenv_core::schedule::Schedule;
-use appenv_core::validate::{BackupEngine, BackupModel, Model};
+use appenv_core::validate::{BackupDestinationModel, BackupEngine, BackupModel, Model};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use std::time::Duration;
@@ -91,6 +91,9 @@ pub struct Input<'a> {
     pub now: Timestamp,
 }
 
+/// How often a backup VolumeSnapshot being taken is read again.
+pub const SNAPSHOT_POLL: SignedDuration = SignedDuration::from_secs(2);
+
 pub fn time(t: Timestamp) -> Time {
     Time(t)
 }
@@ -110,8 +113,9 @@ fn settle(
     st: &mut BackupStatus,
     jobs: &std::collections::BTreeMap<String, BackupJob>,
     now: Timestamp,
+    what: &str,
 ) -> Vec<Finished> {
-    let Some((record, finished)) = settle_run(&mut st.running, jobs, now, "backup") else {
+    let Some((record, finished)) = settle_run(&mut st.running, jobs, now, what) else {
         return Vec::new();
     };
     if finished.ok {
@@ -128,9 +132,10 @@ fn dump_ref(id: &str) -> bool {
         .is_some_and(|hex| hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// Settle a running Job from what its watch shows: the record of a finished run (`running` is
-/// then empty) and its Event, or nothing while it runs. A Job the watch does not show for
-/// [`VANISHED_AFTER`] was deleted: a failure.
+/// Settle a running Job (or backup VolumeSnapshot: `what` is "backup Job", "restore Job",
+/// "backup VolumeSnapshot") from what its watch shows: the record of a finished run (`running`
+/// is then empty) and its Event, or nothing while it runs. One not seen for [`VANISHED_AFTER`]
+/// was deleted: a failure.
 pub fn settle_run(
     running: &mut Option<RunStatus>,
     jobs: &std::collections::BTreeMap<String, BackupJob>,
@@ -152,10 +157,7 @@ pub fn settle_run(
             *running = Some(run);
             return None;
         }
-        None => (
-            Some("its Job was deleted before it finished".to_owned()),
-            None,
-        ),
+        None => (Some("it was deleted before it finished".to_owned()), None),
     };
     let finished_at = job.and_then(|j| j.finished).unwrap_or(now);
     let started_at = job.and_then(|j| j.started).unwrap_or(started);
@@ -196,13 +198,10 @@ pub fn settle_run(
     };
     let message = match &why {
         None => format!(
-            "{what} Job {} ({}) completed in {seconds:.0} s{of}",
+            "{what} {} ({}) completed in {seconds:.0} s{of}",
             record.job, record.reason
         ),
-        Some(why) => format!(
-            "{what} Job {} ({}) failed: {why}",
-            record.job, record.reason
-        ),
+        Some(why) => format!("{what} {} ({}) failed: {why}", record.job, record.reason),
     };
     let finished = Finished {
         ok: why.is_none(),
@@ -269,7 +268,11 @@ pub fn decide(input: &Input<'_>) -> Decision {
         .previous
         .and_then(|p| p.backup.clone())
         .unwrap_or_default();
-    let finished = settle(&mut st, jobs, now);
+    let what = match b.destination {
+        BackupDestinationModel::VolumeSnapshot { .. } => "backup VolumeSnapshot",
+        _ => "backup Job",
+    };
+    let finished = settle(&mut st, jobs, now, what);
     let migration = migration_gate(model, b, input);
     let deferred = st.clone();
     let base = input.created.unwrap_or(now);
@@ -328,6 +331,12 @@ pub fn decide(input: &Input<'_>) -> Decision {
             format!("backup Job {} cannot start: {failure}", r.job),
         ))
     });
+    // A snapshot is not watched: it is read again while it is being taken.
+    let snapshot = matches!(b.destination, BackupDestinationModel::VolumeSnapshot { .. });
+    let next_due = match (snapshot, &st.running) {
+        (true, Some(_)) => Some(now + SNAPSHOT_POLL),
+        _ => next_due,
+    };
     Decision {
         needs_no_web_pod: duckdb && start.is_some(),
         stop_web: duckdb && st.running.is_some(),
@@ -536,6 +545,33 @@ mod tests {
                 now: self.now,
             })
         }
+    }
+
+    #[test]
+    fn a_snapshot_being_taken_is_read_again_soon_and_its_record_names_the_snapshot() {
+        const SNAPSHOT: &str = "{app: shop, image: 'shop:2', database: {embedded: {engine: DuckDB, path: /data/a.duckdb}}, backup: {destination: {volumeSnapshot: {className: csi}}}}";
+        let mut case = Case::new(SNAPSHOT, Migration::NotConfigured);
+        case.request = Some("2026-12-02T10:00:00Z");
+        let d = case.decide();
+        let run = d.start.clone().expect("a snapshot starts");
+        assert!(d.needs_no_web_pod && d.stop_web);
+        assert_eq!(d.next_due, Some(case.now + SNAPSHOT_POLL));
+        // Taken: settled like a Job, in the snapshot's words.
+        case.previous = Some(previous("shop:2", d.status.clone()));
+        let mut taken = job(Migration::Succeeded, "2026-12-02T10:00:00Z");
+        taken.result = Some("backup 20261202-100000-000 1073741824".into());
+        case.observed.backup_jobs.insert(run.job.clone(), taken);
+        let done = case.decide();
+        let message = &done.finished.first().expect("finished").message;
+        assert!(
+            message.starts_with(&format!(
+                "backup VolumeSnapshot {} (manual) completed",
+                run.job
+            )) && message.ends_with("of backup 20261202-100000-000 (1024.0 MiB)"),
+            "{message}"
+        );
+        assert!(!done.stop_web, "web comes back");
+        assert_ne!(done.next_due, Some(case.now + SNAPSHOT_POLL));
     }
 
     #[test]

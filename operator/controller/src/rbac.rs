@@ -83,6 +83,12 @@ pub const CLUSTER_RULES: &[Rule] = &[
         verbs: APPLIED,
     },
     Rule {
+        why: "Backups of an embedded database as CSI VolumeSnapshots (spec.backup.destination.volumeSnapshot): created (server-side apply), read back while one is being taken (no watch), listed and deleted past the number kept.",
+        groups: &["snapshot.storage.k8s.io"],
+        resources: &["volumesnapshots"],
+        verbs: &["create", "delete", "get", "list", "patch"],
+    },
+    Rule {
         why: "Ingress of the web component and the NetworkPolicy isolating previews: applied, watched and pruned.",
         groups: &["networking.k8s.io"],
         resources: &["ingresses", "networkpolicies"],

@@ -8,6 +8,7 @@ use crate::events::Kind as EventType;
 use crate::observe::{self, Observed};
 use crate::plan::{self, Plan, Rollout};
 use crate::secrets::{self, SecretString};
+use crate::snapshots;
 use crate::{Context, status};
 use appenv_api::names::{Action as EventAction, Reason};
 use appenv_api::names::{ChildKind, label};
@@ -108,6 +109,22 @@ async fn observe(ctx: &Context, env: &AppEnvironment, model: Model) -> Result<Ob
     ctx.stores.ready().await.map_err(Error::Watches)?;
     let mut observed = observe::observe(&ctx.stores, &model);
     observed.restore_source = restore_source(ctx, env, &model);
+    // A backup VolumeSnapshot being taken is read back (no watch: at rest, nothing is read).
+    if let Some(backup) = &model.backup
+        && matches!(
+            backup.destination,
+            validate::BackupDestinationModel::VolumeSnapshot { .. }
+        )
+        && let Some(running) = env
+            .status
+            .as_ref()
+            .and_then(|s| s.backup.as_ref())
+            .and_then(|b| b.running.as_ref())
+        && let Some(run) =
+            snapshots::observe(&ctx.client, &model.namespace.name, &running.job).await?
+    {
+        observed.backup_jobs.insert(running.job.clone(), run);
+    }
     let password = match observed.password.take() {
         Some(existing) => Some(existing),
         None if matches!(model.database, Some(DatabaseModel::Postgres(_))) => {
@@ -330,6 +347,28 @@ async fn data_jobs(
         if !apply::start_job(applier, job, web.as_deref()).await? {
             status.backup.clone_from(&backups.deferred);
         }
+    }
+    if let Some(snapshot) = &children.backup_snapshot {
+        let web = backups.needs_no_web_pod.then(|| of("web"));
+        let name = snapshot
+            .pointer("/metadata/name")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default();
+        if apply::no_pods(applier, namespace, name, web.as_deref()).await? {
+            snapshots::create(&ctx.client, snapshot).await?;
+        } else {
+            status.backup.clone_from(&backups.deferred);
+        }
+    }
+    if let Some(backup) = &model.backup
+        && matches!(
+            backup.destination,
+            validate::BackupDestinationModel::VolumeSnapshot { .. }
+        )
+        && backups.finished.iter().any(|f| f.ok)
+    {
+        let selector = of(appenv_api::names::Component::Backup.as_str());
+        snapshots::prune(&ctx.client, namespace, &selector, backup.keep as usize).await?;
     }
     if let Some(job) = &children.restore {
         let app = restores.needs_no_app_pod.then(|| of("web,worker"));

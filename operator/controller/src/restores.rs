@@ -238,7 +238,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
     // Said again by this reconcile if it still holds the app for a request.
     st.holding = None;
     let mut finished = Vec::new();
-    if let Some((record, done)) = settle_run(&mut st.running, jobs, input.now, "restore") {
+    if let Some((record, done)) = settle_run(&mut st.running, jobs, input.now, "restore Job") {
         st.last = Some(record);
         finished.push(done);
     }

@@ -115,6 +115,44 @@ pub fn backup_volume(model: &Model, inputs: &Inputs) -> Option<PersistentVolumeC
     Some(pvc(meta, storage))
 }
 
+/// The API of CSI snapshots.
+pub const SNAPSHOT_API_VERSION: &str = "snapshot.storage.k8s.io/v1";
+
+/// The `VolumeSnapshot` of the embedded database's volume that `run` takes, if backups go to
+/// snapshots (`spec.backup.destination.volumeSnapshot`). Named as the run's Job would be; kept
+/// with the data when the data is.
+pub fn snapshot(model: &Model, inputs: &Inputs, run: &BackupRun) -> Option<serde_json::Value> {
+    let BackupDestinationModel::VolumeSnapshot { class_name } = &model.backup.as_ref()?.destination
+    else {
+        return None;
+    };
+    let Some(DatabaseModel::Embedded(_)) = &model.database else {
+        return None;
+    };
+    let mut meta = object_meta(model, inputs, &run.job, COMPONENT);
+    if model.deletion_policy == DeletionPolicy::Retain {
+        meta.owner_references = None;
+        if let Some(labels) = meta.labels.as_mut() {
+            labels.insert(crate::build::RETAINED_LABEL.to_owned(), "true".to_owned());
+        }
+    }
+    let mut annotations = std::collections::BTreeMap::new();
+    annotations.insert(REASON_ANNOTATION.to_owned(), run.reason.as_str().to_owned());
+    meta.annotations = Some(annotations);
+    Some(serde_json::json!({
+        "apiVersion": SNAPSHOT_API_VERSION,
+        "kind": "VolumeSnapshot",
+        "metadata": meta,
+        "spec": {
+            "volumeSnapshotClassName": class_name,
+            "source": {"persistentVolumeClaimName": crate::build::web::data_volume_name(model)},
+        },
+    }))
+}
+
+/// Why a snapshot was taken (`scheduled`, `manual`), on the snapshot.
+pub const REASON_ANNOTATION: &str = "appenv.dev/backup-reason";
+
 /// The agent's `--destination` and environment for S3 (the two keys of `credentials`).
 fn s3_store(s3: &S3Model, credentials: &str) -> (String, Vec<EnvVar>) {
     let mut env = vec![
@@ -278,6 +316,8 @@ fn agent_job(
                 s3_store(s3, &s3.credentials_secret),
                 false,
             ),
+            // A snapshot, not a Job ([`snapshot`]).
+            BackupDestinationModel::VolumeSnapshot { .. } => return None,
         },
         Store::Other {
             environment,
@@ -518,6 +558,57 @@ mod tests {
         assert_eq!(from_creds, ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]);
         assert_eq!(job.spec.as_ref().expect("present").backoff_limit, Some(0));
         assert!(pod.affinity.is_none());
+    }
+
+    #[test]
+    fn a_volume_snapshot_backup_is_a_snapshot_of_the_data_volume_not_a_job() {
+        let spec = |policy: &str| {
+            format!(
+                "{{app: dojo, image: 'dojo:1', database: {{embedded: {{engine: DuckDB, path: /data/ledger.duckdb}}, deletionPolicy: {policy}}}, backup: {{destination: {{volumeSnapshot: {{className: csi-snapshots}}}}}}}}"
+            )
+        };
+        let m = model(&spec("Delete"));
+        let owner = k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            name: "shop-prod".into(),
+            ..Default::default()
+        };
+        let inputs = Inputs {
+            owner: Some(owner),
+            ..Inputs::default()
+        };
+        let run = run(BackupReason::Scheduled);
+        assert!(job(&m, &inputs, &run).is_none(), "no Job");
+        let taken = snapshot_of(&m, &inputs, &run);
+        assert_eq!(taken["apiVersion"], SNAPSHOT_API_VERSION);
+        assert_eq!(taken["kind"], "VolumeSnapshot");
+        assert_eq!(taken["metadata"]["name"], "shop-backup-x");
+        assert_eq!(taken["metadata"]["namespace"], m.namespace.name.as_str());
+        assert_eq!(
+            taken["spec"],
+            serde_json::json!({"volumeSnapshotClassName": "csi-snapshots",
+                "source": {"persistentVolumeClaimName": "dojo-data"}})
+        );
+        assert_eq!(
+            taken["metadata"]["annotations"][REASON_ANNOTATION],
+            "scheduled"
+        );
+        assert_eq!(taken["metadata"]["ownerReferences"][0]["name"], "shop-prod");
+        // Kept with the data: no owner, the retained label.
+        let retained = snapshot_of(&model(&spec("Retain")), &inputs, &run);
+        assert!(retained["metadata"]["ownerReferences"].is_null());
+        assert_eq!(
+            retained["metadata"]["labels"][crate::build::RETAINED_LABEL],
+            "true"
+        );
+        // Other destinations take none.
+        let s3 = model(&format!(
+            "{{app: dojo, image: 'dojo:1', database: {{embedded: {{engine: DuckDB, path: /data/ledger.duckdb}}}}, backup: {{{S3}}}}}"
+        ));
+        assert!(snapshot(&s3, &inputs, &run).is_none());
+    }
+
+    fn snapshot_of(m: &Model, inputs: &Inputs, run: &BackupRun) -> serde_json::Value {
+        snapshot(m, inputs, run).expect("a snapshot")
     }
 
     #[test]

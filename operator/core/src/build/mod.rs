@@ -21,9 +21,9 @@ pub use autoscaling::{
     Autoscaler, AutoscalerKind, CPU_TARGET_PERCENT, ClusterApis, HpaVersion, queue_key,
 };
 pub use backup::{
-    BackupReason, BackupRun, RestoreRun, Store, backup_volume_name, before_migration_job_name,
-    initial_restore_job_name, requested_job_name, requested_restore_job_name, scheduled_job_name,
-    seed_job_name,
+    BackupReason, BackupRun, REASON_ANNOTATION, RestoreRun, SNAPSHOT_API_VERSION, Store,
+    backup_volume_name, before_migration_job_name, initial_restore_job_name, requested_job_name,
+    requested_restore_job_name, scheduled_job_name, seed_job_name,
 };
 pub use config::{env_config_map_name, postgres_secret_name};
 pub use copy::{COPIED_FROM_ANNOTATION, Copied, Source as CopySource};
@@ -103,6 +103,9 @@ pub struct Children {
     pub backup_volume: Option<PersistentVolumeClaim>,
     /// The backup Job the controller starts in this reconcile.
     pub backup: Option<Job>,
+    /// The backup `VolumeSnapshot` the controller starts in this reconcile, instead of a Job
+    /// (`spec.backup.destination.volumeSnapshot`).
+    pub backup_snapshot: Option<Value>,
     /// The restore Job the controller starts in this reconcile.
     pub restore: Option<Job>,
     /// The seed Job (after the initial restore), when the controller starts it.
@@ -166,6 +169,10 @@ pub fn build(model: &Model, inputs: &Inputs) -> Children {
             .backup
             .as_ref()
             .and_then(|run| backup::job(model, inputs, run)),
+        backup_snapshot: inputs
+            .backup
+            .as_ref()
+            .and_then(|run| backup::snapshot(model, inputs, run)),
         restore: inputs
             .restore
             .as_ref()
@@ -204,6 +211,7 @@ impl Children {
             migration,
             backup_volume,
             backup,
+            backup_snapshot,
             restore,
             seed,
             web,
@@ -252,6 +260,7 @@ impl Children {
         out.extend(data_volume.iter().chain(backup_volume).map(to_value));
         // A backup before the migration it protects.
         out.extend((backup.iter().chain(restore).chain(seed).chain(migration)).map(to_value));
+        out.extend(backup_snapshot.iter().cloned());
         let Web {
             deployment,
             service,

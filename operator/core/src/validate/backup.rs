@@ -66,6 +66,14 @@ pub(super) fn backup(
         }
     }
     let destination = destination(b, errors)?;
+    if matches!(destination, BackupDestinationModel::VolumeSnapshot { .. })
+        && !matches!(database, Some(DatabaseModel::Embedded(_)))
+    {
+        errors.add(
+            "spec.backup.destination.volumeSnapshot",
+            "needs spec.database.embedded (a snapshot of the data volume; back PostgreSQL up with pg_dump to s3 or volume)",
+        );
+    }
     Some(BackupModel {
         engine,
         schedule,
@@ -342,13 +350,28 @@ pub fn backup_ref(text: &str) -> bool {
 
 fn destination(b: &appenv_api::BackupSpec, errors: &mut Errors) -> Option<BackupDestinationModel> {
     const PATH: &str = "spec.backup.destination";
-    match (&b.destination.s3, &b.destination.volume) {
-        (Some(s3), None) => Some(BackupDestinationModel::S3(self::s3(s3, errors))),
-        (None, Some(volume)) => Some(BackupDestinationModel::Volume(
+    match (
+        &b.destination.s3,
+        &b.destination.volume,
+        &b.destination.volume_snapshot,
+    ) {
+        (Some(s3), None, None) => Some(BackupDestinationModel::S3(self::s3(s3, errors))),
+        (None, Some(volume), None) => Some(BackupDestinationModel::Volume(
             errors.storage(&format!("{PATH}.volume"), volume),
         )),
+        (None, None, Some(snapshot)) => {
+            if !is_dns_subdomain(&snapshot.class_name) {
+                errors.add(
+                    format!("{PATH}.volumeSnapshot.className"),
+                    "must be the name of a VolumeSnapshotClass (a DNS subdomain)",
+                );
+            }
+            Some(BackupDestinationModel::VolumeSnapshot {
+                class_name: snapshot.class_name.clone(),
+            })
+        }
         _ => {
-            errors.add(PATH, "set exactly one of s3 or volume");
+            errors.add(PATH, "set exactly one of s3, volume or volumeSnapshot");
             None
         }
     }

@@ -320,6 +320,10 @@ impl BackupEngine {
 pub enum BackupDestinationModel {
     S3(S3Model),
     Volume(StorageModel),
+    /// A CSI VolumeSnapshot of the embedded database's volume, of this class.
+    VolumeSnapshot {
+        class_name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -525,7 +525,11 @@ fn backups_name_the_field_and_the_rule_and_refuse_what_a_hostile_author_could_us
         ),
         (
             "{destination: {}}".to_owned(),
-            "spec.backup.destination: set exactly one of s3 or volume",
+            "spec.backup.destination: set exactly one of s3, volume or volumeSnapshot",
+        ),
+        (
+            "{destination: {volumeSnapshot: {className: csi-snapshots}}}".to_owned(),
+            "spec.backup.destination.volumeSnapshot: needs spec.database.embedded",
         ),
         (
             s3(", endpoint: 'https://key:secret@minio:9000'"),
@@ -578,6 +582,23 @@ fn backups_name_the_field_and_the_rule_and_refuse_what_a_hostile_author_could_us
     assert_eq!(model.agent_image, "registry.example/appenv:9");
     let backup = model.backup.expect("backup");
     assert_eq!((backup.keep, backup.before_migrations), (7, true));
+}
+
+#[test]
+fn a_volume_snapshot_destination_names_a_class_and_needs_an_embedded_database() {
+    let embedded = |class: &str| {
+        messages(&format!(
+            "{{app: dojo, image: 'dojo:1', database: {{embedded: {{engine: DuckDB, path: /data/l.duckdb}}}}, backup: {{destination: {{volumeSnapshot: {{className: '{class}'}}}}}}}}"
+        ))
+    };
+    assert_eq!(embedded("csi-snapshots"), Vec::<String>::new());
+    assert!(
+        embedded("Bad Class").iter().any(|m| m.starts_with(
+            "spec.backup.destination.volumeSnapshot.className: must be the name of a VolumeSnapshotClass"
+        )),
+        "{:?}",
+        embedded("Bad Class")
+    );
 }
 
 #[test]

@@ -1,0 +1,235 @@
+//! Backups as CSI `VolumeSnapshot`s (`spec.backup.destination.volumeSnapshot`): created like a
+//! backup Job (after web is gone, for DuckDB), read back with a GET while one is being taken (no
+//! watch: an environment at rest reads nothing), and pruned to `keep` once one is ready.
+
+use crate::error::Error;
+use crate::observe::{BackupJob, Migration};
+use appenv_api::names::Component;
+use appenv_core::build::{FIELD_MANAGER, SNAPSHOT_API_VERSION};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt as _};
+
+const KIND: &str = "VolumeSnapshot";
+
+fn resource() -> ApiResource {
+    ApiResource {
+        group: "snapshot.storage.k8s.io".to_owned(),
+        version: "v1".to_owned(),
+        api_version: SNAPSHOT_API_VERSION.to_owned(),
+        kind: KIND.to_owned(),
+        plural: "volumesnapshots".to_owned(),
+    }
+}
+
+fn api(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &resource())
+}
+
+fn failed(name: &str, source: kube::Error) -> Error {
+    Error::Apply {
+        kind: KIND,
+        name: name.to_owned(),
+        source,
+    }
+}
+
+/// The snapshot `name` as a backup run: being taken, ready (`backup ID BYTES`, the id its
+/// creation time), or failed with the snapshot controller's error. None if it does not exist.
+pub async fn observe(client: &Client, ns: &str, name: &str) -> Result<Option<BackupJob>, Error> {
+    let found = api(client, ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| failed(name, e))?;
+    Ok(found.as_ref().map(as_backup_job))
+}
+
+/// What a snapshot's status says, as a backup Job's would.
+pub fn as_backup_job(snapshot: &DynamicObject) -> BackupJob {
+    let status = snapshot.data.get("status");
+    let ready = status
+        .and_then(|s| s.get("readyToUse"))
+        .and_then(serde_json::Value::as_bool)
+        == Some(true);
+    let error = status
+        .and_then(|s| s.pointer("/error/message"))
+        .and_then(serde_json::Value::as_str);
+    let created = snapshot.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let taken = status
+        .and_then(|s| s.get("creationTime"))
+        .and_then(serde_json::Value::as_str)
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    let state = match (ready, error) {
+        (true, _) => Migration::Succeeded,
+        (false, Some(why)) => {
+            Migration::Failed(format!("VolumeSnapshot {}: {why}", snapshot.name_any()))
+        }
+        (false, None) => Migration::Running,
+    };
+    let result = (ready)
+        .then(|| {
+            let id = created?.strftime("%Y%m%d-%H%M%S-000").to_string();
+            let bytes = status
+                .and_then(|s| s.get("restoreSize"))
+                .and_then(serde_json::Value::as_str)
+                .and_then(appenv_core::quantity::parse)
+                .map_or(0, |b| b as u64);
+            Some(format!("backup {id} {bytes}"))
+        })
+        .flatten();
+    BackupJob {
+        component: Component::Backup,
+        state,
+        started: created,
+        finished: ready.then(|| taken.or(created)).flatten(),
+        created,
+        pod_failure: None,
+        result,
+    }
+}
+
+/// Create the snapshot (server-side apply).
+pub async fn create(client: &Client, snapshot: &serde_json::Value) -> Result<(), Error> {
+    let field = |name: &str| {
+        snapshot
+            .pointer(&format!("/metadata/{name}"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (ns, name) = (field("namespace"), field("name"));
+    api(client, &ns)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(snapshot),
+        )
+        .await
+        .map_err(|e| failed(&name, e))?;
+    tracing::info!(snapshot = %name, "backup VolumeSnapshot created");
+    Ok(())
+}
+
+/// Delete the environment's ready backup snapshots but the newest `keep`, and failed ones
+/// older than the newest ready one. The names deleted.
+pub async fn prune(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    keep: usize,
+) -> Result<Vec<String>, Error> {
+    let list = api(client, ns)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| failed(selector, e))?;
+    let doomed = past_keep(&list.items, keep);
+    for name in &doomed {
+        match api(client, ns).delete(name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(snapshot = %name, keep, "old backup VolumeSnapshot deleted"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(failed(name, e)),
+        }
+    }
+    Ok(doomed)
+}
+
+/// Which snapshots retention deletes: the ready ones past the newest `keep`, and the failed ones
+/// older than the newest ready one (snapshots being taken are left alone).
+pub fn past_keep(snapshots: &[DynamicObject], keep: usize) -> Vec<String> {
+    let mut runs: Vec<(Option<Timestamp>, String, BackupJob)> = snapshots
+        .iter()
+        .map(|s| {
+            let run = as_backup_job(s);
+            (run.created, s.name_any(), run)
+        })
+        .collect();
+    // Newest first.
+    runs.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)));
+    let newest_ready = runs
+        .iter()
+        .find(|(_, _, r)| r.state == Migration::Succeeded)
+        .and_then(|(t, _, _)| *t);
+    let mut ready = 0;
+    let mut doomed = Vec::new();
+    for (created, name, run) in runs {
+        match run.state {
+            Migration::Succeeded => {
+                ready += 1;
+                if ready > keep {
+                    doomed.push(name);
+                }
+            }
+            Migration::Failed(_) if created < newest_ready => doomed.push(name),
+            _ => {}
+        }
+    }
+    doomed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appenv_core::build::REASON_ANNOTATION;
+    use serde_json::json;
+
+    fn snapshot(name: &str, created: &str, status: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": SNAPSHOT_API_VERSION, "kind": KIND,
+            "metadata": {"name": name, "namespace": "dojo", "creationTimestamp": created,
+                "annotations": {REASON_ANNOTATION: "scheduled"}},
+            "spec": {"source": {"persistentVolumeClaimName": "dojo-data"}},
+            "status": status,
+        }))
+        .expect("a snapshot")
+    }
+
+    #[test]
+    fn a_snapshots_status_reads_as_a_backup_run() {
+        let taking = snapshot("a", "2026-12-02T04:00:00Z", json!({}));
+        assert_eq!(as_backup_job(&taking).state, Migration::Running);
+        let ready = snapshot(
+            "a",
+            "2026-12-02T04:00:00Z",
+            json!({"readyToUse": true, "restoreSize": "1Gi", "creationTime": "2026-12-02T04:00:03Z"}),
+        );
+        let run = as_backup_job(&ready);
+        assert_eq!(run.state, Migration::Succeeded);
+        assert_eq!(
+            run.result.as_deref(),
+            Some("backup 20261202-040000-000 1073741824")
+        );
+        assert_eq!(
+            run.finished.map(|t| t.to_string()).as_deref(),
+            Some("2026-12-02T04:00:03Z")
+        );
+        let failed = snapshot(
+            "a",
+            "2026-12-02T04:00:00Z",
+            json!({"readyToUse": false, "error": {"message": "Failed to get snapshot class with error volumesnapshotclass.snapshot.storage.k8s.io \"csi\" not found"}}),
+        );
+        assert_eq!(
+            as_backup_job(&failed).state,
+            Migration::Failed(
+                "VolumeSnapshot a: Failed to get snapshot class with error volumesnapshotclass.snapshot.storage.k8s.io \"csi\" not found".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_ready_ones_and_drops_older_failures() {
+        let ready = json!({"readyToUse": true, "restoreSize": "1Gi"});
+        let error = json!({"error": {"message": "x"}});
+        let snapshots = [
+            snapshot("s1", "2026-12-01T01:00:00Z", ready.clone()),
+            snapshot("s2", "2026-12-01T02:00:00Z", error.clone()),
+            snapshot("s3", "2026-12-01T03:00:00Z", ready.clone()),
+            snapshot("s4", "2026-12-01T04:00:00Z", ready.clone()),
+            snapshot("s5", "2026-12-01T05:00:00Z", error),
+            snapshot("s6", "2026-12-01T06:00:00Z", json!({})),
+        ];
+        // s5 failed after the newest ready one: kept (it says why backups fail); s6 is being
+        // taken.
+        assert_eq!(past_keep(&snapshots, 2), ["s2", "s1"]);
+        assert_eq!(past_keep(&snapshots, 5), ["s2"]);
+    }
+}
