@@ -200,10 +200,12 @@ fn in_place(
     {
         st.last_request = Some(request.to_owned());
         let job = requested_restore_job_name(model, request);
-        let refused = if model.backup.is_none() {
-            Err("the environment has no spec.backup: nothing to restore from".to_owned())
-        } else {
-            parse_request(request)
+        let refused = match &model.backup {
+            None => Err("the environment has no spec.backup: nothing to restore from".to_owned()),
+            Some(b) => match appenv_core::validate::unrestorable(&b.destination) {
+                Some(why) => Err(why),
+                None => parse_request(request),
+            },
         };
         match refused {
             Ok((backup, into_non_empty)) => {
@@ -400,6 +402,34 @@ mod tests {
             message.starts_with(
                 "restoring from the dump at https://dumps.example/shop.dump: Job shop-restore-"
             ) && !message.contains("s3cr3t"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_in_place_restore_of_volume_snapshots_is_refused_with_how_to_restore_one() {
+        const SNAPSHOTS: &str = "{app: dojo, image: 'dojo:1', database: {embedded: {engine: DuckDB, path: /data/l.duckdb}}, backup: {destination: {volumeSnapshot: {className: csi}}}}";
+        let m = model(&env(SNAPSHOTS));
+        let observed = observed(&m, "dojo:1", Migration::NotConfigured);
+        let previous = AppEnvironmentStatus {
+            image: Some("dojo:1".into()),
+            ..AppEnvironmentStatus::default()
+        };
+        let d = decide_with(
+            SNAPSHOTS,
+            &observed,
+            Some(&previous),
+            None,
+            Some("2026-12-02T10:00:00Z latest into-non-empty"),
+        );
+        assert!(d.start.is_none() && !d.needs_no_app_pod);
+        let message = d
+            .finished
+            .first()
+            .map(|f| f.message.clone())
+            .unwrap_or_default();
+        assert!(
+            message.contains("its backups are VolumeSnapshots, which appenv does not restore yet"),
             "{message}"
         );
     }

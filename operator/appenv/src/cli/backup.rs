@@ -9,16 +9,19 @@
 
 use crate::cli::agent::mib;
 use anyhow::{Context as _, anyhow, bail};
+use appenv_api::names::label;
 use appenv_api::{AppEnvironment, BackupRun as RunStatus, BackupStatus, condition};
 use appenv_backup::destination::S3Credentials;
 use appenv_backup::{Catalog, Destination, Manifest};
-use appenv_core::build::{backup_volume_name, requested_job_name};
+use appenv_core::build::{
+    REASON_ANNOTATION, SNAPSHOT_API_VERSION, backup_volume_name, requested_job_name,
+};
 use appenv_core::settings::{DnsLabel, Settings, parse_duration};
 use appenv_core::validate::{self, BackupDestinationModel, Model};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
@@ -209,6 +212,44 @@ pub fn table(backups: &[Manifest]) -> String {
 
 /// What `backup list` can say of backups on a volume: the volume is mounted by the backup Jobs
 /// only, so it says what the status knows and where a Job's log names its backup.
+/// Backup VolumeSnapshots, oldest first: name, time, whether ready, size, reason (and a failed
+/// one's error).
+pub fn snapshot_table(snapshots: &[DynamicObject]) -> String {
+    let mut rows: Vec<&DynamicObject> = snapshots.iter().collect();
+    rows.sort_by_key(|s| s.metadata.creation_timestamp.clone());
+    let mut out = format!(
+        "{:<32} {:<23} {:<6} {:<10} REASON\n",
+        "NAME", "TIME", "READY", "SIZE"
+    );
+    for s in rows {
+        let status = s.data.get("status");
+        let text = |key: &str| {
+            status
+                .and_then(|st| st.get(key))
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+        };
+        let _ = write!(
+            out,
+            "{:<32} {:<23} {:<6} {:<10} {}",
+            s.name_any(),
+            when(s.metadata.creation_timestamp.as_ref()),
+            text("readyToUse").unwrap_or_else(|| "false".to_owned()),
+            text("restoreSize").unwrap_or_else(|| "-".to_owned()),
+            s.annotations()
+                .get(REASON_ANNOTATION)
+                .map_or("-", String::as_str),
+        );
+        if let Some(error) = status
+            .and_then(|st| st.pointer("/error/message"))
+            .and_then(|m| m.as_str())
+        {
+            let _ = write!(out, " (failed: {error})");
+        }
+        out.push('\n');
+    }
+    out
+}
+
 pub fn volume_report(
     name: &str,
     namespace: &str,
@@ -442,6 +483,35 @@ async fn list(client: &Client, args: ListArgs) -> anyhow::Result<bool> {
         .and_then(|s| s.namespace.clone())
         .unwrap_or_else(|| model.namespace.name.clone());
     let destination = model.backup.as_ref().map(|b| &b.destination);
+    if let Some(BackupDestinationModel::VolumeSnapshot { class_name }) = destination {
+        let selector = format!(
+            "{}={},{}={},{}=backup",
+            label::NAME,
+            model.app,
+            label::INSTANCE,
+            model.name,
+            label::COMPONENT
+        );
+        let resource = kube::api::ApiResource {
+            group: "snapshot.storage.k8s.io".to_owned(),
+            version: "v1".to_owned(),
+            api_version: SNAPSHOT_API_VERSION.to_owned(),
+            kind: "VolumeSnapshot".to_owned(),
+            plural: "volumesnapshots".to_owned(),
+        };
+        let snapshots =
+            Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource)
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .with_context(|| {
+                    format!("listing the VolumeSnapshots of {name} in namespace {namespace}")
+                })?;
+        print!("{}", snapshot_table(&snapshots.items));
+        if snapshots.items.is_empty() {
+            println!("(no VolumeSnapshot of {name} in namespace {namespace}, class {class_name})");
+        }
+        return Ok(true);
+    }
     let Some(BackupDestinationModel::S3(s3)) = destination else {
         let volume = backup_volume_name(&model);
         let backup = status.and_then(|s| s.backup.as_ref());
@@ -471,6 +541,43 @@ pub async fn run(command: BackupCommand) -> anyhow::Result<bool> {
 mod tests {
     use super::*;
     use clap::Parser as _;
+
+    #[test]
+    fn snapshots_are_listed_oldest_first_with_a_failures_error() {
+        let snapshot = |name: &str, created: &str, status: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(json!({
+                "apiVersion": SNAPSHOT_API_VERSION, "kind": "VolumeSnapshot",
+                "metadata": {"name": name, "creationTimestamp": created,
+                    "annotations": {REASON_ANNOTATION: "scheduled"}},
+                "status": status,
+            }))
+            .expect("a snapshot")
+        };
+        let table = snapshot_table(&[
+            snapshot(
+                "dojo-backup-s202612020400",
+                "2026-12-02T04:00:00Z",
+                json!({"readyToUse": false, "error": {"message": "class gone"}}),
+            ),
+            snapshot(
+                "dojo-backup-s202612010400",
+                "2026-12-01T04:00:00Z",
+                json!({"readyToUse": true, "restoreSize": "5Gi"}),
+            ),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{table}");
+        assert!(
+            lines[1].starts_with("dojo-backup-s202612010400 ")
+                && lines[1].ends_with("2026-12-01 04:00:00 UTC true   5Gi        scheduled"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("dojo-backup-s202612020400")
+                && lines[2].ends_with("scheduled (failed: class gone)"),
+            "{table}"
+        );
+    }
 
     fn environment(yaml: &str) -> AppEnvironment {
         let mut env: AppEnvironment = serde_norway::from_str(yaml).expect("an AppEnvironment");

@@ -172,6 +172,13 @@ pub fn restore_model(env: &AppEnvironment) -> anyhow::Result<Model> {
     if model.backup.is_none() {
         bail!("{name}: spec.backup has no destination");
     }
+    if let Some(why) = model
+        .backup
+        .as_ref()
+        .and_then(|b| validate::unrestorable(&b.destination))
+    {
+        bail!("{name}: {why}");
+    }
     Ok(model)
 }
 

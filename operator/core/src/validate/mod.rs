@@ -7,7 +7,7 @@
 //! violations come out in that order.
 
 mod backup;
-pub use backup::{backup_ref, restore_refusal, shown_url};
+pub use backup::{backup_ref, restore_refusal, shown_url, unrestorable};
 mod copy;
 mod database;
 mod egress;
