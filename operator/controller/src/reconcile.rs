@@ -354,10 +354,19 @@ async fn data_jobs(
             .pointer("/metadata/name")
             .and_then(serde_json::Value::as_str)
             .unwrap_or_default();
-        if apply::no_pods(applier, namespace, name, web.as_deref()).await? {
-            snapshots::create(&ctx.client, snapshot).await?;
-        } else {
+        if !apply::no_pods(applier, namespace, name, web.as_deref()).await? {
             status.backup.clone_from(&backups.deferred);
+        } else if let Err(error) = snapshots::create(&ctx.client, snapshot).await {
+            if !snapshots::api_missing(&error) {
+                return Err(error);
+            }
+            // Not retried in a loop with web held at zero: failed, until the next time.
+            tracing::warn!(snapshot = %name, "{}", snapshots::NO_SNAPSHOT_API);
+            snapshots::fail_running(
+                &mut status.backup,
+                snapshots::NO_SNAPSHOT_API,
+                Timestamp::now(),
+            );
         }
     }
     if let Some(backup) = &model.backup

@@ -110,6 +110,29 @@ pub async fn create(client: &Client, snapshot: &serde_json::Value) -> Result<(),
     Ok(())
 }
 
+/// Whether `error` says the cluster serves no VolumeSnapshot API (no CSI external-snapshotter
+/// installed): the API server answers 404 for the resource itself.
+pub fn api_missing(error: &Error) -> bool {
+    matches!(error, Error::Apply { source: kube::Error::Api(e), .. } if e.code == 404)
+}
+
+/// What a cluster without the VolumeSnapshot API makes of a backup that would be one.
+pub const NO_SNAPSHOT_API: &str = "the cluster serves no VolumeSnapshot API (snapshot.storage.k8s.io/v1): install the CSI external-snapshotter and a driver that takes snapshots, or back up to s3 or a volume";
+
+/// Record the running backup as failed with `why` (the snapshot could not be created): web
+/// starts again and nothing retries before the next schedule time or request.
+pub fn fail_running(status: &mut Option<appenv_api::BackupStatus>, why: &str, now: Timestamp) {
+    let Some(st) = status.as_mut() else {
+        return;
+    };
+    if let Some(mut run) = st.running.take() {
+        run.finished_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+        run.message = Some(format!("backup VolumeSnapshot {}: {why}", run.job));
+        run.web_stopped = false;
+        st.last_failure = Some(run);
+    }
+}
+
 /// Delete the environment's ready backup snapshots but the newest `keep`, and failed ones
 /// older than the newest ready one. The names deleted.
 pub async fn prune(
@@ -213,6 +236,49 @@ mod tests {
                 "VolumeSnapshot a: Failed to get snapshot class with error volumesnapshotclass.snapshot.storage.k8s.io \"csi\" not found".to_owned()
             )
         );
+    }
+
+    #[test]
+    fn a_missing_snapshot_api_fails_the_run_and_releases_web() {
+        let mut status = Some(appenv_api::BackupStatus {
+            running: Some(appenv_api::BackupRun {
+                job: "dojo-backup-r1".into(),
+                reason: "manual".into(),
+                web_stopped: true,
+                ..Default::default()
+            }),
+            last_request: Some("2026-12-02T10:00:00Z".into()),
+            ..Default::default()
+        });
+        let now: Timestamp = "2026-12-02T10:00:05Z".parse().expect("time");
+        fail_running(&mut status, NO_SNAPSHOT_API, now);
+        let st = status.expect("status");
+        assert!(st.running.is_none(), "web starts again");
+        let failure = st.last_failure.expect("a failure");
+        assert!(!failure.web_stopped);
+        assert_eq!(failure.finished_at.map(|t| t.0), Some(now));
+        assert_eq!(
+            failure.message.as_deref(),
+            Some(format!("backup VolumeSnapshot dojo-backup-r1: {NO_SNAPSHOT_API}").as_str())
+        );
+        assert_eq!(
+            st.last_request.as_deref(),
+            Some("2026-12-02T10:00:00Z"),
+            "not asked again"
+        );
+        let missing = Error::Apply {
+            kind: KIND,
+            name: "x".into(),
+            source: kube::Error::Api(
+                kube::core::Status::failure(
+                    "the server could not find the requested resource",
+                    "NotFound",
+                )
+                .with_code(404)
+                .boxed(),
+            ),
+        };
+        assert!(api_missing(&missing));
     }
 
     #[test]
