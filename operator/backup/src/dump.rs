@@ -54,8 +54,12 @@ impl Dump {
         let location = if url.starts_with('/') {
             Location::File(PathBuf::from(url))
         } else {
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|e| Error::Invalid(format!("the dump URL {}: {e}", shown(url))))?;
+            // Not echoed: a URL that does not parse cannot be stripped of its credentials.
+            let parsed = reqwest::Url::parse(url).map_err(|e| {
+                Error::Invalid(format!(
+                    "the dump URL does not parse ({e}): give https://host/path, file:///path or an absolute path"
+                ))
+            })?;
             match parsed.scheme() {
                 "https" | "http" if parsed.host_str().is_some_and(|h| !h.is_empty()) => {
                     Location::Http(parsed)
@@ -64,7 +68,7 @@ impl Dump {
                 _ => {
                     return Err(Error::Invalid(format!(
                         "the dump URL {}: must be https://, http://, file:// or an absolute path",
-                        shown(url)
+                        bare(&parsed)
                     )));
                 }
             }
@@ -75,7 +79,7 @@ impl Dump {
     /// The URL as messages show it: no user information, query or fragment.
     pub fn shown(&self) -> String {
         match &self.location {
-            Location::Http(url) => shown(url.as_str()),
+            Location::Http(url) => bare(url),
             Location::File(path) => path.display().to_string(),
         }
     }
@@ -199,16 +203,13 @@ async fn copy(from: &Path, to: &Path) -> Result<Fetched> {
 }
 
 /// A URL without user information, query or fragment.
-fn shown(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or_default();
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            let host = authority.rsplit('@').next().unwrap_or_default();
-            format!("{scheme}://{host}{path}")
-        }
-        None => url.to_owned(),
-    }
+fn bare(url: &reqwest::Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.set_fragment(None);
+    url.to_string()
 }
 
 /// The first bytes of a file, to check its format.
@@ -260,7 +261,11 @@ mod tests {
                 None,
                 "must be https://, http://, file:// or an absolute path",
             ),
-            ("relative/path", None, "relative URL without a base"),
+            (
+                "relative/path",
+                None,
+                "does not parse (relative URL without a base)",
+            ),
             (
                 "https://h/x",
                 Some("abc"),

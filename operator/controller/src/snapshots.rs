@@ -22,7 +22,8 @@ fn resource() -> ApiResource {
     }
 }
 
-fn api(client: &Client, ns: &str) -> Api<DynamicObject> {
+/// The VolumeSnapshots of a namespace (also what `appenv backup list` reads).
+pub fn api(client: &Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &resource())
 }
 

@@ -13,9 +13,7 @@ use appenv_api::names::label;
 use appenv_api::{AppEnvironment, BackupRun as RunStatus, BackupStatus, condition};
 use appenv_backup::destination::S3Credentials;
 use appenv_backup::{Catalog, Destination, Manifest};
-use appenv_core::build::{
-    REASON_ANNOTATION, SNAPSHOT_API_VERSION, backup_volume_name, requested_job_name,
-};
+use appenv_core::build::{REASON_ANNOTATION, backup_volume_name, requested_job_name};
 use appenv_core::settings::{DnsLabel, Settings, parse_duration};
 use appenv_core::validate::{self, BackupDestinationModel, Model};
 use k8s_openapi::api::core::v1::Secret;
@@ -492,20 +490,12 @@ async fn list(client: &Client, args: ListArgs) -> anyhow::Result<bool> {
             model.name,
             label::COMPONENT
         );
-        let resource = kube::api::ApiResource {
-            group: "snapshot.storage.k8s.io".to_owned(),
-            version: "v1".to_owned(),
-            api_version: SNAPSHOT_API_VERSION.to_owned(),
-            kind: "VolumeSnapshot".to_owned(),
-            plural: "volumesnapshots".to_owned(),
-        };
-        let snapshots =
-            Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource)
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .with_context(|| {
-                    format!("listing the VolumeSnapshots of {name} in namespace {namespace}")
-                })?;
+        let snapshots = appenv_controller::volume_snapshots(client, &namespace)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .with_context(|| {
+                format!("listing the VolumeSnapshots of {name} in namespace {namespace}")
+            })?;
         print!("{}", snapshot_table(&snapshots.items));
         if snapshots.items.is_empty() {
             println!("(no VolumeSnapshot of {name} in namespace {namespace}, class {class_name})");
@@ -540,6 +530,7 @@ pub async fn run(command: BackupCommand) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use appenv_core::build::SNAPSHOT_API_VERSION;
     use clap::Parser as _;
 
     #[test]
