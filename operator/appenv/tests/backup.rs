@@ -63,6 +63,19 @@ async fn apply(client: &Client, env: &Value) {
     common::apply(client, env).await;
 }
 
+/// Ask for a backup now, as `appenv backup now` does (the request annotation).
+async fn request_backup(client: &Client, name: &str, at: &str) {
+    env_api(client)
+        .await
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: at}}})),
+        )
+        .await
+        .expect("request a backup");
+}
+
 async fn env_api(client: &Client) -> Api<AppEnvironment> {
     Api::all(client.clone())
 }
@@ -448,15 +461,7 @@ async fn a_duckdb_backup_runs_only_once_the_web_pod_is_gone_and_web_comes_back_a
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let request = "2026-12-02T10:00:00.000Z";
-    env_api(&client)
-        .await
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: request}}})),
-        )
-        .await
-        .expect("request a backup");
+    request_backup(&client, name, request).await;
     let done = wait_env(&client, name, "backed up and Ready again", move |e| {
         let backup = e.status.as_ref().and_then(|s| s.backup.as_ref());
         ready(Some(e))
@@ -566,21 +571,7 @@ async fn a_duckdb_backup_as_a_volume_snapshot_is_taken_once_web_is_gone_and_a_fa
             }
         })
     };
-    let request = |at: &'static str| {
-        let client = client.clone();
-        async move {
-            env_api(&client)
-                .await
-                .patch(
-                    name,
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: at}}})),
-                )
-                .await
-                .expect("request a backup");
-        }
-    };
-    request("2026-12-02T10:00:00.000Z").await;
+    request_backup(&client, name, "2026-12-02T10:00:00.000Z").await;
     let done = wait_env(&client, name, "snapshot taken and Ready again", |e| {
         let backup = e.status.as_ref().and_then(|s| s.backup.as_ref());
         ready(Some(e)) && backup.is_some_and(|b| b.running.is_none() && b.last_success.is_some())
@@ -622,7 +613,7 @@ async fn a_duckdb_backup_as_a_volume_snapshot_is_taken_once_web_is_gone_and_a_fa
     // A class that does not exist: the snapshot controller's error, named; web is back.
     env["spec"]["backup"]["destination"]["volumeSnapshot"]["className"] = json!("missing-class");
     apply(&client, &env).await;
-    request("2026-12-02T10:00:01.000Z").await;
+    request_backup(&client, name, "2026-12-02T10:00:01.000Z").await;
     let failed = wait_env(
         &client,
         name,
@@ -660,15 +651,7 @@ async fn a_missing_credentials_secret_is_named_and_the_environment_keeps_running
     });
     apply(&client, &env).await;
     wait_env(&client, name, "Ready", |e| ready(Some(e))).await;
-    env_api(&client)
-        .await
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {REQUEST_ANNOTATION: "one"}}})),
-        )
-        .await
-        .expect("request a backup");
+    request_backup(&client, name, "one").await;
     let stuck = wait_env(
         &client,
         name,

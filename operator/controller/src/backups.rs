@@ -268,9 +268,12 @@ pub fn decide(input: &Input<'_>) -> Decision {
         .previous
         .and_then(|p| p.backup.clone())
         .unwrap_or_default();
-    let what = match b.destination {
-        BackupDestinationModel::VolumeSnapshot { .. } => "backup VolumeSnapshot",
-        _ => "backup Job",
+    // A snapshot is the backup itself, not a Job's copy; it is not watched.
+    let snapshot = matches!(b.destination, BackupDestinationModel::VolumeSnapshot { .. });
+    let what = if snapshot {
+        "backup VolumeSnapshot"
+    } else {
+        "backup Job"
     };
     let finished = settle(&mut st, jobs, now, what);
     let migration = migration_gate(model, b, input);
@@ -331,8 +334,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
             format!("backup Job {} cannot start: {failure}", r.job),
         ))
     });
-    // A snapshot is not watched: it is read again while it is being taken.
-    let snapshot = matches!(b.destination, BackupDestinationModel::VolumeSnapshot { .. });
+    // A snapshot being taken is read again soon.
     let next_due = match (snapshot, &st.running) {
         (true, Some(_)) => Some(now + SNAPSHOT_POLL),
         _ => next_due,

@@ -52,7 +52,7 @@ pub use self::decide::{
 };
 use crate::kubelet::{NODE_NAME, PROVISIONER, STORAGE_CLASS};
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Event, ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -782,18 +782,6 @@ async fn reconcile_claim(
     }
 }
 
-/// FNV-1a: a stable hash (the same in every process and release), for Event names.
-fn fnv1a(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in part.bytes().chain([0]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    hash
-}
-
 /// The core/v1 Event client-go's recorder writes about `object` the first time, at `now`.
 fn event_object<K>(
     object: &K,
@@ -808,7 +796,7 @@ where
 {
     let involved = object.object_ref(&());
     let uid = involved.uid.clone().unwrap_or_default();
-    let hash = fnv1a(&[&uid, component, reason, message]);
+    let hash = crate::kubelet::events::fnv1a(&[&uid, component, reason, message]);
     json!({
         "apiVersion": "v1", "kind": "Event",
         "metadata": {"name": format!("{}.{hash:016x}", object.meta().name.as_deref().unwrap_or_default()),
@@ -848,23 +836,7 @@ async fn record<K>(
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    let result = async {
-        let event: Event = serde_json::from_value(body).map_err(kube::Error::SerdeError)?;
-        match events.create(&PostParams::default(), &event).await {
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                let existing = events.get(&name).await?;
-                let count = existing.count.unwrap_or(1).saturating_add(1);
-                let patch = json!({"count": count, "lastTimestamp": now.to_string(),
-                    "metadata": {"resourceVersion": existing.resource_version()}});
-                events
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-                Ok(())
-            }
-            result => result.map(|_| ()),
-        }
-    };
+    let result = crate::kubelet::events::create_or_count(client, &ns, &name, body, now);
     if let Err(err) = result.await {
         tracing::debug!(reason, error = %err, "simulated snapshots: event");
     }
@@ -1049,7 +1021,8 @@ mod tests {
             )
         };
         let body = write();
-        let event: Event = serde_json::from_value(body.clone()).expect("an Event");
+        let event: k8s_openapi::api::core::v1::Event =
+            serde_json::from_value(body.clone()).expect("an Event");
         let involved = &event.involved_object;
         assert_eq!(involved.kind.as_deref(), Some("VolumeSnapshot"));
         assert_eq!(

@@ -13,7 +13,7 @@ use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
 /// FNV-1a: a stable hash (the same in every process and release), for Event names.
-fn fnv1a(parts: &[&str]) -> u64 {
+pub(crate) fn fnv1a(parts: &[&str]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for byte in part.bytes().chain([0]) {
@@ -72,10 +72,27 @@ pub fn event_object(pod: &Pod, event: &SimEvent, now: Timestamp) -> Value {
 
 /// Record `event` about `pod`: create it, or count one more occurrence of it.
 pub async fn record(client: &Client, pod: &Pod, event: &SimEvent) -> Result<(), kube::Error> {
-    let events: Api<Event> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
     let now = Timestamp::now();
-    let object = event_object(pod, event, now);
-    let name = event_name(pod, event);
+    create_or_count(
+        client,
+        &pod.namespace().unwrap_or_default(),
+        &event_name(pod, event),
+        event_object(pod, event, now),
+        now,
+    )
+    .await
+}
+
+/// Create the Event `object` (`name` in `ns`, first seen `now`), or, as client-go's correlator
+/// does, count one more occurrence of the one that exists.
+pub(crate) async fn create_or_count(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    object: Value,
+    now: Timestamp,
+) -> Result<(), kube::Error> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
     let created: Result<Event, _> = events
         .create(
             &PostParams::default(),
@@ -85,12 +102,12 @@ pub async fn record(client: &Client, pod: &Pod, event: &SimEvent) -> Result<(), 
     match created {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let existing = events.get(&name).await?;
+            let existing = events.get(name).await?;
             let count = existing.count.unwrap_or(1).saturating_add(1);
             let patch = json!({"count": count, "lastTimestamp": now.to_string(),
                 "metadata": {"resourceVersion": existing.resource_version()}});
             events
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
             Ok(())
         }

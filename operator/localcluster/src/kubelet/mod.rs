@@ -81,7 +81,7 @@
 //! QPS limit or token bucket), so what paces the kubelet is its own bound on writes in flight
 //! (`MAX_CONCURRENT_WRITES`) and the API server.
 
-mod events;
+pub(crate) mod events;
 mod http;
 mod pod_state;
 
