@@ -65,6 +65,13 @@ pub mod request {
     pub const BACKUP: &str = "appenv.dev/backup-requested";
     /// An in-place restore (`appenv restore`): `<time> <backup id or latest> [into-non-empty]`.
     pub const RESTORE: &str = "appenv.dev/restore-requested";
+    /// Sleep now (`appenv preview sleep`); the value is the request's time (RFC 3339).
+    pub const SLEEP: &str = "appenv.dev/sleep-requested";
+    /// The time (RFC 3339, UTC, whole seconds) of the last HTTP request to the environment's
+    /// host, written by the activator at most once a minute, and at once to wake a sleeping
+    /// environment (`appenv preview wake` writes it too). A value newer than
+    /// `status.sleep.since` wakes the environment.
+    pub const LAST_REQUEST: &str = "appenv.dev/last-request";
 }
 
 names! {
@@ -124,6 +131,7 @@ names! {
         MigrationFailed => "MigrationFailed",
         Expired => "Expired",
         Suspended => "Suspended",
+        Sleeping => "Sleeping",
         ReplicasReverted => "ReplicasReverted",
         BackingUp => "BackingUp",
         BackupFailed => "BackupFailed",

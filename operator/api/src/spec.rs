@@ -137,6 +137,13 @@ pub struct AppEnvironmentSpec {
     #[serde(default)]
     pub suspend: bool,
 
+    /// Sleep when idle: web, workers, Redis and PostgreSQL at zero replicas (every volume
+    /// kept) after no HTTP request to the host for `afterIdle`; the next request wakes it,
+    /// through the activator. Default for a preview: the operator's preview sleep setting;
+    /// other profiles never sleep unless this is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<SleepSpec>,
+
     /// User and group the application's containers run as (Pod Security "restricted").
     #[serde(default)]
     pub security: SecuritySpec,
@@ -645,6 +652,16 @@ pub struct PreviewSpec {
     #[x_kube(validation = Rule::new("self.matches('^[0-9]*[1-9][0-9]*(s|m|h|d)$')").message("spec.preview.ttl: must be a positive number followed by s, m, h or d, e.g. 72h"))]
     #[schemars(length(max = 16))]
     pub ttl: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SleepSpec {
+    /// How long without a request before it sleeps, e.g. `30m`, `2h`, `1d` (at least `1m`:
+    /// the activator reports requests once a minute), or `never`.
+    #[x_kube(validation = Rule::new("self == 'never' || self.matches('^[0-9]*[1-9][0-9]*(s|m|h|d)$')").message("spec.sleep.afterIdle: must be `never` or a positive number followed by s, m, h or d, e.g. 30m"))]
+    #[schemars(length(min = 1, max = 16))]
+    pub after_idle: String,
 }
 
 /// Most patterns in `spec.backup.restoreTo`.

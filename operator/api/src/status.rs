@@ -39,6 +39,20 @@ pub struct AppEnvironmentStatus {
     /// those asked with `appenv restore`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreStatus>,
+    /// Set while the environment sleeps (every component at zero replicas, volumes kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep: Option<SleepStatus>,
+}
+
+/// A sleeping environment: since when, and why.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SleepStatus {
+    /// When it went to sleep. A request (annotation `appenv.dev/last-request`) newer than this
+    /// wakes it.
+    pub since: Time,
+    /// `idle` (no request for `spec.sleep.afterIdle`) or `requested` (`appenv preview sleep`).
+    pub reason: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -121,6 +135,7 @@ crate::names::names! {
         Degraded => "Degraded",
         Invalid => "Invalid",
         Suspended => "Suspended",
+        Sleeping => "Sleeping",
     }
 }
 

@@ -108,6 +108,7 @@ pub fn invalid(
         expires_at: previous.and_then(|p| p.expires_at.clone()),
         backup: previous.and_then(|p| p.backup.clone()),
         restore: previous.and_then(|p| p.restore.clone()),
+        sleep: previous.and_then(|p| p.sleep.clone()),
     }
 }
 
@@ -513,6 +514,7 @@ pub fn compute(
         expires_at: expires_at(model, previous, generation, now),
         backup: None,
         restore: None,
+        sleep: None,
     }
 }
 
