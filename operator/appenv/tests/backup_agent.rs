@@ -697,3 +697,102 @@ fn a_dump_url_is_checked_before_anything_changes_then_restored() {
     let out = refused(c);
     assert!(out.contains("is not a SQLite database file"), "{out}");
 }
+
+/// A restore from a VolumeSnapshot reads the file from the snapshot's volume
+/// (`--url file:///snapshot/FILE`): a crash-consistent copy taken while the app wrote, whose
+/// last transactions are in the WAL beside the file. The WAL is restored with it.
+#[test]
+fn a_file_of_a_volume_snapshot_restores_with_the_wal_beside_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let snapshot = dir.path().join("snapshot");
+    std::fs::create_dir(&snapshot).expect("dir");
+
+    // SQLite: 100 rows checkpointed into the file, 50 more only in its WAL when the volume's
+    // snapshot is taken (the writer still has it open).
+    let live = dir.path().join("app.sqlite");
+    sqlite_with_rows(&live, 100);
+    let writer = rusqlite::Connection::open(&live).expect("open");
+    writer
+        .pragma_update(None, "wal_autocheckpoint", 0)
+        .expect("no checkpoint");
+    for i in 101..=150 {
+        writer
+            .execute("INSERT INTO events (id, body) VALUES (?1, zeroblob(16))", [i])
+            .expect("insert");
+    }
+    for suffix in ["", "-wal"] {
+        std::fs::copy(
+            format!("{}{suffix}", live.display()),
+            format!("{}/app.sqlite{suffix}", snapshot.display()),
+        )
+        .expect("snapshot");
+    }
+    drop(writer);
+    let url = format!("file://{}/app.sqlite", snapshot.display());
+    let target = dir.path().join("restored.sqlite");
+    let target_arg = target.to_string_lossy().into_owned();
+    sqlite_with_rows(&target, 3);
+    let restore = |engine: &str, url: &str, file: &str| {
+        let mut c = agent(&["restore", "--engine", engine, "--file", file]);
+        c.args(["--url", url, "--into-non-empty"]);
+        c
+    };
+    ok(restore("sqlite", &url, &target_arg));
+    let db = rusqlite::Connection::open(&target).expect("open");
+    let count: i64 = db
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(count, 150, "the rows of the WAL too");
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(check, "ok");
+    drop(db);
+    let left: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".restore-"))
+        .collect();
+    assert!(left.is_empty(), "staged files left: {left:?}");
+    // Without its WAL, the snapshot's file holds only what was checkpointed.
+    std::fs::remove_file(snapshot.join("app.sqlite-wal")).expect("remove");
+    ok(restore("sqlite", &url, &target_arg));
+    let db = rusqlite::Connection::open(&target).expect("open");
+    let count: i64 = db
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(count, 100);
+
+    // DuckDB: 1,000 rows checkpointed, 500 more in `ledger.duckdb.wal`.
+    let ledger = dir.path().join("ledger.duckdb");
+    let ledger_arg = ledger.to_string_lossy().into_owned();
+    let has_wal = python(&format!(
+        "import duckdb, os\n\
+         c = duckdb.connect({ledger_arg:?})\n\
+         c.execute(\"CREATE TABLE ledger AS SELECT range AS id FROM range(1000)\")\n\
+         c.execute(\"CHECKPOINT\")\n\
+         c.execute(\"PRAGMA disable_checkpoint_on_shutdown\")\n\
+         c.execute(\"SET wal_autocheckpoint='10GB'\")\n\
+         c.execute(\"INSERT INTO ledger SELECT range + 1000 FROM range(500)\")\n\
+         c.close()\n\
+         print(os.path.exists({ledger_arg:?} + '.wal'))"
+    ));
+    assert_eq!(has_wal, "True", "the test needs a WAL beside the file");
+    for suffix in ["", ".wal"] {
+        std::fs::copy(
+            format!("{ledger_arg}{suffix}"),
+            format!("{}/ledger.duckdb{suffix}", snapshot.display()),
+        )
+        .expect("snapshot");
+    }
+    let restored = dir.path().join("restored.duckdb");
+    let restored_arg = restored.to_string_lossy().into_owned();
+    ok(restore(
+        "duckdb",
+        &format!("file://{}/ledger.duckdb", snapshot.display()),
+        &restored_arg,
+    ));
+    let count = python(&format!(
+        "import duckdb\nc = duckdb.connect({restored_arg:?}, read_only=True)\nprint(c.execute('SELECT count(*) FROM ledger').fetchone()[0])"
+    ));
+    assert_eq!(count, "1500", "the rows of the WAL too");
+}

@@ -84,6 +84,31 @@ impl Dump {
         }
     }
 
+    /// The file `<dump><suffix>` beside a local dump, if it exists: the WAL that a snapshot of
+    /// the volume holds beside the database file. A download has none.
+    pub fn beside(&self, suffix: &str) -> Option<PathBuf> {
+        let Location::File(path) = &self.location else {
+            return None;
+        };
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let beside = PathBuf::from(name);
+        beside.is_file().then_some(beside)
+    }
+
+    /// Copy the file [`beside`](Self::beside) the dump to `to` (nothing is left there if it
+    /// fails).
+    pub async fn fetch_beside(&self, suffix: &str, to: &Path) -> Result<Fetched> {
+        let from = self
+            .beside(suffix)
+            .ok_or_else(|| Error::Failed(format!("{}{suffix}: no such file", self.shown())))?;
+        let copied = copy(&from, to).await;
+        if copied.is_err() {
+            let _ = tokio::fs::remove_file(to).await;
+        }
+        copied
+    }
+
     /// The checksum it must have, if one was given.
     pub fn sha256(&self) -> Option<&str> {
         self.sha256.as_deref()

@@ -325,6 +325,7 @@ pub async fn apply_children(
         backup: _, // these four: see `reconcile::data_jobs`
         backup_snapshot: _,
         restore: _,
+        restore_claim: _,
         seed: _,
         web,
         workers,
@@ -453,11 +454,16 @@ pub async fn apply_children(
 pub async fn start_job(
     applier: &Applier<'_>,
     job: &Job,
+    claim: Option<&PersistentVolumeClaim>,
     no_pod_of: Option<&str>,
 ) -> Result<bool, Error> {
     let ns = job.namespace().unwrap_or_default();
     if !no_pods(applier, &ns, &job.name_any(), no_pod_of).await? {
         return Ok(false);
+    }
+    // The claim its Pod reads (made from a VolumeSnapshot), before the Job.
+    if let Some(claim) = claim {
+        applier.apply(claim).await?;
     }
     applier.apply(job).await?;
     tracing::info!(job = %job.name_any(), "started");
@@ -642,6 +648,22 @@ pub async fn prune(
     )
     .await?;
     prune_autoscalers(client, stores, ns, environment, &applied.autoscalers).await
+}
+
+/// Delete the claims made from VolumeSnapshots for restores that finished (all but `running`'s,
+/// named like its Job), as the stores have them: at rest, no request.
+pub async fn drop_restore_claims(
+    client: &Client,
+    stores: &Stores,
+    ns: &str,
+    environment: &str,
+    running: Option<&str>,
+) -> Result<(), Error> {
+    let keep: BTreeSet<String> = running.map(str::to_owned).into_iter().collect();
+    prune_kind::<PersistentVolumeClaim>(client, stores, ns, environment, Some(&keep), |meta| {
+        meta.component.as_deref() != Some(Component::Restore.as_str())
+    })
+    .await
 }
 
 /// Delete the environment's autoscalers of workers that no longer autoscale (or are gone),

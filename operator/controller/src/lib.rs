@@ -34,7 +34,7 @@ pub use discovery::cluster_apis;
 pub use error::Error;
 pub use metrics::{Counts, Metrics};
 pub use plan::KEEP_ANNOTATION;
-pub use snapshots::api as volume_snapshots;
+pub use snapshots::{api as volume_snapshots, backup_selector, choose as choose_snapshot};
 pub use status::PROGRESS_EVERY;
 pub use stores::CANNOT_START;
 

@@ -47,6 +47,9 @@ pub struct Observed {
     pub backup_jobs: BTreeMap<String, BackupJob>,
     /// Where `spec.database.restore` reads from, or why it may not (none without it).
     pub restore_source: Option<Result<appenv_core::build::Store, String>>,
+    /// The VolumeSnapshot a pending `appenv restore` request names, or why it cannot be
+    /// restored from (only when backups are VolumeSnapshots and a request waits).
+    pub restore_snapshot: Option<Result<String, String>>,
 }
 
 /// A backup Job as its watch has it.

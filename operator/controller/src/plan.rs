@@ -238,6 +238,7 @@ pub fn plan<'a>(input: &Input<'a>) -> Plan<'a> {
         previous,
         request: annotation(restores::REQUEST_ANNOTATION),
         source: observed.restore_source.as_ref(),
+        snapshot: observed.restore_snapshot.as_ref(),
         database_ready: gates.database_ready,
         backup_running: previous
             .and_then(|p| p.backup.as_ref())

@@ -8,8 +8,8 @@ use crate::events::Kind as EventType;
 use crate::observe::{self, Observed};
 use crate::plan::{self, Plan, Rollout};
 use crate::secrets::{self, SecretString};
-use crate::snapshots;
 use crate::{Context, status};
+use crate::{restores, snapshots};
 use appenv_api::names::{Action as EventAction, Reason};
 use appenv_api::names::{ChildKind, label};
 use appenv_api::{AppEnvironment, CopyKind};
@@ -125,6 +125,7 @@ async fn observe(ctx: &Context, env: &AppEnvironment, model: Model) -> Result<Ob
     {
         observed.backup_jobs.insert(running.job.clone(), run);
     }
+    observed.restore_snapshot = restore_snapshot(ctx, env, &model).await?;
     let password = match observed.password.take() {
         Some(existing) => Some(existing),
         None if matches!(model.database, Some(DatabaseModel::Postgres(_))) => {
@@ -152,6 +153,42 @@ async fn observe(ctx: &Context, env: &AppEnvironment, model: Model) -> Result<Ob
         wildcard_tls,
         copies,
     })
+}
+
+/// The VolumeSnapshot an `appenv restore` request not handled yet names (`latest`: the newest
+/// ready one), when backups are VolumeSnapshots: listed only while such a request waits.
+async fn restore_snapshot(
+    ctx: &Context,
+    env: &AppEnvironment,
+    model: &Model,
+) -> Result<Option<Result<String, String>>, Error> {
+    let snapshots = model.backup.as_ref().is_some_and(|b| {
+        matches!(
+            b.destination,
+            validate::BackupDestinationModel::VolumeSnapshot { .. }
+        )
+    });
+    let handled = env
+        .status
+        .as_ref()
+        .and_then(|s| s.restore.as_ref())
+        .and_then(|r| r.last_request.as_deref());
+    let Some(request) = env
+        .annotations()
+        .get(restores::REQUEST_ANNOTATION)
+        .filter(|r| snapshots && handled != Some(r.as_str()))
+    else {
+        return Ok(None);
+    };
+    let wanted = match restores::parse_request(request, true) {
+        Ok((wanted, _)) => wanted,
+        Err(why) => return Ok(Some(Err(why))),
+    };
+    let selector = snapshots::backup_selector(model);
+    let ns = &model.namespace.name;
+    snapshots::resolve(&ctx.client, ns, &selector, &wanted)
+        .await
+        .map(Some)
 }
 
 /// Where `spec.database.restore` reads from: the source environment's bucket, if it allows this
@@ -344,7 +381,7 @@ async fn data_jobs(
     };
     if let Some(job) = &children.backup {
         let web = backups.needs_no_web_pod.then(|| of("web"));
-        if !apply::start_job(applier, job, web.as_deref()).await? {
+        if !apply::start_job(applier, job, None, web.as_deref()).await? {
             status.backup.clone_from(&backups.deferred);
         }
     }
@@ -381,12 +418,31 @@ async fn data_jobs(
     }
     if let Some(job) = &children.restore {
         let app = restores.needs_no_app_pod.then(|| of("web,worker"));
-        if !apply::start_job(applier, job, app.as_deref()).await? {
+        let claim = children.restore_claim.as_ref();
+        if !apply::start_job(applier, job, claim, app.as_deref()).await? {
             status.restore.clone_from(&restores.deferred);
         }
     }
+    if matches!(
+        model.backup.as_ref().map(|b| &b.destination),
+        Some(validate::BackupDestinationModel::VolumeSnapshot { .. })
+    ) {
+        let running = status
+            .restore
+            .as_ref()
+            .and_then(|r| r.running.as_ref())
+            .map(|r| r.job.as_str());
+        apply::drop_restore_claims(
+            &ctx.client,
+            &ctx.stores,
+            namespace,
+            &env.name_any(),
+            running,
+        )
+        .await?;
+    }
     if let Some(job) = &children.seed {
-        apply::start_job(applier, job, None).await?;
+        apply::start_job(applier, job, None, None).await?;
     }
     if !backups.delete_jobs.is_empty() {
         apply::delete_jobs(&ctx.client, namespace, &backups.delete_jobs).await?;

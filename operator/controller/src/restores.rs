@@ -18,7 +18,7 @@ use appenv_core::build::{
     RestoreRun, Store, initial_restore_job_name, requested_restore_job_name, seed_job_name,
 };
 use appenv_core::validate::backup_ref;
-use appenv_core::validate::{Model, RestoreFrom};
+use appenv_core::validate::{BackupDestinationModel, Model, RestoreFrom};
 use k8s_openapi::jiff::Timestamp;
 
 /// The annotation `appenv restore` sets: `<time> <backup id or latest> [into-non-empty]`.
@@ -71,6 +71,9 @@ pub struct Input<'a> {
     /// Where the initial restore reads from, or why it may not (resolved from the source
     /// AppEnvironment by the reconcile).
     pub source: Option<&'a Result<Store, String>>,
+    /// The VolumeSnapshot a pending request restores from, or why none can be (resolved by the
+    /// reconcile when backups are VolumeSnapshots).
+    pub snapshot: Option<&'a Result<String, String>>,
     pub database_ready: bool,
     /// A backup runs: no restore starts now.
     pub backup_running: bool,
@@ -88,7 +91,7 @@ fn running_record(job: &str, reason: &str, now: Timestamp, stops_app: bool) -> R
 }
 
 /// A parsed request: the backup and whether to replace what the database holds.
-fn parse_request(request: &str) -> Result<(String, bool), String> {
+pub fn parse_request(request: &str, snapshots: bool) -> Result<(String, bool), String> {
     let mut words = request.split_whitespace();
     let (_at, backup) = (words.next(), words.next().unwrap_or_default());
     let into_non_empty = match words.next() {
@@ -96,7 +99,13 @@ fn parse_request(request: &str) -> Result<(String, bool), String> {
         Some("into-non-empty") => true,
         Some(other) => return Err(format!("unknown option {other:?}")),
     };
-    if !backup_ref(backup) {
+    if snapshots {
+        if backup != "latest" && !appenv_core::validate::is_dns_subdomain(backup) {
+            return Err(format!(
+                "{backup:?} is not `latest` or the name of a VolumeSnapshot"
+            ));
+        }
+    } else if !backup_ref(backup) {
         return Err(format!(
             "{backup:?} is not `latest` or a backup id (e.g. 20261201-030000-000)"
         ));
@@ -202,17 +211,23 @@ fn in_place(
         let job = requested_restore_job_name(model, request);
         let refused = match &model.backup {
             None => Err("the environment has no spec.backup: nothing to restore from".to_owned()),
-            Some(b) => match appenv_core::validate::unrestorable(&b.destination) {
-                Some(why) => Err(why),
-                None => parse_request(request),
-            },
+            Some(b) if matches!(b.destination, BackupDestinationModel::VolumeSnapshot { .. }) => {
+                match (parse_request(request, true).as_ref(), input.snapshot) {
+                    (Err(why), _) | (_, Some(Err(why))) => Err(why.clone()),
+                    (Ok((_, into)), Some(Ok(name))) => {
+                        Ok((name.clone(), *into, Store::Snapshot(name.clone())))
+                    }
+                    (Ok(_), None) => Err("its VolumeSnapshots could not be listed".to_owned()),
+                }
+            }
+            Some(_) => parse_request(request, false).map(|(b, into)| (b, into, Store::Own)),
         };
         match refused {
-            Ok((backup, into_non_empty)) => {
+            Ok((backup, into_non_empty, store)) => {
                 d.start = Some(RestoreRun {
                     job: job.clone(),
                     backup,
-                    store: Store::Own,
+                    store,
                     into_non_empty,
                 });
                 d.needs_no_app_pod = true;
@@ -325,6 +340,7 @@ mod tests {
             previous,
             request,
             source,
+            snapshot: None,
             database_ready: true,
             backup_running: false,
             now: now(),
@@ -407,21 +423,43 @@ mod tests {
     }
 
     #[test]
-    fn an_in_place_restore_of_volume_snapshots_is_refused_with_how_to_restore_one() {
+    fn an_in_place_restore_of_volume_snapshots_reads_the_resolved_one_or_says_why_not() {
         const SNAPSHOTS: &str = "{app: dojo, image: 'dojo:1', database: {embedded: {engine: DuckDB, path: /data/l.duckdb}}, backup: {destination: {volumeSnapshot: {className: csi}}}}";
-        let m = model(&env(SNAPSHOTS));
+        let env = env(SNAPSHOTS);
+        let m = model(&env);
         let observed = observed(&m, "dojo:1", Migration::NotConfigured);
         let previous = AppEnvironmentStatus {
             image: Some("dojo:1".into()),
             ..AppEnvironmentStatus::default()
         };
-        let d = decide_with(
-            SNAPSHOTS,
-            &observed,
-            Some(&previous),
-            None,
-            Some("2026-12-02T10:00:00Z latest into-non-empty"),
+        let request = "2026-12-02T10:00:00Z latest into-non-empty";
+        let decide_for = |snapshot: &Result<String, String>| {
+            decide(&Input {
+                model: &m,
+                observed: &observed,
+                previous: Some(&previous),
+                request: Some(request),
+                source: None,
+                snapshot: Some(snapshot),
+                database_ready: true,
+                backup_running: false,
+                now: now(),
+            })
+        };
+        let d = decide_for(&Ok("dojo-backup-s1".to_owned()));
+        assert_eq!(
+            d.start,
+            Some(RestoreRun {
+                job: requested_restore_job_name(&m, request),
+                backup: "dojo-backup-s1".into(),
+                store: Store::Snapshot("dojo-backup-s1".into()),
+                into_non_empty: true,
+            })
         );
+        assert!(d.needs_no_app_pod, "web and workers stop first");
+        let d = decide_for(&Err(
+            "VolumeSnapshot dojo-backup-s2 is not ready to use yet".into(),
+        ));
         assert!(d.start.is_none() && !d.needs_no_app_pod);
         let message = d
             .finished
@@ -429,9 +467,15 @@ mod tests {
             .map(|f| f.message.clone())
             .unwrap_or_default();
         assert!(
-            message.contains("its backups are VolumeSnapshots, which appenv does not restore yet"),
+            message.contains("was refused: VolumeSnapshot dojo-backup-s2 is not ready to use yet"),
             "{message}"
         );
+        assert_eq!(
+            parse_request("2026-12-02T10:00:00Z dojo-backup-s1", true),
+            Ok(("dojo-backup-s1".to_owned(), false))
+        );
+        assert!(parse_request("2026-12-02T10:00:00Z dojo-backup-s1", false).is_err());
+        assert!(parse_request("2026-12-02T10:00:00Z ../x", true).is_err());
     }
 
     #[test]

@@ -157,6 +157,60 @@ pub async fn prune(
     Ok(doomed)
 }
 
+/// The labels of the environment's backup VolumeSnapshots.
+pub fn backup_selector(model: &appenv_core::validate::Model) -> String {
+    format!(
+        "{}={},{}={},{}={}",
+        appenv_api::names::label::NAME,
+        model.app,
+        appenv_api::names::label::INSTANCE,
+        model.name,
+        appenv_api::names::label::COMPONENT,
+        Component::Backup.as_str()
+    )
+}
+
+/// The environment's snapshot (of `selector`) a restore request names: `latest` (the newest
+/// ready one) or a name; or why it cannot be restored from.
+pub async fn resolve(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    wanted: &str,
+) -> Result<Result<String, String>, Error> {
+    let list = api(client, ns)
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| failed(selector, e))?;
+    Ok(choose(&list.items, wanted))
+}
+
+/// [`resolve`]'s choice among the environment's snapshots.
+pub fn choose(snapshots: &[DynamicObject], wanted: &str) -> Result<String, String> {
+    if wanted == "latest" {
+        return snapshots
+            .iter()
+            .map(|s| (as_backup_job(s), s.name_any()))
+            .filter(|(run, _)| run.state == Migration::Succeeded)
+            .max_by(|a, b| a.0.created.cmp(&b.0.created).then(a.1.cmp(&b.1)))
+            .map(|(_, name)| name)
+            .ok_or_else(|| {
+                "the environment has no backup VolumeSnapshot that is ready to use".to_owned()
+            });
+    }
+    let Some(found) = snapshots.iter().find(|s| s.name_any() == wanted) else {
+        return Err(format!(
+            "VolumeSnapshot {wanted} is not one of the environment's backups (`appenv backup list` lists them)"
+        ));
+    };
+    match as_backup_job(found).state {
+        Migration::Succeeded => Ok(wanted.to_owned()),
+        // "VolumeSnapshot NAME: the snapshot controller's error".
+        Migration::Failed(why) => Err(why),
+        _ => Err(format!("VolumeSnapshot {wanted} is not ready to use yet")),
+    }
+}
+
 /// Which snapshots retention deletes: the ready ones past the newest `keep`, and the failed ones
 /// older than the newest ready one (snapshots being taken are left alone).
 pub fn past_keep(snapshots: &[DynamicObject], keep: usize) -> Vec<String> {
@@ -236,6 +290,40 @@ mod tests {
             Migration::Failed(
                 "VolumeSnapshot a: Failed to get snapshot class with error volumesnapshotclass.snapshot.storage.k8s.io \"csi\" not found".to_owned()
             )
+        );
+    }
+
+    #[test]
+    fn a_restore_takes_the_newest_ready_snapshot_or_the_named_one_if_ready() {
+        let ready = json!({"readyToUse": true});
+        let snapshots = [
+            snapshot("old", "2026-12-01T04:00:00Z", ready.clone()),
+            snapshot("new", "2026-12-02T04:00:00Z", ready),
+            snapshot("taking", "2026-12-02T05:00:00Z", json!({})),
+            snapshot(
+                "broken",
+                "2026-12-02T06:00:00Z",
+                json!({"readyToUse": false, "error": {"message": "disk gone"}}),
+            ),
+        ];
+        assert_eq!(choose(&snapshots, "latest"), Ok("new".to_owned()));
+        assert_eq!(choose(&snapshots, "old"), Ok("old".to_owned()));
+        assert_eq!(
+            choose(&snapshots, "taking"),
+            Err("VolumeSnapshot taking is not ready to use yet".to_owned())
+        );
+        assert_eq!(
+            choose(&snapshots, "broken"),
+            Err("VolumeSnapshot broken: disk gone".to_owned())
+        );
+        let missing = choose(&snapshots, "other-env-backup").expect_err("not the environment's");
+        assert!(
+            missing.contains("is not one of the environment's backups"),
+            "{missing}"
+        );
+        assert_eq!(
+            choose(&snapshots[2..3], "latest"),
+            Err("the environment has no backup VolumeSnapshot that is ready to use".to_owned())
         );
     }
 

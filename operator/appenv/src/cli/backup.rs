@@ -9,7 +9,6 @@
 
 use crate::cli::agent::mib;
 use anyhow::{Context as _, anyhow, bail};
-use appenv_api::names::label;
 use appenv_api::{AppEnvironment, BackupRun as RunStatus, BackupStatus, condition};
 use appenv_backup::destination::S3Credentials;
 use appenv_backup::{Catalog, Destination, Manifest};
@@ -482,14 +481,7 @@ async fn list(client: &Client, args: ListArgs) -> anyhow::Result<bool> {
         .unwrap_or_else(|| model.namespace.name.clone());
     let destination = model.backup.as_ref().map(|b| &b.destination);
     if let Some(BackupDestinationModel::VolumeSnapshot { class_name }) = destination {
-        let selector = format!(
-            "{}={},{}={},{}=backup",
-            label::NAME,
-            model.app,
-            label::INSTANCE,
-            model.name,
-            label::COMPONENT
-        );
+        let selector = appenv_controller::backup_selector(&model);
         let snapshots = appenv_controller::volume_snapshots(client, &namespace)
             .list(&ListParams::default().labels(&selector))
             .await

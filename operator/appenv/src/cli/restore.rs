@@ -52,7 +52,7 @@ pub struct RestoreArgs {
     /// The AppEnvironment's name (it must have spec.backup).
     pub environment: String,
     /// The backup to restore: `latest`, or an id as `appenv backup list` prints it
-    /// (e.g. 20261201-030000-000).
+    /// (e.g. 20261201-030000-000), or, when backups are VolumeSnapshots, a snapshot's name.
     #[arg(long, value_name = "ID|latest", value_parser = backup_ref)]
     pub backup: String,
     /// Confirm: web and workers stop, the database is replaced, data written since the backup
@@ -67,13 +67,14 @@ pub struct RestoreArgs {
     pub timeout: Duration,
 }
 
-/// `latest` or a backup id (`YYYYMMDD-HHMMSS-mmm`), as the controller accepts in a request.
+/// `latest`, a backup id (`YYYYMMDD-HHMMSS-mmm`) or a VolumeSnapshot's name, as the controller
+/// accepts in a request (which one the destination takes is checked once it is known).
 pub fn backup_ref(text: &str) -> Result<String, String> {
-    if validate::backup_ref(text) {
+    if validate::backup_ref(text) || validate::is_dns_subdomain(text) {
         Ok(text.to_owned())
     } else {
         Err(format!(
-            "{text:?} is not `latest` or a backup id as `appenv backup list` prints it (e.g. 20261201-030000-000)"
+            "{text:?} is not `latest`, a backup id as `appenv backup list` prints it (e.g. 20261201-030000-000) or a VolumeSnapshot's name"
         ))
     }
 }
@@ -171,13 +172,6 @@ pub fn restore_model(env: &AppEnvironment) -> anyhow::Result<Model> {
     })?;
     if model.backup.is_none() {
         bail!("{name}: spec.backup has no destination");
-    }
-    if let Some(why) = model
-        .backup
-        .as_ref()
-        .and_then(|b| validate::unrestorable(&b.destination))
-    {
-        bail!("{name}: {why}");
     }
     Ok(model)
 }
@@ -291,7 +285,8 @@ async fn pods(client: &Client, env: &AppEnvironment, model: &Model) -> Pods {
 }
 
 /// Before anything stops: the backup exists, where that can be read from here (an S3
-/// destination whose Secret the user may read). Otherwise a note, and the Job will say.
+/// destination whose Secret the user may read, the environment's VolumeSnapshots). Otherwise a
+/// note, and the Job will say.
 async fn check_backup(
     client: &Client,
     env: &AppEnvironment,
@@ -299,14 +294,27 @@ async fn check_backup(
     backup: &str,
 ) -> anyhow::Result<()> {
     let name = env.metadata.name.as_deref().unwrap_or_default();
-    let Some(BackupDestinationModel::S3(s3)) = model.backup.as_ref().map(|b| &b.destination) else {
-        return Ok(());
-    };
     let namespace = env
         .status
         .as_ref()
         .and_then(|s| s.namespace.clone())
         .unwrap_or_else(|| model.namespace.name.clone());
+    let s3 = match model.backup.as_ref().map(|b| &b.destination) {
+        Some(BackupDestinationModel::S3(s3)) => s3,
+        Some(BackupDestinationModel::VolumeSnapshot { .. }) => {
+            let snapshots = appenv_controller::volume_snapshots(client, &namespace)
+                .list(&ListParams::default().labels(&appenv_controller::backup_selector(model)))
+                .await
+                .with_context(|| format!("listing the VolumeSnapshots of {name}"))?;
+            return appenv_controller::choose_snapshot(&snapshots.items, backup)
+                .map(|_| ())
+                .map_err(|why| anyhow!("{name}: {why}"));
+        }
+        _ if !validate::backup_ref(backup) => bail!(
+            "{name}: {backup:?} is not `latest` or a backup id as `appenv backup list` prints it (e.g. 20261201-030000-000)"
+        ),
+        _ => return Ok(()),
+    };
     let catalog = match backup::s3_catalog(client, &namespace, name, s3).await {
         Ok(catalog) => catalog,
         Err(e) => {

@@ -82,10 +82,10 @@ pub(super) async fn restore(origin: Origin<'_>, file: &Path, options: Restore) -
     // Both files are fetched and checked before either is put in place.
     let database = staged(file, "", origin.id())?;
     let fetched = origin.fetch(DATABASE, &database, Engine::Duckdb).await?;
-    let wal = match origin.has(WAL) {
+    let wal = match origin.has(WAL, ".wal") {
         true => {
             let staged_wal = staged(file, ".wal", origin.id())?;
-            match origin.fetch(WAL, &staged_wal, Engine::Duckdb).await {
+            match origin.fetch_extra(WAL, ".wal", &staged_wal).await {
                 Ok(wal) => Some((staged_wal, wal.size_bytes)),
                 Err(e) => {
                     remove_if_exists(&database).await?;

@@ -127,11 +127,12 @@ impl Origin<'_> {
         }
     }
 
-    /// Whether it holds the extra file `name` (a DuckDB WAL): a dump holds its main file only.
-    fn has(&self, name: &str) -> bool {
+    /// Whether it holds the extra file `name` (a WAL): a backup if its manifest lists it, a
+    /// local dump (a file of a snapshot of the volume) if the file `<dump><beside>` exists.
+    fn has(&self, name: &str, beside: &str) -> bool {
         match self {
             Self::Backup { manifest, .. } => manifest.file(name).is_some(),
-            Self::Dump(_) => false,
+            Self::Dump(dump) => dump.beside(beside).is_some(),
         }
     }
 
@@ -139,22 +140,14 @@ impl Origin<'_> {
     /// dump's checksum; `engine`'s format is checked too, so that nothing that is not such a
     /// file is restored.
     async fn fetch(&self, name: &str, to: &std::path::Path, engine: Engine) -> Result<Fetched> {
-        let fetched = match self {
+        let dump = match self {
             Self::Backup { catalog, manifest } => {
-                catalog.download(manifest, name, to).await?;
-                let entry = manifest.file(name).ok_or_else(|| {
-                    Error::Failed(format!("backup {} has no file {name}", manifest.id))
-                })?;
-                Fetched {
-                    size_bytes: entry.size_bytes,
-                    sha256: entry.sha256.clone(),
-                }
+                return fetch_backup_file(catalog, manifest, name, to).await;
             }
-            Self::Dump(dump) => dump.fetch(to).await?,
+            Self::Dump(dump) => dump,
         };
-        if let Self::Dump(dump) = self
-            && let Err(why) = check_format(to, engine).await
-        {
+        let fetched = dump.fetch(to).await?;
+        if let Err(why) = check_format(to, engine).await {
             let _ = tokio::fs::remove_file(to).await;
             return Err(Error::Invalid(format!(
                 "the dump at {} {why}: it was not restored",
@@ -163,6 +156,33 @@ impl Origin<'_> {
         }
         Ok(fetched)
     }
+
+    /// Fetch the extra file `name` (of a local dump: `<dump><beside>`) to `to`.
+    async fn fetch_extra(&self, name: &str, beside: &str, to: &std::path::Path) -> Result<Fetched> {
+        match self {
+            Self::Backup { catalog, manifest } => {
+                fetch_backup_file(catalog, manifest, name, to).await
+            }
+            Self::Dump(dump) => dump.fetch_beside(beside, to).await,
+        }
+    }
+}
+
+/// Download file `name` of a backup to `to`, checked against its manifest.
+async fn fetch_backup_file(
+    catalog: &Catalog,
+    manifest: &Manifest,
+    name: &str,
+    to: &std::path::Path,
+) -> Result<Fetched> {
+    catalog.download(manifest, name, to).await?;
+    let entry = manifest
+        .file(name)
+        .ok_or_else(|| Error::Failed(format!("backup {} has no file {name}", manifest.id)))?;
+    Ok(Fetched {
+        size_bytes: entry.size_bytes,
+        sha256: entry.sha256.clone(),
+    })
 }
 
 /// Whether `path` starts as a file of `engine` does: a `pg_dump` custom-format archive

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const COPY: &str = "database.sqlite";
+/// A WAL beside a local dump (a backup's copy never has one).
+const WAL: &str = "database.sqlite-wal";
 /// How long the copy waits for a writer's lock before it gives up.
 const BUSY: Duration = Duration::from_secs(60);
 
@@ -27,6 +29,19 @@ fn check(connection: &Connection, what: &str) -> Result<()> {
             "{what} fails PRAGMA integrity_check: {result}"
         )))
     }
+}
+
+/// Move the WAL beside `file` into it (`PRAGMA wal_checkpoint(TRUNCATE)`); closing the last
+/// connection removes the `-wal` and `-shm` files. The file keeps its journal mode.
+fn checkpoint(file: &Path) -> Result<()> {
+    let what = format!("{} with its WAL", file.display());
+    let connection = Connection::open(file).map_err(Error::sqlite(format!("opening {what}")))?;
+    connection
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(Error::sqlite(format!("checkpointing {what}")))?;
+    connection
+        .close()
+        .map_err(|(_, e)| Error::sqlite(format!("closing {what}"))(e))
 }
 
 /// Copy `source` to `target` with the backup API, in one step.
@@ -113,8 +128,22 @@ pub(super) async fn restore(origin: Origin<'_>, file: &Path, options: Restore) -
     }
     let staged: PathBuf = staged(file, "", origin.id())?;
     let fetched = origin.fetch(COPY, &staged, Engine::Sqlite).await?;
+    // A file of a snapshot of the volume may have its WAL beside it (the app was writing):
+    // copied beside the staged file, it is checkpointed into it before the check.
+    let wal = origin
+        .has(WAL, "-wal")
+        .then(|| with_suffix(&staged, "-wal"));
+    if let Some(staged_wal) = &wal
+        && let Err(e) = origin.fetch_extra(WAL, "-wal", staged_wal).await
+    {
+        remove_if_exists(&staged).await?;
+        return Err(e);
+    }
     let checked = staged.clone();
     let verdict = tokio::task::spawn_blocking(move || {
+        if wal.is_some() {
+            checkpoint(&checked)?;
+        }
         let connection = Connection::open_with_flags(&checked, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(Error::sqlite(format!("opening {}", checked.display())))?;
         check(&connection, &format!("backup file {}", checked.display()))
@@ -123,8 +152,12 @@ pub(super) async fn restore(origin: Origin<'_>, file: &Path, options: Restore) -
     .map_err(|e| Error::Failed(format!("checking the restored copy: {e}")))?;
     if let Err(e) = verdict {
         remove_if_exists(&staged).await?;
+        remove_if_exists(&with_suffix(&staged, "-wal")).await?;
+        remove_if_exists(&with_suffix(&staged, "-shm")).await?;
         return Err(e);
     }
+    remove_if_exists(&with_suffix(&staged, "-wal")).await?;
+    remove_if_exists(&with_suffix(&staged, "-shm")).await?;
     // The old file's WAL and shared memory belong to the old content.
     remove_if_exists(&with_suffix(file, "-wal")).await?;
     remove_if_exists(&with_suffix(file, "-shm")).await?;

@@ -29,7 +29,7 @@ use appenv_api::names::Component;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, EnvVar, PersistentVolumeClaim, PodAffinity, PodAffinityTerm,
-    PodTemplateSpec,
+    PodTemplateSpec, TypedLocalObjectReference, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
@@ -196,7 +196,14 @@ pub enum Store {
     },
     /// A dump at a URL (`spec.database.restore.fromUrl`), which the Job downloads.
     Dump(DumpModel),
+    /// A VolumeSnapshot of this environment's data volume (`spec.backup.destination.
+    /// volumeSnapshot`), by name: the Job reads the file from a claim made from it
+    /// ([`restore_claim`], named like the Job), mounted read-only at [`SNAPSHOT_MOUNT`].
+    Snapshot(String),
 }
+
+/// Where a restore Job mounts the claim made from a VolumeSnapshot.
+pub const SNAPSHOT_MOUNT: &str = "/snapshot";
 
 /// The variable that carries a dump's URL to the agent (from the spec, or from the key `url` of
 /// a Secret): the URL is never an argument, so a presigned URL's signature stays out of the
@@ -270,6 +277,18 @@ pub fn restore_job(model: &Model, inputs: &Inputs, run: &RestoreRun) -> Option<J
         Store::Own | Store::Other { .. } => {
             args.extend(["--backup".to_owned(), run.backup.clone()]);
         }
+        // The snapshot's copy of the file, at the same name under the mount; the agent takes
+        // its WAL beside it too.
+        Store::Snapshot(_) => {
+            let Some(DatabaseModel::Embedded(em)) = &model.database else {
+                return None;
+            };
+            let file = em.path.rsplit('/').next().unwrap_or_default();
+            args.extend([
+                "--url".to_owned(),
+                format!("file://{SNAPSHOT_MOUNT}/{file}"),
+            ]);
+        }
     }
     if run.into_non_empty {
         args.push("--into-non-empty".to_owned());
@@ -329,6 +348,7 @@ fn agent_job(
             (String::new(), vec![dump_url_env(&dump.url)]),
             false,
         ),
+        Store::Snapshot(_) => (String::new(), (String::new(), Vec::new()), false),
     };
     let mut args = vec!["agent".to_owned()];
     args.extend(task);
@@ -341,12 +361,7 @@ fn agent_job(
             destination,
         ]);
     }
-    let mut volumes = Vec::new();
-    let mut mounts = vec![mount("tmp", "/tmp")];
-    if volume {
-        volumes.push(claim_volume("backups", backup_volume_name(model)));
-        mounts.push(mount("backups", BACKUP_MOUNT));
-    }
+    let (mut volumes, mut mounts) = store_volumes(model, name, store, volume);
     let mut init = Vec::new();
     let (image, command) = match &model.database {
         Some(DatabaseModel::Postgres(pg)) => {
@@ -416,6 +431,61 @@ fn agent_job(
         }),
         ..Job::default()
     })
+}
+
+/// The claim a restore from a VolumeSnapshot reads (named like its Job): made from the snapshot
+/// by the storage provider, of the data volume's class and size, deleted once the restore
+/// finished.
+pub fn restore_claim(
+    model: &Model,
+    inputs: &Inputs,
+    run: &RestoreRun,
+) -> Option<PersistentVolumeClaim> {
+    let (Store::Snapshot(snapshot), Some(DatabaseModel::Embedded(em))) =
+        (&run.store, &model.database)
+    else {
+        return None;
+    };
+    let meta = object_meta(model, inputs, &run.job, Component::Restore.as_str());
+    let mut claim = pvc(meta, &em.storage);
+    if let Some(spec) = claim.spec.as_mut() {
+        spec.data_source = Some(TypedLocalObjectReference {
+            api_group: Some(
+                SNAPSHOT_API_VERSION
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            kind: "VolumeSnapshot".to_owned(),
+            name: snapshot.clone(),
+        });
+    }
+    Some(claim)
+}
+
+/// The volumes of the store a Job reads or writes (the backup volume, the claim made from a
+/// VolumeSnapshot: named like the Job `name`), besides `/tmp`.
+fn store_volumes(
+    model: &Model,
+    name: &str,
+    store: &Store,
+    backup_volume: bool,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let mut volumes = Vec::new();
+    let mut mounts = vec![mount("tmp", "/tmp")];
+    if backup_volume {
+        volumes.push(claim_volume("backups", backup_volume_name(model)));
+        mounts.push(mount("backups", BACKUP_MOUNT));
+    }
+    if let Store::Snapshot(_) = store {
+        volumes.push(claim_volume("snapshot", name.to_owned()));
+        mounts.push(VolumeMount {
+            read_only: Some(true),
+            ..mount("snapshot", SNAPSHOT_MOUNT)
+        });
+    }
+    (volumes, mounts)
 }
 
 /// The init container that copies the agent from the agent image into the Pod.
@@ -722,6 +792,76 @@ mod tests {
                 .expect("present")
                 .contains(&"duckdb".to_owned())
         );
+    }
+
+    #[test]
+    fn a_snapshot_restore_reads_the_file_from_a_claim_made_from_the_snapshot_mounted_read_only() {
+        let m = model(
+            "{app: dojo, image: 'dojo:1', database: {embedded: {engine: DuckDB, path: /data/ledger.duckdb, storage: {size: 5Gi, storageClassName: csi-rbd}}}, backup: {destination: {volumeSnapshot: {className: csi-snap}}}}",
+        );
+        let run = RestoreRun {
+            job: "dojo-restore-r0123456789".into(),
+            backup: "dojo-backup-s1".into(),
+            store: Store::Snapshot("dojo-backup-s1".into()),
+            into_non_empty: true,
+        };
+        let job = restore_job(&m, &Inputs::default(), &run).expect("job");
+        let c = container(&job);
+        assert_eq!(
+            c.args.as_ref().expect("present").join(" "),
+            "agent restore --url file:///snapshot/ledger.duckdb --into-non-empty --engine duckdb --file /data/ledger.duckdb"
+        );
+        let snapshot_mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == SNAPSHOT_MOUNT)
+            .expect("mounted");
+        assert_eq!(snapshot_mount.read_only, Some(true));
+        let pod = job
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .expect("a pod");
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == snapshot_mount.name)
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .expect("a claim");
+        assert_eq!(volume.claim_name, run.job);
+        let claim = restore_claim(&m, &Inputs::default(), &run).expect("a claim");
+        assert_eq!(claim.metadata.name.as_deref(), Some(run.job.as_str()));
+        let spec = claim.spec.as_ref().expect("spec");
+        let source = spec.data_source.as_ref().expect("made from the snapshot");
+        assert_eq!(
+            (
+                source.api_group.as_deref(),
+                source.kind.as_str(),
+                source.name.as_str()
+            ),
+            (
+                Some("snapshot.storage.k8s.io"),
+                "VolumeSnapshot",
+                "dojo-backup-s1"
+            )
+        );
+        assert_eq!(spec.storage_class_name.as_deref(), Some("csi-rbd"));
+        assert_eq!(
+            claim
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(appenv_api::names::label::COMPONENT))
+                .map(String::as_str),
+            Some("restore")
+        );
+        let own = RestoreRun {
+            store: Store::Own,
+            ..run
+        };
+        assert!(restore_claim(&m, &Inputs::default(), &own).is_none());
     }
 
     #[test]

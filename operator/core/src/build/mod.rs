@@ -108,6 +108,8 @@ pub struct Children {
     pub backup_snapshot: Option<Value>,
     /// The restore Job the controller starts in this reconcile.
     pub restore: Option<Job>,
+    /// The claim made from a VolumeSnapshot that the restore Job reads.
+    pub restore_claim: Option<PersistentVolumeClaim>,
     /// The seed Job (after the initial restore), when the controller starts it.
     pub seed: Option<Job>,
     pub web: Web,
@@ -177,6 +179,10 @@ pub fn build(model: &Model, inputs: &Inputs) -> Children {
             .restore
             .as_ref()
             .and_then(|run| backup::restore_job(model, inputs, run)),
+        restore_claim: inputs
+            .restore
+            .as_ref()
+            .and_then(|run| backup::restore_claim(model, inputs, run)),
         seed: inputs
             .seed
             .then(|| migrations::seed_job(model, inputs, &config_hash))
@@ -213,6 +219,7 @@ impl Children {
             backup,
             backup_snapshot,
             restore,
+            restore_claim,
             seed,
             web,
             workers,
@@ -257,7 +264,13 @@ impl Children {
             out.extend(volume.iter().map(to_value));
             out.extend([to_value(service), to_value(deployment)]);
         }
-        out.extend(data_volume.iter().chain(backup_volume).map(to_value));
+        out.extend(
+            data_volume
+                .iter()
+                .chain(backup_volume)
+                .chain(restore_claim)
+                .map(to_value),
+        );
         // A backup before the migration it protects.
         out.extend((backup.iter().chain(restore).chain(seed).chain(migration)).map(to_value));
         out.extend(backup_snapshot.iter().cloned());

@@ -284,17 +284,6 @@ pub fn shown_url(url: &str) -> String {
     }
 }
 
-/// Why backups at `destination` cannot be restored by appenv, if they cannot: VolumeSnapshots
-/// are restored by Kubernetes itself (the operator refuses such a request with the same words).
-pub fn unrestorable(destination: &BackupDestinationModel) -> Option<String> {
-    matches!(destination, BackupDestinationModel::VolumeSnapshot { .. }).then(|| {
-        "its backups are VolumeSnapshots, which appenv does not restore yet: restore one with a \
-         PersistentVolumeClaim whose dataSource names it (kind VolumeSnapshot, apiGroup \
-         snapshot.storage.k8s.io)"
-            .to_owned()
-    })
-}
-
 /// The database engine of a spec, as the operator compares a restore's source and target.
 fn engine(spec: &AppEnvironmentSpec) -> String {
     match spec.database.as_deref() {

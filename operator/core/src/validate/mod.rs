@@ -7,7 +7,7 @@
 //! violations come out in that order.
 
 mod backup;
-pub use backup::{backup_ref, restore_refusal, shown_url, unrestorable};
+pub use backup::{backup_ref, restore_refusal, shown_url};
 mod copy;
 mod database;
 mod egress;
@@ -30,7 +30,7 @@ use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 pub use preview::parse_ttl;
 pub use rules::is_dns_label;
-pub(crate) use rules::is_dns_subdomain;
+pub use rules::is_dns_subdomain;
 use rules::{Errors, Reserved, check_env};
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -137,7 +137,7 @@ pub fn is_dns_label(value: &str, max: usize) -> bool {
         && !value.ends_with('-')
 }
 
-pub(crate) fn is_dns_subdomain(value: &str) -> bool {
+pub fn is_dns_subdomain(value: &str) -> bool {
     value.len() <= 253
         && value.split('.').all(|part| {
             let bytes = part.as_bytes();
