@@ -1,5 +1,6 @@
 //! The `appenv` command line: one module per subcommand.
 
+mod activator;
 mod agent;
 mod backup;
 #[cfg(feature = "dev")]
@@ -37,6 +38,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The HTTP proxy in front of environments that sleep: records activity, wakes on a request.
+    Activator(activator::ActivatorArgs),
     /// The backup agent of appenv's backup and restore Jobs: back up, restore, list.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -92,6 +95,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         #[cfg(feature = "dev")]
         Command::Dev(args) => dev::run(args).await.map(|()| true),
+        Command::Activator(args) => activator::run(args).await,
         Command::Agent(command) => agent::run(command).await,
         Command::Backup(command) => backup::run(command).await,
         Command::Render(args) => render::run(args),
