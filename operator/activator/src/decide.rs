@@ -8,6 +8,11 @@
 //!   unless the newest known value is already newer than `status.sleep.since` (without
 //!   `since` there is nothing to be newer than, and the activity rule decides). The value
 //!   written is newer than `since` even within the second `since` names, so that it wakes.
+//! - The interval a replica applies is the configured one plus a fraction of a second to a
+//!   few seconds of its own ([`replica_interval`]): of two replicas that see the same value,
+//!   one is due a little before the other, whose watch then shows the first one's write, so
+//!   that they seldom both try (and one gets 409). Values written stay at least the configured
+//!   interval apart.
 //! - A write is conditional on the resourceVersion seen: one refused with 409 (another replica
 //!   or the controller changed the object) is not tried again before the watch shows a newer
 //!   version; one that failed otherwise not before [`ERROR_BACKOFF`].
@@ -71,6 +76,13 @@ pub struct Write {
     pub value: Timestamp,
 }
 
+/// The interval a replica applies: `configured` plus `fraction` (0 to 1, drawn once per
+/// replica) of a twentieth of it, at most 3 s.
+pub fn replica_interval(configured: SignedDuration, fraction: f64) -> SignedDuration {
+    let spread = (configured / 20).min(SignedDuration::from_secs(3));
+    configured + spread.mul_f64(fraction.clamp(0.0, 1.0))
+}
+
 /// Whether a request is a wake request: the environment sleeps, or no Ready web Pod can take
 /// it.
 pub fn is_wake(observed: &Observed<'_>) -> bool {
@@ -96,23 +108,23 @@ pub fn decide(
     {
         return None;
     }
-    let now = whole_seconds(now);
     let newest = observed.last_request.max(local.written);
+    let value = whole_seconds(now);
     let wake = is_wake(observed);
     if wake && let Some(since) = observed.sleep_since {
         if newest.is_none_or(|value| value <= since) {
             let after_since = whole_seconds(since) + SignedDuration::from_secs(1);
             return Some(Write {
                 reason: Reason::Wake,
-                value: now.max(after_since),
+                value: value.max(after_since),
             });
         }
         return None;
     }
-    let due = newest.is_none_or(|value| value <= now - interval);
+    let due = newest.is_none_or(|newest| newest + interval <= now);
     due.then_some(Write {
         reason: if wake { Reason::Wake } else { Reason::Activity },
-        value: now,
+        value,
     })
 }
 
@@ -317,6 +329,35 @@ mod tests {
             Some(Reason::Wake)
         );
         assert!(!is_wake(&awake(None)));
+    }
+
+    #[test]
+    fn a_replica_is_due_a_little_after_the_interval_and_writes_whole_seconds() {
+        assert_eq!(replica_interval(MINUTE, 0.0), MINUTE);
+        assert_eq!(replica_interval(MINUTE, 1.0), SignedDuration::from_secs(63));
+        assert_eq!(
+            replica_interval(SignedDuration::from_secs(600), 1.0),
+            SignedDuration::from_secs(603),
+            "at most 3 s more"
+        );
+        assert_eq!(
+            replica_interval(SignedDuration::from_secs(2), 0.5),
+            SignedDuration::from_millis(2050)
+        );
+        let interval = replica_interval(MINUTE, 0.5);
+        let seen = awake(Some("2026-12-02T10:00:00Z"));
+        let none = Local::default();
+        assert_eq!(
+            decide(at("2026-12-02T10:01:01.400Z"), interval, &seen, &none),
+            None
+        );
+        assert_eq!(
+            decide(at("2026-12-02T10:01:01.500Z"), interval, &seen, &none),
+            Some(Write {
+                reason: Reason::Activity,
+                value: at("2026-12-02T10:01:01Z")
+            })
+        );
     }
 
     #[test]

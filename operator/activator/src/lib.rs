@@ -101,8 +101,12 @@ impl Activator {
         let addr = local_addr(&traffic, config.listen)?;
         let health_addr = local_addr(&health, config.health_listen)?;
         let metrics = Arc::new(Metrics::default());
-        let interval = jiff::SignedDuration::try_from(config.activity_interval)
+        let configured = jiff::SignedDuration::try_from(config.activity_interval)
             .unwrap_or(jiff::SignedDuration::MAX);
+        // Drawn once per replica; without randomness, every replica is due at once (and they
+        // only meet more 409s).
+        let fraction = getrandom::u32().map_or(0.0, |n| f64::from(n) / f64::from(u32::MAX));
+        let interval = decide::replica_interval(configured, fraction);
         let ctx = Arc::new(Context {
             holds: Holds::new(config.hold_per_environment, config.hold_total),
             config,
