@@ -609,6 +609,7 @@ async fn a_duckdb_backup_as_a_volume_snapshot_is_taken_once_web_is_gone_and_a_fa
         .await
         .expect("jobs");
     assert!(jobs.items.is_empty(), "{:?}", jobs.items.len());
+    restore_in_place_from_a_snapshot(&client, name, &last.job).await;
 
     // A class that does not exist: the snapshot controller's error, named; web is back.
     env["spec"]["backup"]["destination"]["volumeSnapshot"]["className"] = json!("missing-class");
@@ -631,6 +632,140 @@ async fn a_duckdb_backup_as_a_volume_snapshot_is_taken_once_web_is_gone_and_a_fa
         .await
         .delete(name, &DeleteParams::default())
         .await;
+}
+
+/// Ask for an in-place restore, as `appenv restore` does (the request annotation).
+async fn request_restore(client: &Client, name: &str, request: &str) {
+    env_api(client)
+        .await
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"appenv.dev/restore-requested": request}}}),
+            ),
+        )
+        .await
+        .expect("request a restore");
+}
+
+/// What [`record_restores`] saw: `(name, what)`.
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Record, until aborted, the restore claims of a namespace with the snapshot each was made
+/// from, and the restore Jobs with their arguments: `(name, what)`.
+fn record_restores(client: &Client, ns: &str) -> (Seen, Vec<tokio::task::JoinHandle<()>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let config = || watcher::Config::default().labels("app.kubernetes.io/component=restore");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let log = seen.clone();
+    let claim_task = tokio::spawn(async move {
+        let mut events = watcher::watcher(claims, config()).boxed();
+        while let Some(event) = events.next().await {
+            if let Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) = event {
+                let source = c.spec.and_then(|s| s.data_source).map(|d| d.name);
+                let entry = (
+                    c.metadata.name.unwrap_or_default(),
+                    format!("claim from {}", source.unwrap_or_default()),
+                );
+                log.lock().expect("lock").push(entry);
+            }
+        }
+    });
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let log = seen.clone();
+    let job_task = tokio::spawn(async move {
+        let mut events = watcher::watcher(jobs, config()).boxed();
+        while let Some(event) = events.next().await {
+            if let Ok(watcher::Event::Apply(j) | watcher::Event::InitApply(j)) = event {
+                let args = j
+                    .spec
+                    .and_then(|s| s.template.spec)
+                    .and_then(|p| p.containers[0].args.clone());
+                let entry = (
+                    j.metadata.name.unwrap_or_default(),
+                    args.unwrap_or_default().join(" "),
+                );
+                log.lock().expect("lock").push(entry);
+            }
+        }
+    });
+    (seen, vec![claim_task, job_task])
+}
+
+/// `appenv restore` of a VolumeSnapshot backup: a name that is none of the environment's
+/// snapshots is refused with why; `latest` restores from a claim made from the newest one
+/// (`snapshot`), read by the restore Job; both are deleted once it finished.
+async fn restore_in_place_from_a_snapshot(client: &Client, name: &str, snapshot: &str) {
+    let (seen, tasks) = record_restores(client, name);
+    let refused = "2026-12-02T10:00:00.500Z not-a-backup into-non-empty";
+    request_restore(client, name, refused).await;
+    let done = wait_env(client, name, "the request refused", move |e| {
+        let restore = e.status.as_ref().and_then(|s| s.restore.as_ref());
+        restore.is_some_and(|r| {
+            r.last_request.as_deref() == Some(refused)
+                && r.last.as_ref().is_some_and(|l| l.message.is_some())
+        })
+    })
+    .await;
+    let message = done
+        .status
+        .and_then(|s| s.restore)
+        .and_then(|r| r.last)
+        .and_then(|l| l.message)
+        .unwrap_or_default();
+    assert!(
+        message.contains("VolumeSnapshot not-a-backup is not one of the environment's backups"),
+        "{message}"
+    );
+    let request = "2026-12-02T10:00:00.600Z latest into-non-empty";
+    request_restore(client, name, request).await;
+    let done = wait_env(
+        client,
+        name,
+        "restored from the snapshot, Ready",
+        move |e| {
+            let restore = e.status.as_ref().and_then(|s| s.restore.as_ref());
+            ready(Some(e))
+                && restore.is_some_and(|r| {
+                    r.running.is_none()
+                        && r.last_request.as_deref() == Some(request)
+                        && r.last.as_ref().is_some_and(|l| l.reason == "in-place")
+                })
+        },
+    )
+    .await;
+    let last = done
+        .status
+        .and_then(|s| s.restore)
+        .and_then(|r| r.last)
+        .expect("last restore");
+    assert!(last.message.is_none(), "{:?}", last.message);
+    let log = seen.lock().expect("lock").clone();
+    assert!(
+        log.contains(&(last.job.clone(), format!("claim from {snapshot}"))),
+        "the Job's claim is made from {snapshot}: {log:?}"
+    );
+    assert!(
+        log.iter().any(|(job, args)| *job == last.job
+            && args.starts_with("agent restore --url file:///snapshot/ledger.duckdb --into-non-empty --engine duckdb")),
+        "{log:?}"
+    );
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), name);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), name);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while claims.get_opt(&last.job).await.expect("claims").is_some()
+        || jobs.get_opt(&last.job).await.expect("jobs").is_some()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restore's claim and Job were not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for task in tasks {
+        task.abort();
+    }
 }
 
 #[tokio::test]

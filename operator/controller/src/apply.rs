@@ -651,7 +651,9 @@ pub async fn prune(
 }
 
 /// Delete the claims made from VolumeSnapshots for restores that finished (all but `running`'s,
-/// named like its Job), as the stores have them: at rest, no request.
+/// named like its Job), as the stores have them (at rest, no request), with their Jobs: a
+/// finished Pod still holds its claim (`kubernetes.io/pvc-protection`) on older clusters.
+/// `status.restore.last` keeps what the Job did.
 pub async fn drop_restore_claims(
     client: &Client,
     stores: &Stores,
@@ -659,11 +661,37 @@ pub async fn drop_restore_claims(
     environment: &str,
     running: Option<&str>,
 ) -> Result<(), Error> {
-    let keep: BTreeSet<String> = running.map(str::to_owned).into_iter().collect();
-    prune_kind::<PersistentVolumeClaim>(client, stores, ns, environment, Some(&keep), |meta| {
-        meta.component.as_deref() != Some(Component::Restore.as_str())
-    })
-    .await
+    let done: Vec<(String, bool)> = stores
+        .of_environment::<PersistentVolumeClaim>(ns, environment)
+        .into_iter()
+        .filter(|(name, snapshot)| {
+            snapshot.as_ref().component.as_deref() == Some(Component::Restore.as_str())
+                && Some(name.as_str()) != running
+        })
+        .map(|(name, snapshot)| (name, snapshot.as_ref().deleting))
+        .collect();
+    if done.is_empty() {
+        return Ok(());
+    }
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    for (name, deleting) in &done {
+        if *deleting {
+            continue;
+        }
+        match claims.delete(name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(claim = %name, "the restore's claim deleted"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                return Err(Error::Prune {
+                    kind: ChildKind::PersistentVolumeClaim.as_str(),
+                    name: name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    let jobs: Vec<String> = done.into_iter().map(|(name, _)| name).collect();
+    delete_jobs(client, ns, &jobs).await
 }
 
 /// Delete the environment's autoscalers of workers that no longer autoscale (or are gone),
