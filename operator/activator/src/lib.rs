@@ -32,7 +32,7 @@ mod writes;
 
 pub use answer::{PAGE_RETRY_SECONDS, RETRY_AFTER_SECONDS, WAKING_PAGE};
 pub use config::Config;
-pub use health::Listed;
+pub use health::Readiness;
 pub use metrics::{Metrics, Outcome, WriteResult};
 pub use watches::web_pod_selector;
 
@@ -76,7 +76,7 @@ pub struct Activator {
     health_addr: SocketAddr,
     metrics: Arc<Metrics>,
     held: watch::Receiver<usize>,
-    listed: watch::Receiver<Listed>,
+    readiness: watch::Sender<Readiness>,
     tasks: JoinSet<Result<(), Error>>,
 }
 
@@ -121,7 +121,7 @@ impl Activator {
             pods: proxy::backends(),
         });
         let held = ctx.holds.count();
-        let (listed_tx, listed) = watch::channel(Listed::default());
+        let readiness = watch::Sender::new(Readiness::default());
         let mut tasks = JoinSet::new();
         tasks.spawn({
             let ctx = ctx.clone();
@@ -131,25 +131,25 @@ impl Activator {
             }
         });
         tasks.spawn({
-            let (metrics, listed) = (metrics.clone(), listed.clone());
+            let (metrics, receiver) = (metrics.clone(), readiness.subscribe());
             async move {
-                health::serve(health, metrics, listed)
+                health::serve(health, metrics, receiver)
                     .await
                     .map_err(Error::Health)?;
                 Err(Error::Stopped("the health server"))
             }
         });
         tasks.spawn({
-            let (client, ctx, listed) = (client.clone(), ctx.clone(), listed_tx.clone());
+            let (client, ctx, readiness) = (client.clone(), ctx.clone(), readiness.clone());
             async move {
-                watches::environments(client, ctx, listed).await;
+                watches::environments(client, ctx, readiness).await;
                 Err(Error::Stopped("the AppEnvironment watch"))
             }
         });
         tasks.spawn({
-            let ctx = ctx.clone();
+            let (ctx, readiness) = (ctx.clone(), readiness.clone());
             async move {
-                watches::pods(client, ctx, listed_tx).await;
+                watches::pods(client, ctx, readiness).await;
                 Err(Error::Stopped("the Pod watch"))
             }
         });
@@ -169,7 +169,7 @@ impl Activator {
             health_addr,
             metrics,
             held,
-            listed,
+            readiness,
             tasks,
         })
     }
@@ -193,14 +193,20 @@ impl Activator {
         self.held.clone()
     }
 
-    /// Wait until both watches have listed (what `/readyz` reports).
+    /// Wait until both watches have listed (from then on `/readyz` answers 200).
     pub async fn ready(&self) {
-        let mut listed = self.listed.clone();
-        let _ = listed.wait_for(|l| l.all()).await;
+        let mut readiness = self.readiness.subscribe();
+        let _ = readiness.wait_for(|r| r.listed()).await;
+    }
+
+    /// Answer 503 on `/readyz` from now on, and go on serving: before the process stops, so
+    /// that the Ingress controller stops sending it requests first.
+    pub fn drain(&self) {
+        self.readiness.send_modify(|r| r.draining = true);
     }
 
     /// Run until a part of the activator stops (which it never does on its own).
-    pub async fn wait(mut self) -> Result<(), Error> {
+    pub async fn wait(&mut self) -> Result<(), Error> {
         match self.tasks.join_next().await {
             Some(ended) => ended?,
             None => Ok(()),
@@ -210,5 +216,6 @@ impl Activator {
 
 /// Run an activator with `config` against the cluster of `client` until it fails.
 pub async fn run(config: Config, client: Client) -> Result<(), Error> {
-    Activator::start(config, client).await?.wait().await
+    let mut activator = Activator::start(config, client).await?;
+    activator.wait().await
 }

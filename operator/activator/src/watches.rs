@@ -2,7 +2,7 @@
 //! appenv manages (by label, in every namespace). Each change tells the held requests of the
 //! environments it touched.
 
-use crate::health::Listed;
+use crate::health::Readiness;
 use crate::server::Context;
 use crate::table::{EnvironmentObject, WebPod};
 use appenv_api::names::{Component, label};
@@ -57,7 +57,7 @@ fn convert<K, T>(event: Event<K>, f: impl Fn(&K) -> Option<T>) -> Option<Event<T
 }
 
 /// Follow the AppEnvironments for ever.
-pub async fn environments(client: Client, ctx: Arc<Context>, listed: watch::Sender<Listed>) {
+pub async fn environments(client: Client, ctx: Arc<Context>, readiness: watch::Sender<Readiness>) {
     let api: Api<EnvironmentObject> = Api::all(client);
     let mut events = watcher::watcher(api, watcher::Config::default())
         .backoff(ConstantBackoff)
@@ -89,13 +89,13 @@ pub async fn environments(client: Client, ctx: Arc<Context>, listed: watch::Send
             ctx.states.changed(&name, gone);
         }
         if done {
-            listed.send_modify(|l| l.environments = true);
+            readiness.send_modify(|l| l.environments = true);
         }
     }
 }
 
 /// Follow the web Pods for ever.
-pub async fn pods(client: Client, ctx: Arc<Context>, listed: watch::Sender<Listed>) {
+pub async fn pods(client: Client, ctx: Arc<Context>, readiness: watch::Sender<Readiness>) {
     let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default().labels(&web_pod_selector());
     let mut events = watcher::watcher(api, config)
@@ -118,7 +118,7 @@ pub async fn pods(client: Client, ctx: Arc<Context>, listed: watch::Sender<Liste
             ctx.states.changed(&name, false);
         }
         if done {
-            listed.send_modify(|l| l.pods = true);
+            readiness.send_modify(|l| l.pods = true);
         }
     }
 }

@@ -52,6 +52,28 @@ async fn requests_reach_the_ready_web_pods_of_the_environment_their_host_names()
         recorder.snapshot()
     );
     assert_eq!(all_writes(&recorder), 1);
+
+    // The health port: ready, the counts in the metrics; not ready once draining.
+    let health = activator.health_addr();
+    let ready = get(health, "activator", "/readyz", &[]).await;
+    assert_eq!((ready.status, ready.body.as_str()), (StatusCode::OK, "ok"));
+    let metrics = get(health, "activator", "/metrics", &[]).await;
+    for line in [
+        r#"appenv_activator_requests_total{outcome="proxied"} 6"#,
+        r#"appenv_activator_annotation_writes_total{reason="activity",result="written"} 1"#,
+        "appenv_activator_held_requests 0",
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == line),
+            "{line} in {}",
+            metrics.body
+        );
+    }
+    activator.drain();
+    let draining = get(health, "activator", "/readyz", &[]).await;
+    assert_eq!(draining.status, StatusCode::SERVICE_UNAVAILABLE);
+    let still = get(activator.addr(), &env.host, "/", &[]).await;
+    assert_eq!(still.status, StatusCode::OK, "still served while draining");
     env.delete(&admin).await;
 }
 

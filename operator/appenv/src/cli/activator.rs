@@ -33,6 +33,10 @@ pub struct ActivatorArgs {
     /// Requests held at once in all; more get 503 at once.
     #[arg(long, env = "APPENV_HOLD_TOTAL", default_value_t = 5000)]
     pub hold_total: usize,
+    /// On SIGTERM, /readyz fails and requests are still served this long before the process
+    /// stops, so that the Ingress controller stops sending them first.
+    #[arg(long, env = "APPENV_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
 }
 
 impl ActivatorArgs {
@@ -50,12 +54,30 @@ impl ActivatorArgs {
 }
 
 pub async fn run(args: ActivatorArgs) -> anyhow::Result<bool> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
     let config = kube::Config::infer()
         .await
         .context("reading the Kubernetes configuration (kubeconfig or in-cluster)")?;
     let client = kube::Client::try_from(config).context("connecting to Kubernetes")?;
-    appenv_activator::run(args.config(), client)
+    let mut activator = appenv_activator::Activator::start(args.config(), client)
         .await
-        .context("the activator stopped")?;
+        .context("starting the activator")?;
+    tokio::select! {
+        ended = activator.wait() => {
+            ended.context("the activator stopped")?;
+            return Ok(false);
+        }
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    let delay = args.shutdown_delay;
+    tracing::info!(
+        ?delay,
+        "stopping: /readyz fails, requests are served meanwhile"
+    );
+    activator.drain();
+    tokio::time::sleep(delay).await;
     Ok(true)
 }
