@@ -789,6 +789,58 @@ async fn wait_pods(
     }
 }
 
+/// Pods with a readiness probe that are looked at (here through a change of their own) just as
+/// the Secret they wait for appears all start and are probed Ready. Under load in CI, a look
+/// that decided from the stores just before the Secret arrived was acted upon after the look the
+/// Secret asked for: it stopped the server that look was probing, the probe's result was
+/// dropped, and the Pod stayed in `CreateContainerConfigError` with nothing to look at it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probed_pods_looked_at_just_as_their_secret_appears_all_become_ready() {
+    const REPLICAS: usize = 10;
+    let client = common::client().await;
+    let ns = common::namespace(&client, "http-secret-appears").await;
+    let mut container = web_container();
+    container["envFrom"] = json!([{"secretRef": {"name": "web-secrets"}}]);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": REPLICAS, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [container]}}},
+    }))
+    .expect("a valid Deployment");
+    Api::<Deployment>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .expect("create Deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let waiting_pods = wait_pods(&pods, "web", "waiting for their Secret", |p| {
+        p.len() == REPLICAS
+            && p.iter().all(|p| {
+                waiting(p).is_some_and(|(reason, _)| reason == "CreateContainerConfigError")
+            })
+    })
+    .await;
+    let touches = waiting_pods.iter().map(|pod| {
+        let (pods, name) = (pods.clone(), pod.metadata.name.clone().unwrap_or_default());
+        async move {
+            let patch = json!({"metadata": {"annotations": {"example.com/touched": "true"}}});
+            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("touch the Pod");
+        }
+    });
+    futures::future::join(
+        futures::future::join_all(touches),
+        create_secret(&client, &ns, "web-secrets", json!({"SECRET_KEY": "x"})),
+    )
+    .await;
+    wait_pods(&pods, "web", "Ready", |p| {
+        p.len() == REPLICAS && p.iter().all(|p| is_ready(Some(p)))
+    })
+    .await;
+    common::cleanup(&client, &ns).await;
+}
+
 fn pod_ip(pod: &Pod) -> Option<Ipv4Addr> {
     pod.status.as_ref()?.pod_ip.as_deref()?.parse().ok()
 }

@@ -14,7 +14,7 @@
 //! Pod is gone.
 
 use super::pod_state::{Reporter, SimEvent, SimState};
-use super::{Shared, events, handle, recheck_after};
+use super::{Shared, events, recheck_after};
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderValue, USER_AGENT};
 use http::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -216,9 +216,12 @@ struct Endpoint {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ProbeState {
     Idle,
-    InFlight,
+    /// The probe of this number is running: only its result counts.
+    InFlight(u64),
     Passed,
-    Failed { retry_at: Instant },
+    Failed {
+        retry_at: Instant,
+    },
 }
 
 /// A running Pod's listeners; closed on drop.
@@ -292,15 +295,22 @@ pub enum Gate {
     AsTarget,
     /// Ready (the probe passed) or not (it failed, and is not due again yet).
     Ready(bool),
-    /// A probe is running: write nothing until it is done.
+    /// A probe is running: write nothing until it is done (it looks at the Pod again then).
     Wait,
-    /// Probe now, at this address; the probed ports that could not be bound refuse.
-    Probe { ip: Ipv4Addr, unbound: HashSet<u16> },
+    /// Probe now, at this address; the probed ports that could not be bound refuse. Its result
+    /// is recorded under `probe`, its number.
+    Probe {
+        ip: Ipv4Addr,
+        unbound: HashSet<u16>,
+        probe: u64,
+    },
 }
 
 #[derive(Debug, Default)]
 struct Registry {
     next: u32,
+    /// The number of the next probe started.
+    next_probe: u64,
     /// Pod uid -> its address (the one its status shows, or the one it will show).
     addresses: HashMap<String, Ipv4Addr>,
     in_use: HashSet<Ipv4Addr>,
@@ -474,7 +484,8 @@ impl Servers {
         probe: bool,
     ) -> Gate {
         let uid = uid(pod);
-        let mut registry = self.lock();
+        let mut guard = self.lock();
+        let registry = &mut *guard;
         if registry.ended_set.contains(&uid) {
             return Gate::AsTarget;
         }
@@ -516,26 +527,31 @@ impl Servers {
         }
         match server.probe {
             ProbeState::Passed => Gate::Ready(true),
-            ProbeState::InFlight => Gate::Wait,
+            ProbeState::InFlight(_) => Gate::Wait,
             ProbeState::Failed { retry_at } if Instant::now() < retry_at => Gate::Ready(false),
             ProbeState::Idle | ProbeState::Failed { .. } => {
-                server.probe = ProbeState::InFlight;
+                let probe = registry.next_probe;
+                registry.next_probe += 1;
+                server.probe = ProbeState::InFlight(probe);
                 Gate::Probe {
                     ip: server.ip,
                     unbound: server.unbound.keys().copied().collect(),
+                    probe,
                 }
             }
         }
     }
 
-    /// Record the result of the Pod's probe (`Some(period)`: it failed, probe again that much
-    /// later); `false` if the Pod stopped meanwhile.
-    pub fn probed(&self, uid: &str, failed: Option<Duration>) -> bool {
+    /// Record the result of the Pod's probe number `probe` (`Some(period)`: it failed, probe
+    /// again that much later); `false` if it no longer counts: the Pod stopped running meanwhile
+    /// (its server, and the probe with it, may have started again since), or was decided not
+    /// to be probed.
+    pub fn probed(&self, uid: &str, probe: u64, failed: Option<Duration>) -> bool {
         let mut registry = self.lock();
         let Some(server) = registry.servers.get_mut(uid) else {
             return false;
         };
-        if server.probe != ProbeState::InFlight {
+        if server.probe != ProbeState::InFlight(probe) {
             return false;
         }
         server.probe = match failed {
@@ -570,8 +586,8 @@ fn raise_open_file_limit() {
 }
 
 /// Whether the running Pod (`state`, changing by itself at `change_at`) is Ready, once its
-/// HTTP ports are served: `None` while a probe runs (it looks at the Pod again when done).
-/// A Pod that is not running serves nothing.
+/// HTTP ports are served: `None` while a probe runs (the Pod is looked at again when it is
+/// done, whatever became of it). A Pod that is not running serves nothing.
 pub(super) fn gate(
     shared: &Arc<Shared>,
     pod: &Pod,
@@ -607,60 +623,64 @@ pub(super) fn gate(
         Gate::AsTarget => Some(state),
         Gate::Ready(ready) => Some(SimState::Running { ready }),
         Gate::Wait => None,
-        Gate::Probe { ip, unbound } => {
-            start_probe(shared, pod.clone(), probes, ip, unbound);
+        Gate::Probe { ip, unbound, probe } => {
+            start_probe(shared, pod.clone(), probes, ip, unbound, probe);
             None
         }
     }
 }
 
-/// Run the Pod's readiness probes; record a failure as the kubelet does (an `Unhealthy` Event),
-/// then look at the Pod again (and again after the probe's period, if it failed).
+/// Run the Pod's readiness probes (`probe` is the run's number, see [`Servers::probed`]; the
+/// ports in `unbound` refuse); record a failure as the kubelet does (an `Unhealthy` Event, and
+/// another look after the probe's period), then look at the Pod again: read anew and decided
+/// from the stores of now, whether the result counted or not (it does not once the Pod stopped
+/// running meanwhile). No probe leaves the Pod showing what was decided before it, with
+/// nothing to look at it again.
 fn start_probe(
     shared: &Arc<Shared>,
     pod: Pod,
     probes: Vec<HttpProbe>,
     ip: Ipv4Addr,
     unbound: HashSet<u16>,
+    probe: u64,
 ) {
     let shared = shared.clone();
     tokio::spawn(async move {
+        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
         let mut failure = None;
-        for probe in &probes {
-            let result = if unbound.contains(&probe.port) {
-                Err(refused(ip, probe))
+        for http_probe in &probes {
+            let result = if unbound.contains(&http_probe.port) {
+                Err(refused(ip, http_probe))
             } else {
-                probe_once(ip, probe).await
+                probe_once(ip, http_probe).await
             };
             if let Err(message) = result {
-                failure = Some((probe, message));
+                failure = Some((http_probe, message));
                 break;
             }
         }
-        if !shared
-            .servers
-            .probed(&uid(&pod), failure.as_ref().map(|(p, _)| p.period))
-        {
-            return;
-        }
-        if let Some((probe, message)) = failure {
-            let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+        let period = failure.as_ref().map(|(p, _)| p.period);
+        let counted = shared.servers.probed(&uid(&pod), probe, period);
+        if counted && let Some((http_probe, message)) = failure {
             tracing::warn!(pod = %name, namespace = %ns, %message, "simulated kubelet: readiness probe failed");
             let event = SimEvent {
                 reporter: Reporter::Kubelet,
                 warning: true,
                 reason: "Unhealthy",
                 message: format!("Readiness probe failed: {message}"),
-                field_path: Some(format!("spec.containers{{{}}}", probe.container)),
+                field_path: Some(format!("spec.containers{{{}}}", http_probe.container)),
             };
             let permit = shared.writes.acquire().await;
             if let Err(err) = events::record(&shared.client, &pod, &event).await {
                 tracing::debug!(pod = %name, error = %err, "simulated kubelet: event");
             }
             drop(permit);
-            recheck_after(&shared, &ns, &name, probe.period);
+            recheck_after(&shared, &ns, &name, http_probe.period);
         }
-        handle(&shared, pod);
+        if !counted {
+            tracing::debug!(pod = %name, namespace = %ns, "simulated kubelet: a probe's result no longer counts, looking again");
+        }
+        recheck_after(&shared, &ns, &name, Duration::ZERO);
     });
 }
 
@@ -990,7 +1010,8 @@ mod tests {
             gate,
             Gate::Probe {
                 ip,
-                unbound: HashSet::new()
+                unbound: HashSet::new(),
+                probe: 0,
             }
         );
         assert_eq!(
@@ -999,7 +1020,7 @@ mod tests {
             "a probe is running"
         );
         assert_eq!(probe_once(ip, &probes[0]).await, Ok(()));
-        assert!(servers.probed("u-1", None));
+        assert!(servers.probed("u-1", 0, None));
         assert_eq!(
             servers.serve(&pod, &ports, &probes, i64::MIN, true),
             Gate::Ready(true)
@@ -1060,7 +1081,8 @@ mod tests {
             gate,
             Gate::Probe {
                 ip: next,
-                unbound: HashSet::new()
+                unbound: HashSet::new(),
+                probe: 0,
             }
         );
         assert_eq!(servers.address(&fresh), next.to_string());
@@ -1076,16 +1098,50 @@ mod tests {
             gate,
             Gate::Probe {
                 ip: taken,
-                unbound: HashSet::from([8000])
+                unbound: HashSet::from([8000]),
+                probe: 0,
             }
         );
-        assert!(restarted.probed("u-1", Some(Duration::from_secs(60))));
+        assert!(restarted.probed("u-1", 0, Some(Duration::from_secs(60))));
         assert_eq!(
             restarted.serve(&shown, &ports, &probes, i64::MIN, true),
             Gate::Ready(false),
             "not probed again before its period"
         );
         assert_eq!(restarted.address(&shown), taken.to_string());
+    }
+
+    #[tokio::test]
+    async fn a_probe_counts_only_while_it_is_the_latest_of_a_server_still_running() {
+        let servers = Servers::starting_at(POOL / 5 + u32::from(std::process::id() as u16));
+        let pod = web(json!({}));
+        let (ports, probes) = (http_ports(&pod), readiness_probes(&pod));
+        let serve = |probe: bool| servers.serve(&pod, &ports, &probes, i64::MIN, probe);
+        let started = |gate: Gate| match gate {
+            Gate::Probe { probe, .. } => probe,
+            other => panic!("a probe should start: {other:?}"),
+        };
+        // A decision that the Pod does not run (taken before its Secret appeared, acted upon
+        // late) stops the server while its probe runs: the result no longer counts.
+        let first = started(serve(true));
+        servers.stop("u-1");
+        assert!(!servers.probed("u-1", first, None), "its server is gone");
+        // The server runs again and is probed anew; so is one decided not to be probed.
+        let second = started(serve(true));
+        assert_eq!(serve(false), Gate::AsTarget);
+        assert!(!servers.probed("u-1", second, None), "not to be probed");
+        let third = started(serve(true));
+        servers.stop("u-1");
+        let fourth = started(serve(true));
+        assert!(
+            !servers.probed("u-1", third, Some(Duration::from_secs(60))),
+            "a probe of the server stopped meanwhile does not count for the new one"
+        );
+        assert_eq!(serve(true), Gate::Wait, "the latest probe still runs");
+        assert!(servers.probed("u-1", fourth, None));
+        assert_eq!(serve(true), Gate::Ready(true));
+        assert!(!servers.probed("u-1", fourth, None), "recorded once");
+        servers.forget("u-1");
     }
 
     #[test]

@@ -64,7 +64,9 @@
 //!
 //! Secrets (their keys only, never their values), ConfigMaps and claims are watched into
 //! stores: a Pod waiting for one is looked at again when an object of its namespace changes,
-//! so it starts (or is scheduled) once what it lacks appears.
+//! so it starts (or is scheduled) once what it lacks appears. Looks at one Pod are taken one at
+//! a time, each acted upon before the next, and every readiness probe ends with another look
+//! (whether its result still counts or not), so the last look decides from the stores of now.
 //!
 //! It also provisions storage, as a cluster's default StorageClass would: the class
 //! [`STORAGE_CLASS`] (default, provisioner [`PROVISIONER`]) gets a PersistentVolume for each of
@@ -106,7 +108,8 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -176,6 +179,8 @@ struct Shared {
     /// Pods (namespace -> names) that wait for a Secret, ConfigMap or claim: looked at again
     /// when one of their namespace changes.
     blocked: Blocked,
+    /// One decision about a Pod at a time.
+    decisions: Decisions,
 }
 
 impl Shared {
@@ -199,6 +204,34 @@ impl Shared {
 
     fn take_blocked(&self, namespace: Option<&str>) -> Vec<(String, String)> {
         self.blocked.take(namespace)
+    }
+}
+
+/// Decisions about a Pod are taken one at a time, each acted upon (its server stopped or probed,
+/// its write claimed) before the next is taken. `handle` runs on every worker thread of the
+/// runtime at once: without this, a decision taken from the stores just before a Secret arrived
+/// could be acted upon after the decision that saw the Secret (the look the Secret's arrival
+/// asks for), stopping the server that decision had started probing, or showing its state last.
+/// Pods share [`DECISION_STRIPES`] locks by the hash of their name: a decision is short and
+/// takes no other decision's lock.
+struct Decisions([Mutex<()>; DECISION_STRIPES]);
+
+const DECISION_STRIPES: usize = 64;
+
+impl Decisions {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| Mutex::new(())))
+    }
+
+    /// Held while a decision about the Pod `ns/name` is taken and acted upon.
+    fn lock(&self, ns: &str, name: &str) -> MutexGuard<'_, ()> {
+        let mut hasher = DefaultHasher::new();
+        (ns, name).hash(&mut hasher);
+        let stripe = (hasher.finish() % DECISION_STRIPES as u64) as usize;
+        // A decision that panicked left nothing half-done that the next one relies on.
+        self.0[stripe]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -425,6 +458,7 @@ impl SimKubelet {
                     claims,
                 },
                 blocked: Blocked::default(),
+                decisions: Decisions::new(),
             }
         });
         register_storage_class(&client).await?;
@@ -713,7 +747,14 @@ impl Action {
 }
 
 /// Decide what the Pod needs and start that write, unless the same write is already running.
+///
+/// Every look at a Pod comes here: its watch events, a Secret, ConfigMap or claim of its
+/// namespace that changed while it waited, a write decided while another ran, a delay it asked
+/// for, and the end of each readiness probe. Each decides from the stores of now, so the last
+/// one shows what they hold.
 fn handle(shared: &Arc<Shared>, pod: Pod) {
+    let ns = pod.namespace().unwrap_or_default();
+    let _deciding = shared.decisions.lock(&ns, &pod.name_any());
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
     let deleting = pod.metadata.deletion_timestamp.is_some();
     let action = match node.as_deref() {
