@@ -24,6 +24,7 @@ mod health;
 pub mod host;
 mod metrics;
 pub mod proxy;
+pub mod rbac;
 mod server;
 mod state;
 pub mod table;

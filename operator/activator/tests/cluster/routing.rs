@@ -2,6 +2,7 @@
 
 use crate::support::{self, Env, activator, all_writes, environment_writes, get, raw};
 use appenv_activator::{Config, Outcome};
+use appenv_controller::requests::Request;
 use http::StatusCode;
 use std::collections::BTreeSet;
 
@@ -52,6 +53,22 @@ async fn requests_reach_the_ready_web_pods_of_the_environment_their_host_names()
         recorder.snapshot()
     );
     assert_eq!(all_writes(&recorder), 1);
+    // Its ClusterRole grants exactly what it used.
+    let granted: BTreeSet<Request> = appenv_activator::rbac::CLUSTER_RULES
+        .iter()
+        .flat_map(|rule| {
+            rule.groups.iter().flat_map(move |group| {
+                rule.resources.iter().flat_map(move |resource| {
+                    rule.verbs.iter().map(move |verb| Request {
+                        verb,
+                        group: (*group).to_owned(),
+                        resource: (*resource).to_owned(),
+                    })
+                })
+            })
+        })
+        .collect();
+    assert_eq!(recorder.authorized(), granted);
 
     // The health port: ready, the counts in the metrics; not ready once draining.
     let health = activator.health_addr();

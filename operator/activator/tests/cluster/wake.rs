@@ -9,6 +9,8 @@ use appenv_activator::{Config, Outcome, WAKING_PAGE};
 use http::StatusCode;
 use serde_json::json;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
 
 /// A sleeping environment: asleep for 30 s, its last request 90 s ago.
 async fn sleeping(admin: &kube::Client, test: &str) -> (Env, jiff::Timestamp) {
@@ -120,7 +122,8 @@ async fn a_thousand_concurrent_requests_wake_it_once_and_each_gets_the_pods_answ
 }
 
 #[tokio::test]
-async fn past_the_bound_per_environment_a_request_gets_503_at_once() {
+async fn past_the_bound_per_environment_a_request_gets_503_at_once_and_a_client_gone_frees_its_place()
+ {
     let admin = support::admin().await;
     let (env, _) = sleeping(&admin, "bound").await;
     let config = Config {
@@ -128,10 +131,15 @@ async fn past_the_bound_per_environment_a_request_gets_503_at_once() {
         ..Config::default()
     };
     let (activator, _recorder) = activator(config).await;
-    let mut waiting = tokio::task::JoinSet::new();
+    // Two clients whose requests are held, on connections the test closes later.
+    let mut clients = Vec::new();
     for _ in 0..2 {
-        let (addr, host) = (activator.addr(), env.host.clone());
-        waiting.spawn(async move { get(addr, &host, "/", &[]).await });
+        let mut stream = TcpStream::connect(activator.addr())
+            .await
+            .expect("connects");
+        let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", env.host);
+        stream.write_all(request.as_bytes()).await.expect("sends");
+        clients.push(stream);
     }
     held(&activator, 2).await;
     let third = get(activator.addr(), &env.host, "/", &[]).await;
@@ -143,7 +151,13 @@ async fn past_the_bound_per_environment_a_request_gets_503_at_once() {
         third.took
     );
     assert_eq!(activator.metrics().requests(Outcome::OverLimit), 1);
-    waiting.abort_all();
+
+    drop(clients);
+    let mut count = activator.held();
+    tokio::time::timeout(LIMIT, count.wait_for(|n| *n == 0))
+        .await
+        .expect("the places of clients gone are given back")
+        .expect("the activator runs");
     env.delete(&admin).await;
 }
 
