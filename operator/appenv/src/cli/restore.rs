@@ -53,7 +53,7 @@ pub struct RestoreArgs {
     pub environment: String,
     /// The backup to restore: `latest`, or an id as `appenv backup list` prints it
     /// (e.g. 20261201-030000-000), or, when backups are VolumeSnapshots, a snapshot's name.
-    #[arg(long, value_name = "ID|latest", value_parser = backup_ref)]
+    #[arg(long, value_name = "ID|latest|SNAPSHOT", value_parser = restore_ref)]
     pub backup: String,
     /// Confirm: web and workers stop, the database is replaced, data written since the backup
     /// is lost. Without it, nothing changes.
@@ -67,9 +67,20 @@ pub struct RestoreArgs {
     pub timeout: Duration,
 }
 
-/// `latest`, a backup id (`YYYYMMDD-HHMMSS-mmm`) or a VolumeSnapshot's name, as the controller
-/// accepts in a request (which one the destination takes is checked once it is known).
+/// `latest` or a backup id (`YYYYMMDD-HHMMSS-mmm`), as the controller accepts in a request.
 pub fn backup_ref(text: &str) -> Result<String, String> {
+    if validate::backup_ref(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not `latest` or a backup id as `appenv backup list` prints it (e.g. 20261201-030000-000)"
+        ))
+    }
+}
+
+/// [`backup_ref`], or a VolumeSnapshot's name (which of them the environment's destination
+/// takes is checked once it is read).
+fn restore_ref(text: &str) -> Result<String, String> {
     if validate::backup_ref(text) || validate::is_dns_subdomain(text) {
         Ok(text.to_owned())
     } else {
@@ -473,8 +484,8 @@ spec:
         for bad in [
             &["shop-prod"][..],
             &["--backup", "latest"],
-            &["shop-prod", "--backup", "yesterday"],
-            &["shop-prod", "--backup", "20261201-030000"],
+            &["shop-prod", "--backup", "Yesterday"],
+            &["shop-prod", "--backup", "20261201_030000"],
             &["shop-prod", "--backup", "latest into-non-empty"],
             &["shop-prod", "--backup", "latest", "--into-non-empty"],
             &["shop-prod", "--backup", "latest", "--timeout", "soon"],
@@ -484,7 +495,7 @@ spec:
         let err = parse(&["shop-prod", "--backup", "../x"]).expect_err("a path");
         assert!(
             err.to_string()
-                .contains("\"../x\" is not `latest` or a backup id"),
+                .contains("\"../x\" is not `latest`, a backup id"),
             "{err}"
         );
     }
