@@ -81,3 +81,44 @@ pub async fn run(args: ActivatorArgs) -> anyhow::Result<bool> {
     tokio::time::sleep(delay).await;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::{Cli, Command};
+    use clap::Parser as _;
+    use std::time::Duration;
+
+    fn config(args: &[&str]) -> appenv_activator::Config {
+        let cli = Cli::try_parse_from([&["appenv", "activator"], args].concat()).expect("parses");
+        match cli.command {
+            Command::Activator(args) => args.config(),
+            other => panic!("not the activator: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_flags_default_to_the_library_s_defaults_and_set_each_limit() {
+        assert_eq!(config(&[]), appenv_activator::Config::default());
+        let set = config(&[
+            "--listen=127.0.0.1:9080",
+            "--health-listen=127.0.0.1:9081",
+            "--activity-interval=2m",
+            "--wake-timeout=90s",
+            "--browser-wait=3s",
+            "--hold-per-environment=10",
+            "--hold-total=20",
+        ]);
+        assert_eq!(
+            set,
+            appenv_activator::Config {
+                listen: "127.0.0.1:9080".parse().expect("an address"),
+                health_listen: "127.0.0.1:9081".parse().expect("an address"),
+                activity_interval: Duration::from_secs(120),
+                wake_timeout: Duration::from_secs(90),
+                browser_wait: Duration::from_secs(3),
+                hold_per_environment: 10,
+                hold_total: 20,
+            }
+        );
+    }
+}
