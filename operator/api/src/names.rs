@@ -132,6 +132,7 @@ names! {
         Expired => "Expired",
         Suspended => "Suspended",
         Sleeping => "Sleeping",
+        Woke => "Woke",
         ReplicasReverted => "ReplicasReverted",
         BackingUp => "BackingUp",
         BackupFailed => "BackupFailed",
@@ -152,6 +153,7 @@ names! {
         Migrate => "Migrate",
         Backup => "Backup",
         Restore => "Restore",
+        Sleep => "Sleep",
         Delete => "Delete",
     }
 }

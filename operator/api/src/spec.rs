@@ -657,7 +657,7 @@ pub struct PreviewSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SleepSpec {
-    /// How long without a request before it sleeps, e.g. `30m`, `2h`, `1d` (at least `1m`:
+    /// How long without a request before it sleeps, e.g. `30m`, `2h`, `1d` (at least `2m`:
     /// the activator reports requests once a minute), or `never`.
     #[x_kube(validation = Rule::new("self == 'never' || self.matches('^[0-9]*[1-9][0-9]*(s|m|h|d)$')").message("spec.sleep.afterIdle: must be `never` or a positive number followed by s, m, h or d, e.g. 30m"))]
     #[schemars(length(min = 1, max = 16))]

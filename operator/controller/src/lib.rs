@@ -21,6 +21,7 @@ mod observe;
 mod plan;
 mod reconcile;
 mod restores;
+mod sleep;
 mod snapshots;
 mod status;
 mod stores;

@@ -50,6 +50,9 @@ pub struct Observed {
     /// The VolumeSnapshot a pending `appenv restore` request names, or why it cannot be
     /// restored from (only when backups are VolumeSnapshots and a request waits).
     pub restore_snapshot: Option<Result<String, String>>,
+    /// Whether it sleeps (decided from its annotations and previous status before the model
+    /// was suspended for it).
+    pub sleep: crate::sleep::Decision,
 }
 
 /// A backup Job as its watch has it.

@@ -8,8 +8,8 @@ use crate::backups::{self, Decision, MigrationGate};
 use crate::observe::{Migration, Observed};
 use crate::restores::{self, FirstGate};
 use crate::status;
-use appenv_api::names::ConditionType;
-use appenv_api::{AppEnvironment, AppEnvironmentStatus};
+use appenv_api::names::{Component, ConditionType};
+use appenv_api::{AppEnvironment, AppEnvironmentStatus, Phase};
 use appenv_core::validate::{DatabaseModel, FieldError, Invalid, Model};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt as _;
@@ -263,13 +263,26 @@ pub fn plan<'a>(input: &Input<'a>) -> Plan<'a> {
     }
     gates.stop_web = backups.stop_web || restores.hold;
     gates.stop_workers = restores.hold;
+    if waking(model, observed) && !(gates.database_ready && redis_ready(model, observed)) {
+        // Back from zero (a wake, a resume): the database and Redis first, as on a first start.
+        gates.stop_web = true;
+        gates.stop_workers = true;
+    }
     gates.backup = backups.migration.clone();
     gates.backup_before = backups::before_migration(model, backups.status.as_ref());
     gates.restore = restores.first.clone();
     let mut status = status::compute(model, observed, &gates, previous, generation, now);
     status::add_backups(&mut status, &backups, previous, now);
     status.restore.clone_from(&restores.status);
+    status.sleep.clone_from(&observed.sleep.status);
+    if status.sleep.is_some() && status.phase == Some(Phase::Suspended) {
+        status.phase = Some(Phase::Sleeping);
+    }
     let mut requeue = requeue(&status, observed, kept(env), resync, now);
+    if let Some(due) = observed.sleep.due {
+        let until = due.duration_since(now).as_secs_f64().max(0.0);
+        requeue = requeue.min(Duration::from_secs_f64(until) + Duration::from_secs(1));
+    }
     if let Some(due) = backups.next_due {
         let until = due.duration_since(now).as_secs_f64().max(0.0);
         requeue = requeue.min(Duration::from_secs_f64(until) + Duration::from_secs(1));
@@ -363,6 +376,27 @@ fn gates(model: &Model, observed: &Observed, previous: Option<&AppEnvironmentSta
             .as_ref()
             .and_then(|s| s.applied_hash.as_deref().map(str::to_owned)),
     }
+}
+
+/// Web comes back from zero replicas (a wake, a resume): its Deployment exists at zero while the
+/// model wants Pods.
+fn waking(model: &Model, observed: &Observed) -> bool {
+    !model.suspend
+        && model.web.replicas > 0
+        && observed
+            .deployments
+            .get(Component::Web.as_str())
+            .is_some_and(|d| d.replicas == Some(0))
+}
+
+/// Redis (if the environment has one) has a ready Pod.
+fn redis_ready(model: &Model, observed: &Observed) -> bool {
+    model.redis.is_none()
+        || observed
+            .deployments
+            .get(Component::Redis.as_str())
+            .and_then(|d| d.status.as_ref())
+            .is_some_and(|s| s.ready_replicas.unwrap_or(0) >= 1)
 }
 
 /// At rest (or waiting for a new image after a failed migration): resync only. Rolling out:

@@ -9,7 +9,7 @@ use crate::observe::{self, Observed};
 use crate::plan::{self, Plan, Rollout};
 use crate::secrets::{self, SecretString};
 use crate::{Context, status};
-use crate::{restores, snapshots};
+use crate::{restores, sleep, snapshots};
 use appenv_api::names::{Action as EventAction, Reason};
 use appenv_api::names::{ChildKind, label};
 use appenv_api::{AppEnvironment, CopyKind};
@@ -33,7 +33,7 @@ async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error>
     let mut recheck = false;
     let spec = match validate(env, ctx) {
         Ok(model) => {
-            let observation = observe(ctx, env, model).await?;
+            let observation = observe(ctx, env, model, now).await?;
             let settings = &ctx.options.settings;
             match observe::adoption(&ctx.stores, &observation.model, settings) {
                 Ok(()) => Ok(observation),
@@ -71,6 +71,7 @@ async fn reconcile(env: &AppEnvironment, ctx: &Context) -> Result<Action, Error>
     )
     .await?;
     report_reverts(ctx, env, &rollout, &applier).await;
+    report_sleep(ctx, env, spec.as_ref().ok()).await;
     prune(ctx, env, &rollout, &applied).await?;
     let progress_later = status::write(ctx, env, status).await?;
     let next = plan::after_apply(rollout.requeue, applier.look_again());
@@ -105,9 +106,24 @@ struct Observation {
     copies: Vec<Copied>,
 }
 
-async fn observe(ctx: &Context, env: &AppEnvironment, model: Model) -> Result<Observation, Error> {
+async fn observe(
+    ctx: &Context,
+    env: &AppEnvironment,
+    mut model: Model,
+    now: Timestamp,
+) -> Result<Observation, Error> {
     ctx.stores.ready().await.map_err(Error::Watches)?;
+    let sleep = sleep::decide(&sleep::Input {
+        after_idle: model.sleep_after,
+        annotations: env.annotations(),
+        previous: env.status.as_ref().and_then(|s| s.sleep.as_ref()),
+        created: env.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        now,
+    });
+    // Asleep, it is built as a suspended environment: every component at zero replicas.
+    model.suspend |= sleep.status.is_some();
     let mut observed = observe::observe(&ctx.stores, &model);
+    observed.sleep = sleep;
     observed.restore_source = restore_source(ctx, env, &model);
     // A backup VolumeSnapshot being taken is read back (no watch: at rest, nothing is read).
     if let Some(backup) = &model.backup
@@ -280,6 +296,28 @@ async fn report_reverts(
             )
             .await;
     }
+}
+
+/// An Event when the environment fell asleep or woke in this reconcile.
+async fn report_sleep(ctx: &Context, env: &AppEnvironment, observation: Option<&Observation>) {
+    let Some((slept, why)) = observation.and_then(|o| o.observed.sleep.changed.as_ref()) else {
+        return;
+    };
+    tracing::info!(slept, %why, "sleep");
+    let reason = if *slept {
+        Reason::Sleeping
+    } else {
+        Reason::Woke
+    };
+    ctx.events
+        .publish(
+            &env.object_ref(&()),
+            EventType::Normal,
+            reason.as_str(),
+            EventAction::Sleep.as_str(),
+            why,
+        )
+        .await;
 }
 
 async fn expire(ctx: &Context, env: &AppEnvironment) -> Result<Action, Error> {

@@ -21,6 +21,9 @@ pub struct Settings {
     pub ingress_namespace: DnsLabel,
     /// TTL of previews that set none.
     pub preview_ttl: Duration,
+    /// How long a preview that sets no `spec.sleep` may be idle before it sleeps (`None`:
+    /// previews do not sleep unless they ask).
+    pub preview_sleep_after: Option<Duration>,
     /// ResourceQuota of preview namespaces.
     pub preview_quota: Quota,
     /// A wildcard certificate (a TLS Secret) copied into every preview namespace under the
@@ -70,6 +73,7 @@ impl Default for Settings {
             ingress_class: None,
             ingress_namespace: DnsLabel("ingress-nginx".to_owned()),
             preview_ttl: Duration::from_secs(72 * 3600),
+            preview_sleep_after: None,
             preview_quota: Quota {
                 cpu: CheckedQuantity("4".to_owned()),
                 memory: CheckedQuantity("8Gi".to_owned()),

@@ -15,6 +15,7 @@ pub mod render;
 mod restore;
 mod scale;
 mod settings;
+mod sleep;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

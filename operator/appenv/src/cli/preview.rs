@@ -33,6 +33,11 @@ pub enum PreviewCommand {
     Down(DownArgs),
     /// List previews.
     List(ListArgs),
+    /// Put a preview to sleep now (every component at zero, volumes kept); the next request to
+    /// its host (through the activator) or `wake` wakes it.
+    Sleep(crate::cli::sleep::SleepArgs),
+    /// Wake a sleeping preview, as a request to its host would.
+    Wake(crate::cli::sleep::SleepArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -861,6 +866,10 @@ pub async fn run(command: PreviewCommand) -> anyhow::Result<bool> {
         }
         PreviewCommand::Down(args) => down(&connect().await?, args).await,
         PreviewCommand::List(args) => list(&connect().await?, args).await,
+        PreviewCommand::Sleep(args) => {
+            crate::cli::sleep::run(&connect().await?, &args, false).await
+        }
+        PreviewCommand::Wake(args) => crate::cli::sleep::run(&connect().await?, &args, true).await,
     }
 }
 

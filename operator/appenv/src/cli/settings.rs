@@ -6,6 +6,7 @@ use appenv_core::settings::{
     CheckedQuantity, DEFAULT_AGENT_IMAGE, DnsLabel, DnsName, ImagePattern, Quota, SecretRef,
     Settings, parse_duration,
 };
+use appenv_core::validate::MIN_SLEEP_AFTER;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SettingsArgs {
@@ -26,6 +27,11 @@ pub struct SettingsArgs {
     /// TTL of previews that set none, e.g. 72h.
     #[arg(long, env = "APPENV_PREVIEW_TTL", default_value = "72h", value_parser = parse_duration)]
     pub preview_ttl: std::time::Duration,
+    /// How long a preview that sets no spec.sleep may go without an HTTP request before it
+    /// sleeps (at least 2m), e.g. 30m; unset: previews do not sleep unless they ask. Needs the
+    /// activator on their traffic path.
+    #[arg(long, env = "APPENV_PREVIEW_SLEEP_AFTER", value_parser = parse_sleep_after)]
+    pub preview_sleep_after: Option<std::time::Duration>,
     /// ResourceQuota of preview namespaces: requests.cpu.
     #[arg(long, env = "APPENV_PREVIEW_QUOTA_CPU", default_value = "4", value_parser = CheckedQuantity::parse)]
     pub preview_quota_cpu: CheckedQuantity,
@@ -92,6 +98,19 @@ fn parse_image(text: &str) -> Result<String, String> {
     }
 }
 
+/// A sleep period of at least [`MIN_SLEEP_AFTER`], e.g. 30m.
+fn parse_sleep_after(text: &str) -> Result<std::time::Duration, String> {
+    match appenv_core::validate::parse_ttl(text) {
+        Some(after) if after >= MIN_SLEEP_AFTER => Ok(after),
+        Some(_) => Err(format!(
+            "{text:?} is shorter than 2m: the activator reports requests once a minute"
+        )),
+        None => Err(format!(
+            "{text:?} must be a positive number followed by s, m, h or d, e.g. 30m"
+        )),
+    }
+}
+
 impl SettingsArgs {
     pub fn to_settings(&self) -> Settings {
         Settings {
@@ -99,6 +118,7 @@ impl SettingsArgs {
             ingress_class: self.ingress_class.clone(),
             ingress_namespace: self.ingress_namespace.clone(),
             preview_ttl: self.preview_ttl,
+            preview_sleep_after: self.preview_sleep_after,
             preview_quota: Quota {
                 cpu: self.preview_quota_cpu.clone(),
                 memory: self.preview_quota_memory.clone(),

@@ -28,7 +28,7 @@ use appenv_api::{
 };
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-pub use preview::parse_ttl;
+pub use preview::{MIN_SLEEP_AFTER, parse_ttl};
 pub use rules::is_dns_label;
 pub use rules::is_dns_subdomain;
 use rules::{Errors, Reserved, check_env};
@@ -50,6 +50,9 @@ pub struct Model {
     pub env_from: Vec<EnvFromSource>,
     pub security: SecuritySpec,
     pub suspend: bool,
+    /// How long without a request before it sleeps (`spec.sleep.afterIdle`, a preview's
+    /// default); `None`: never.
+    pub sleep_after: Option<Duration>,
     pub web: WebModel,
     pub workers: Vec<WorkerModel>,
     pub redis: Option<RedisModel>,
@@ -382,6 +385,7 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
     if is_preview {
         preview::images(spec, settings, &mut errors);
     }
+    let sleep_after = preview::sleep_after(spec, is_preview, settings, &mut errors);
     errors.finish()?;
 
     Ok(Model {
@@ -403,6 +407,7 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
         env_from: spec.env_from.clone(),
         security: spec.security.clone(),
         suspend: spec.suspend,
+        sleep_after,
         web,
         workers,
         redis,

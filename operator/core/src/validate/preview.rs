@@ -77,6 +77,50 @@ pub(super) fn images(spec: &AppEnvironmentSpec, settings: &Settings, errors: &mu
     }
 }
 
+/// The shortest `spec.sleep.afterIdle`: the activator reports requests once a minute, so a
+/// period near that would put an environment in use to sleep.
+pub const MIN_SLEEP_AFTER: Duration = Duration::from_secs(120);
+
+/// How long without a request before the environment sleeps (`None`: never):
+/// `spec.sleep.afterIdle`, or for a preview the operator's default.
+pub(super) fn sleep_after(
+    spec: &AppEnvironmentSpec,
+    is_preview: bool,
+    settings: &Settings,
+    errors: &mut Errors,
+) -> Option<Duration> {
+    const FIELD: &str = "spec.sleep.afterIdle";
+    let Some(sleep) = &spec.sleep else {
+        return settings.preview_sleep_after.filter(|_| is_preview);
+    };
+    if sleep.after_idle == "never" {
+        return None;
+    }
+    match parse_ttl(&sleep.after_idle) {
+        Some(after) if after >= MIN_SLEEP_AFTER => Some(after),
+        Some(_) => {
+            errors.add(
+                FIELD,
+                format!(
+                    "{:?} is shorter than 2m: the activator reports requests once a minute, so the environment could sleep while in use",
+                    truncate(&sleep.after_idle)
+                ),
+            );
+            None
+        }
+        None => {
+            errors.add(
+                FIELD,
+                format!(
+                    "{:?} must be `never` or a positive number followed by s, m, h or d, e.g. 30m",
+                    truncate(&sleep.after_idle)
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// `72h`, `30m`, `45s`, `7d`.
 pub fn parse_ttl(text: &str) -> Option<Duration> {
     let unit = match text.chars().last()? {

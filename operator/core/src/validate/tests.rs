@@ -746,3 +746,44 @@ fn a_restore_names_another_environment_a_backup_and_a_secret_of_its_own() {
     assert!(crate::validate::backup_ref("20261201-030000-000"));
     assert!(!crate::validate::backup_ref("20261201-030000-00x"));
 }
+
+#[test]
+fn sleep_periods_name_the_field_and_previews_take_the_operators_default() {
+    let settings = Settings {
+        preview_sleep_after: Some(std::time::Duration::from_secs(1800)),
+        ..Settings::default()
+    };
+    let model = |yaml: &str| validate(&env(yaml), &settings);
+    let preview = "{app: shop, image: 'shop:1', preview: {pullRequest: 7}, web: {ingress: {host: shop.example}}";
+    let sleep_after = |yaml: String| model(&yaml).map(|m| m.sleep_after);
+    assert_eq!(
+        sleep_after(format!("{preview}}}")),
+        Ok(Some(std::time::Duration::from_secs(1800))),
+        "a preview's default"
+    );
+    assert_eq!(
+        sleep_after(format!("{preview}, sleep: {{afterIdle: never}}}}")),
+        Ok(None)
+    );
+    assert_eq!(
+        sleep_after(format!("{preview}, sleep: {{afterIdle: 2h}}}}")),
+        Ok(Some(std::time::Duration::from_secs(7200)))
+    );
+    assert_eq!(
+        model("{app: shop, image: 'shop:1'}").map(|m| m.sleep_after),
+        Ok(None),
+        "other profiles never sleep unless they ask"
+    );
+    for (after, rule) in [
+        ("90s", "is shorter than 2m"),
+        ("soon", "must be `never` or a positive number"),
+        ("0m", "must be `never` or a positive number"),
+    ] {
+        let all = messages(&format!("{preview}, sleep: {{afterIdle: {after}}}}}"));
+        assert!(
+            all.iter()
+                .any(|m| m.starts_with("spec.sleep.afterIdle:") && m.contains(rule)),
+            "{after}: {all:?}"
+        );
+    }
+}

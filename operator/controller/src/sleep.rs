@@ -1,0 +1,249 @@
+//! Environments that sleep when idle (`spec.sleep.afterIdle`, or a preview's default) and on
+//! request (`appenv preview sleep`). Asleep, an environment is built as a suspended one: web,
+//! workers, Redis and PostgreSQL at zero replicas, every volume kept; its phase is `Sleeping`
+//! and `status.sleep` says since when and why.
+//!
+//! What decides, from what the object carries (no read of its own):
+//! - the annotation `appenv.dev/last-request`: the time of the last HTTP request to its host,
+//!   written by the activator (at most once a minute, at once for a sleeping environment) and by
+//!   `appenv preview wake`. A value at or after `status.sleep.since` wakes it.
+//! - the annotation `appenv.dev/sleep-requested` (`appenv preview sleep`): newer than the last
+//!   request, it puts the environment to sleep now.
+//! - idle for `afterIdle` since the last request (or, with none, since it was created): asleep.
+//!
+//! Waking, web and workers wait for the database and Redis to be ready (see `plan`): the order
+//! of a first start. No migration runs unless the image changed meanwhile.
+
+use appenv_api::SleepStatus;
+use appenv_api::names::request;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// `status.sleep.reason` of an environment that slept for want of requests.
+pub const IDLE: &str = "idle";
+/// `status.sleep.reason` of one put to sleep by `appenv preview sleep`.
+pub const REQUESTED: &str = "requested";
+
+pub struct Input<'a> {
+    /// `spec.sleep.afterIdle` (or the preview default); `None`: it never sleeps by itself.
+    pub after_idle: Option<Duration>,
+    pub annotations: &'a BTreeMap<String, String>,
+    /// The previous `status.sleep`: it was asleep.
+    pub previous: Option<&'a SleepStatus>,
+    /// When the environment was created (the idle time's start when no request came yet).
+    pub created: Option<Timestamp>,
+    pub now: Timestamp,
+}
+
+/// Whether it sleeps now, and when to look again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decision {
+    /// Set while it sleeps.
+    pub status: Option<SleepStatus>,
+    /// When its idle period ends (awake, sleeping by itself): look again then.
+    pub due: Option<Timestamp>,
+    /// It fell asleep (`true`) or woke (`false`) in this reconcile, and why: an Event.
+    pub changed: Option<(bool, String)>,
+}
+
+fn stamp(annotations: &BTreeMap<String, String>, key: &str) -> Option<Timestamp> {
+    annotations.get(key).and_then(|v| v.trim().parse().ok())
+}
+
+/// Whole seconds: the activator writes its times so, and a request in the second the
+/// environment fell asleep must wake it.
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+fn asleep(reason: &str, now: Timestamp, why: String) -> Decision {
+    Decision {
+        status: Some(SleepStatus {
+            since: Time(whole_seconds(now)),
+            reason: reason.to_owned(),
+        }),
+        due: None,
+        changed: Some((true, why)),
+    }
+}
+
+/// `30m`, `2h`, `1d`, `90s`: the largest unit that divides it.
+fn short(period: Duration) -> String {
+    let secs = period.as_secs();
+    match [(86_400, 'd'), (3600, 'h'), (60, 'm')]
+        .into_iter()
+        .find(|(unit, _)| secs.is_multiple_of(*unit) && secs > 0)
+    {
+        Some((unit, suffix)) => format!("{}{suffix}", secs / unit),
+        None => format!("{secs}s"),
+    }
+}
+
+pub fn decide(input: &Input<'_>) -> Decision {
+    let last_request = stamp(input.annotations, request::LAST_REQUEST);
+    let sleep_request = stamp(input.annotations, request::SLEEP);
+    let start = last_request.or(input.created).unwrap_or(input.now);
+    let due = input
+        .after_idle
+        .and_then(|after| SignedDuration::try_from(after).ok())
+        .and_then(|after| start.checked_add(after).ok());
+    if let Some(sleeping) = input.previous {
+        let since = sleeping.since.0;
+        let woken = last_request.filter(|r| *r >= since);
+        let never = sleeping.reason == IDLE && input.after_idle.is_none();
+        return match (woken, never) {
+            (Some(at), _) => Decision {
+                status: None,
+                due,
+                changed: Some((false, format!("woken by a request at {at}"))),
+            },
+            (None, true) => Decision {
+                status: None,
+                due: None,
+                changed: Some((false, "woken: it no longer sleeps when idle".to_owned())),
+            },
+            (None, false) => Decision {
+                status: Some(sleeping.clone()),
+                due: None,
+                changed: None,
+            },
+        };
+    }
+    if let Some(asked) = sleep_request.filter(|s| last_request.is_none_or(|r| *s > r)) {
+        return asleep(
+            REQUESTED,
+            input.now,
+            format!("asleep on request (appenv preview sleep at {asked})"),
+        );
+    }
+    match due {
+        Some(due) if input.now >= due => asleep(
+            IDLE,
+            input.now,
+            format!(
+                "asleep: no request since {start} ({} idle)",
+                short(input.after_idle.unwrap_or_default())
+            ),
+        ),
+        due => Decision {
+            status: None,
+            due,
+            changed: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("a time")
+    }
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn decide_at(
+        now: &str,
+        after_idle: Option<u64>,
+        notes: &BTreeMap<String, String>,
+        previous: Option<&SleepStatus>,
+    ) -> Decision {
+        decide(&Input {
+            after_idle: after_idle.map(Duration::from_secs),
+            annotations: notes,
+            previous,
+            created: Some(at("2026-12-02T10:00:00Z")),
+            now: at(now),
+        })
+    }
+
+    #[test]
+    fn an_idle_environment_sleeps_once_its_period_passed_since_the_last_request() {
+        let none = annotations(&[]);
+        let d = decide_at("2026-12-02T10:29:59Z", Some(1800), &none, None);
+        assert_eq!(d.status, None);
+        assert_eq!(d.due, Some(at("2026-12-02T10:30:00Z")), "from its creation");
+        let d = decide_at("2026-12-02T10:30:00.250Z", Some(1800), &none, None);
+        let status = d.status.expect("asleep");
+        assert_eq!(
+            (status.since.0, status.reason.as_str()),
+            (at("2026-12-02T10:30:00Z"), IDLE)
+        );
+        assert!(
+            matches!(d.changed, Some((true, ref why)) if why.contains("no request since 2026-12-02T10:00:00Z"))
+        );
+        let used = annotations(&[(request::LAST_REQUEST, "2026-12-02T10:20:00Z")]);
+        let d = decide_at("2026-12-02T10:30:00Z", Some(1800), &used, None);
+        assert_eq!((d.status, d.due), (None, Some(at("2026-12-02T10:50:00Z"))));
+        assert_eq!(
+            decide_at("2026-12-02T23:00:00Z", None, &none, None),
+            Decision::default(),
+            "never sleeps by itself"
+        );
+    }
+
+    #[test]
+    fn a_request_at_or_after_it_fell_asleep_wakes_it_and_an_older_one_does_not() {
+        let sleeping = SleepStatus {
+            since: Time(at("2026-12-02T10:30:00Z")),
+            reason: IDLE.into(),
+        };
+        let old = annotations(&[(request::LAST_REQUEST, "2026-12-02T10:00:00Z")]);
+        let d = decide_at("2026-12-02T11:00:00Z", Some(1800), &old, Some(&sleeping));
+        assert_eq!(d.status, Some(sleeping.clone()));
+        assert_eq!(d.changed, None, "nothing changed: nothing to say");
+        let same_second = annotations(&[(request::LAST_REQUEST, "2026-12-02T10:30:00Z")]);
+        let d = decide_at(
+            "2026-12-02T11:00:00Z",
+            Some(1800),
+            &same_second,
+            Some(&sleeping),
+        );
+        assert_eq!(d.status, None);
+        assert_eq!(d.due, Some(at("2026-12-02T11:00:00Z")));
+        assert!(matches!(d.changed, Some((false, _))));
+        // An idle sleeper whose spec no longer sleeps wakes; one put to sleep on request stays.
+        let d = decide_at("2026-12-02T11:00:00Z", None, &old, Some(&sleeping));
+        assert_eq!(d.status, None);
+        let requested = SleepStatus {
+            reason: REQUESTED.into(),
+            ..sleeping
+        };
+        let d = decide_at("2026-12-02T11:00:00Z", None, &old, Some(&requested));
+        assert_eq!(d.status, Some(requested));
+    }
+
+    #[test]
+    fn a_sleep_request_newer_than_the_last_request_sleeps_now_and_once() {
+        let asked = annotations(&[
+            (request::SLEEP, "2026-12-02T10:05:00Z"),
+            (request::LAST_REQUEST, "2026-12-02T10:04:00Z"),
+        ]);
+        let d = decide_at("2026-12-02T10:05:01Z", None, &asked, None);
+        assert_eq!(
+            d.status.as_ref().map(|s| s.reason.as_str()),
+            Some(REQUESTED)
+        );
+        // Woken by a request since: the old sleep request is not taken again.
+        let woken = annotations(&[
+            (request::SLEEP, "2026-12-02T10:05:00Z"),
+            (request::LAST_REQUEST, "2026-12-02T10:06:00Z"),
+        ]);
+        let d = decide_at("2026-12-02T10:06:01Z", None, &woken, None);
+        assert_eq!(d.status, None);
+        // A value that is no time is no request.
+        let garbage = annotations(&[(request::SLEEP, "now please")]);
+        assert_eq!(
+            decide_at("2026-12-02T10:06:01Z", None, &garbage, None),
+            Decision::default()
+        );
+    }
+}
