@@ -142,6 +142,23 @@ impl Default for Metrics {
             "Writes of the appenv.dev/last-request annotation, by reason (activity, wake) and result",
             writes.clone(),
         );
+        // Every series from the start, at zero: a rate over a series that appears only with its
+        // first count misses that count.
+        for outcome in Outcome::ALL {
+            let _ = requests.get_or_create(&OutcomeLabels { outcome });
+        }
+        for reason in [Reason::Activity, Reason::Wake] {
+            for result in [
+                WriteResult::Written,
+                WriteResult::Conflict,
+                WriteResult::Failed,
+            ] {
+                let _ = writes.get_or_create(&WriteLabels {
+                    reason: reason.as_str(),
+                    result,
+                });
+            }
+        }
         Self {
             registry,
             requests,
@@ -216,6 +233,7 @@ mod tests {
         for line in [
             "appenv_activator_requests_total{outcome=\"proxied\"} 2",
             "appenv_activator_requests_total{outcome=\"unknown_host\"} 1",
+            "appenv_activator_requests_total{outcome=\"over_limit\"} 0",
             "appenv_activator_held_requests 3",
             "appenv_activator_annotation_writes_total{reason=\"wake\",result=\"written\"} 1",
             "appenv_activator_annotation_writes_total{reason=\"activity\",result=\"conflict\"} 1",
