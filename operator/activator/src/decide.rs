@@ -5,9 +5,11 @@
 //!   known (the one the watch last saw, or this replica's own write the watch has not shown
 //!   yet): skipped while that value is newer than `now - interval`.
 //! - Wake: a request to an environment that sleeps, or has no Ready web Pod, writes at once
-//!   unless the newest known value is already newer than `status.sleep.since` (without
-//!   `since` there is nothing to be newer than, and the activity rule decides). The value
-//!   written is newer than `since` even within the second `since` names, so that it wakes.
+//!   unless the newest known value is already at or after `status.sleep.since`, which is what
+//!   wakes it (the controller's rule: the annotation and `since` are whole seconds, and a
+//!   request in the second the environment fell asleep wakes it). Without `since` there is
+//!   nothing to compare with, and the activity rule decides. The value written is never
+//!   before `since`.
 //! - The interval a replica applies is the configured one plus a fraction of a second to a
 //!   few seconds of its own ([`replica_interval`]): of two replicas that see the same value,
 //!   one is due a little before the other, whose watch then shows the first one's write, so
@@ -94,6 +96,16 @@ pub fn whole_seconds(time: Timestamp) -> Timestamp {
     Timestamp::from_second(time.as_second()).unwrap_or(time)
 }
 
+/// `time` rounded up to whole seconds.
+fn whole_seconds_up(time: Timestamp) -> Timestamp {
+    let down = whole_seconds(time);
+    if down == time {
+        down
+    } else {
+        down + SignedDuration::from_secs(1)
+    }
+}
+
 /// The write a request at `now` makes, if any.
 pub fn decide(
     now: Timestamp,
@@ -112,11 +124,10 @@ pub fn decide(
     let value = whole_seconds(now);
     let wake = is_wake(observed);
     if wake && let Some(since) = observed.sleep_since {
-        if newest.is_none_or(|value| value <= since) {
-            let after_since = whole_seconds(since) + SignedDuration::from_secs(1);
+        if newest.is_none_or(|newest| newest < since) {
             return Some(Write {
                 reason: Reason::Wake,
-                value: value.max(after_since),
+                value: value.max(whole_seconds_up(since)),
             });
         }
         return None;
@@ -241,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn a_wake_is_written_at_once_unless_a_newer_value_than_since_is_known() {
+    fn a_wake_is_written_at_once_unless_a_value_at_or_after_since_is_known() {
         let now = at("2026-12-02T10:00:30.200Z");
         let none = Local::default();
         let since = Some("2026-12-02T10:00:10Z");
@@ -268,18 +279,18 @@ mod tests {
                 &sleeping(Some("2026-12-02T10:00:10Z"), since),
                 &none
             ),
-            wake("2026-12-02T10:00:30Z"),
-            "equal to since is not newer"
+            None,
+            "equal to since wakes it: written by another replica (or this one)"
         );
         assert_eq!(
             decide(
                 now,
                 MINUTE,
-                &sleeping(Some("2026-12-02T10:00:11Z"), since),
+                &sleeping(Some("2026-12-02T10:00:09Z"), since),
                 &none
             ),
-            None,
-            "another replica (or this one) woke it"
+            wake("2026-12-02T10:00:30Z"),
+            "a second before since does not"
         );
         let own = Local {
             written: Some(at("2026-12-02T10:00:20Z")),
@@ -294,7 +305,7 @@ mod tests {
                 &none
             ),
             wake("2026-12-02T10:00:31Z"),
-            "within the second of since: a second past it, so that it is newer"
+            "never before since, in whole seconds"
         );
     }
 

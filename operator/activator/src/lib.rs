@@ -6,7 +6,7 @@
 //! environment's activity: the activator records it in the annotation
 //! [`LAST_REQUEST_ANNOTATION`], at most once per interval per environment, and at once when
 //! the environment sleeps (a wake: the controller wakes an environment whose last request is
-//! newer than `status.sleep.since`). While no web Pod is Ready the request is held, within
+//! at or after `status.sleep.since`). While no web Pod is Ready the request is held, within
 //! bounds, and answered once one is; past a bound or a wait it gets a `503` with
 //! `Retry-After` (a browser: a page that reloads itself).
 //!
