@@ -425,9 +425,12 @@ pub async fn apply_children(
         deployment,
         service,
         ingress,
+        activator,
     } = web;
-    first.push(Box::pin(applier.apply(service)));
-    note(ChildKind::Service, service.name_any());
+    for service in std::iter::once(service).chain(activator) {
+        first.push(Box::pin(applier.apply(service)));
+        note(ChildKind::Service, service.name_any());
+    }
     let workloads = Workloads {
         web: deployment,
         workers,

@@ -24,6 +24,10 @@ pub struct Settings {
     /// How long a preview that sets no `spec.sleep` may be idle before it sleeps (`None`:
     /// previews do not sleep unless they ask).
     pub preview_sleep_after: Option<Duration>,
+    /// The activator's Service (`--activator-service`): the Ingress of an environment that can
+    /// sleep sends its requests there (through an ExternalName Service of its namespace), so that
+    /// a request is seen and wakes it.
+    pub activator_service: Option<ServiceRef>,
     /// ResourceQuota of preview namespaces.
     pub preview_quota: Quota,
     /// A wildcard certificate (a TLS Secret) copied into every preview namespace under the
@@ -74,6 +78,7 @@ impl Default for Settings {
             ingress_namespace: DnsLabel("ingress-nginx".to_owned()),
             preview_ttl: Duration::from_secs(72 * 3600),
             preview_sleep_after: None,
+            activator_service: None,
             preview_quota: Quota {
                 cpu: CheckedQuantity("4".to_owned()),
                 memory: CheckedQuantity("8Gi".to_owned()),
@@ -111,6 +116,8 @@ pub enum SettingError {
     SystemNamespace(String),
     #[error("{0:?} must be NAMESPACE/NAME, e.g. ingress-nginx/wildcard-tls")]
     Reference(String),
+    #[error("{0:?} must be NAMESPACE/NAME:PORT, e.g. appenv-system/appenv-activator:80")]
+    Service(String),
     #[error("{0:?} must be a positive number followed by s, m, h or d, e.g. 72h or 10m")]
     Duration(String),
     #[error(
@@ -266,6 +273,51 @@ impl SecretRef {
 impl fmt::Display for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A Service in another namespace, and its port: `namespace/name:port` (the activator's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRef {
+    namespace: DnsLabel,
+    name: DnsLabel,
+    port: u16,
+}
+
+impl ServiceRef {
+    pub fn parse(text: &str) -> Result<Self, SettingError> {
+        let bad = || SettingError::Service(truncate(text));
+        let (namespace, rest) = text.split_once('/').ok_or_else(bad)?;
+        let (name, port) = rest.split_once(':').ok_or_else(bad)?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(bad)?;
+        Ok(Self {
+            namespace: DnsLabel::parse(namespace).map_err(|_| bad())?,
+            name: DnsLabel::parse(name).map_err(|_| bad())?,
+            port,
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Its cluster DNS name: `name.namespace.svc.cluster.local`.
+    pub fn host(&self) -> String {
+        format!("{}.{}.svc.cluster.local", self.name, self.namespace)
+    }
+
+    pub const fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl fmt::Display for ServiceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.name, self.port)
     }
 }
 

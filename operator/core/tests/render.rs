@@ -590,3 +590,74 @@ fn cel_rules_in_the_crd_agree_with_the_rust_validation() {
     assert!(moved.validate_cel_update(&before).is_err());
     assert!(before.validate_cel_update(&before).is_ok());
 }
+
+/// A preview that can sleep (the operator's default period, an activator) is reached through
+/// the activator: its Ingress names an ExternalName Service of the activator, and its
+/// NetworkPolicy lets the activator's namespace in; without an activator, nothing changes.
+#[test]
+fn a_preview_that_can_sleep_is_reached_through_the_activator() {
+    let sleepy = Settings {
+        preview_sleep_after: Some(std::time::Duration::from_secs(1800)),
+        activator_service: Some(
+            appenv_core::settings::ServiceRef::parse("appenv-system/appenv-activator:80")
+                .expect("a service"),
+        ),
+        ..settings()
+    };
+    let text = read("flask-react-template-preview.yaml");
+    let env = manifest::parse_numbered(&text)
+        .into_iter()
+        .find_map(|(_, d)| d.ok())
+        .expect("a document");
+    let model = validate(&env, &sleepy).expect("valid");
+    assert_eq!(
+        model.sleep_after,
+        Some(std::time::Duration::from_secs(1800))
+    );
+    let children = build::build(&model, &Inputs::default());
+    let activator = children
+        .web
+        .activator
+        .clone()
+        .expect("the activator's Service");
+    let spec = activator.spec.clone().expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("ExternalName"));
+    assert_eq!(
+        spec.external_name.as_deref(),
+        Some("appenv-activator.appenv-system.svc.cluster.local")
+    );
+    let ingress = children.web.ingress.clone().expect("an Ingress");
+    let backend = ingress
+        .spec
+        .and_then(|s| s.rules)
+        .and_then(|r| r.into_iter().next())
+        .and_then(|r| r.http)
+        .and_then(|h| h.paths.into_iter().next())
+        .and_then(|p| p.backend.service)
+        .expect("a Service backend");
+    assert_eq!(Some(backend.name), activator.metadata.name);
+    assert_eq!(backend.port.and_then(|p| p.number), Some(80));
+    let from = children
+        .guardrails
+        .as_ref()
+        .and_then(|g| g.network_policy.spec.clone())
+        .and_then(|s| s.ingress)
+        .and_then(|i| i.into_iter().next())
+        .and_then(|rule| rule.from)
+        .unwrap_or_default();
+    let namespaces: Vec<String> = from
+        .iter()
+        .filter_map(|peer| peer.namespace_selector.as_ref()?.match_labels.as_ref())
+        .filter_map(|labels| labels.get("kubernetes.io/metadata.name").cloned())
+        .collect();
+    assert!(
+        namespaces.contains(&"appenv-system".to_owned()),
+        "{namespaces:?}"
+    );
+    // The same preview with an operator without an activator: reached directly.
+    let plain = build::build(
+        &validate(&env, &settings()).expect("valid"),
+        &Inputs::default(),
+    );
+    assert!(plain.web.activator.is_none());
+}

@@ -4,7 +4,7 @@
 
 use appenv_core::settings::{
     CheckedQuantity, DEFAULT_AGENT_IMAGE, DnsLabel, DnsName, ImagePattern, Quota, SecretRef,
-    Settings, parse_duration,
+    ServiceRef, Settings, parse_duration,
 };
 use appenv_core::validate::MIN_SLEEP_AFTER;
 
@@ -32,6 +32,11 @@ pub struct SettingsArgs {
     /// activator on their traffic path.
     #[arg(long, env = "APPENV_PREVIEW_SLEEP_AFTER", value_parser = parse_sleep_after)]
     pub preview_sleep_after: Option<std::time::Duration>,
+    /// The activator's Service, `NAMESPACE/NAME:PORT` (the chart sets it when the activator is
+    /// enabled): environments that can sleep are reached through it. Without it, an
+    /// environment that asks to sleep is refused (nothing would wake it on a request).
+    #[arg(long, env = "APPENV_ACTIVATOR_SERVICE", value_parser = ServiceRef::parse)]
+    pub activator_service: Option<ServiceRef>,
     /// ResourceQuota of preview namespaces: requests.cpu.
     #[arg(long, env = "APPENV_PREVIEW_QUOTA_CPU", default_value = "4", value_parser = CheckedQuantity::parse)]
     pub preview_quota_cpu: CheckedQuantity,
@@ -119,6 +124,7 @@ impl SettingsArgs {
             ingress_namespace: self.ingress_namespace.clone(),
             preview_ttl: self.preview_ttl,
             preview_sleep_after: self.preview_sleep_after,
+            activator_service: self.activator_service.clone(),
             preview_quota: Quota {
                 cpu: self.preview_quota_cpu.clone(),
                 memory: self.preview_quota_memory.clone(),

@@ -111,10 +111,20 @@ pub fn guardrails(model: &Model, inputs: &Inputs) -> Option<Guardrails> {
                 pod_selector: Some(LabelSelector::default()),
                 policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
                 ingress: Some(vec![NetworkPolicyIngressRule {
-                    from: Some(vec![
-                        same_namespace(),
-                        namespace_named(&model.ingress_namespace),
-                    ]),
+                    // The activator proxies to web for an environment that can sleep.
+                    from: Some(
+                        [
+                            Some(same_namespace()),
+                            Some(namespace_named(&model.ingress_namespace)),
+                            model
+                                .activator
+                                .as_ref()
+                                .map(|a| namespace_named(a.namespace())),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                    ),
                     ..NetworkPolicyIngressRule::default()
                 }]),
                 egress: Some(egress),

@@ -152,6 +152,9 @@ pub struct Web {
     pub deployment: Deployment,
     pub service: Service,
     pub ingress: Option<Ingress>,
+    /// For an environment that can sleep: an ExternalName Service of the activator, which the
+    /// Ingress sends requests to (an Ingress names Services of its own namespace only).
+    pub activator: Option<Service>,
 }
 
 /// Build every child of the environment.
@@ -191,6 +194,7 @@ pub fn build(model: &Model, inputs: &Inputs) -> Children {
             deployment: web::deployment(model, inputs, &config_hash),
             service: web::service(model, inputs),
             ingress: web::ingress(model, inputs),
+            activator: web::activator(model, inputs),
         },
         workers: workers::deployments(model, inputs, &config_hash),
         autoscalers: autoscaling::autoscalers(model, inputs),
@@ -278,8 +282,10 @@ impl Children {
             deployment,
             service,
             ingress,
+            activator,
         } = web;
         out.extend([to_value(service), to_value(deployment)]);
+        out.extend(activator.iter().map(to_value));
         out.extend(workers.iter().map(to_value));
         out.extend(autoscalers.iter().map(|a| a.object.clone()));
         out.extend(ingress.iter().map(to_value));

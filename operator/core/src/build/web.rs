@@ -11,7 +11,8 @@ use appenv_api::{DeletionPolicy, IssuerKind};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodTemplateSpec, Probe, Service, Volume, VolumeMount, VolumeResourceRequirements,
+    PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
@@ -173,6 +174,33 @@ pub fn service(model: &Model, inputs: &Inputs) -> Service {
     )
 }
 
+/// The name of the ExternalName Service that stands for the activator in the namespace.
+pub fn activator_service_name(model: &Model) -> String {
+    format!("{}-activator", model.app)
+}
+
+/// For an environment that can sleep: the activator as a Service of its namespace (type
+/// ExternalName, the activator's cluster DNS name), for the Ingress to send requests to.
+pub fn activator(model: &Model, inputs: &Inputs) -> Option<Service> {
+    let activator = model.activator.as_ref()?;
+    model.web.ingress.as_ref()?;
+    Some(Service {
+        metadata: object_meta(model, inputs, &activator_service_name(model), COMPONENT),
+        spec: Some(ServiceSpec {
+            type_: Some("ExternalName".to_owned()),
+            external_name: Some(activator.host()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_owned()),
+                port: i32::from(activator.port()),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    })
+}
+
 pub fn ingress(model: &Model, inputs: &Inputs) -> Option<Ingress> {
     let ing = model.web.ingress.as_ref()?;
     let mut meta = object_meta(model, inputs, &model.app, COMPONENT);
@@ -201,12 +229,23 @@ pub fn ingress(model: &Model, inputs: &Inputs) -> Option<Ingress> {
                         path: Some(ing.path.clone()),
                         path_type: "Prefix".to_owned(),
                         backend: IngressBackend {
-                            service: Some(IngressServiceBackend {
-                                name: model.app.clone(),
-                                port: Some(ServiceBackendPort {
-                                    number: Some(model.web.service_port),
-                                    ..ServiceBackendPort::default()
-                                }),
+                            // Through the activator when the environment can sleep: it sees
+                            // every request, and wakes it.
+                            service: Some(match &model.activator {
+                                Some(activator) => IngressServiceBackend {
+                                    name: activator_service_name(model),
+                                    port: Some(ServiceBackendPort {
+                                        number: Some(i32::from(activator.port())),
+                                        ..ServiceBackendPort::default()
+                                    }),
+                                },
+                                None => IngressServiceBackend {
+                                    name: model.app.clone(),
+                                    port: Some(ServiceBackendPort {
+                                        number: Some(model.web.service_port),
+                                        ..ServiceBackendPort::default()
+                                    }),
+                                },
                             }),
                             ..IngressBackend::default()
                         },

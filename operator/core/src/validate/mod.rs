@@ -65,6 +65,9 @@ pub struct Model {
     /// The image with the `appenv` binary (the operator's): backup and restore Jobs run the
     /// agent from it.
     pub agent_image: String,
+    /// The activator's Service, for an environment that can sleep: its Ingress sends requests
+    /// there.
+    pub activator: Option<crate::settings::ServiceRef>,
     pub preview: Option<PreviewModel>,
     pub guardrails: Option<Quota>,
     pub ingress_namespace: String,
@@ -417,6 +420,10 @@ pub fn validate(env: &AppEnvironment, settings: &Settings) -> Result<Model, Inva
         backup,
         restore,
         agent_image: settings.agent_image.clone(),
+        activator: settings
+            .activator_service
+            .clone()
+            .filter(|_| sleep_after.is_some()),
         guardrails: is_preview.then(|| settings.preview_quota.clone()),
         preview,
         ingress_namespace: settings.ingress_namespace.to_string(),

@@ -91,12 +91,22 @@ pub(super) fn sleep_after(
 ) -> Option<Duration> {
     const FIELD: &str = "spec.sleep.afterIdle";
     let Some(sleep) = &spec.sleep else {
-        return settings.preview_sleep_after.filter(|_| is_preview);
+        // Without an activator, previews do not sleep by default (nothing would wake them).
+        return settings
+            .preview_sleep_after
+            .filter(|_| is_preview && settings.activator_service.is_some());
     };
     if sleep.after_idle == "never" {
         return None;
     }
     match parse_ttl(&sleep.after_idle) {
+        Some(_) if settings.activator_service.is_none() => {
+            errors.add(
+                FIELD,
+                "this operator has no activator (--activator-service, the chart's activator.enabled): nothing would wake the environment on a request; set `never` or enable the activator",
+            );
+            None
+        }
         Some(after) if after >= MIN_SLEEP_AFTER => Some(after),
         Some(_) => {
             errors.add(

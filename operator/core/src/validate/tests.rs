@@ -749,8 +749,11 @@ fn a_restore_names_another_environment_a_backup_and_a_secret_of_its_own() {
 
 #[test]
 fn sleep_periods_name_the_field_and_previews_take_the_operators_default() {
+    let activator =
+        crate::settings::ServiceRef::parse("appenv-system/appenv-activator:80").expect("a service");
     let settings = Settings {
         preview_sleep_after: Some(std::time::Duration::from_secs(1800)),
+        activator_service: Some(activator.clone()),
         ..Settings::default()
     };
     let model = |yaml: &str| validate(&env(yaml), &settings);
@@ -779,11 +782,39 @@ fn sleep_periods_name_the_field_and_previews_take_the_operators_default() {
         ("soon", "must be `never` or a positive number"),
         ("0m", "must be `never` or a positive number"),
     ] {
-        let all = messages(&format!("{preview}, sleep: {{afterIdle: {after}}}}}"));
+        let Err(Invalid(all)) = model(&format!("{preview}, sleep: {{afterIdle: {after}}}}}"))
+        else {
+            panic!("{after} accepted");
+        };
         assert!(
             all.iter()
+                .map(ToString::to_string)
                 .any(|m| m.starts_with("spec.sleep.afterIdle:") && m.contains(rule)),
             "{after}: {all:?}"
         );
     }
+    // The activator is what a sleeping environment's Ingress reaches: without one, refused
+    // (nothing would wake it), and previews do not sleep by default.
+    let with = model(&format!("{preview}, sleep: {{afterIdle: 2h}}}}")).expect("valid");
+    assert_eq!(with.activator, Some(activator));
+    let all = messages(&format!("{preview}, sleep: {{afterIdle: 2h}}}}"));
+    assert!(
+        all.iter()
+            .any(|m| m.starts_with("spec.sleep.afterIdle: this operator has no activator")),
+        "{all:?}"
+    );
+    let no_activator = Settings {
+        preview_sleep_after: Some(std::time::Duration::from_secs(1800)),
+        ..Settings::default()
+    };
+    let preview_model = validate(&env(&format!("{preview}}}")), &no_activator).expect("valid");
+    assert_eq!(
+        (preview_model.sleep_after, preview_model.activator),
+        (None, None)
+    );
+    let never = model(&format!("{preview}, sleep: {{afterIdle: never}}}}")).expect("valid");
+    assert_eq!(
+        never.activator, None,
+        "a preview that never sleeps is reached directly"
+    );
 }
