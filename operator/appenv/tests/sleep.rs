@@ -162,8 +162,14 @@ async fn replicas(client: &Client, ns: &str) -> Vec<(String, i32)> {
 async fn an_idle_environment_sleeps_keeps_its_volumes_and_wakes_in_order_on_a_request() {
     let client = common::client().await;
     let test = "sleep-idle";
-    let _operator =
-        common::operator(&client, test, appenv_core::settings::Settings::default()).await;
+    let settings = appenv_core::settings::Settings {
+        activator_service: Some(
+            appenv_core::settings::ServiceRef::parse("appenv-system/appenv-activator:80")
+                .expect("a service"),
+        ),
+        ..appenv_core::settings::Settings::default()
+    };
+    let _operator = common::operator(&client, test, settings).await;
     let name = "sleep-idle";
     let env = json!({
         "apiVersion": "appenv.dev/v1alpha1",
@@ -172,10 +178,10 @@ async fn an_idle_environment_sleeps_keeps_its_volumes_and_wakes_in_order_on_a_re
         "spec": {
             "app": "shop",
             "image": "example.invalid/shop:1",
-            "web": {"replicas": 1},
             "workers": [{"name": "rq", "replicas": 1}],
             "redis": {},
             "database": {"postgres": {}},
+            "web": {"replicas": 1, "ingress": {"host": "sleep-idle.example.com"}},
             "sleep": {"afterIdle": "30m"},
         },
     });
@@ -217,6 +223,15 @@ async fn an_idle_environment_sleeps_keeps_its_volumes_and_wakes_in_order_on_a_re
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(claims(&client, name).await, volumes, "every volume kept");
+    // Its Ingress reaches the activator, through an ExternalName Service of the namespace.
+    let activator = Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), name)
+        .get("shop-activator")
+        .await
+        .expect("the activator's Service");
+    assert_eq!(
+        activator.spec.and_then(|s| s.external_name).as_deref(),
+        Some("appenv-activator.appenv-system.svc.cluster.local")
+    );
 
     // A request: it wakes, the database and Redis first.
     let (log, tasks) = record(&client, name);
