@@ -279,3 +279,122 @@ async fn an_idle_environment_sleeps_keeps_its_volumes_and_wakes_in_order_on_a_re
         .delete(name, &DeleteParams::default())
         .await;
 }
+
+/// One HTTP/1.1 request to `addr` with `host`: the status code and the body.
+async fn get(addr: std::net::SocketAddr, host: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request =
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (code, body)
+}
+
+/// The whole path on this machine: a request to the host of a sleeping environment reaches the
+/// activator, which records it; the operator wakes the environment (database first); the
+/// request, held meanwhile, is answered by a web Pod. An unknown host is refused and wakes
+/// nothing.
+#[tokio::test]
+async fn a_request_through_the_activator_wakes_a_sleeping_environment_and_is_answered_by_web() {
+    let client = common::client().await;
+    let test = "sleep-wake";
+    let settings = appenv_core::settings::Settings {
+        activator_service: Some(
+            appenv_core::settings::ServiceRef::parse("appenv-system/appenv-activator:80")
+                .expect("a service"),
+        ),
+        ..appenv_core::settings::Settings::default()
+    };
+    let _operator = common::operator(&client, test, settings).await;
+    let config = appenv_activator::Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        health_listen: "127.0.0.1:0".parse().expect("address"),
+        ..appenv_activator::Config::default()
+    };
+    let activator = appenv_activator::Activator::start(config, client.clone())
+        .await
+        .expect("the activator starts");
+    let name = "sleep-wake";
+    let host = "sleep-wake.example.com";
+    let env = json!({
+        "apiVersion": "appenv.dev/v1alpha1",
+        "kind": "AppEnvironment",
+        "metadata": {"name": name, "labels": {TEST_LABEL: test}},
+        "spec": {
+            "app": "shop",
+            "image": "example.invalid/shop:1",
+            "web": {"ingress": {"host": host}, "readiness": {"path": "/healthz"}},
+            "database": {"postgres": {}},
+            "sleep": {"afterIdle": "30m"},
+        },
+    });
+    common::apply(&client, &env).await;
+    wait_env(&client, name, "Ready", awake).await;
+    let (code, body) = get(activator.addr(), host).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.starts_with("pod shop-"),
+        "answered by a web Pod: {body}"
+    );
+
+    let asked = Timestamp::now() + SignedDuration::from_secs(1);
+    annotate(
+        &client,
+        name,
+        "appenv.dev/sleep-requested",
+        &whole_seconds(asked),
+    )
+    .await;
+    let slept = wait_env(&client, name, "Sleeping", sleeping).await;
+    let since = slept
+        .status
+        .and_then(|s| s.sleep)
+        .map(|s| s.since.0)
+        .expect("since");
+    let (code, _) = get(activator.addr(), "unknown.example.com").await;
+    assert_eq!(code, 404);
+    // Wait until web's Pods are gone, as a sleeping environment's are.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), name);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=web"))
+        .await
+        .expect("pods")
+        .items
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "web's Pods never went"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = std::time::Instant::now();
+    let (code, body) = get(activator.addr(), host).await;
+    let took = started.elapsed();
+    assert_eq!(
+        code, 200,
+        "the held request is answered once web is back: {body}"
+    );
+    assert!(body.starts_with("pod shop-"), "{body}");
+    eprintln!("wake through the activator: request to answer {took:?}");
+    let woken = wait_env(&client, name, "awake and Ready", awake).await;
+    let recorded: Timestamp = woken
+        .annotations()
+        .get("appenv.dev/last-request")
+        .and_then(|v| v.parse().ok())
+        .expect("the activator recorded the request");
+    assert!(recorded >= since, "{recorded} before {since}");
+    let _ = Api::<AppEnvironment>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+}
