@@ -5,7 +5,7 @@
 # - appenv-core's normal dependencies hold neither tokio nor kube's client or runtime;
 # - the binary as operator/Dockerfile builds it (--no-default-features) holds neither the local
 #   control plane (appenv-localcluster, rcgen, tempfile, libc's users) nor the benchmark;
-# - the API, core, controller and backup crates forbid unsafe code.
+# - the API, core, controller, backup and activator crates forbid unsafe code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "[architecture] $*" >&2; exit 1; }
@@ -39,8 +39,8 @@ for banned in appenv-localcluster appenv-bench rcgen tempfile; do
 done
 echo "[architecture] the image's binary: no appenv-localcluster, appenv-bench, rcgen or tempfile among $(wc -l <<<"$image_deps") dependencies"
 
-for crate in api core controller backup; do
+for crate in api core controller backup activator; do
   grep -qx '#!\[forbid(unsafe_code)\]' "operator/$crate/src/lib.rs" \
     || fail "operator/$crate/src/lib.rs lacks #![forbid(unsafe_code)]"
 done
-echo "[architecture] #![forbid(unsafe_code)] in appenv-api, appenv-core, appenv-controller, appenv-backup"
+echo "[architecture] #![forbid(unsafe_code)] in appenv-api, appenv-core, appenv-controller, appenv-backup, appenv-activator"

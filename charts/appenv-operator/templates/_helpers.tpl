@@ -79,3 +79,46 @@ Usage: {{ include "appenv-operator.rules" (list . "files/rbac/cluster-rules.yaml
 {{- end }}
 {{- $rules | trim | nindent 2 }}
 {{- end }}
+
+{{/*
+Name of the activator's Deployment, Service and RBAC objects: "<fullname>-activator", the
+full name shortened so that the whole is a DNS label (the operator's APPENV_ACTIVATOR_SERVICE
+names the Service).
+*/}}
+{{- define "appenv-operator.activatorName" -}}
+{{- printf "%s-activator" (include "appenv-operator.fullname" . | trunc 53 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Labels that select the activator Pods. Their app.kubernetes.io/name is not the operator's: the
+operator's Deployment and metrics Service select by name and instance alone, and must not
+select these Pods. Never change them: a Deployment's selector is immutable.
+*/}}
+{{- define "appenv-operator.activatorSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-activator" (include "appenv-operator.name" . | trunc 53 | trimSuffix "-") }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels of every activator object.
+*/}}
+{{- define "appenv-operator.activatorLabels" -}}
+helm.sh/chart: {{ include "appenv-operator.chart" . }}
+{{ include "appenv-operator.activatorSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: appenv
+app.kubernetes.io/component: activator
+{{- end }}
+
+{{/*
+The ServiceAccount the activator runs as.
+*/}}
+{{- define "appenv-operator.activatorServiceAccountName" -}}
+{{- $sa := (.Values.activator | default dict).serviceAccount | default dict }}
+{{- if $sa.create }}
+{{- default (include "appenv-operator.activatorName" .) $sa.name }}
+{{- else }}
+{{- required "activator.serviceAccount.name is required when activator.serviceAccount.create is false" $sa.name }}
+{{- end }}
+{{- end }}

@@ -1,6 +1,6 @@
 //! Installing the operator: the Helm chart through a real Helm v4 (helm-sdkpy), the operator
-//! running with exactly the chart's ServiceAccount permissions, upgrade and uninstall, and the
-//! Kustomize manifests under `config/`.
+//! running with exactly the chart's ServiceAccount permissions, upgrade (enabling the activator)
+//! and uninstall, and the Kustomize manifests under `config/`.
 
 mod common;
 
@@ -15,7 +15,7 @@ use appenv_localcluster::snapshots::{SNAPSHOT_CLASS, VolumeSnapshot};
 use common::{TEST_LABEL, apply, example, ready};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
@@ -31,6 +31,8 @@ use std::time::Duration;
 
 const RELEASE: &str = "appenv-operator";
 const RELEASE_NS: &str = "appenv-system";
+/// The activator's Deployment, Service, ServiceAccount, ClusterRole and ClusterRoleBinding.
+const ACTIVATOR: &str = "appenv-operator-activator";
 const LIMIT: Duration = Duration::from_secs(180);
 
 fn repo() -> PathBuf {
@@ -527,6 +529,221 @@ async fn snapshot_twice_keep_once(admin: &Client, test: &str) {
     }
 }
 
+/// The (verb, group, resource) triples a ClusterRole grants; no wildcards.
+fn granted_by(role: &ClusterRole) -> BTreeSet<(String, String, String)> {
+    let mut granted = BTreeSet::new();
+    for rule in role.rules.iter().flatten() {
+        let groups = rule.api_groups.clone().unwrap_or_default();
+        let resources = rule.resources.clone().unwrap_or_default();
+        for item in groups.iter().chain(&resources).chain(&rule.verbs) {
+            assert!(!item.contains('*'), "wildcard in a ClusterRole: {rule:?}");
+        }
+        for group in &groups {
+            for resource in &resources {
+                for verb in &rule.verbs {
+                    granted.insert((verb.clone(), group.clone(), resource.clone()));
+                }
+            }
+        }
+    }
+    granted
+}
+
+/// Which of the activator's objects exist.
+async fn activator_objects(admin: &Client) -> Vec<&'static str> {
+    let mut found = Vec::new();
+    if exists(
+        Api::<Deployment>::namespaced(admin.clone(), RELEASE_NS),
+        ACTIVATOR,
+    )
+    .await
+    {
+        found.push("Deployment");
+    }
+    if exists(
+        Api::<Service>::namespaced(admin.clone(), RELEASE_NS),
+        ACTIVATOR,
+    )
+    .await
+    {
+        found.push("Service");
+    }
+    if exists(
+        Api::<ServiceAccount>::namespaced(admin.clone(), RELEASE_NS),
+        ACTIVATOR,
+    )
+    .await
+    {
+        found.push("ServiceAccount");
+    }
+    if exists(Api::<ClusterRole>::all(admin.clone()), ACTIVATOR).await {
+        found.push("ClusterRole");
+    }
+    if exists(Api::<ClusterRoleBinding>::all(admin.clone()), ACTIVATOR).await {
+        found.push("ClusterRoleBinding");
+    }
+    found
+}
+
+/// The activator as `activator.enabled=true` installs it: two Ready Pods behind its Service,
+/// a ClusterRole of exactly `appenv_activator::rbac::CLUSTER_RULES` bound to its own
+/// ServiceAccount, and the operator told where it is.
+async fn check_the_activator(admin: &Client, operator: &Deployment) {
+    assert_eq!(
+        values_of(operator, "APPENV_ACTIVATOR_SERVICE").as_deref(),
+        Some(format!("{RELEASE_NS}/{ACTIVATOR}:80").as_str()),
+        "the operator is given the activator's Service"
+    );
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), RELEASE_NS);
+    let ready = common::wait_for(
+        &deployments,
+        ACTIVATOR,
+        LIMIT,
+        "two Ready replicas",
+        |d: Option<&Deployment>| {
+            d.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| s.ready_replicas == Some(2))
+        },
+    )
+    .await
+    .expect("the activator Deployment");
+    let spec = ready.spec.as_ref().expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(image_of(&ready), image_of(operator), "the operator's image");
+    let pod_spec = spec.template.spec.as_ref().expect("pod spec");
+    let container = pod_spec.containers.first().expect("a container");
+    let args = container.args.clone().unwrap_or_default();
+    assert_eq!(
+        args.first().map(String::as_str),
+        Some("activator"),
+        "{args:?}"
+    );
+    for flag in ["--listen=0.0.0.0:8080", "--health-listen=0.0.0.0:8081"] {
+        assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+    }
+    let probe_path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+        probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|g| g.path.clone())
+    };
+    assert_eq!(
+        probe_path(&container.readiness_probe).as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        probe_path(&container.liveness_probe).as_deref(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        pod_spec.service_account_name.as_deref(),
+        Some(ACTIVATOR),
+        "its own ServiceAccount, not the operator's"
+    );
+
+    // Its Pods are Ready (the kubelet's GET of /readyz on 8081 answered) and none of them is
+    // selected by the operator's Deployment.
+    let selector = spec
+        .selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pods = Api::<Pod>::namespaced(admin.clone(), RELEASE_NS)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .expect("list the activator's Pods")
+        .items;
+    let ready_pods = pods
+        .iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count();
+    assert_eq!(ready_pods, 2, "{selector}: {pods:#?}");
+    let operator_selector = operator
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.clone())
+        .unwrap_or_default();
+    for pod in &pods {
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        assert!(
+            !operator_selector
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v)),
+            "the operator's Deployment selects an activator Pod: {labels:?}"
+        );
+    }
+
+    let service = Api::<Service>::namespaced(admin.clone(), RELEASE_NS)
+        .get(ACTIVATOR)
+        .await
+        .expect("the activator Service");
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default();
+    let http = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .expect("port http");
+    assert_eq!(http.port, 80);
+    assert_eq!(
+        http.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http".into()))
+    );
+    assert_eq!(
+        service.spec.as_ref().and_then(|s| s.selector.clone()),
+        spec.selector.match_labels,
+        "the Service selects the activator's Pods"
+    );
+
+    let role = Api::<ClusterRole>::all(admin.clone())
+        .get(ACTIVATOR)
+        .await
+        .expect("the activator's ClusterRole");
+    let expected: BTreeSet<_> = appenv_activator::rbac::CLUSTER_RULES
+        .iter()
+        .flat_map(|rule| {
+            rule.groups.iter().flat_map(move |group| {
+                rule.resources.iter().flat_map(move |resource| {
+                    rule.verbs.iter().map(move |verb| {
+                        (
+                            (*verb).to_owned(),
+                            (*group).to_owned(),
+                            (*resource).to_owned(),
+                        )
+                    })
+                })
+            })
+        })
+        .collect();
+    assert_eq!(
+        granted_by(&role),
+        expected,
+        "the activator's ClusterRole is appenv_activator::rbac::CLUSTER_RULES"
+    );
+    let binding = Api::<ClusterRoleBinding>::all(admin.clone())
+        .get(ACTIVATOR)
+        .await
+        .expect("the activator's ClusterRoleBinding");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(binding.role_ref.name, ACTIVATOR);
+    let subjects = binding.subjects.unwrap_or_default();
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    assert_eq!(subjects[0].kind, "ServiceAccount");
+    assert_eq!(subjects[0].name, ACTIVATOR);
+    assert_eq!(subjects[0].namespace.as_deref(), Some(RELEASE_NS));
+}
+
 /// The chart's release and the kustomize manifests name the same objects (`appenv-operator` in
 /// `appenv-system`): the tests that install or dry-run them take turns.
 static OPERATOR_NAMES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -574,27 +791,16 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
         "APPENV_AGENT_IMAGE is the operator's image by default"
     );
 
+    // The activator is off by default: none of its objects, and the operator is not told of one.
+    assert_eq!(activator_objects(&admin).await, Vec::<&str>::new());
+    assert_eq!(values_of(&deployment, "APPENV_ACTIVATOR_SERVICE"), None);
+
     // The ClusterRole is the one in rbac.rs: no wildcards.
     let role = Api::<ClusterRole>::all(admin.clone())
         .get(RELEASE)
         .await
         .expect("ClusterRole");
-    let installed_rules = role.rules.clone().unwrap_or_default();
-    let mut granted = BTreeSet::new();
-    for rule in &installed_rules {
-        let groups = rule.api_groups.clone().unwrap_or_default();
-        let resources = rule.resources.clone().unwrap_or_default();
-        for item in groups.iter().chain(&resources).chain(&rule.verbs) {
-            assert!(!item.contains('*'), "wildcard in the ClusterRole: {rule:?}");
-        }
-        for group in &groups {
-            for resource in &resources {
-                for verb in &rule.verbs {
-                    granted.insert((verb.clone(), group.clone(), resource.clone()));
-                }
-            }
-        }
-    }
+    let granted = granted_by(&role);
     let expected: BTreeSet<_> = rbac::grants(CLUSTER_RULES)
         .into_iter()
         .map(|r| (r.verb.to_owned(), r.group, r.resource))
@@ -628,9 +834,11 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
         "granted but never used by the operator: {unused:?}"
     );
 
-    // Upgrade with changed values; values the schema rejects are refused, naming the value.
+    // Upgrade with changed values, the activator enabled; values the schema rejects are
+    // refused, naming the value.
     let values = json!({
         "replicaCount": 1,
+        "activator": {"enabled": true},
         "log": {"level": "debug"},
         "previews": {"domain": "preview.example.org", "wildcardTlsSecret": "certs/wildcard"},
         "backup": {"agentImage": "registry.example/mirror/appenv:9"},
@@ -670,6 +878,7 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
         values_of(&deployment, "APPENV_AGENT_IMAGE").as_deref(),
         Some("registry.example/mirror/appenv:9")
     );
+    check_the_activator(&admin, &deployment).await;
     let refused = helm(&[
         "upgrade",
         RELEASE,
@@ -694,6 +903,18 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
     ])
     .expect_err("a string replica count is refused");
     assert!(refused.contains("replicaCount"), "{refused}");
+    let refused = helm(&[
+        "upgrade",
+        RELEASE,
+        repo()
+            .join("charts/appenv-operator")
+            .to_str()
+            .expect("path"),
+        "--values-json",
+        r#"{"activator": {"enabled": true, "shutdownDelay": "40s"}}"#,
+    ])
+    .expect_err("a shutdown delay past the grace period is refused");
+    assert!(refused.contains("shutdownDelay"), "{refused}");
 
     // Uninstall removes what the release made, and keeps what the docs say it keeps: the CRD
     // (and so every AppEnvironment and its namespace) and the leader-election Lease.
@@ -736,6 +957,11 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
     gone(
         any(Api::<Service>::namespaced(admin.clone(), RELEASE_NS)).await,
         "the metrics Service",
+    );
+    assert_eq!(
+        activator_objects(&admin).await,
+        Vec::<&str>::new(),
+        "the activator's objects survived helm uninstall"
     );
     assert!(
         exists(crds.clone(), "appenvironments.appenv.dev").await,
