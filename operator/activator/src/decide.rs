@@ -6,10 +6,11 @@
 //!   yet): skipped while that value is newer than `now - interval`.
 //! - Wake: a request to an environment that sleeps, or has no Ready web Pod, writes at once
 //!   unless the newest known value is already at or after `status.sleep.since`, which is what
-//!   wakes it (the controller's rule: the annotation and `since` are whole seconds, and a
-//!   request in the second the environment fell asleep wakes it). Without `since` there is
-//!   nothing to compare with, and the activity rule decides. The value written is never
-//!   before `since`.
+//!   wakes it (the controller's rule: the annotation and `since` are whole seconds, `since`
+//!   the first whole second at or after the environment fell asleep, so a request recorded
+//!   before it, even in the same second, does not wake it). Without `since` there is nothing
+//!   to compare with, and the activity rule decides. The value written is never before
+//!   `since`.
 //! - The interval a replica applies is the configured one plus a fraction of a second to a
 //!   few seconds of its own ([`replica_interval`]): of two replicas that see the same value,
 //!   one is due a little before the other, whose watch then shows the first one's write, so

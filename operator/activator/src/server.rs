@@ -112,8 +112,15 @@ impl Refusal {
 
 /// Accept connections on `listener` and serve them, for ever.
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
+    // The connections are this server's: they end with it (a stopped activator holds no
+    // request), and finished ones are reaped as they end.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(err) => {
                 tracing::warn!(error = %err, "accepting a connection");
@@ -123,7 +130,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) {
         };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(ctx, peer, request).await) }

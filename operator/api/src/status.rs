@@ -42,6 +42,9 @@ pub struct AppEnvironmentStatus {
     /// Set while the environment sleeps (every component at zero replicas, volumes kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sleep: Option<SleepStatus>,
+    /// The last `appenv preview sleep` request handled (the annotation's value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sleep_request: Option<String>,
 }
 
 /// A sleeping environment: since when, and why.

@@ -717,7 +717,10 @@ fn a_file_of_a_volume_snapshot_restores_with_the_wal_beside_it() {
         .expect("no checkpoint");
     for i in 101..=150 {
         writer
-            .execute("INSERT INTO events (id, body) VALUES (?1, zeroblob(16))", [i])
+            .execute(
+                "INSERT INTO events (id, body) VALUES (?1, zeroblob(16))",
+                [i],
+            )
             .expect("insert");
     }
     for suffix in ["", "-wal"] {

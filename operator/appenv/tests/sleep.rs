@@ -23,8 +23,84 @@ use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
+/// An operator for `test` whose environments may sleep (it has an activator).
+async fn operator(client: &Client, test: &str) -> common::Operator {
+    let settings = appenv_core::settings::Settings {
+        activator_service: Some(
+            appenv_core::settings::ServiceRef::parse("appenv-system/appenv-activator:80")
+                .expect("a service"),
+        ),
+        ..appenv_core::settings::Settings::default()
+    };
+    common::operator(client, test, settings).await
+}
+
+/// An activator in this process, on loopback.
+async fn activator(client: &Client) -> appenv_activator::Activator {
+    let config = appenv_activator::Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        health_listen: "127.0.0.1:0".parse().expect("address"),
+        ..appenv_activator::Config::default()
+    };
+    let activator = appenv_activator::Activator::start(config, client.clone())
+        .await
+        .expect("the activator starts");
+    activator.ready().await;
+    activator
+}
+
+/// A web app on PostgreSQL at `host`, which sleeps after 30 minutes without a request.
+fn web_app(name: &str, test: &str, host: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "appenv.dev/v1alpha1",
+        "kind": "AppEnvironment",
+        "metadata": {"name": name, "labels": {TEST_LABEL: test}},
+        "spec": {
+            "app": "shop",
+            "image": "example.invalid/shop:1",
+            "web": {"ingress": {"host": host}, "readiness": {"path": "/healthz"}},
+            "database": {"postgres": {}},
+            "sleep": {"afterIdle": "30m"},
+        },
+    })
+}
+
+/// Put the environment to sleep as `appenv preview sleep` does, and wait until it sleeps and
+/// the API server lists no web Pod. When it fell asleep.
+async fn sleep_now(client: &Client, name: &str) -> Timestamp {
+    let asked = Timestamp::now().to_string();
+    annotate(client, name, "appenv.dev/sleep-requested", &asked).await;
+    let slept = wait_env(client, name, "Sleeping", sleeping).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), name);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while !pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=web"))
+        .await
+        .expect("pods")
+        .items
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "web's Pods never went"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    slept
+        .status
+        .and_then(|s| s.sleep)
+        .map(|s| s.since.0)
+        .expect("since")
+}
+
 fn whole_seconds(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// A request now to an environment asleep since `since`, as the activator records it: whole
+/// seconds, never before `since`.
+fn request_after(since: Timestamp) -> String {
+    whole_seconds(Timestamp::now().max(since))
 }
 
 async fn annotate(client: &Client, name: &str, key: &str, value: &str) {
@@ -162,14 +238,7 @@ async fn replicas(client: &Client, ns: &str) -> Vec<(String, i32)> {
 async fn an_idle_environment_sleeps_keeps_its_volumes_and_wakes_in_order_on_a_request() {
     let client = common::client().await;
     let test = "sleep-idle";
-    let settings = appenv_core::settings::Settings {
-        activator_service: Some(
-            appenv_core::settings::ServiceRef::parse("appenv-system/appenv-activator:80")
-                .expect("a service"),
-        ),
-        ..appenv_core::settings::Settings::default()
-    };
-    let _operator = common::operator(&client, test, settings).await;
+    let _operator = operator(&client, test).await;
     let name = "sleep-idle";
     let env = json!({
         "apiVersion": "appenv.dev/v1alpha1",
@@ -239,7 +308,7 @@ async fn an_idle_environment_sleeps_keeps_its_volumes_and_wakes_in_order_on_a_re
         &client,
         name,
         "appenv.dev/last-request",
-        &whole_seconds(Timestamp::now()),
+        &request_after(status.since.0),
     )
     .await;
     wait_env(&client, name, "awake and Ready", awake).await;
@@ -262,18 +331,30 @@ async fn an_idle_environment_sleeps_keeps_its_volumes_and_wakes_in_order_on_a_re
         "the same volumes after the wake"
     );
 
-    // `appenv preview sleep`: a sleep request newer than the last request.
+    // `appenv preview sleep`: a new sleep request, taken once: a request after it wakes the
+    // environment for good (the old sleep request does not put it back to sleep).
+    let asked = Timestamp::now().to_string();
+    annotate(&client, name, "appenv.dev/sleep-requested", &asked).await;
+    let slept = wait_env(&client, name, "Sleeping on request", sleeping).await;
+    let status = slept.status.expect("status");
+    assert_eq!(
+        status.sleep.as_ref().map(|s| s.reason.as_str()),
+        Some("requested")
+    );
+    assert_eq!(status.last_sleep_request.as_deref(), Some(asked.as_str()));
+    let since = status.sleep.as_ref().map(|s| s.since.0).expect("since");
     annotate(
         &client,
         name,
-        "appenv.dev/sleep-requested",
-        &whole_seconds(Timestamp::now() + SignedDuration::from_secs(1)),
+        "appenv.dev/last-request",
+        &request_after(since),
     )
     .await;
-    let slept = wait_env(&client, name, "Sleeping on request", sleeping).await;
+    let woken = wait_env(&client, name, "Ready after the request", awake).await;
     assert_eq!(
-        slept.status.and_then(|s| s.sleep).map(|s| s.reason),
-        Some("requested".to_owned())
+        woken.status.and_then(|s| s.last_sleep_request),
+        Some(asked),
+        "the request handled stays recorded"
     );
     let _ = Api::<AppEnvironment>::all(client.clone())
         .delete(name, &DeleteParams::default())
@@ -307,37 +388,10 @@ async fn get(addr: std::net::SocketAddr, host: &str) -> (u16, String) {
 async fn a_request_through_the_activator_wakes_a_sleeping_environment_and_is_answered_by_web() {
     let client = common::client().await;
     let test = "sleep-wake";
-    let settings = appenv_core::settings::Settings {
-        activator_service: Some(
-            appenv_core::settings::ServiceRef::parse("appenv-system/appenv-activator:80")
-                .expect("a service"),
-        ),
-        ..appenv_core::settings::Settings::default()
-    };
-    let _operator = common::operator(&client, test, settings).await;
-    let config = appenv_activator::Config {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        health_listen: "127.0.0.1:0".parse().expect("address"),
-        ..appenv_activator::Config::default()
-    };
-    let activator = appenv_activator::Activator::start(config, client.clone())
-        .await
-        .expect("the activator starts");
-    let name = "sleep-wake";
-    let host = "sleep-wake.example.com";
-    let env = json!({
-        "apiVersion": "appenv.dev/v1alpha1",
-        "kind": "AppEnvironment",
-        "metadata": {"name": name, "labels": {TEST_LABEL: test}},
-        "spec": {
-            "app": "shop",
-            "image": "example.invalid/shop:1",
-            "web": {"ingress": {"host": host}, "readiness": {"path": "/healthz"}},
-            "database": {"postgres": {}},
-            "sleep": {"afterIdle": "30m"},
-        },
-    });
-    common::apply(&client, &env).await;
+    let _operator = operator(&client, test).await;
+    let activator = activator(&client).await;
+    let (name, host) = ("sleep-wake", "sleep-wake.example.com");
+    common::apply(&client, &web_app(name, test, host)).await;
     wait_env(&client, name, "Ready", awake).await;
     let (code, body) = get(activator.addr(), host).await;
     assert_eq!(code, 200, "{body}");
@@ -345,39 +399,9 @@ async fn a_request_through_the_activator_wakes_a_sleeping_environment_and_is_ans
         body.starts_with("pod shop-"),
         "answered by a web Pod: {body}"
     );
-
-    let asked = Timestamp::now() + SignedDuration::from_secs(1);
-    annotate(
-        &client,
-        name,
-        "appenv.dev/sleep-requested",
-        &whole_seconds(asked),
-    )
-    .await;
-    let slept = wait_env(&client, name, "Sleeping", sleeping).await;
-    let since = slept
-        .status
-        .and_then(|s| s.sleep)
-        .map(|s| s.since.0)
-        .expect("since");
+    let since = sleep_now(&client, name).await;
     let (code, _) = get(activator.addr(), "unknown.example.com").await;
     assert_eq!(code, 404);
-    // Wait until web's Pods are gone, as a sleeping environment's are.
-    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), name);
-    let deadline = tokio::time::Instant::now() + LIMIT;
-    while !pods
-        .list(&ListParams::default().labels("app.kubernetes.io/component=web"))
-        .await
-        .expect("pods")
-        .items
-        .is_empty()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "web's Pods never went"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let started = std::time::Instant::now();
     let (code, body) = get(activator.addr(), host).await;
     let took = started.elapsed();
@@ -394,6 +418,49 @@ async fn a_request_through_the_activator_wakes_a_sleeping_environment_and_is_ans
         .and_then(|v| v.parse().ok())
         .expect("the activator recorded the request");
     assert!(recorded >= since, "{recorded} before {since}");
+    let _ = Api::<AppEnvironment>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
+}
+
+/// Two activators, as the chart runs them: one is killed while it holds a request that woke the
+/// environment; the wake completes and the other one answers.
+#[tokio::test]
+async fn a_wake_completes_when_the_activator_that_started_it_is_killed() {
+    let client = common::client().await;
+    let test = "sleep-kill";
+    let _operator = operator(&client, test).await;
+    let (first, second) = (activator(&client).await, activator(&client).await);
+    let (name, host) = ("sleep-kill", "sleep-kill.example.com");
+    common::apply(&client, &web_app(name, test, host)).await;
+    wait_env(&client, name, "Ready", awake).await;
+    let since = sleep_now(&client, name).await;
+    let held = tokio::spawn(get(first.addr(), host));
+    // Killed once it holds the request (and wrote the wake).
+    let mut holding = first.held();
+    tokio::time::timeout(LIMIT, holding.wait_for(|n| *n >= 1))
+        .await
+        .expect("the request is held")
+        .expect("the activator runs");
+    drop(first);
+    // Its connection goes with it (as with a killed process): no answer.
+    let lost = tokio::time::timeout(LIMIT, held)
+        .await
+        .expect("the connection ends");
+    assert!(
+        lost.is_err() || lost.as_ref().is_ok_and(|(code, _)| *code == 0),
+        "the killed replica answered: {lost:?}"
+    );
+    let (code, body) = get(second.addr(), host).await;
+    assert_eq!(code, 200, "the other replica answers: {body}");
+    assert!(body.starts_with("pod shop-"), "{body}");
+    let woken = wait_env(&client, name, "awake and Ready", awake).await;
+    let recorded: Timestamp = woken
+        .annotations()
+        .get("appenv.dev/last-request")
+        .and_then(|v| v.parse().ok())
+        .expect("a request was recorded");
+    assert!(recorded >= since);
     let _ = Api::<AppEnvironment>::all(client.clone())
         .delete(name, &DeleteParams::default())
         .await;

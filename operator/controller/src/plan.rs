@@ -275,6 +275,9 @@ pub fn plan<'a>(input: &Input<'a>) -> Plan<'a> {
     status::add_backups(&mut status, &backups, previous, now);
     status.restore.clone_from(&restores.status);
     status.sleep.clone_from(&observed.sleep.status);
+    status
+        .last_sleep_request
+        .clone_from(&observed.sleep.handled_request);
     if status.sleep.is_some() && status.phase == Some(Phase::Suspended) {
         status.phase = Some(Phase::Sleeping);
     }

@@ -117,6 +117,10 @@ async fn observe(
         after_idle: model.sleep_after,
         annotations: env.annotations(),
         previous: env.status.as_ref().and_then(|s| s.sleep.as_ref()),
+        handled: env
+            .status
+            .as_ref()
+            .and_then(|s| s.last_sleep_request.as_deref()),
         created: env.metadata.creation_timestamp.as_ref().map(|t| t.0),
         now,
     });

@@ -7,8 +7,8 @@
 //! - the annotation `appenv.dev/last-request`: the time of the last HTTP request to its host,
 //!   written by the activator (at most once a minute, at once for a sleeping environment) and by
 //!   `appenv preview wake`. A value at or after `status.sleep.since` wakes it.
-//! - the annotation `appenv.dev/sleep-requested` (`appenv preview sleep`): newer than the last
-//!   request, it puts the environment to sleep now.
+//! - the annotation `appenv.dev/sleep-requested` (`appenv preview sleep`): a value not handled
+//!   yet (`status.lastSleepRequest`) puts the environment to sleep now.
 //! - idle for `afterIdle` since the last request (or, with none, since it was created): asleep.
 //!
 //! Waking, web and workers wait for the database and Redis to be ready (see `plan`): the order
@@ -32,6 +32,8 @@ pub struct Input<'a> {
     pub annotations: &'a BTreeMap<String, String>,
     /// The previous `status.sleep`: it was asleep.
     pub previous: Option<&'a SleepStatus>,
+    /// The last sleep request handled (`status.lastSleepRequest`).
+    pub handled: Option<&'a str>,
     /// When the environment was created (the idle time's start when no request came yet).
     pub created: Option<Timestamp>,
     pub now: Timestamp,
@@ -46,26 +48,36 @@ pub struct Decision {
     pub due: Option<Timestamp>,
     /// It fell asleep (`true`) or woke (`false`) in this reconcile, and why: an Event.
     pub changed: Option<(bool, String)>,
+    /// The last sleep request handled, for `status.lastSleepRequest`.
+    pub handled_request: Option<String>,
 }
 
 fn stamp(annotations: &BTreeMap<String, String>, key: &str) -> Option<Timestamp> {
     annotations.get(key).and_then(|v| v.trim().parse().ok())
 }
 
-/// Whole seconds: the activator writes its times so, and a request in the second the
-/// environment fell asleep must wake it.
-fn whole_seconds(t: Timestamp) -> Timestamp {
-    Timestamp::from_second(t.as_second()).unwrap_or(t)
+/// `since` of an environment that falls asleep at `t`: the first whole second at or after it.
+/// The activator writes whole seconds, rounded down: a request recorded before the sleep is
+/// before `since` (even in the same second), and one after it is written as `since` at least
+/// (the activator's rule), which wakes it.
+fn since_of(t: Timestamp) -> Timestamp {
+    let down = Timestamp::from_second(t.as_second()).unwrap_or(t);
+    if down == t {
+        down
+    } else {
+        down + SignedDuration::from_secs(1)
+    }
 }
 
 fn asleep(reason: &str, now: Timestamp, why: String) -> Decision {
     Decision {
         status: Some(SleepStatus {
-            since: Time(whole_seconds(now)),
+            since: Time(since_of(now)),
             reason: reason.to_owned(),
         }),
         due: None,
         changed: Some((true, why)),
+        handled_request: None,
     }
 }
 
@@ -82,8 +94,15 @@ fn short(period: Duration) -> String {
 }
 
 pub fn decide(input: &Input<'_>) -> Decision {
+    let mut decision = decide_sleep(input);
+    if decision.handled_request.is_none() {
+        decision.handled_request = input.handled.map(str::to_owned);
+    }
+    decision
+}
+
+fn decide_sleep(input: &Input<'_>) -> Decision {
     let last_request = stamp(input.annotations, request::LAST_REQUEST);
-    let sleep_request = stamp(input.annotations, request::SLEEP);
     let start = last_request.or(input.created).unwrap_or(input.now);
     let due = input
         .after_idle
@@ -98,25 +117,35 @@ pub fn decide(input: &Input<'_>) -> Decision {
                 status: None,
                 due,
                 changed: Some((false, format!("woken by a request at {at}"))),
+                ..Decision::default()
             },
             (None, true) => Decision {
                 status: None,
                 due: None,
                 changed: Some((false, "woken: it no longer sleeps when idle".to_owned())),
+                ..Decision::default()
             },
             (None, false) => Decision {
                 status: Some(sleeping.clone()),
-                due: None,
-                changed: None,
+                ..Decision::default()
             },
         };
     }
-    if let Some(asked) = sleep_request.filter(|s| last_request.is_none_or(|r| *s > r)) {
-        return asleep(
-            REQUESTED,
-            input.now,
-            format!("asleep on request (appenv preview sleep at {asked})"),
-        );
+    // A new value of the sleep annotation is a new request, taken once.
+    if let Some(raw) = input
+        .annotations
+        .get(request::SLEEP)
+        .filter(|raw| Some(raw.as_str()) != input.handled)
+        && let Ok(asked) = raw.trim().parse::<Timestamp>()
+    {
+        return Decision {
+            handled_request: Some(raw.clone()),
+            ..asleep(
+                REQUESTED,
+                input.now,
+                format!("asleep on request (appenv preview sleep at {asked})"),
+            )
+        };
     }
     match due {
         Some(due) if input.now >= due => asleep(
@@ -128,9 +157,8 @@ pub fn decide(input: &Input<'_>) -> Decision {
             ),
         ),
         due => Decision {
-            status: None,
             due,
-            changed: None,
+            ..Decision::default()
         },
     }
 }
@@ -160,6 +188,7 @@ mod tests {
             after_idle: after_idle.map(Duration::from_secs),
             annotations: notes,
             previous,
+            handled: None,
             created: Some(at("2026-12-02T10:00:00Z")),
             now: at(now),
         })
@@ -175,7 +204,8 @@ mod tests {
         let status = d.status.expect("asleep");
         assert_eq!(
             (status.since.0, status.reason.as_str()),
-            (at("2026-12-02T10:30:00Z"), IDLE)
+            (at("2026-12-02T10:30:01Z"), IDLE),
+            "since: the first whole second at or after it fell asleep"
         );
         assert!(
             matches!(d.changed, Some((true, ref why)) if why.contains("no request since 2026-12-02T10:00:00Z"))
@@ -222,23 +252,43 @@ mod tests {
     }
 
     #[test]
-    fn a_sleep_request_newer_than_the_last_request_sleeps_now_and_once() {
+    fn a_new_sleep_request_sleeps_now_and_is_taken_once() {
         let asked = annotations(&[
             (request::SLEEP, "2026-12-02T10:05:00Z"),
-            (request::LAST_REQUEST, "2026-12-02T10:04:00Z"),
+            (request::LAST_REQUEST, "2026-12-02T10:05:00Z"),
         ]);
-        let d = decide_at("2026-12-02T10:05:01Z", None, &asked, None);
+        let d = decide_at("2026-12-02T10:05:00.400Z", None, &asked, None);
         assert_eq!(
             d.status.as_ref().map(|s| s.reason.as_str()),
-            Some(REQUESTED)
+            Some(REQUESTED),
+            "a request in the same second does not hide it"
         );
-        // Woken by a request since: the old sleep request is not taken again.
-        let woken = annotations(&[
-            (request::SLEEP, "2026-12-02T10:05:00Z"),
-            (request::LAST_REQUEST, "2026-12-02T10:06:00Z"),
-        ]);
-        let d = decide_at("2026-12-02T10:06:01Z", None, &woken, None);
-        assert_eq!(d.status, None);
+        assert_eq!(d.handled_request.as_deref(), Some("2026-12-02T10:05:00Z"));
+        let sleeping = d.status.expect("asleep");
+        assert_eq!(sleeping.since.0, at("2026-12-02T10:05:01Z"));
+        let after = |last_request: &str, previous: Option<&SleepStatus>| {
+            decide(&Input {
+                after_idle: None,
+                annotations: &annotations(&[
+                    (request::SLEEP, "2026-12-02T10:05:00Z"),
+                    (request::LAST_REQUEST, last_request),
+                ]),
+                previous,
+                handled: Some("2026-12-02T10:05:00Z"),
+                created: None,
+                now: at("2026-12-02T10:05:01.500Z"),
+            })
+        };
+        // The request recorded before it fell asleep, in the same second, does not wake it.
+        let d = after("2026-12-02T10:05:00Z", Some(&sleeping));
+        assert_eq!(d.status.as_ref(), Some(&sleeping), "still asleep");
+        // One after it (the activator writes `since` at least) wakes it; the request handled
+        // is not taken again, and stays recorded.
+        let d = after("2026-12-02T10:05:01Z", Some(&sleeping));
+        assert_eq!(d.status, None, "woken");
+        let d = after("2026-12-02T10:05:01Z", None);
+        assert_eq!(d.status, None, "not asleep again");
+        assert_eq!(d.handled_request.as_deref(), Some("2026-12-02T10:05:00Z"));
         // A value that is no time is no request.
         let garbage = annotations(&[(request::SLEEP, "now please")]);
         assert_eq!(

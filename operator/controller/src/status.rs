@@ -109,6 +109,7 @@ pub fn invalid(
         backup: previous.and_then(|p| p.backup.clone()),
         restore: previous.and_then(|p| p.restore.clone()),
         sleep: previous.and_then(|p| p.sleep.clone()),
+        last_sleep_request: previous.and_then(|p| p.last_sleep_request.clone()),
     }
 }
 
@@ -515,6 +516,7 @@ pub fn compute(
         backup: None,
         restore: None,
         sleep: None,
+        last_sleep_request: None,
     }
 }
 

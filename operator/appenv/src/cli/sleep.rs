@@ -64,16 +64,21 @@ pub async fn run(client: &Client, args: &SleepArgs, wake: bool) -> anyhow::Resul
         bail!("no preview {name}");
     };
     let now = Timestamp::now();
-    let (key, verb) = if wake {
-        (request::LAST_REQUEST, "wake")
+    // A wake is a request as the activator records it; a sleep request keeps its fraction of a
+    // second, so two requests in one second are two requests (the controller takes each once).
+    let (key, verb, value) = if wake {
+        // As the activator's wake: never before `since` (the controller's rule).
+        let since = env.status.as_ref().and_then(|s| s.sleep.as_ref());
+        let at = since.map_or(now, |s| now.max(s.since.0));
+        (request::LAST_REQUEST, "wake", request_time(at))
     } else {
-        (request::SLEEP, "sleep")
+        (request::SLEEP, "sleep", now.to_string())
     };
     if wake && !asleep(&env) {
         println!("{name} is awake (phase {:?})", phase(&env));
         return Ok(true);
     }
-    annotate(&api, &name, key, &request_time(now), FIELD_MANAGER).await?;
+    annotate(&api, &name, key, &value, FIELD_MANAGER).await?;
     println!("{verb} of {name} requested");
     if !args.wait {
         return Ok(true);
