@@ -29,19 +29,25 @@ pub enum Component {
     ControllerManager,
     Kubelet,
     Operator,
+    /// `appenv activator` (`appenv bench wake`).
+    Activator,
     Helm,
+    /// The load generator, `wrk` (`appenv bench wake`).
+    Load,
     Bench,
 }
 
 impl Component {
     /// In the order of the report's columns.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Apiserver,
         Self::Etcd,
         Self::ControllerManager,
         Self::Kubelet,
         Self::Operator,
+        Self::Activator,
         Self::Helm,
+        Self::Load,
         Self::Bench,
     ];
 
@@ -53,7 +59,9 @@ impl Component {
             Self::ControllerManager => "controller-manager",
             Self::Kubelet => "kubelet",
             Self::Operator => "operator",
+            Self::Activator => "activator",
             Self::Helm => "helm",
+            Self::Load => "load",
             Self::Bench => "bench",
         }
     }
@@ -381,18 +389,24 @@ impl Meter {
         })
     }
 
-    /// What each component used since `before`; Helm's only `with_helm`.
-    pub fn since(&self, before: &Sample, with_helm: bool) -> anyhow::Result<CpuUse> {
+    /// What each component used since `before`; the benchmark's reaped child processes (Helm's,
+    /// or the load generator's) as `children`'s.
+    pub fn since(&self, before: &Sample, children: Option<Component>) -> anyhow::Result<CpuUse> {
         Ok(used_between(
             before,
             &self.sample()?,
             self.ticks_per_second,
-            with_helm,
+            children,
         ))
     }
 }
 
-fn used_between(before: &Sample, after: &Sample, ticks_per_second: f64, with_helm: bool) -> CpuUse {
+fn used_between(
+    before: &Sample,
+    after: &Sample,
+    ticks_per_second: f64,
+    children: Option<Component>,
+) -> CpuUse {
     let mut seconds: BTreeMap<Component, f64> = after
         .ticks
         .iter()
@@ -402,9 +416,9 @@ fn used_between(before: &Sample, after: &Sample, ticks_per_second: f64, with_hel
             (*component, used)
         })
         .collect();
-    if with_helm {
-        let helm = after.children.saturating_sub(before.children);
-        seconds.insert(Component::Helm, helm.as_secs_f64());
+    if let Some(component) = children {
+        let reaped = after.children.saturating_sub(before.children);
+        seconds.insert(component, reaped.as_secs_f64());
     }
     let machine = after.machine_ticks.saturating_sub(before.machine_ticks) as f64;
     CpuUse::new(
@@ -538,14 +552,14 @@ mod tests {
             &[(Component::Apiserver, 350), (Component::Bench, 7)],
             2000,
         );
-        let cpu = used_between(&before, &after, 100.0, true);
+        let cpu = used_between(&before, &after, 100.0, Some(Component::Helm));
         assert_eq!(cpu.wall_seconds, 2.0);
         assert_eq!(cpu.machine_cores, 1.5);
         assert_eq!(cpu.seconds_of(Component::Apiserver), Some(2.5));
         assert_eq!(cpu.seconds_of(Component::Bench), Some(0.0));
         assert_eq!(cpu.seconds_of(Component::Helm), Some(1.5));
         assert_eq!(
-            used_between(&before, &after, 100.0, false).seconds_of(Component::Helm),
+            used_between(&before, &after, 100.0, None).seconds_of(Component::Helm),
             None
         );
     }

@@ -13,6 +13,7 @@
 
 mod cpu;
 mod targets;
+pub mod wake;
 
 pub use crate::cpu::{Busiest, Component, CpuUse};
 use crate::cpu::{KubeletRuntime, Meter};
@@ -383,22 +384,33 @@ fn request_of(line: &str) -> Option<String> {
     Some(format!("{} {group}/{}", label("verb")?, label("resource")?))
 }
 
+/// How the measured operator runs.
+struct OperatorOptions {
+    /// By default this benchmark's own binary.
+    binary: Option<PathBuf>,
+    resync_seconds: u64,
+    concurrency: u16,
+    /// More flags of `appenv operator`.
+    extra: Vec<String>,
+}
+
 impl Operator {
-    async fn start(kubeconfig: &Path, args: &BenchArgs) -> anyhow::Result<Self> {
+    async fn start(kubeconfig: &Path, options: &OperatorOptions) -> anyhow::Result<Self> {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
             .local_addr()?
             .port();
-        let binary = match &args.operator_binary {
+        let binary = match &options.binary {
             Some(binary) => binary.clone(),
             None => std::env::current_exe()?,
         };
         let child = Command::new(&binary)
             .args(["operator", "--resync-seconds"])
-            .arg(args.resync_seconds.to_string())
+            .arg(options.resync_seconds.to_string())
             .arg("--concurrency")
-            .arg(args.concurrency.to_string())
+            .arg(options.concurrency.to_string())
             .arg(format!("--metrics-addr=127.0.0.1:{port}"))
             .args(["--selector", "appenv.dev/bench=true"])
+            .args(&options.extra)
             .env("KUBECONFIG", kubeconfig)
             .env("APPENV_LOG", "warn")
             .stdout(Stdio::null())
@@ -931,7 +943,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let kubelet = KubeletRuntime::start(plane.kubeconfig()).await?;
     appenv_controller::crd::install(&client, FIELD_MANAGER).await?;
     let discovery = Discovery::new(client.clone()).run().await?;
-    let operator = Operator::start(plane.kubeconfig(), &args).await?;
+    let operator = Operator::start(
+        plane.kubeconfig(),
+        &OperatorOptions {
+            binary: args.operator_binary.clone(),
+            resync_seconds: args.resync_seconds,
+            concurrency: args.concurrency,
+            extra: Vec::new(),
+        },
+    )
+    .await?;
     operator.settle().await?;
     let meter = meter(&plane, &operator, &kubelet)?;
     let mut report = Report {
@@ -1041,7 +1062,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                     }
                 };
                 let latencies = ready.wait(&names, started, limit).await?;
-                let cpu = meter.since(&cpu_before, method == Method::Helm)?;
+                let cpu = meter.since(
+                    &cpu_before,
+                    (method == Method::Helm).then_some(Component::Helm),
+                )?;
                 let requests = match &before {
                     Some(before) => operator.counters()?.since(before),
                     None => Counters::default(),
@@ -1125,7 +1149,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         let started = Instant::now();
         apply_environments(&client, &names, args.parallel).await?;
         envs_ready.wait(&names, started, limit).await?;
-        let cpu = meter.since(&cpu_before, false)?;
+        let cpu = meter.since(&cpu_before, None)?;
         let requests = operator.counters()?.since(&before);
         existing = target;
         grown(existing, names.len(), (&requests, &cpu, 1.0), &mut report)?;
@@ -1139,7 +1163,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let before = operator.counters()?;
     let cpu_before = meter.sample()?;
     tokio::time::sleep(Duration::from_secs(args.resync_seconds * 2 + 1)).await;
-    let cpu = meter.since(&cpu_before, false)?;
+    let cpu = meter.since(&cpu_before, None)?;
     let after = operator.counters()?;
     let resyncs = after.reconciles - before.reconciles;
     let per_resync = |x: f64| x / resyncs.max(1) as f64;
@@ -1186,7 +1210,12 @@ fn cpu_tables(out: &mut String, report: &Report) {
          process's on the machine, the benchmark's and any other load:\n",
         report.cores
     );
-    let columns: Vec<&str> = Component::ALL.iter().map(|c| c.as_str()).collect();
+    // Not the activator and the load generator: they run in `bench wake` only.
+    let components: Vec<Component> = Component::ALL
+        .into_iter()
+        .filter(|c| !matches!(c, Component::Activator | Component::Load))
+        .collect();
+    let columns: Vec<&str> = components.iter().map(|c| c.as_str()).collect();
     let _ = writeln!(
         out,
         "| method | N | wall s | {} | bounded by | all, cores | machine, cores |",
@@ -1198,7 +1227,7 @@ fn cpu_tables(out: &mut String, report: &Report) {
         "---|".repeat(columns.len())
     );
     for b in &report.batches {
-        let seconds: Vec<String> = Component::ALL
+        let seconds: Vec<String> = components
             .iter()
             .map(|c| {
                 b.cpu

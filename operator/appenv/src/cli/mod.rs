@@ -49,7 +49,7 @@ pub enum Command {
     Backup(backup::BackupCommand),
     #[cfg(feature = "dev")]
     /// Measure the operator (latency, API requests, memory) next to direct apply and Helm.
-    Bench(bench::BenchArgs),
+    Bench(bench::BenchCommand),
     #[cfg(feature = "dev")]
     /// Run a local Kubernetes control plane with a simulated node, for development.
     Dev(dev::DevArgs),
