@@ -840,7 +840,11 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
         "replicaCount": 1,
         "activator": {"enabled": true},
         "log": {"level": "debug"},
-        "previews": {"domain": "preview.example.org", "wildcardTlsSecret": "certs/wildcard"},
+        "previews": {
+            "domain": "preview.example.org",
+            "wildcardTlsSecret": "certs/wildcard",
+            "sleepAfter": "30m",
+        },
         "backup": {"agentImage": "registry.example/mirror/appenv:9"},
     });
     let upgraded = helm(&[
@@ -877,6 +881,10 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
     assert_eq!(
         values_of(&deployment, "APPENV_AGENT_IMAGE").as_deref(),
         Some("registry.example/mirror/appenv:9")
+    );
+    assert_eq!(
+        values_of(&deployment, "APPENV_PREVIEW_SLEEP_AFTER").as_deref(),
+        Some("30m")
     );
     check_the_activator(&admin, &deployment).await;
     let refused = helm(&[
@@ -915,6 +923,18 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
     ])
     .expect_err("a shutdown delay past the grace period is refused");
     assert!(refused.contains("shutdownDelay"), "{refused}");
+    let refused = helm(&[
+        "upgrade",
+        RELEASE,
+        repo()
+            .join("charts/appenv-operator")
+            .to_str()
+            .expect("path"),
+        "--values-json",
+        r#"{"previews": {"sleepAfter": "90s"}}"#,
+    ])
+    .expect_err("a preview sleep period under 2m is refused");
+    assert!(refused.contains("sleepAfter"), "{refused}");
 
     // Uninstall removes what the release made, and keeps what the docs say it keeps: the CRD
     // (and so every AppEnvironment and its namespace) and the leader-election Lease.

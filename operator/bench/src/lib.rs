@@ -384,6 +384,19 @@ fn request_of(line: &str) -> Option<String> {
     Some(format!("{} {group}/{}", label("verb")?, label("resource")?))
 }
 
+/// Wait until `child`'s `/readyz` on `port` answers 200; fail when it stops or after a minute.
+async fn wait_ready(child: &mut Child, port: u16, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http_get(port, "/readyz").map(|r| r.0).ok() != Some(200) {
+        if let Some(exit) = child.try_wait()? {
+            anyhow::bail!("{what} stopped: {exit}");
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{what} did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// How the measured operator runs.
 struct OperatorOptions {
     /// By default this benchmark's own binary.
@@ -417,15 +430,8 @@ impl Operator {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {} operator", binary.display()))?;
-        let operator = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(port, "/readyz").map(|r| r.0).ok() != Some(200) {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the operator did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let mut operator = Self { child, port };
+        wait_ready(&mut operator.child, port, "the operator").await?;
         Ok(operator)
     }
 
@@ -883,10 +889,11 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
 }
 
-/// CPU meters for the processes of the control plane, the operator and the simulated kubelet.
+/// CPU meters for the processes of the control plane, `others` (the operator's, ...) and the
+/// simulated kubelet.
 fn meter(
     plane: &ControlPlane,
-    operator: &Operator,
+    others: &[(Component, u32)],
     kubelet: &KubeletRuntime,
 ) -> anyhow::Result<Meter> {
     let mut processes = Vec::new();
@@ -900,7 +907,7 @@ fn meter(
             .with_context(|| format!("{} is not running", process.binary()))?;
         processes.push((component, pid));
     }
-    processes.push((Component::Operator, operator.pid()));
+    processes.extend_from_slice(others);
     Ok(Meter::new(processes, kubelet))
 }
 
@@ -954,7 +961,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     )
     .await?;
     operator.settle().await?;
-    let meter = meter(&plane, &operator, &kubelet)?;
+    let meter = meter(&plane, &[(Component::Operator, operator.pid())], &kubelet)?;
     let mut report = Report {
         machine: machine(),
         cores: cores(),

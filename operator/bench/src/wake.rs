@@ -16,13 +16,14 @@
 
 use crate::cpu::{Component, CpuUse, KubeletRuntime, Meter, Sample};
 use crate::{
-    ControllerManagerArgs, Operator, OperatorOptions, cores, machine, percentile, progress,
+    ControllerManagerArgs, Operator, OperatorOptions, cores, machine, meter, percentile, progress,
+    wait_ready,
 };
 use anyhow::Context as _;
 use appenv_api::AppEnvironment;
 use appenv_api::names::request;
 use appenv_core::build::FIELD_MANAGER;
-use appenv_localcluster::{ControlPlane, Process, StartOptions, http_get};
+use appenv_localcluster::{ControlPlane, StartOptions, http_get};
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -209,17 +210,7 @@ impl ActivatorProcess {
             traffic: SocketAddr::from((Ipv4Addr::LOCALHOST, traffic)),
             health,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(health, "/readyz").map(|r| r.0).ok() != Some(200) {
-            if let Some(exit) = activator.child.try_wait()? {
-                anyhow::bail!("the activator stopped: {exit}");
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "the activator did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ready(&mut activator.child, health, "the activator").await?;
         Ok(activator)
     }
 
@@ -545,20 +536,14 @@ impl Bed {
         .await?;
         progress("starting the activator");
         let activator = ActivatorProcess::start(plane.kubeconfig(), args).await?;
-        let mut processes = Vec::new();
-        for (component, process) in [
-            (Component::Apiserver, Process::ApiServer),
-            (Component::Etcd, Process::Etcd),
-            (Component::ControllerManager, Process::ControllerManager),
-        ] {
-            let pid = plane
-                .pid(process)
-                .with_context(|| format!("{} is not running", process.binary()))?;
-            processes.push((component, pid));
-        }
-        processes.push((Component::Operator, operator.pid()));
-        processes.push((Component::Activator, activator.child.id()));
-        let meter = Meter::new(processes, &kubelet);
+        let meter = meter(
+            &plane,
+            &[
+                (Component::Operator, operator.pid()),
+                (Component::Activator, activator.child.id()),
+            ],
+            &kubelet,
+        )?;
         let timeline = Arc::new(Timeline::default());
         let watches = watch(&client, &timeline);
         Ok(Self {
