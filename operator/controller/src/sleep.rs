@@ -96,7 +96,13 @@ fn short(period: Duration) -> String {
 pub fn decide(input: &Input<'_>) -> Decision {
     let mut decision = decide_sleep(input);
     if decision.handled_request.is_none() {
-        decision.handled_request = input.handled.map(str::to_owned);
+        // Asleep, a sleep request is already met: it is taken now, or it would put the
+        // environment back to sleep right after its next wake.
+        let pending = input
+            .previous
+            .and_then(|_| input.annotations.get(request::SLEEP))
+            .map(String::as_str);
+        decision.handled_request = pending.or(input.handled).map(str::to_owned);
     }
     decision
 }
@@ -289,6 +295,41 @@ mod tests {
         let d = after("2026-12-02T10:05:01Z", None);
         assert_eq!(d.status, None, "not asleep again");
         assert_eq!(d.handled_request.as_deref(), Some("2026-12-02T10:05:00Z"));
+        // Asleep (idle) when asked to sleep: the request is taken at once, so the next wake
+        // lasts.
+        let idle = SleepStatus {
+            since: Time(at("2026-12-02T10:30:00Z")),
+            reason: IDLE.into(),
+        };
+        let asked_asleep = annotations(&[
+            (request::SLEEP, "2026-12-02T10:40:00.5Z"),
+            (request::LAST_REQUEST, "2026-12-02T10:00:00Z"),
+        ]);
+        let d = decide_at(
+            "2026-12-02T10:40:01Z",
+            Some(1800),
+            &asked_asleep,
+            Some(&idle),
+        );
+        assert_eq!(
+            d.status.as_ref(),
+            Some(&idle),
+            "still asleep, since unchanged"
+        );
+        assert_eq!(d.handled_request.as_deref(), Some("2026-12-02T10:40:00.5Z"));
+        let woken = annotations(&[
+            (request::SLEEP, "2026-12-02T10:40:00.5Z"),
+            (request::LAST_REQUEST, "2026-12-02T10:50:00Z"),
+        ]);
+        let d = decide(&Input {
+            after_idle: Some(Duration::from_secs(1800)),
+            annotations: &woken,
+            previous: None,
+            handled: Some("2026-12-02T10:40:00.5Z"),
+            created: None,
+            now: at("2026-12-02T10:50:01Z"),
+        });
+        assert_eq!(d.status, None, "the wake lasts");
         // A value that is no time is no request.
         let garbage = annotations(&[(request::SLEEP, "now please")]);
         assert_eq!(
