@@ -7,8 +7,8 @@
 //! - Wake: a request to an environment that sleeps, or has no Ready web Pod, writes at once
 //!   unless the newest known value is already at or after `status.sleep.since`, which is what
 //!   wakes it (the controller's rule: the annotation and `since` are whole seconds, `since`
-//!   the first whole second at or after the environment fell asleep, so a request recorded
-//!   before it, even in the same second, does not wake it). Without `since` there is nothing
+//!   the first whole second at or after the environment fell asleep and after the last request
+//!   recorded, so a request recorded before it, even in the same second, does not wake it). Without `since` there is nothing
 //!   to compare with, and the activity rule decides. The value written is never before
 //!   `since`.
 //! - The interval a replica applies is the configured one plus a fraction of a second to a

@@ -317,11 +317,13 @@ impl Fleet {
         })
         .await;
         if converged.is_err() {
-            let report: Vec<String> = self
-                .envs
-                .keys()
-                .map(|name| describe(reader.get(&reflector::ObjectRef::new(name)).as_deref()))
-                .collect();
+            let mut report = Vec::new();
+            for name in self.envs.keys() {
+                report.push(describe(
+                    reader.get(&reflector::ObjectRef::new(name)).as_deref(),
+                ));
+                report.push(namespace_report(client, name).await);
+            }
             panic!(
                 "not all Ready within {limit:?} {when}:\n{}{}",
                 report.join("\n"),
@@ -346,6 +348,60 @@ fn image(shape: Shape, version: u32) -> String {
 }
 
 /// One line per environment for a failure message.
+/// The Pods and claims of namespace `ns`, their phases and conditions, and its recent Events:
+/// what a failed wait needs to be understood.
+async fn namespace_report(client: &Client, ns: &str) -> String {
+    use k8s_openapi::api::core::v1::{Event, Pod};
+    let mut lines = Vec::new();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    for pod in pods {
+        let status = pod.status.unwrap_or_default();
+        let conditions: Vec<String> = status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .map(|c| format!("{}={}", c.type_, c.status))
+            .collect();
+        lines.push(format!(
+            "    pod {} on {:?}: {:?} {}",
+            pod.metadata.name.unwrap_or_default(),
+            pod.spec.and_then(|s| s.node_name),
+            status.phase,
+            conditions.join(",")
+        ));
+    }
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    for claim in claims {
+        lines.push(format!(
+            "    claim {}: {:?}",
+            claim.metadata.name.unwrap_or_default(),
+            claim.status.and_then(|s| s.phase)
+        ));
+    }
+    let events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    for event in events.iter().rev().take(12) {
+        lines.push(format!(
+            "    event {} {}: {}",
+            event.involved_object.name.as_deref().unwrap_or_default(),
+            event.reason.as_deref().unwrap_or_default(),
+            event.message.as_deref().unwrap_or_default()
+        ));
+    }
+    lines.join("\n")
+}
+
 fn describe(env: Option<&AppEnvironment>) -> String {
     let Some(env) = env else {
         return "  (missing)".to_owned();

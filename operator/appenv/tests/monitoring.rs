@@ -373,18 +373,20 @@ fn helm(namespace: &str, args: &[&str]) -> Result<Value, String> {
     }
 }
 
-/// A minimal `monitoring.coreos.com/v1` PrometheusRule CRD (the Prometheus Operator's kind,
-/// with its schema left open).
-fn prometheus_rule_crd() -> CustomResourceDefinition {
+/// A minimal `monitoring.coreos.com/v1` CRD of the Prometheus Operator's `kind` (PrometheusRule,
+/// ServiceMonitor), with its schema left open.
+fn monitoring_crd(kind: &str) -> CustomResourceDefinition {
+    let singular = kind.to_lowercase();
+    let plural = format!("{singular}s");
     serde_json::from_value(json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "prometheusrules.monitoring.coreos.com"},
+        "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
         "spec": {
             "group": "monitoring.coreos.com",
             "scope": "Namespaced",
-            "names": {"kind": "PrometheusRule", "listKind": "PrometheusRuleList",
-                "plural": "prometheusrules", "singular": "prometheusrule"},
+            "names": {"kind": kind, "listKind": format!("{kind}List"),
+                "plural": plural, "singular": singular},
             "versions": [{"name": "v1", "served": true, "storage": true,
                 "schema": {"openAPIV3Schema": {"type": "object",
                     "x-kubernetes-preserve-unknown-fields": true}}}],
@@ -405,6 +407,8 @@ async fn the_chart_renders_the_dashboard_and_the_rules() {
         "dashboard": {"enabled": true, "annotations": {"grafana_folder": "appenv"}},
         "prometheusRule": {"enabled": true, "labels": {"release": "kube-prometheus-stack"},
             "backupStaleAfter": "8d"},
+        "metrics": {"serviceMonitor": {"enabled": true}},
+        "activator": {"enabled": true, "replicas": 0},
     })
     .to_string();
     let install = ["install", RELEASE, chart, "--values-json", &values];
@@ -418,17 +422,20 @@ async fn the_chart_renders_the_dashboard_and_the_rules() {
     );
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.create(&PostParams::default(), &prometheus_rule_crd())
-        .await
-        .expect("create the PrometheusRule CRD");
-    common::wait_for(
-        &crds,
-        "prometheusrules.monitoring.coreos.com",
-        Duration::from_secs(60),
-        "established",
-        conditions::is_crd_established(),
-    )
-    .await;
+    for kind in ["PrometheusRule", "ServiceMonitor"] {
+        let crd = monitoring_crd(kind);
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .unwrap_or_else(|e| panic!("create the {kind} CRD: {e}"));
+        common::wait_for(
+            &crds,
+            &crd.metadata.name.expect("a name"),
+            Duration::from_secs(60),
+            "established",
+            conditions::is_crd_established(),
+        )
+        .await;
+    }
     // A threshold that is no whole number of minutes, hours or days is refused, named.
     let bad = json!({"prometheusRule": {"enabled": true, "backupStaleAfter": "26 hours"}});
     let bad = bad.to_string();
@@ -504,6 +511,47 @@ async fn the_chart_renders_the_dashboard_and_the_rules() {
         !spec.contains(r#"job=\"appenv-operator-metrics\""#),
         "{spec}"
     );
+
+    // A ServiceMonitor each for the operator's and the activator's metrics Services, each
+    // selecting exactly the labels of its Service.
+    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
+    let monitors: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NS, &ApiResource::from_gvk(&gvk));
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), NS);
+    for (monitor, service) in [
+        (
+            "monitoring-appenv-operator",
+            "monitoring-appenv-operator-metrics",
+        ),
+        (
+            "monitoring-appenv-operator-activator",
+            "monitoring-appenv-operator-activator",
+        ),
+    ] {
+        let monitor = monitors
+            .get(monitor)
+            .await
+            .unwrap_or_else(|e| panic!("the ServiceMonitor {monitor}: {e}"));
+        let labels = services
+            .get(service)
+            .await
+            .unwrap_or_else(|e| panic!("the Service {service}: {e}"))
+            .metadata
+            .labels
+            .unwrap_or_default();
+        let selector = monitor.data["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .expect("matchLabels");
+        assert!(!selector.is_empty());
+        for (key, value) in selector {
+            assert_eq!(
+                labels.get(key).map(String::as_str),
+                value.as_str(),
+                "{service} lacks {key} of the ServiceMonitor's selector"
+            );
+        }
+        assert_eq!(monitor.data["spec"]["endpoints"][0]["port"], "metrics");
+    }
 
     helm(NS, &["uninstall", RELEASE]).unwrap_or_else(|e| panic!("helm uninstall: {e}"));
     assert!(

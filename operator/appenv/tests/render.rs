@@ -22,6 +22,11 @@ fn settings() -> Settings {
             appenv_core::settings::DnsLabel::parse_copy_source("flask-react-template-secrets")
                 .expect("namespace"),
         ],
+        // Environments may sleep (the preview below does).
+        activator_service: Some(
+            appenv_core::settings::ServiceRef::parse("appenv-system/appenv-activator:80")
+                .expect("a service"),
+        ),
         ..Settings::default()
     }
 }
@@ -248,6 +253,7 @@ spec:
   backup:
     destination:
       volumeSnapshot: {className: csi-snapshots}
+  sleep: {afterIdle: 45m}
 ";
 
 #[test]
@@ -273,7 +279,7 @@ fn every_bound_in_the_crd_schema_is_checked_by_the_rust_validation() {
         })
         .collect();
     // Fields none of the seeds' systems uses: a preview started from a dump at a URL, backed up
-    // as VolumeSnapshots.
+    // as VolumeSnapshots, that sleeps when idle.
     valid.push((
         "preview-from-dump.yaml".to_owned(),
         serde_norway::from_str(PREVIEW_FROM_DUMP).expect("parses"),

@@ -241,7 +241,7 @@ async fn restore_says_what_happens_without_yes_and_requests_it_with_yes() {
     // An id that is no backup id is refused before anything is asked.
     let (ok, _, stderr) = run(&["restore", &name, "--backup", "../etc", "--yes"]);
     assert!(
-        !ok && stderr.contains("is not `latest` or a backup id"),
+        !ok && stderr.contains("is not `latest`, a backup id") && stderr.contains("--backup"),
         "{stderr}"
     );
     assert_eq!(request_of(&api, &name).await, Some(request));

@@ -459,23 +459,7 @@ async fn pods(client: &Client) -> anyhow::Result<Vec<Pod>> {
 
 /// Put the environment to sleep (as `appenv preview sleep`) and wait until no Pod is left.
 async fn sleep(client: &Client, limit: Duration) -> anyhow::Result<()> {
-    // A last request at or after `since` wakes it: the last wake's request (whole seconds,
-    // never before the last `since`, so up to a second ahead) must be in the past first, as it
-    // is for any sleep but one within a second of the last wake.
     let api = Api::<AppEnvironment>::all(client.clone());
-    let last = api
-        .get(NAME)
-        .await?
-        .annotations()
-        .get(request::LAST_REQUEST)
-        .and_then(|v| v.parse::<Timestamp>().ok());
-    if let Some(last) = last {
-        let wait = (last + k8s_openapi::jiff::SignedDuration::from_secs(1))
-            .duration_since(Timestamp::now());
-        if wait.is_positive() {
-            tokio::time::sleep(wait.unsigned_abs()).await;
-        }
-    }
     annotate(client, request::SLEEP, &Timestamp::now().to_string()).await?;
     until("Sleeping", limit, async || {
         let env = api.get(NAME).await?;

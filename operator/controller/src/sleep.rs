@@ -69,10 +69,17 @@ fn since_of(t: Timestamp) -> Timestamp {
     }
 }
 
-fn asleep(reason: &str, now: Timestamp, why: String) -> Decision {
+/// Asleep from `now`. `since` is also past the last request recorded (`last_request`): a wake
+/// writes `since` at least, so that value may be up to a second ahead of the clock, and it must
+/// not wake the environment again.
+fn asleep(reason: &str, now: Timestamp, last_request: Option<Timestamp>, why: String) -> Decision {
+    // A value further ahead is no wake's (a clock's error, or garbage): not followed.
+    let after_last = last_request
+        .filter(|last| *last <= now + SignedDuration::from_secs(2))
+        .map(|last| since_of(last) + SignedDuration::from_secs(1));
     Decision {
         status: Some(SleepStatus {
-            since: Time(since_of(now)),
+            since: Time(since_of(now).max(after_last.unwrap_or(now))),
             reason: reason.to_owned(),
         }),
         due: None,
@@ -149,6 +156,7 @@ fn decide_sleep(input: &Input<'_>) -> Decision {
             ..asleep(
                 REQUESTED,
                 input.now,
+                last_request,
                 format!("asleep on request (appenv preview sleep at {asked})"),
             )
         };
@@ -157,6 +165,7 @@ fn decide_sleep(input: &Input<'_>) -> Decision {
         Some(due) if input.now >= due => asleep(
             IDLE,
             input.now,
+            last_request,
             format!(
                 "asleep: no request since {start} ({} idle)",
                 short(input.after_idle.unwrap_or_default())
@@ -295,6 +304,28 @@ mod tests {
         let d = after("2026-12-02T10:05:01Z", None);
         assert_eq!(d.status, None, "not asleep again");
         assert_eq!(d.handled_request.as_deref(), Some("2026-12-02T10:05:00Z"));
+        // The last wake's request may be ahead of the clock (written as the last `since`): a
+        // sleep request within that second falls asleep after it, and stays asleep.
+        let ahead = annotations(&[
+            (request::SLEEP, "2026-12-02T10:20:00.900Z"),
+            (request::LAST_REQUEST, "2026-12-02T10:20:01Z"),
+        ]);
+        let d = decide_at("2026-12-02T10:20:00.950Z", None, &ahead, None);
+        let sleeping = d.status.expect("asleep");
+        assert_eq!(sleeping.since.0, at("2026-12-02T10:20:02Z"));
+        let d = decide(&Input {
+            after_idle: None,
+            annotations: &ahead,
+            previous: Some(&sleeping),
+            handled: Some("2026-12-02T10:20:00.900Z"),
+            created: None,
+            now: at("2026-12-02T10:20:01.500Z"),
+        });
+        assert_eq!(
+            d.status.as_ref(),
+            Some(&sleeping),
+            "not woken by the old request"
+        );
         // Asleep (idle) when asked to sleep: the request is taken at once, so the next wake
         // lasts.
         let idle = SleepStatus {
