@@ -887,54 +887,35 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
         Some("30m")
     );
     check_the_activator(&admin, &deployment).await;
-    let refused = helm(&[
-        "upgrade",
-        RELEASE,
-        repo()
-            .join("charts/appenv-operator")
-            .to_str()
-            .expect("path"),
-        "--values-json",
-        r#"{"backup": {"agentImage": "registry.example/appenv 9"}}"#,
-    ])
-    .expect_err("an agent image with a space is refused");
-    assert!(refused.contains("agentImage"), "{refused}");
-    let refused = helm(&[
-        "upgrade",
-        RELEASE,
-        repo()
-            .join("charts/appenv-operator")
-            .to_str()
-            .expect("path"),
-        "--values-json",
-        r#"{"replicaCount": "two"}"#,
-    ])
-    .expect_err("a string replica count is refused");
-    assert!(refused.contains("replicaCount"), "{refused}");
-    let refused = helm(&[
-        "upgrade",
-        RELEASE,
-        repo()
-            .join("charts/appenv-operator")
-            .to_str()
-            .expect("path"),
-        "--values-json",
-        r#"{"activator": {"enabled": true, "shutdownDelay": "40s"}}"#,
-    ])
-    .expect_err("a shutdown delay past the grace period is refused");
-    assert!(refused.contains("shutdownDelay"), "{refused}");
-    let refused = helm(&[
-        "upgrade",
-        RELEASE,
-        repo()
-            .join("charts/appenv-operator")
-            .to_str()
-            .expect("path"),
-        "--values-json",
-        r#"{"previews": {"sleepAfter": "90s"}}"#,
-    ])
-    .expect_err("a preview sleep period under 2m is refused");
-    assert!(refused.contains("sleepAfter"), "{refused}");
+    // Values the schema refuses, each naming the value.
+    let chart = repo().join("charts/appenv-operator");
+    let chart = chart.to_str().expect("path");
+    for (values, named, what) in [
+        (
+            r#"{"backup": {"agentImage": "registry.example/appenv 9"}}"#,
+            "agentImage",
+            "an agent image with a space",
+        ),
+        (
+            r#"{"replicaCount": "two"}"#,
+            "replicaCount",
+            "a string replica count",
+        ),
+        (
+            r#"{"activator": {"enabled": true, "shutdownDelay": "40s"}}"#,
+            "shutdownDelay",
+            "a shutdown delay past the grace period",
+        ),
+        (
+            r#"{"previews": {"sleepAfter": "90s"}}"#,
+            "sleepAfter",
+            "a preview sleep period under 2m",
+        ),
+    ] {
+        let refused = helm(&["upgrade", RELEASE, chart, "--values-json", values])
+            .expect_err(&format!("{what} is refused"));
+        assert!(refused.contains(named), "{what}: {refused}");
+    }
 
     // Uninstall removes what the release made, and keeps what the docs say it keeps: the CRD
     // (and so every AppEnvironment and its namespace) and the leader-election Lease.
