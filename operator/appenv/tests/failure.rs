@@ -348,8 +348,8 @@ fn image(shape: Shape, version: u32) -> String {
 }
 
 /// One line per environment for a failure message.
-/// The Pods and claims of namespace `ns`, their phases and conditions, and its recent Events:
-/// what a failed wait needs to be understood.
+/// The Pods and claims of namespace `ns`, their phases and conditions, its Secrets' names and its
+/// recent Events: what a failed wait needs to be understood.
 async fn namespace_report(client: &Client, ns: &str) -> String {
     use k8s_openapi::api::core::v1::{Event, Pod};
     let mut lines = Vec::new();
@@ -386,6 +386,15 @@ async fn namespace_report(client: &Client, ns: &str) -> String {
             claim.status.and_then(|s| s.phase)
         ));
     }
+    let secrets: Vec<String> = Api::<Secret>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|secret| secret.metadata.name.unwrap_or_default())
+        .collect();
+    lines.push(format!("    secrets (names): {}", secrets.join(", ")));
     let events = Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
