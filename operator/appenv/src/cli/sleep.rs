@@ -9,6 +9,7 @@
 use crate::cli::backup::annotate;
 use crate::cli::preview::preview_name;
 use anyhow::{Context as _, bail};
+use appenv_activator::decide;
 use appenv_api::names::request;
 use appenv_api::{AppEnvironment, Phase};
 use appenv_core::settings::parse_duration;
@@ -31,11 +32,6 @@ pub struct SleepArgs {
     pub wait: bool,
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub timeout: Duration,
-}
-
-/// The time as the activator writes it: RFC 3339 in UTC, whole seconds.
-pub fn request_time(now: Timestamp) -> String {
-    now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn phase(env: &AppEnvironment) -> Option<Phase> {
@@ -70,7 +66,7 @@ pub async fn run(client: &Client, args: &SleepArgs, wake: bool) -> anyhow::Resul
         // As the activator's wake: never before `since` (the controller's rule).
         let since = env.status.as_ref().and_then(|s| s.sleep.as_ref());
         let at = since.map_or(now, |s| now.max(s.since.0));
-        (request::LAST_REQUEST, "wake", request_time(at))
+        (request::LAST_REQUEST, "wake", decide::format(at))
     } else {
         (request::SLEEP, "sleep", now.to_string())
     };
@@ -116,6 +112,6 @@ mod tests {
     #[test]
     fn the_wake_time_is_written_as_the_activator_writes_it() {
         let now: Timestamp = "2026-12-02T10:00:00.987Z".parse().expect("time");
-        assert_eq!(request_time(now), "2026-12-02T10:00:00Z");
+        assert_eq!(decide::format(now), "2026-12-02T10:00:00Z");
     }
 }
