@@ -3,7 +3,8 @@
 //! Secret, an unmountable volume, a missing claim, an image that cannot be pulled, a missing
 //! image pull Secret, an init container that cannot start. And how Pods serve HTTP at their own
 //! loopback addresses, are probed Ready, and what Endpoints and EndpointSlices make of those
-//! addresses. Against the real control plane.
+//! addresses (and of the quiet addresses of Pods that serve no HTTP). Against the real control
+//! plane.
 
 mod common;
 
@@ -886,6 +887,18 @@ fn assert_own_loopback_address(pod: &Pod) -> Ipv4Addr {
     ip
 }
 
+/// A Pod that serves no HTTP gets an address of 10.1/16 and up (where nothing listens), which
+/// Endpoints take.
+fn assert_quiet_address(pod: &Pod) -> Ipv4Addr {
+    let ip = pod_ip(pod).expect("an IPv4 Pod IP");
+    let [first, second, ..] = ip.octets();
+    assert!(
+        first == 10 && second != 0 && !is_pod_address(ip),
+        "{ip}: not a quiet address"
+    );
+    ip
+}
+
 #[tokio::test]
 async fn an_http_pod_gets_its_own_loopback_address_answers_there_and_is_ready_once_probed() {
     let client = common::client().await;
@@ -978,12 +991,7 @@ async fn pods_get_different_addresses_and_one_without_http_ports_is_ready_as_bef
     )
     .await;
     let plain = wait_pod(&pods, "Ready", |p| is_ready(Some(p))).await;
-    let plain_ip = assert_own_loopback_address(&plain);
-    let refused = http_get(plain_ip, 8000, "/").await;
-    assert!(
-        refused.is_err(),
-        "no HTTP port, nothing served: {refused:?}"
-    );
+    let plain_ip = assert_quiet_address(&plain);
 
     let web_pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let ready = wait_pods(&web_pods, "web", "both Ready", |p| {
@@ -1006,6 +1014,64 @@ async fn pods_get_different_addresses_and_one_without_http_ports_is_ready_as_bef
         &plain.metadata.namespace.clone().expect("a namespace"),
     )
     .await;
+}
+
+/// The Service of Pods that serve no HTTP (Redis, PostgreSQL): kube-controller-manager writes
+/// its Endpoints with the Pod's address, as on a real cluster, and records no failure.
+#[tokio::test]
+async fn endpoints_of_a_service_whose_pods_serve_no_http_are_written() {
+    let client = common::client().await;
+    let ns = common::namespace(&client, "quiet-svc").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": POD, "labels": {"app": "redis"}},
+        "spec": {"containers": [app(json!({"ports": [{"name": "redis", "containerPort": 6379}]}))]},
+    }))
+    .expect("a valid Pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create Pod");
+    let service: Service = serde_json::from_value(json!({
+        "metadata": {"name": "redis"},
+        "spec": {"selector": {"app": "redis"}, "ports": [{"port": 6379, "targetPort": "redis"}]},
+    }))
+    .expect("a valid Service");
+    Api::<Service>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("create Service");
+    let ready = wait_pod(&pods, "Ready", |p| is_ready(Some(p))).await;
+    let ip = assert_quiet_address(&ready).to_string();
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+    let written = common::wait_for(
+        &endpoints,
+        "redis",
+        LIMIT,
+        "its Pod's address",
+        |e: Option<&Endpoints>| {
+            e.iter()
+                .flat_map(|e| e.subsets.iter().flatten())
+                .flat_map(|s| s.addresses.iter().flatten())
+                .any(|a| a.ip == ip)
+        },
+    )
+    .await
+    .expect("Endpoints");
+    let ports: Vec<i32> = written
+        .subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.ports.iter().flatten())
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [6379]);
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let failures = events
+        .list(&ListParams::default().fields("reason=FailedToUpdateEndpoint"))
+        .await
+        .expect("list Events");
+    assert!(failures.items.is_empty(), "{:?}", failures.items);
+    common::cleanup(&client, &ns).await;
 }
 
 /// kube-apiserver 1.20 refuses loopback addresses in Endpoints (its validation of endpoint

@@ -56,9 +56,14 @@ pub struct BenchArgs {
     /// Batches larger than 1 and up to `--batch-runs-max` run this many times per method, the
     /// methods' order rotating from run to run (appenv first, then direct apply first, ...):
     /// on a machine of two cores the p95 of one run moves by more than the targets' margins.
-    /// A latency target reads the median of the runs' p95s.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    /// A latency target compares appenv with another method run by run (the methods of one
+    /// run go one after the other) and reads the median of the runs' ratios of p95s.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_runs: u64,
+    /// helm install takes part in this many of those runs only (the first ones): a run of 100
+    /// releases takes minutes, and its target's margin is wide.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub helm_runs: u64,
     /// The largest batch that runs `--batch-runs` times (larger ones run once).
     #[arg(long, default_value_t = 100)]
     pub batch_runs_max: usize,
@@ -927,9 +932,10 @@ impl Sizes<'_> {
         }
     }
 
-    fn methods(&self, n: usize) -> Vec<Method> {
+    /// The methods of run `run` (from 0) of a batch of `n`.
+    fn methods(&self, n: usize, run: usize) -> Vec<Method> {
         let mut methods = vec![Method::Appenv, Method::Direct];
-        if self.helm && n <= self.args.helm_max {
+        if self.helm && n <= self.args.helm_max && run < self.args.helm_runs as usize {
             methods.push(Method::Helm);
         }
         methods
@@ -1025,7 +1031,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         let runs = sizes.runs(n);
         let mut results: BTreeMap<Method, MethodRuns> = BTreeMap::new();
         for run in 0..runs {
-            let mut order = sizes.methods(n);
+            let mut order = sizes.methods(n, run);
             let first = run % order.len();
             order.rotate_left(first);
             for method in order {
@@ -1286,21 +1292,29 @@ pub fn markdown(report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\n| N | of | appenv / direct apply | appenv / helm install |"
+        "\n| N | appenv / direct apply | of | appenv / helm install | of |"
     );
-    let _ = writeln!(out, "|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|");
     for n in report.sizes() {
-        let figure = |method: &str| targets::latency_of(report, method, n);
-        let ratio = |other: &str| match (figure("appenv"), figure(other)) {
-            (Some(a), Some(o)) if o > 0.0 => format!("{:.2}", a / o),
-            _ => "-".into(),
+        let ratio = |other: &str| match targets::ratio_of(report, n, other) {
+            Some((ratio, paired)) => {
+                let each: Vec<String> = paired.iter().map(|r| format!("{r:.2}")).collect();
+                let how = targets::ratio_name(report, n, other);
+                match each.is_empty() {
+                    true => (format!("{ratio:.2}"), how),
+                    false => (
+                        format!("{ratio:.2}"),
+                        format!("{how} ({})", each.join(", ")),
+                    ),
+                }
+            }
+            None => ("-".into(), "-".into()),
         };
+        let ((direct, direct_how), (helm, helm_how)) =
+            (ratio("direct apply"), ratio("helm install"));
         let _ = writeln!(
             out,
-            "| {n} | {} | {} | {} |",
-            targets::latency_name(report, n),
-            ratio("direct apply"),
-            ratio("helm install")
+            "| {n} | {direct} | {direct_how} | {helm} | {helm_how} |"
         );
     }
     cpu_tables(&mut out, report);
@@ -1420,7 +1434,7 @@ mod tests {
             bench: BenchArgs,
         }
         let args =
-            <Cli as clap::Parser>::parse_from(["bench", "--batch-runs", "3", "--helm-max", "50"])
+            <Cli as clap::Parser>::parse_from(["bench", "--batch-runs", "5", "--helm-max", "50"])
                 .bench;
         let sizes = Sizes {
             args: &args,
@@ -1428,14 +1442,19 @@ mod tests {
         };
         assert_eq!(
             (sizes.runs(1), sizes.runs(100), sizes.runs(1000)),
-            (7, 3, 1)
+            (7, 5, 1)
         );
         assert_eq!(
-            sizes.methods(100),
+            sizes.methods(100, 0),
             vec![Method::Appenv, Method::Direct],
             "helm only up to --helm-max"
         );
-        assert_eq!(sizes.methods(50).len(), 3);
+        assert_eq!(sizes.methods(50, 0).len(), 3);
+        assert_eq!(
+            (sizes.methods(50, 2).len(), sizes.methods(50, 3).len()),
+            (3, 2),
+            "helm only in the first --helm-runs runs"
+        );
         assert_eq!(
             batch_names("direct", 2, (1, 3), 2),
             ["direct-2-1-0", "direct-2-1-1"]

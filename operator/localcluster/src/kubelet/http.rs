@@ -1,8 +1,10 @@
 //! The Pods' HTTP servers and the kubelet's HTTP readiness probe.
 //!
-//! Every Pod gets its own loopback address as Pod IP ([`pool_address`]: 127.1.0.1 and up, never
-//! in 127.0/16 where the control plane listens; Linux accepts a bind to any 127/8 address without
-//! configuration). A running Pod serves HTTP on that address on each port of
+//! Every Pod that serves HTTP (it has [`http_ports`]) gets its own loopback address as Pod IP
+//! ([`pool_address`]: 127.1.0.1 and up, never in 127.0/16 where the control plane listens; Linux
+//! accepts a bind to any 127/8 address without configuration); any other Pod an address of
+//! 10.1/16 and up where nothing listens ([`quiet_address`]), which Endpoints take (they refuse
+//! loopback addresses). A running Pod serves HTTP on its address on each port of
 //! [`http_ports`]: every request is answered `200` with `pod NAME (ns NAMESPACE)\n`, except
 //! a readiness probe's path, which answers `503` while the Pod is meant to be unready. The
 //! kubelet reports a Pod with an HTTP readiness probe Ready only once a GET of that path
@@ -53,11 +55,24 @@ const BACKLOG: u32 = 1024;
 
 /// The `n`th Pod address of the pool (wrapping around).
 pub fn pool_address(n: u32) -> Ipv4Addr {
+    numbered(127, n)
+}
+
+/// The `n`th address of the pool of Pods that serve no HTTP (wrapping around): 10.1.0.1 to
+/// 10.254.255.254, outside the node's 10.0/16. Nothing listens there, and an Endpoints object
+/// takes it, as it takes a real Pod's address; kube-apiserver refuses loopback addresses in
+/// Endpoints, so kube-controller-manager would fail (and retry, with an Event each time) every
+/// Service whose Pods have one.
+pub fn quiet_address(n: u32) -> Ipv4Addr {
+    numbered(10, n)
+}
+
+fn numbered(first: u32, n: u32) -> Ipv4Addr {
     let n = n % POOL;
     let second = 1 + n / (256 * 254);
     let third = (n / 254) % 256;
     let fourth = 1 + n % 254;
-    Ipv4Addr::from((127 << 24) | (second << 16) | (third << 8) | fourth)
+    Ipv4Addr::from((first << 24) | (second << 16) | (third << 8) | fourth)
 }
 
 /// Whether `ip` is a Pod address (in 127/8, outside 127.0/16).
@@ -330,23 +345,25 @@ impl Registry {
         self.in_use.insert(ip);
     }
 
-    /// The next address of the pool no Pod has.
-    fn allocate(&mut self) -> Ipv4Addr {
+    /// The next address no Pod has: of the loopback pool for a Pod that `serves` HTTP, else
+    /// of the quiet pool.
+    fn allocate(&mut self, serves: bool) -> Ipv4Addr {
+        let pool = if serves { pool_address } else { quiet_address };
         for _ in 0..POOL {
-            let ip = pool_address(self.next);
+            let ip = pool(self.next);
             self.next = (self.next + 1) % POOL;
             if !self.in_use.contains(&ip) {
                 return ip;
             }
         }
-        pool_address(self.next)
+        pool(self.next)
     }
 
-    fn address_of(&mut self, uid: &str) -> Ipv4Addr {
+    fn address_of(&mut self, uid: &str, serves: bool) -> Ipv4Addr {
         if let Some(ip) = self.addresses.get(uid) {
             return *ip;
         }
-        let ip = self.allocate();
+        let ip = self.allocate(serves);
         self.assign(uid, ip);
         ip
     }
@@ -377,7 +394,7 @@ impl Registry {
                 .iter()
                 .any(|(_, e)| e.kind() == std::io::ErrorKind::AddrInUse);
             if busy && !published && attempt < BIND_ATTEMPTS {
-                let ip = self.allocate();
+                let ip = self.allocate(true);
                 self.assign(&uid, ip);
                 if let Some(server) = self.servers.get_mut(&uid) {
                     server.move_to(ip);
@@ -422,11 +439,15 @@ impl Servers {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The Pod IP to report: the one its status shows, else its own pool address.
+    /// The Pod IP to report: the one its status shows, else its own address: of the loopback
+    /// pool if it serves HTTP ([`http_ports`]), else of the quiet pool.
     pub fn address(&self, pod: &Pod) -> String {
         match shown_ip(pod) {
             Some(ip) => ip.to_owned(),
-            None => self.lock().address_of(&uid(pod)).to_string(),
+            None => {
+                let serves = !http_ports(pod).is_empty();
+                self.lock().address_of(&uid(pod), serves).to_string()
+            }
         }
     }
 
@@ -496,7 +517,7 @@ impl Servers {
                     // Not an address this kubelet gave (an older one's): nothing can answer.
                     None => return Gate::AsTarget,
                 },
-                None => registry.address_of(&uid),
+                None => registry.address_of(&uid, true),
             };
             registry.assign(&uid, ip);
             let served = Arc::new(Served {
@@ -869,6 +890,9 @@ mod tests {
         }
         assert!(!is_pod_address(Ipv4Addr::LOCALHOST));
         assert!(!is_pod_address(Ipv4Addr::new(10, 244, 0, 2)));
+        assert_eq!(quiet_address(0), Ipv4Addr::new(10, 1, 0, 1));
+        assert_eq!(quiet_address(POOL - 1), Ipv4Addr::new(10, 254, 255, 254));
+        assert!(!is_pod_address(quiet_address(7)));
     }
 
     #[test]
@@ -1152,13 +1176,21 @@ mod tests {
         let other = |uid: &str| -> Pod {
             serde_json::from_value(json!({"metadata": {"name": uid, "uid": uid}})).expect("a Pod")
         };
-        assert_eq!(servers.address(&other("a")), "127.1.0.1");
-        assert_eq!(servers.address(&other("a")), "127.1.0.1", "kept");
+        let serving = |uid: &str| -> Pod {
+            let mut pod = web(json!({}));
+            pod.metadata.uid = Some(uid.to_owned());
+            pod
+        };
+        assert_eq!(servers.address(&serving("a")), "127.1.0.1");
+        assert_eq!(servers.address(&serving("a")), "127.1.0.1", "kept");
         assert_eq!(
-            servers.address(&other("b")),
+            servers.address(&serving("b")),
             "127.1.0.3",
             "127.1.0.2 is in use"
         );
+        // A Pod without HTTP ports gets an address Endpoints take, never a loopback one.
+        assert_eq!(servers.address(&other("c")), "10.1.0.4");
+        assert_eq!(servers.address(&other("c")), "10.1.0.4", "kept");
         servers.retain(&HashSet::from(["a".to_owned()]));
         let registry = servers.lock();
         assert_eq!(

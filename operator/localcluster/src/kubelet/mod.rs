@@ -3,10 +3,11 @@
 //! deletion of Pods being deleted. No container runs: only the Pod API objects change, which
 //! is what Deployments, ReplicaSets, Jobs and the Recreate strategy react to.
 //!
-//! Each Pod's IP is its own loopback address (127.1.0.1 and up, from a random point per
-//! kubelet; never in 127.0/16, never one another Pod shows, free again once the Pod is gone),
-//! where a running Pod answers HTTP for real (`http.rs`), so that requests can flow to Pods on
-//! this machine:
+//! Each Pod that serves HTTP (below) gets its own loopback address as Pod IP (127.1.0.1 and up,
+//! from a random point per kubelet; never in 127.0/16, never one another Pod shows, free again
+//! once the Pod is gone), where a running Pod answers HTTP for real (`http.rs`), so that
+//! requests can flow to Pods on this machine; any other Pod gets an address of 10.1.0.1 and up
+//! where nothing listens, as unreachable from here as a real Pod's:
 //! - on every port an HTTP readiness, liveness or startup probe targets (by number or name) and
 //!   every TCP container port named `http` or `http-*`;
 //! - every request is answered `200` with `pod NAME (ns NAMESPACE)\n` and a [`POD_HEADER`]
@@ -28,6 +29,8 @@
 //! kube-apiserver 1.20 refuses loopback addresses in Endpoints ("may not be in the loopback
 //! range (127.0.0.0/8)": kube-controller-manager records `FailedToUpdateEndpoint` and retries),
 //! but takes them in EndpointSlices (discovery.k8s.io/v1beta1), which get the Pods' addresses.
+//! Only the Services of Pods that serve HTTP meet that refusal: the others' Pods have quiet
+//! addresses, and their Endpoints are written as on a real cluster.
 //!
 //! Pods (usually through their workload's pod template) steer it with annotations:
 //! - [`FAIL_ANNOTATION`] `"true"`: a Pod of a Job fails (exit code 1); any other Pod
@@ -769,10 +772,12 @@ fn handle(shared: &Arc<Shared>, pod: Pod) {
             let (state, change_at) = if node.is_none() {
                 match unschedulable(&pod, &shared.refs) {
                     Some(message) => (SimState::Unschedulable(message), None),
-                    None => {
-                        shared.unblock(&pod);
-                        return start(shared, pod, Action::Bind);
-                    }
+                    // Still marked: this look may be at a copy older than the bound Pod that a
+                    // newer look found waiting for a Secret (a read answered late, under load);
+                    // unmarked, the Secret's arrival would find no Pod to look at again, and
+                    // the bind fails (already bound) with no event to follow. A mark left over
+                    // costs one more look when an object of its namespace changes.
+                    None => return start(shared, pod, Action::Bind),
                 }
             } else {
                 target(&pod, &shared.refs, now)
@@ -958,6 +963,62 @@ mod tests {
         assert!(writes.claim("u/bind", None));
         assert!(!writes.claim("u/bind", None));
         assert!(!writes.release("u/bind"));
+    }
+
+    /// A kubelet whose stores hold `claims` and no Secret, and whose client reaches nothing
+    /// (its writes fail; what counts here is what a look leaves marked).
+    fn kubelet_without_secrets(claims: &[PersistentVolumeClaim]) -> Arc<Shared> {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("a URL"));
+        let client = Client::try_from(config).expect("a client");
+        let (secrets, _) = reflector::store::<Secret>();
+        let (config_maps, _) = reflector::store::<ConfigMap>();
+        let (claim_store, mut writer) = reflector::store::<PersistentVolumeClaim>();
+        for claim in claims {
+            writer.apply_watcher_event(&Event::Apply(claim.clone()));
+        }
+        Arc::new(Shared {
+            client,
+            writes: Semaphore::new(MAX_CONCURRENT_WRITES),
+            in_flight: InFlightWrites::default(),
+            servers: http::Servers::starting_at(0),
+            refs: Refs {
+                secrets,
+                config_maps,
+                claims: claim_store,
+            },
+            blocked: Blocked::default(),
+            decisions: Decisions::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_late_look_at_the_pod_before_it_was_bound_leaves_it_waiting_for_its_secret() {
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "data-db-0", "namespace": "ns"},
+            "status": {"phase": "Bound"},
+        }))
+        .expect("a claim");
+        let shared = kubelet_without_secrets(&[claim]);
+        let pod = |node: Option<&str>| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "db-0", "namespace": "ns", "uid": "u-db"},
+                "spec": {"nodeName": node, "containers": [{"name": "postgres", "image": "postgres:16",
+                    "env": [{"name": "PGPASSWORD", "valueFrom": {"secretKeyRef":
+                        {"name": "db-credentials", "key": "password"}}}]}],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-db-0"}}]},
+            }))
+            .expect("a Pod")
+        };
+        // The bound Pod waits for its Secret: marked, so that the Secret's arrival looks again.
+        handle(&shared, pod(Some(NODE_NAME)));
+        // Then a read made before the bind is answered: the Pod as it was, unbound. It is
+        // bound again (the write fails: already bound), and must stay marked.
+        handle(&shared, pod(None));
+        assert_eq!(
+            shared.take_blocked(Some("ns")),
+            [("ns".to_owned(), "db-0".to_owned())],
+            "the Pod still waits for its Secret"
+        );
     }
 
     #[test]
