@@ -8,6 +8,7 @@ mod bench;
 mod crd;
 #[cfg(feature = "dev")]
 pub mod dev;
+pub mod memory;
 mod operator;
 pub mod preview;
 mod rbac;

@@ -25,6 +25,10 @@ pub struct OperatorArgs {
     /// Install or update the AppEnvironment CRD at start.
     #[arg(long, env = "APPENV_INSTALL_CRD")]
     pub install_crd: bool,
+    /// Return the memory the operator freed (environments that are gone) to the system this
+    /// often, in seconds; 0: never (glibc keeps it for reuse).
+    #[arg(long, env = "APPENV_MEMORY_TRIM_SECONDS", default_value_t = 30)]
+    pub memory_trim_seconds: u64,
     /// Address of the /metrics, /healthz and /readyz endpoints.
     #[arg(long, env = "APPENV_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
@@ -156,6 +160,9 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<bool> {
         metrics.clone(),
         readiness.clone(),
     ));
+    let trim =
+        (args.memory_trim_seconds > 0).then(|| Duration::from_secs(args.memory_trim_seconds));
+    let trimming = tokio::spawn(crate::cli::memory::give_back_every(trim));
     // A standby replica is ready too: it is healthy and waiting for its turn.
     readiness.set(true);
     tracing::info!(options = ?args.options(), "appenv operator starting");
@@ -193,6 +200,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<bool> {
         },
         served = &mut server => server_ended(served, args.metrics_addr),
     };
+    trimming.abort();
     if let (Some(task), Some(elector)) = (holding, &elector) {
         task.abort();
         // Wait for the renewals to stop (an aborted task ends at its next await), so that no
