@@ -2,12 +2,13 @@
 //!
 //! Previews come and go, and glibc keeps the memory of the environments the operator forgot
 //! for its own reuse instead of giving it back: the resident set grows with what was ever
-//! held, not with what is held. Two settings bring it back to what is held (both measured with
+//! held, not with what is held. Two settings bring it closer to what is held (both measured with
 //! `appenv bench`, README "Measured"):
 //! - at most two malloc arenas (glibc's default is 8 per core): the tokio worker threads then
 //!   share the arenas' free memory instead of each keeping its own;
 //! - `malloc_trim(0)` every `--memory-trim-seconds`: the free pages inside the arenas are
-//!   returned to the system (it costs well under a millisecond at a thousand environments).
+//!   returned to the system (on a blocking thread; the operator's CPU seconds per
+//!   environment did not change measurably).
 //!
 //! Elsewhere (musl, other systems) both do nothing.
 
