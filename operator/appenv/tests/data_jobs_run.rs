@@ -184,6 +184,7 @@ fn production_is_backed_up_and_a_preview_restored_and_seeded_by_the_jobs_appenv_
             backup: Some(BackupRun {
                 job: "shop-backup-s202612020300".into(),
                 reason: BackupReason::Scheduled,
+                started: "2026-12-02T03:00:00Z".parse().expect("a time"),
             }),
             ..Inputs::default()
         },

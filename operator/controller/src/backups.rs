@@ -289,6 +289,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
         Some(BackupRun {
             job: job.clone(),
             reason: BackupReason::BeforeMigration,
+            started: now,
         })
     } else if let Some(request) = input
         .request
@@ -298,6 +299,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
         Some(BackupRun {
             job: requested_job_name(model, request),
             reason: BackupReason::Manual,
+            started: now,
         })
     } else if let Some(slot) = b.schedule.as_ref().and_then(|s| {
         let after = st.last_scheduled.as_ref().map_or(base, |t| t.0);
@@ -307,6 +309,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
         Some(BackupRun {
             job: scheduled_job_name(model, slot),
             reason: BackupReason::Scheduled,
+            started: now,
         })
     } else {
         None
@@ -585,7 +588,8 @@ mod tests {
             d.start,
             Some(BackupRun {
                 job: name.clone(),
-                reason: BackupReason::BeforeMigration
+                reason: BackupReason::BeforeMigration,
+                started: case.now,
             })
         );
         assert!(matches!(&d.migration, MigrationGate::Waiting { job, .. } if *job == name));

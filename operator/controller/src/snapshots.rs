@@ -5,7 +5,7 @@
 use crate::error::Error;
 use crate::observe::{BackupJob, Migration};
 use appenv_api::names::Component;
-use appenv_core::build::{FIELD_MANAGER, SNAPSHOT_API_VERSION};
+use appenv_core::build::{FIELD_MANAGER, SNAPSHOT_API_VERSION, STARTED_ANNOTATION};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
@@ -35,8 +35,8 @@ fn failed(name: &str, source: kube::Error) -> Error {
     }
 }
 
-/// The snapshot `name` as a backup run: being taken, ready (`backup ID BYTES`, the id its
-/// creation time), or failed with the snapshot controller's error. None if it does not exist.
+/// The snapshot `name` as a backup run: being taken, ready (`backup ID BYTES`, the id the time
+/// its backup started, to the millisecond), or failed with the snapshot controller's error. None if it does not exist.
 pub async fn observe(client: &Client, ns: &str, name: &str) -> Result<Option<BackupJob>, Error> {
     let found = api(client, ns)
         .get_opt(name)
@@ -55,7 +55,13 @@ pub fn as_backup_job(snapshot: &DynamicObject) -> BackupJob {
     let error = status
         .and_then(|s| s.pointer("/error/message"))
         .and_then(serde_json::Value::as_str);
-    let created = snapshot.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    // When the backup started, to the nanosecond (snapshots of older operators: the creation
+    // time, whole seconds).
+    let created = snapshot
+        .annotations()
+        .get(STARTED_ANNOTATION)
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .or_else(|| snapshot.metadata.creation_timestamp.as_ref().map(|t| t.0));
     let taken = status
         .and_then(|s| s.get("creationTime"))
         .and_then(serde_json::Value::as_str)
@@ -69,7 +75,7 @@ pub fn as_backup_job(snapshot: &DynamicObject) -> BackupJob {
     };
     let result = (ready)
         .then(|| {
-            let id = created?.strftime("%Y%m%d-%H%M%S-000").to_string();
+            let id = created?.strftime("%Y%m%d-%H%M%S-%3f").to_string();
             let bytes = status
                 .and_then(|s| s.get("restoreSize"))
                 .and_then(serde_json::Value::as_str)
@@ -386,5 +392,34 @@ mod tests {
         // taken.
         assert_eq!(past_keep(&snapshots, 2), ["s2", "s1"]);
         assert_eq!(past_keep(&snapshots, 5), ["s2"]);
+    }
+
+    #[test]
+    fn two_backups_in_one_second_keep_their_order_by_when_they_started() {
+        let started = |name: &str, at: &str| {
+            let mut s = snapshot(
+                name,
+                "2026-12-02T04:00:07Z",
+                json!({"readyToUse": true, "restoreSize": "1Mi"}),
+            );
+            s.annotations_mut()
+                .insert(STARTED_ANNOTATION.to_owned(), at.to_owned());
+            s
+        };
+        // Names sort the other way round (they are hashes of the requests).
+        let snapshots = [
+            started("dojo-backup-rb", "2026-12-02T04:00:07.120Z"),
+            started("dojo-backup-ra", "2026-12-02T04:00:07.930Z"),
+        ];
+        assert_eq!(past_keep(&snapshots, 1), ["dojo-backup-rb"]);
+        assert_eq!(
+            choose(&snapshots, "latest"),
+            Ok("dojo-backup-ra".to_owned())
+        );
+        assert_eq!(
+            as_backup_job(&snapshots[1]).result.as_deref(),
+            Some("backup 20261202-040007-930 1048576"),
+            "the id has the milliseconds"
+        );
     }
 }

@@ -77,6 +77,9 @@ pub struct BackupRun {
     /// The Job's name (see the `*_job_name` functions).
     pub job: String,
     pub reason: BackupReason,
+    /// When the controller started it: on a snapshot, the order of backups taken within one
+    /// second (a `creationTimestamp` has whole seconds).
+    pub started: Timestamp,
 }
 
 /// The backup taken before the migration of the spec's image: named after that migration Job.
@@ -138,6 +141,7 @@ pub fn snapshot(model: &Model, inputs: &Inputs, run: &BackupRun) -> Option<serde
     }
     let mut annotations = std::collections::BTreeMap::new();
     annotations.insert(REASON_ANNOTATION.to_owned(), run.reason.as_str().to_owned());
+    annotations.insert(STARTED_ANNOTATION.to_owned(), run.started.to_string());
     meta.annotations = Some(annotations);
     Some(serde_json::json!({
         "apiVersion": SNAPSHOT_API_VERSION,
@@ -152,6 +156,10 @@ pub fn snapshot(model: &Model, inputs: &Inputs, run: &BackupRun) -> Option<serde
 
 /// Why a snapshot was taken (`scheduled`, `manual`), on the snapshot.
 pub const REASON_ANNOTATION: &str = "appenv.dev/backup-reason";
+
+/// When the controller started a snapshot's backup (RFC 3339, to the nanosecond): retention and
+/// `latest` order snapshots by it, so two taken in the same second keep their order.
+pub const STARTED_ANNOTATION: &str = "appenv.dev/backup-started-at";
 
 /// The agent's `--destination` and environment for S3 (the two keys of `credentials`).
 fn s3_store(s3: &S3Model, credentials: &str) -> (String, Vec<EnvVar>) {
@@ -553,6 +561,7 @@ mod tests {
         BackupRun {
             job: "shop-backup-x".into(),
             reason,
+            started: "2026-12-02T04:00:00.123456789Z".parse().expect("a time"),
         }
     }
 
@@ -661,6 +670,10 @@ mod tests {
         assert_eq!(
             taken["metadata"]["annotations"][REASON_ANNOTATION],
             "scheduled"
+        );
+        assert_eq!(
+            taken["metadata"]["annotations"][STARTED_ANNOTATION], "2026-12-02T04:00:00.123456789Z",
+            "to the nanosecond"
         );
         assert_eq!(taken["metadata"]["ownerReferences"][0]["name"], "shop-prod");
         // Kept with the data: no owner, the retained label.

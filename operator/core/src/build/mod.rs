@@ -21,9 +21,10 @@ pub use autoscaling::{
     Autoscaler, AutoscalerKind, CPU_TARGET_PERCENT, ClusterApis, HpaVersion, queue_key,
 };
 pub use backup::{
-    BackupReason, BackupRun, REASON_ANNOTATION, RestoreRun, SNAPSHOT_API_VERSION, Store,
-    backup_volume_name, before_migration_job_name, initial_restore_job_name, requested_job_name,
-    requested_restore_job_name, scheduled_job_name, seed_job_name,
+    BackupReason, BackupRun, REASON_ANNOTATION, RestoreRun, SNAPSHOT_API_VERSION,
+    STARTED_ANNOTATION, Store, backup_volume_name, before_migration_job_name,
+    initial_restore_job_name, requested_job_name, requested_restore_job_name, scheduled_job_name,
+    seed_job_name,
 };
 pub use config::{env_config_map_name, postgres_secret_name};
 pub use copy::{COPIED_FROM_ANNOTATION, Copied, Source as CopySource};

@@ -244,7 +244,7 @@ enum ProbeState {
 struct PodServer {
     ip: Ipv4Addr,
     served: Arc<Served>,
-    listeners: HashMap<u16, JoinHandle<()>>,
+    listeners: HashMap<u16, Listening>,
     /// Ports that could not be bound, and why.
     unbound: HashMap<u16, String>,
     probe: ProbeState,
@@ -253,7 +253,29 @@ struct PodServer {
 impl Drop for PodServer {
     fn drop(&mut self) {
         for listener in self.listeners.values() {
-            listener.abort();
+            listener.close();
+        }
+    }
+}
+
+/// One bound port and the task that accepts its connections.
+#[derive(Debug)]
+struct Listening {
+    listener: Arc<TcpListener>,
+    task: JoinHandle<()>,
+}
+
+impl Listening {
+    /// Stop listening at once, as a stopped container's socket does: a connection attempted
+    /// after this is refused, not accepted by the kernel and then reset when the aborted task
+    /// is dropped later. The open connections close when the task is.
+    fn close(&self) {
+        self.task.abort();
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: the descriptor is the listener's, open while `self.listener` is held.
+        // `shutdown` of a listening socket moves it out of LISTEN (Linux), nothing else.
+        unsafe {
+            libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR);
         }
     }
 }
@@ -277,8 +299,9 @@ impl PodServer {
                             .map(|p| p.request_path().to_owned())
                             .collect(),
                     });
-                    self.listeners
-                        .insert(port, tokio::spawn(accept(listener, endpoint)));
+                    let listener = Arc::new(listener);
+                    let task = tokio::spawn(accept(listener.clone(), endpoint));
+                    self.listeners.insert(port, Listening { listener, task });
                 }
                 Err(err) => failed.push((port, err)),
             }
@@ -289,7 +312,7 @@ impl PodServer {
     /// Close the listeners and move to `ip`.
     fn move_to(&mut self, ip: Ipv4Addr) {
         for (_, listener) in self.listeners.drain() {
-            listener.abort();
+            listener.close();
         }
         self.unbound.clear();
         self.ip = ip;
@@ -780,7 +803,7 @@ pub async fn probe_once(ip: Ipv4Addr, probe: &HttpProbe) -> Result<(), String> {
 }
 
 /// Accept connections until aborted; aborting also closes the open ones.
-async fn accept(listener: TcpListener, endpoint: Arc<Endpoint>) {
+async fn accept(listener: Arc<TcpListener>, endpoint: Arc<Endpoint>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -788,6 +811,8 @@ async fn accept(listener: TcpListener, endpoint: Arc<Endpoint>) {
                 Ok((stream, _)) => {
                     connections.spawn(serve_connection(stream, endpoint.clone()));
                 }
+                // Shut down by `Listening::close`: the task is aborted too.
+                Err(err) if err.raw_os_error() == Some(libc::EINVAL) => return,
                 Err(err) => {
                     // Out of file descriptors, most likely: give the open connections a moment.
                     tracing::warn!(%err, pod = %endpoint.served.pod, "simulated kubelet: accept failed");
@@ -1055,11 +1080,12 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(120), "delayed");
 
         servers.forget("u-1");
+        // Refused at once, before the runtime has dropped the aborted listener task.
+        let refused = probe_once(ip, &probes[0]).await;
         assert!(
             get_fails(&mut sender, addr).await,
             "the open connection is closed"
         );
-        let refused = probe_once(ip, &probes[0]).await;
         assert_eq!(refused, Err(super::refused(ip, &probes[0])));
         assert_eq!(
             refused,
