@@ -32,13 +32,14 @@ pub struct AppEnvironmentStatus {
     /// When a preview will be deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
-    /// The environment's backups, when `spec.backup` is set.
+    /// The environment's backups, when `spec.backup` is set. Boxed, as `restore`: most
+    /// environments have neither, and the operator keeps every environment in memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<BackupStatus>,
+    pub backup: Option<Box<BackupStatus>>,
     /// Restores of the environment's database: the initial one (`spec.database.restore`) and
     /// those asked with `appenv restore`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restore: Option<RestoreStatus>,
+    pub restore: Option<Box<RestoreStatus>>,
     /// Set while the environment sleeps (every component at zero replicas, volumes kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sleep: Option<SleepStatus>,

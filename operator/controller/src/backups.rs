@@ -62,9 +62,9 @@ pub struct Decision {
     pub stop_web: bool,
     pub migration: MigrationGate,
     /// The status's record once `start` is created (none without `spec.backup`).
-    pub status: Option<BackupStatus>,
+    pub status: Option<Box<BackupStatus>>,
     /// The record if `start` waits for web to stop.
-    pub deferred: Option<BackupStatus>,
+    pub deferred: Option<Box<BackupStatus>>,
     /// The `BackupsHealthy` condition: status, reason, message.
     pub health: Option<(bool, Reason, String)>,
     /// When the next scheduled backup is due.
@@ -503,10 +503,10 @@ mod tests {
     }
 
     /// The status of an environment that ran `image`, with `backup`.
-    fn previous(image: &str, backup: Option<BackupStatus>) -> AppEnvironmentStatus {
+    fn previous(image: &str, backup: Option<impl Into<Box<BackupStatus>>>) -> AppEnvironmentStatus {
         AppEnvironmentStatus {
             image: Some(image.to_owned()),
-            backup,
+            backup: backup.map(Into::into),
             ..AppEnvironmentStatus::default()
         }
     }
@@ -662,7 +662,7 @@ mod tests {
     #[test]
     fn the_latest_missed_schedule_time_runs_once_and_the_next_one_is_awaited() {
         let mut case = Case::new(PG, Migration::Succeeded);
-        case.previous = Some(previous("shop:2", None));
+        case.previous = Some(previous("shop:2", None::<BackupStatus>));
         // Created 2026-11-30 12:00, now 2026-12-01 12:00: 03:00 on 12-01 is the latest time.
         let d = case.decide();
         let run = d.start.expect("a scheduled backup");

@@ -269,7 +269,7 @@ pub fn plan<'a>(input: &Input<'a>) -> Plan<'a> {
         gates.stop_workers = true;
     }
     gates.backup = backups.migration.clone();
-    gates.backup_before = backups::before_migration(model, backups.status.as_ref());
+    gates.backup_before = backups::before_migration(model, backups.status.as_deref());
     gates.restore = restores.first.clone();
     let mut status = status::compute(model, observed, &gates, previous, generation, now);
     status::add_backups(&mut status, &backups, previous, now);
@@ -1209,7 +1209,7 @@ mod backup_tests {
             observed_generation: Some(1),
             namespace: Some(model.namespace.name.clone()),
             image: Some("shop:1".into()),
-            backup: Some(BackupStatus {
+            backup: Some(Box::new(BackupStatus {
                 last_success: Some(BackupRun {
                     job: job.clone(),
                     reason: "before-migration".into(),
@@ -1217,7 +1217,7 @@ mod backup_tests {
                     ..BackupRun::default()
                 }),
                 ..BackupStatus::default()
-            }),
+            })),
             ..AppEnvironmentStatus::default()
         });
         let observed = observed(

@@ -45,9 +45,9 @@ pub struct Decision {
     /// Hold web and workers at zero (in place).
     pub hold: bool,
     pub first: FirstGate,
-    pub status: Option<RestoreStatus>,
+    pub status: Option<Box<RestoreStatus>>,
     /// The record if `start` waits for the app's Pods to stop.
-    pub deferred: Option<RestoreStatus>,
+    pub deferred: Option<Box<RestoreStatus>>,
     pub keep_jobs: Vec<String>,
     pub finished: Vec<Finished>,
 }
@@ -282,7 +282,7 @@ pub fn decide(input: &Input<'_>) -> Decision {
             d.keep_jobs.push(running.job.clone());
         }
     }
-    let any = model.restore.is_some() || st != RestoreStatus::default();
+    let any = model.restore.is_some() || *st != RestoreStatus::default();
     d.status = any.then_some(st);
     d.deferred = any.then_some(deferred);
     d.finished = finished;

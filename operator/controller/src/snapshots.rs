@@ -128,7 +128,7 @@ pub const NO_SNAPSHOT_API: &str = "the cluster serves no VolumeSnapshot API (sna
 
 /// Record the running backup as failed with `why` (the snapshot could not be created): web
 /// starts again and nothing retries before the next schedule time or request.
-pub fn fail_running(status: &mut Option<appenv_api::BackupStatus>, why: &str, now: Timestamp) {
+pub fn fail_running(status: &mut Option<Box<appenv_api::BackupStatus>>, why: &str, now: Timestamp) {
     let Some(st) = status.as_mut() else {
         return;
     };
@@ -335,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_missing_snapshot_api_fails_the_run_and_releases_web() {
-        let mut status = Some(appenv_api::BackupStatus {
+        let mut status = Some(Box::new(appenv_api::BackupStatus {
             running: Some(appenv_api::BackupRun {
                 job: "dojo-backup-r1".into(),
                 reason: "manual".into(),
@@ -344,7 +344,7 @@ mod tests {
             }),
             last_request: Some("2026-12-02T10:00:00Z".into()),
             ..Default::default()
-        });
+        }));
         let now: Timestamp = "2026-12-02T10:00:05Z".parse().expect("time");
         fail_running(&mut status, NO_SNAPSHOT_API, now);
         let st = status.expect("status");

@@ -562,8 +562,8 @@ pub fn shows_a_transition(
         (&'a Option<String>, &'a Option<Time>),
         // Every change of the backups' and restores' records: which Job runs and which ran.
         (
-            &'a Option<appenv_api::BackupStatus>,
-            &'a Option<appenv_api::RestoreStatus>,
+            &'a Option<Box<appenv_api::BackupStatus>>,
+            &'a Option<Box<appenv_api::RestoreStatus>>,
         ),
         Vec<(&'a str, &'a str, &'a str)>,
         Vec<&'a str>,

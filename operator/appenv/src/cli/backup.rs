@@ -496,7 +496,7 @@ async fn list(client: &Client, args: ListArgs) -> anyhow::Result<bool> {
     }
     let Some(BackupDestinationModel::S3(s3)) = destination else {
         let volume = backup_volume_name(&model);
-        let backup = status.and_then(|s| s.backup.as_ref());
+        let backup = status.and_then(|s| s.backup.as_deref());
         print!("{}", volume_report(name, &namespace, &volume, backup));
         return Ok(true);
     };
