@@ -36,7 +36,8 @@ fn failed(name: &str, source: kube::Error) -> Error {
 }
 
 /// The snapshot `name` as a backup run: being taken, ready (`backup ID BYTES`, the id the time
-/// its backup started, to the millisecond), or failed with the snapshot controller's error. None if it does not exist.
+/// its backup started, to the millisecond), or failed with the snapshot controller's error.
+/// None if it does not exist.
 pub async fn observe(client: &Client, ns: &str, name: &str) -> Result<Option<BackupJob>, Error> {
     let found = api(client, ns)
         .get_opt(name)
