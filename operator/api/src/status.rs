@@ -32,8 +32,9 @@ pub struct AppEnvironmentStatus {
     /// When a preview will be deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
-    /// The environment's backups, when `spec.backup` is set. Boxed, as `restore`: most
-    /// environments have neither, and the operator keeps every environment in memory.
+    /// The environment's backups, when `spec.backup` is set.
+    // Boxed, as `restore`: most environments have neither, and the operator keeps every
+    // environment in memory (552 and 392 bytes inline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<Box<BackupStatus>>,
     /// Restores of the environment's database: the initial one (`spec.database.restore`) and
