@@ -250,26 +250,18 @@ struct PodServer {
     probe: ProbeState,
 }
 
-impl Drop for PodServer {
-    fn drop(&mut self) {
-        for listener in self.listeners.values() {
-            listener.close();
-        }
-    }
-}
-
-/// One bound port and the task that accepts its connections.
+/// One bound port and the task that accepts its connections; closed on drop.
 #[derive(Debug)]
 struct Listening {
     listener: Arc<TcpListener>,
     task: JoinHandle<()>,
 }
 
-impl Listening {
+impl Drop for Listening {
     /// Stop listening at once, as a stopped container's socket does: a connection attempted
     /// after this is refused, not accepted by the kernel and then reset when the aborted task
     /// is dropped later. The open connections close when the task is.
-    fn close(&self) {
+    fn drop(&mut self) {
         self.task.abort();
         use std::os::fd::AsRawFd as _;
         // SAFETY: the descriptor is the listener's, open while `self.listener` is held.
@@ -311,9 +303,7 @@ impl PodServer {
 
     /// Close the listeners and move to `ip`.
     fn move_to(&mut self, ip: Ipv4Addr) {
-        for (_, listener) in self.listeners.drain() {
-            listener.close();
-        }
+        self.listeners.clear();
         self.unbound.clear();
         self.ip = ip;
     }
@@ -811,7 +801,7 @@ async fn accept(listener: Arc<TcpListener>, endpoint: Arc<Endpoint>) {
                 Ok((stream, _)) => {
                     connections.spawn(serve_connection(stream, endpoint.clone()));
                 }
-                // Shut down by `Listening::close`: the task is aborted too.
+                // Shut down by dropping its `Listening`: the task is aborted too.
                 Err(err) if err.raw_os_error() == Some(libc::EINVAL) => return,
                 Err(err) => {
                     // Out of file descriptors, most likely: give the open connections a moment.
