@@ -121,6 +121,24 @@ struct Dev {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for Dev {
+    /// A test that failed before stopping `appenv dev` stops it here, as Ctrl-C does (and
+    /// outright after 10 s): left running, it would hold the test harness's stderr open and
+    /// keep `cargo test` (and CI) waiting for ever.
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        signal(self.child.id(), libc::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Start `appenv dev` with `flags` and wait for its "ready" line; returns how long that took.
 fn start_dev(flags: &[&str]) -> (Dev, Duration) {
     let dir = tempfile::tempdir().expect("tempdir");

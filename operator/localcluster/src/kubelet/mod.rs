@@ -395,12 +395,15 @@ fn strip_claim(claim: &mut PersistentVolumeClaim) {
     claim.metadata.managed_fields = None;
 }
 
-/// Watch `K` into a store; every change looks again at the Pods of its namespace that wait.
+/// Watch `K` into `writer`'s store; every change looks again at the Pods of its namespace that
+/// wait. Started once `shared` exists: a task that found it missing would end, and with it the
+/// store's updates (every Pod waiting for a Secret then waited for ever).
 fn watch_referenced<K>(
     client: &Client,
+    writer: reflector::store::Writer<K>,
     strip: fn(&mut K),
     shared: std::sync::Weak<Shared>,
-) -> (Store<K>, JoinHandle<()>)
+) -> JoinHandle<()>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -410,12 +413,11 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
     let stream = watcher::watcher(Api::<K>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .modify(strip)
         .reflect(writer);
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut events = stream.boxed();
         while let Some(event) = events.next().await {
             let namespace = match event {
@@ -429,6 +431,7 @@ where
                     continue;
                 }
             };
+            // Gone: the kubelet stopped.
             let Some(shared) = shared.upgrade() else {
                 return;
             };
@@ -436,34 +439,35 @@ where
                 recheck_after(&shared, &ns, &name, Duration::ZERO);
             }
         }
-    });
-    (reader, task)
+    })
 }
 
 impl SimKubelet {
     /// Register the node and start binding, reporting and deleting Pods.
     pub async fn start(client: Client) -> Result<Self, kube::Error> {
         register_node(&client).await?;
-        let mut tasks = Vec::new();
-        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| {
-            let (secrets, a) = watch_referenced(&client, strip_secret, weak.clone());
-            let (config_maps, b) = watch_referenced(&client, strip_config_map, weak.clone());
-            let (claims, c) = watch_referenced(&client, strip_claim, weak.clone());
-            tasks.extend([a, b, c]);
-            Shared {
-                client: client.clone(),
-                writes: Semaphore::new(MAX_CONCURRENT_WRITES),
-                in_flight: InFlightWrites::default(),
-                servers: http::Servers::new(),
-                refs: Refs {
-                    secrets,
-                    config_maps,
-                    claims,
-                },
-                blocked: Blocked::default(),
-                decisions: Decisions::new(),
-            }
+        let (secrets, secrets_writer) = reflector::store();
+        let (config_maps, config_maps_writer) = reflector::store();
+        let (claims, claims_writer) = reflector::store();
+        let shared = Arc::new(Shared {
+            client: client.clone(),
+            writes: Semaphore::new(MAX_CONCURRENT_WRITES),
+            in_flight: InFlightWrites::default(),
+            servers: http::Servers::new(),
+            refs: Refs {
+                secrets,
+                config_maps,
+                claims,
+            },
+            blocked: Blocked::default(),
+            decisions: Decisions::new(),
         });
+        let weak = Arc::downgrade(&shared);
+        let mut tasks = vec![
+            watch_referenced(&client, secrets_writer, strip_secret, weak.clone()),
+            watch_referenced(&client, config_maps_writer, strip_config_map, weak.clone()),
+            watch_referenced(&client, claims_writer, strip_claim, weak),
+        ];
         register_storage_class(&client).await?;
         tasks.extend(crate::snapshots::start(&client).await?);
         tasks.push(tokio::spawn(heartbeat(client.clone())));
