@@ -180,8 +180,16 @@ pub struct Report {
     /// At rest, at the end of the run, with `steady_environments`.
     pub steady_resyncs: u64,
     pub steady_environments: usize,
+    /// Requests at rest other than watches re-opened, per resync of an environment.
     pub steady_requests_per_resync: f64,
     pub steady_writes_per_resync: f64,
+    /// Watches re-opened at rest: the API server ends each watch after its timeout (kube-rs
+    /// asks for 290 s) and the operator opens it again, whatever the number of environments.
+    pub steady_watch_reopens: u64,
+    /// How long the at-rest window lasted, in seconds.
+    pub steady_seconds: f64,
+    /// Every request at rest, by verb and resource ("watch apps/deployments"), watches included.
+    pub steady_by_request: Vec<(String, u64)>,
     pub steady_operator_cpu_seconds_per_resync: f64,
     /// The operator's memory, requests and CPU after each step that created environments.
     pub growth: Vec<Growth>,
@@ -353,6 +361,15 @@ impl Counters {
                 .filter(|(_, more)| *more > 0)
                 .collect(),
         }
+    }
+
+    /// The watch requests among these: watches (re-)opened.
+    fn watches(&self) -> u64 {
+        self.by_request
+            .iter()
+            .filter(|(request, _)| request.starts_with("watch "))
+            .map(|(_, count)| count)
+            .sum()
     }
 
     fn add(&mut self, other: &Counters) {
@@ -1175,15 +1192,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     ));
     let before = operator.counters()?;
     let cpu_before = meter.sample()?;
+    let rest_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.resync_seconds * 2 + 1)).await;
     let cpu = meter.since(&cpu_before, None)?;
-    let after = operator.counters()?;
-    let resyncs = after.reconciles - before.reconciles;
+    let at_rest = operator.counters()?.since(&before);
+    let resyncs = at_rest.reconciles;
     let per_resync = |x: f64| x / resyncs.max(1) as f64;
+    let reopens = at_rest.watches();
     report.steady_resyncs = resyncs;
     report.steady_environments = existing;
-    report.steady_requests_per_resync = per_resync((after.requests - before.requests) as f64);
-    report.steady_writes_per_resync = per_resync((after.writes - before.writes) as f64);
+    report.steady_seconds = rest_started.elapsed().as_secs_f64();
+    report.steady_watch_reopens = reopens;
+    report.steady_by_request = at_rest.by_request.into_iter().filter(|r| r.1 > 0).collect();
+    report.steady_requests_per_resync = per_resync((at_rest.requests - reopens) as f64);
+    report.steady_writes_per_resync = per_resync(at_rest.writes as f64);
     report.steady_operator_cpu_seconds_per_resync =
         per_resync(cpu.seconds_of(Component::Operator).unwrap_or(0.0));
     report.targets = targets::targets(&report);
@@ -1357,13 +1379,27 @@ pub fn markdown(report: &Report) -> String {
     targets::growth_table(&mut out, report);
     let _ = writeln!(
         out,
-        "\nAt rest with {} environments: {} resyncs, {:.2} requests, {:.2} writes and {:.6} \
-         operator CPU seconds per resync of an environment.",
+        "\nAt rest with {} environments over {:.0} s: {} resyncs, {:.2} requests (watches \
+         re-opened apart), {:.2} writes and {:.6} operator CPU seconds per resync of an \
+         environment; {} watches re-opened (the API server ends a watch after its timeout); \
+         every request: {}.",
         report.steady_environments,
+        report.steady_seconds,
         report.steady_resyncs,
         report.steady_requests_per_resync,
         report.steady_writes_per_resync,
-        report.steady_operator_cpu_seconds_per_resync
+        report.steady_operator_cpu_seconds_per_resync,
+        report.steady_watch_reopens,
+        if report.steady_by_request.is_empty() {
+            "none".to_owned()
+        } else {
+            report
+                .steady_by_request
+                .iter()
+                .map(|(request, count)| format!("{count} {request}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     );
     targets::targets_table(&mut out, report);
     for note in &report.notes {

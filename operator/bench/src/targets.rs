@@ -196,15 +196,25 @@ pub fn targets(report: &Report) -> Vec<Target> {
             Some(ratio <= REQUESTS_RATIO),
         ));
     }
-    let rest = "API requests at rest (per resync, nothing changing): 0".to_owned();
+    let rest = "API requests at rest (per resync, nothing changing; watches re-opened apart): 0"
+        .to_owned();
     out.push(if report.steady_resyncs > 0 {
         Target::new(
             rest,
             format!(
-                "{:.2} over {} resyncs with {} environments",
+                "{} requests ({:.4} per resync) over {} resyncs with {} environments; {} watches \
+                 re-opened in {:.0} s",
+                report
+                    .steady_by_request
+                    .iter()
+                    .filter(|(request, _)| !request.starts_with("watch "))
+                    .map(|(_, count)| count)
+                    .sum::<u64>(),
                 report.steady_requests_per_resync,
                 report.steady_resyncs,
-                report.steady_environments
+                report.steady_environments,
+                report.steady_watch_reopens,
+                report.steady_seconds
             ),
             None,
             Some(report.steady_requests_per_resync == 0.0),
@@ -426,6 +436,51 @@ mod tests {
         assert_eq!(memory.met, Some(false), "40 MiB > 32: {memory:?}");
         assert_eq!(memory.measured, "40.0 MiB with 1500 environments");
         assert_eq!(verdict("operator CPU seconds").met, None, "printed only");
+    }
+
+    #[test]
+    fn watches_re_opened_at_rest_are_counted_apart_and_any_other_request_fails_the_target() {
+        let at_rest = |by_request: &[(&str, u64)], per_resync: f64| {
+            let r = Report {
+                steady_resyncs: 6000,
+                steady_environments: 3000,
+                steady_seconds: 31.0,
+                steady_watch_reopens: by_request
+                    .iter()
+                    .filter(|(request, _)| request.starts_with("watch "))
+                    .map(|(_, count)| count)
+                    .sum(),
+                steady_by_request: by_request
+                    .iter()
+                    .map(|(request, count)| ((*request).to_owned(), *count))
+                    .collect(),
+                steady_requests_per_resync: per_resync,
+                ..report()
+            };
+            targets(&r)
+                .into_iter()
+                .find(|t| t.target.starts_with("API requests at rest"))
+                .expect("listed")
+        };
+        let reopened = at_rest(
+            &[("watch apps/deployments", 1), ("watch core/services", 1)],
+            0.0,
+        );
+        assert_eq!(reopened.met, Some(true), "{reopened:?}");
+        assert_eq!(
+            reopened.measured,
+            "0 requests (0.0000 per resync) over 6000 resyncs with 3000 environments; 2 watches \
+             re-opened in 31 s"
+        );
+        let read = at_rest(
+            &[("watch core/services", 1), ("get core/secrets", 3)],
+            0.0005,
+        );
+        assert_eq!(read.met, Some(false), "{read:?}");
+        assert!(
+            read.measured.starts_with("3 requests (0.0005 per resync)"),
+            "{read:?}"
+        );
     }
 
     #[test]
