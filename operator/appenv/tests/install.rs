@@ -846,6 +846,7 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
             "sleepAfter": "30m",
         },
         "backup": {"agentImage": "registry.example/mirror/appenv:9"},
+        "operator": {"memoryTrimSeconds": 0},
     });
     let upgraded = helm(&[
         "upgrade",
@@ -886,6 +887,15 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
         values_of(&deployment, "APPENV_PREVIEW_SLEEP_AFTER").as_deref(),
         Some("30m")
     );
+    assert_eq!(
+        values_of(&deployment, "APPENV_MEMORY_TRIM_SECONDS").as_deref(),
+        Some("0")
+    );
+    // The values not given keep their defaults (the map is merged, not replaced).
+    assert_eq!(
+        values_of(&deployment, "APPENV_RESYNC_SECONDS").as_deref(),
+        Some("300")
+    );
     check_the_activator(&admin, &deployment).await;
     // Values the schema refuses, each naming the value.
     let chart = repo().join("charts/appenv-operator");
@@ -905,6 +915,11 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
             r#"{"activator": {"enabled": true, "shutdownDelay": "40s"}}"#,
             "shutdownDelay",
             "a shutdown delay past the grace period",
+        ),
+        (
+            r#"{"operator": {"memoryTrimSeconds": -1}}"#,
+            "memoryTrimSeconds",
+            "a negative memory trim period",
         ),
         (
             r#"{"previews": {"sleepAfter": "90s"}}"#,
