@@ -180,7 +180,8 @@ pub struct Report {
     /// At rest, at the end of the run, with `steady_environments`.
     pub steady_resyncs: u64,
     pub steady_environments: usize,
-    /// Requests at rest other than watches re-opened, per resync of an environment.
+    /// Requests at rest other than watches re-opened, and per resync of an environment.
+    pub steady_requests: u64,
     pub steady_requests_per_resync: f64,
     pub steady_writes_per_resync: f64,
     /// Watches re-opened at rest: the API server ends each watch after its timeout (kube-rs
@@ -1204,7 +1205,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     report.steady_seconds = rest_started.elapsed().as_secs_f64();
     report.steady_watch_reopens = reopens;
     report.steady_by_request = at_rest.by_request.into_iter().filter(|r| r.1 > 0).collect();
-    report.steady_requests_per_resync = per_resync((at_rest.requests - reopens) as f64);
+    report.steady_requests = at_rest.requests - reopens;
+    report.steady_requests_per_resync = per_resync(report.steady_requests as f64);
     report.steady_writes_per_resync = per_resync(at_rest.writes as f64);
     report.steady_operator_cpu_seconds_per_resync =
         per_resync(cpu.seconds_of(Component::Operator).unwrap_or(0.0));
@@ -1411,6 +1413,23 @@ pub fn markdown(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_watch_requests_count_as_watches_re_opened() {
+        let counters = Counters {
+            requests: 6,
+            by_request: [
+                ("watch apps/deployments", 1),
+                ("watch core/services", 2),
+                ("get core/secrets", 3),
+            ]
+            .into_iter()
+            .map(|(request, count)| (request.to_owned(), count))
+            .collect(),
+            ..Counters::default()
+        };
+        assert_eq!(counters.watches(), 3);
+    }
 
     #[test]
     fn requests_are_named_as_rbac_names_them() {
