@@ -11,6 +11,7 @@
 
 mod apply;
 mod backups;
+mod compact;
 pub mod crd;
 mod discovery;
 mod error;
@@ -39,13 +40,13 @@ pub use snapshots::{api as volume_snapshots, backup_selector, choose as choose_s
 pub use status::PROGRESS_EVERY;
 pub use stores::CANNOT_START;
 
+use crate::compact::Guarded;
 use crate::events::Publisher;
 use crate::reconcile::{error_policy, reconcile_guarded};
 use appenv_api::AppEnvironment;
 use appenv_core::settings::Settings;
 use futures::{StreamExt as _, TryStreamExt as _};
 use kube::api::Api;
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Controller;
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use kube::{Client, ResourceExt as _};
@@ -110,7 +111,7 @@ pub struct Context {
     /// What exists: the reconcile's reads.
     stores: stores::Stores,
     /// The environments, as the controller sees them.
-    envs: reflector::Store<DeserializeGuard<AppEnvironment>>,
+    envs: reflector::Store<Guarded>,
     /// What the cluster offers for autoscaling workers, discovered at start.
     cluster: appenv_core::build::ClusterApis,
     /// The statuses written in the last few seconds: progress alone is written at most every
@@ -121,13 +122,12 @@ pub struct Context {
 impl Context {
     /// Drop what the operator remembers of an environment that is gone: its phase in the
     /// metrics, its backoff count and the applied versions of its namespace's objects.
-    fn forget(&self, env: &AppEnvironment) {
-        let name = env.name_any();
-        self.metrics.forget(&name);
+    fn forget(&self, name: &str, namespace: Option<&str>) {
+        self.metrics.forget(name);
         if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(&name);
+            failures.remove(name);
         }
-        if let Some(ns) = env.status.as_ref().and_then(|s| s.namespace.as_deref()) {
+        if let Some(ns) = namespace {
             self.applied.forget_namespace(ns);
         }
     }
@@ -137,9 +137,9 @@ impl Context {
     /// environment before its Delete reaches `forget`, so either this or that comes last.
     /// Called once per reconcile: at its end when it succeeded, by `error_policy` when not.
     fn forget_if_gone(&self, env: &AppEnvironment) {
-        let key = reflector::ObjectRef::<DeserializeGuard<AppEnvironment>>::new(&env.name_any());
-        if self.envs.get(&key).is_none() {
-            self.forget(env);
+        let name = env.name_any();
+        if self.envs.get(&reflector::ObjectRef::new(&name)).is_none() {
+            self.forget(&name, env_namespace(env));
         }
     }
 
@@ -228,16 +228,9 @@ pub async fn run_until(
     }
 }
 
-/// The annotation `kubectl apply` (client-side) keeps the whole applied object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// An environment as the store keeps it: without what no decision reads and what costs most
-/// memory per environment: its managedFields and kubectl's copy of the applied object.
-fn slim(env: &mut AppEnvironment) {
-    env.metadata.managed_fields = None;
-    if let Some(annotations) = env.metadata.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
-    }
+/// The namespace an environment's status says it owns.
+fn env_namespace(env: &AppEnvironment) -> Option<&str> {
+    env.status.as_ref()?.namespace.as_deref()
 }
 
 /// One run of the controller, with the autoscaling APIs `cluster` offers, until `shutdown`.
@@ -269,20 +262,19 @@ async fn run_controller(
         cluster,
         written: status::Written::default(),
     });
-    let envs: Api<DeserializeGuard<AppEnvironment>> = Api::all(client.clone());
+    // Each environment is kept compact as it is read (`compact`).
+    let envs: Api<Guarded> = Api::all(client.clone());
     let deleted = ctx.clone();
     let envs = watcher::watcher(envs, env_config)
-        .modify(|guarded: &mut DeserializeGuard<AppEnvironment>| {
-            if let Ok(env) = guarded.0.as_mut() {
-                slim(env);
-            }
-        })
         .reflect(writer)
         // An environment deleted by anyone: drop what the operator remembers of it; one deleted
         // while the watch was down is missing from the next full list (the store holds that
         // list once its InitDone has passed `reflect`).
         .inspect_ok(move |event| match event {
-            watcher::Event::Delete(DeserializeGuard(Ok(env))) => deleted.forget(env),
+            watcher::Event::Delete(kube::core::DeserializeGuard(Ok(env))) => {
+                let decoded = env.environment().ok();
+                deleted.forget(&env.name_any(), decoded.as_ref().and_then(env_namespace));
+            }
             watcher::Event::InitDone => deleted.forget_unlisted(),
             _ => {}
         })
@@ -327,40 +319,5 @@ async fn run_controller(
     tokio::select! {
         () = controller => {}
         () = stopped_before_ready => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-
-    #[test]
-    fn the_store_keeps_an_environment_without_managed_fields_and_kubectls_copy() {
-        let mut env = AppEnvironment::new(
-            "shop",
-            serde_json::from_value(serde_json::json!({
-                "app": "shop", "image": "shop:1", "web": {"port": 8000}
-            }))
-            .expect("a spec"),
-        );
-        env.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
-        env.metadata.annotations = Some(
-            [
-                (LAST_APPLIED.to_owned(), "{\"spec\":{}}".to_owned()),
-                ("appenv.dev/keep".to_owned(), "true".to_owned()),
-            ]
-            .into(),
-        );
-        slim(&mut env);
-        assert!(env.metadata.managed_fields.is_none());
-        assert_eq!(
-            env.metadata
-                .annotations
-                .as_ref()
-                .map(|a| a.keys().map(String::as_str).collect::<Vec<_>>()),
-            Some(vec!["appenv.dev/keep"]),
-            "other annotations are read (keep): only kubectl's copy goes"
-        );
     }
 }

@@ -3,6 +3,7 @@
 //! are pure; observe reads the watches' stores; only apply, prune and status write.
 
 use crate::apply::{self, Applied, Applier};
+use crate::compact::Guarded;
 use crate::error::{self, Error};
 use crate::events::Kind as EventType;
 use crate::observe::{self, Observed};
@@ -17,7 +18,6 @@ use appenv_core::build::{self, Children, Copied, WildcardTls};
 use appenv_core::settings::SecretRef;
 use appenv_core::validate::{self, DatabaseModel, Invalid, Model};
 use k8s_openapi::jiff::Timestamp;
-use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource as _, ResourceExt as _};
@@ -229,19 +229,18 @@ fn restore_source(
         // The Job downloads it: the operator never reads a URL a spec names.
         validate::RestoreFrom::Url(dump) => return Some(Ok(build::Store::Dump(dump.clone()))),
     };
-    let key = ObjectRef::<DeserializeGuard<AppEnvironment>>::new(from);
-    let Some(guarded) = ctx.envs.get(&key) else {
+    let Some(guarded) = ctx.envs.get(&ObjectRef::new(from)) else {
         return Some(Err(
             "it does not exist (or this operator does not watch it)".to_owned(),
         ));
     };
-    let Ok(source) = &guarded.0 else {
+    let Some(source) = guarded.0.as_ref().ok().and_then(|s| s.environment().ok()) else {
         return Some(Err("its spec cannot be read".to_owned()));
     };
-    if let Some(why) = validate::restore_refusal(source, &model.name, &env.spec) {
+    if let Some(why) = validate::restore_refusal(&source, &model.name, &env.spec) {
         return Some(Err(why));
     }
-    let Ok(source) = validate::validate(source, &ctx.options.settings) else {
+    let Ok(source) = validate::validate(&source, &ctx.options.settings) else {
         return Some(Err("its spec is invalid".to_owned()));
     };
     let Some(backup) = &source.backup else {
@@ -338,7 +337,7 @@ async fn expire(ctx: &Context, env: &AppEnvironment) -> Result<Action, Error> {
         .delete(&env.name_any(), &Default::default())
         .await
         .map_err(Error::Expire)?;
-    ctx.forget(env);
+    ctx.forget(&env.name_any(), crate::env_namespace(env));
     Ok(Action::await_change())
 }
 
@@ -562,11 +561,18 @@ async fn prune(
 /// The controller's reconcile: a malformed object is reported and left alone; the reconcile
 /// is timed; success clears the environment's backoff.
 pub(crate) async fn reconcile_guarded(
-    guarded: Arc<DeserializeGuard<AppEnvironment>>,
+    guarded: Arc<Guarded>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let env = match &guarded.0 {
-        Ok(env) => env,
+        Ok(compact) => match compact.environment() {
+            Ok(env) => env,
+            // The operator encoded it itself: this would be a bug, reported as one.
+            Err(err) => {
+                tracing::error!(environment = %compact.name_any(), error = %err, "a kept AppEnvironment does not decode");
+                return Ok(Action::await_change());
+            }
+        },
         Err(invalid) => {
             // One object that cannot be read must not stall the others: report and wait.
             tracing::warn!(name = ?invalid.metadata.name, error = %invalid.error, "undeserializable AppEnvironment");
@@ -574,24 +580,20 @@ pub(crate) async fn reconcile_guarded(
         }
     };
     let timer = ctx.metrics.reconcile(&env.name_any());
-    let result = reconcile(env, &ctx).await;
+    let result = reconcile(&env, &ctx).await;
     drop(timer);
     if result.is_ok() {
         if let Ok(mut failures) = ctx.failures.lock() {
             failures.remove(&env.name_any());
         }
-        ctx.forget_if_gone(env);
+        ctx.forget_if_gone(&env);
     }
     result
 }
 
 /// A failed reconcile: counted, reported as a Warning Event whose reason is the error's
 /// category, and retried after a per-environment exponential backoff.
-pub(crate) fn error_policy(
-    guarded: Arc<DeserializeGuard<AppEnvironment>>,
-    err: &Error,
-    ctx: Arc<Context>,
-) -> Action {
+pub(crate) fn error_policy(guarded: Arc<Guarded>, err: &Error, ctx: Arc<Context>) -> Action {
     let name = guarded.0.as_ref().map(|e| e.name_any()).unwrap_or_default();
     let attempts = ctx
         .failures
@@ -604,18 +606,18 @@ pub(crate) fn error_policy(
         .unwrap_or(1);
     let delay = plan::retry_delay(attempts);
     ctx.metrics.error(err.category());
-    if let Ok(env) = &guarded.0 {
-        ctx.forget_if_gone(env);
+    if let Some(env) = guarded.0.as_ref().ok().and_then(|c| c.environment().ok()) {
+        ctx.forget_if_gone(&env);
     }
     let cause = error::chain(err);
     tracing::warn!(environment = %name, category = err.category().as_str(), error = %cause, retry_in = ?delay, "reconcile failed");
     if let Ok(env) = &guarded.0 {
-        let env = env.clone();
+        let reference = env.object_ref(&());
         let category = err.category().as_str();
         tokio::spawn(async move {
             ctx.events
                 .publish(
-                    &env.object_ref(&()),
+                    &reference,
                     EventType::Warning,
                     category,
                     EventAction::Reconcile.as_str(),

@@ -29,7 +29,6 @@ pub use self::snapshot::{
     MountFailure, PodFailure, SecretSnapshot, StatefulSetSnapshot, Version,
 };
 pub use self::sources::{Sources, Touched, copying};
-use appenv_api::AppEnvironment;
 use appenv_api::names::{ChildKind, label};
 use futures::stream::BoxStream;
 use futures::{FutureExt as _, StreamExt as _, TryStreamExt as _};
@@ -42,7 +41,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::core::{DeserializeGuard, PartialObjectMeta};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -52,7 +51,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 /// A reconcile request for the environment an object belongs to.
-pub type Trigger = BoxStream<'static, ObjectRef<DeserializeGuard<AppEnvironment>>>;
+pub type Trigger = BoxStream<'static, ObjectRef<crate::compact::Guarded>>;
 
 /// How long a reconcile waits for the watches' first lists before it fails (and is retried).
 const FIRST_LIST: Duration = Duration::from_secs(30);
@@ -70,7 +69,7 @@ pub enum NotReady {
 }
 
 /// The environment an object belongs to, by its label.
-fn environment_of(meta: &ObjectMeta) -> Option<ObjectRef<DeserializeGuard<AppEnvironment>>> {
+fn environment_of(meta: &ObjectMeta) -> Option<ObjectRef<crate::compact::Guarded>> {
     meta.labels
         .as_ref()?
         .get(label::ENVIRONMENT)
@@ -296,7 +295,7 @@ fn watch_kind_for<K, B>(
     client: &Client,
     backoff: B,
     triggers: &mut Vec<Trigger>,
-    environment: impl Fn(&K::Object) -> Option<ObjectRef<DeserializeGuard<AppEnvironment>>>
+    environment: impl Fn(&K::Object) -> Option<ObjectRef<crate::compact::Guarded>>
     + Send
     + Sync
     + 'static,

@@ -160,13 +160,13 @@ impl Sources {
 
 /// The environments among `envs` that copy the object `touched`.
 pub fn copying(
-    envs: &[std::sync::Arc<kube::core::DeserializeGuard<appenv_api::AppEnvironment>>],
+    envs: &[std::sync::Arc<crate::compact::Guarded>],
     touched: &Touched,
-) -> Vec<ObjectRef<kube::core::DeserializeGuard<appenv_api::AppEnvironment>>> {
+) -> Vec<ObjectRef<crate::compact::Guarded>> {
     envs.iter()
         .filter(|guarded| {
             guarded.0.as_ref().is_ok_and(|env| {
-                env.spec.namespace.copy.iter().any(|c| {
+                env.copies().iter().any(|c| {
                     c.kind == touched.kind
                         && c.namespace == touched.namespace
                         && c.name == touched.name
