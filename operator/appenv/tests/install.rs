@@ -896,6 +896,12 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
         values_of(&deployment, "APPENV_RESYNC_SECONDS").as_deref(),
         Some("300")
     );
+    // The chart's concurrency is the operator's own default (chosen by measurement).
+    let concurrency = appenv_controller::DEFAULT_CONCURRENCY.to_string();
+    assert_eq!(
+        values_of(&deployment, "APPENV_CONCURRENCY"),
+        Some(concurrency)
+    );
     check_the_activator(&admin, &deployment).await;
     // Values the schema refuses, each naming the value.
     let chart = repo().join("charts/appenv-operator");
@@ -1007,6 +1013,11 @@ async fn the_chart_installs_grants_exactly_what_the_operator_uses_upgrades_and_u
 fn the_kustomize_agent_image_follows_the_operator_image() {
     let deployment = kustomized_deployment(&repo().join("config/default"));
     let image = image_of(&deployment).expect("image");
+    assert_eq!(
+        values_of(&deployment, "APPENV_CONCURRENCY"),
+        Some(appenv_controller::DEFAULT_CONCURRENCY.to_string()),
+        "the manifests' concurrency is the operator's default"
+    );
     assert_eq!(
         values_of(&deployment, "APPENV_AGENT_IMAGE").as_ref(),
         Some(&image),

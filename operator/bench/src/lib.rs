@@ -82,8 +82,8 @@ pub struct BenchArgs {
     /// The operator's resync period during the run (the steady state is measured over two).
     #[arg(long, default_value_t = 15)]
     pub resync_seconds: u64,
-    /// The operator's reconcile concurrency.
-    #[arg(long, default_value_t = 4)]
+    /// The operator's reconcile concurrency (by default the operator's own default).
+    #[arg(long, default_value_t = appenv_controller::DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
     /// The binary whose `operator` subcommand is measured: by default this one; the image's
     /// (`cargo build --release -p appenv --no-default-features`, as operator/Dockerfile builds

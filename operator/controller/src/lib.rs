@@ -75,6 +75,13 @@ impl kube::runtime::utils::Backoff for ConstantBackoff {
     fn reset(&mut self) {}
 }
 
+/// Reconciles at once, by default. A reconcile mostly waits for the API server (its applies,
+/// its status write), so a slot costs little; with a handful, a batch of new environments queues
+/// its first reconciles behind the rollouts already under way (each change of their Pods and
+/// Deployments reconciles them again), and the last ones' objects are created seconds late
+/// (README "Measured": 100 created at once, p95 1.23x direct apply with 4, 1.05x with 16).
+pub const DEFAULT_CONCURRENCY: u16 = 16;
+
 /// How the controller runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -93,7 +100,7 @@ impl Default for Options {
             settings: Settings::default(),
             resync: Duration::from_secs(300),
             selector: None,
-            concurrency: 4,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }

@@ -20,7 +20,7 @@ pub struct OperatorArgs {
     #[arg(long, env = "APPENV_SELECTOR")]
     pub selector: Option<String>,
     /// Environments reconciled at once.
-    #[arg(long, env = "APPENV_CONCURRENCY", default_value_t = 4)]
+    #[arg(long, env = "APPENV_CONCURRENCY", default_value_t = appenv_controller::DEFAULT_CONCURRENCY)]
     pub concurrency: u16,
     /// Install or update the AppEnvironment CRD at start.
     #[arg(long, env = "APPENV_INSTALL_CRD")]
