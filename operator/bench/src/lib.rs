@@ -621,7 +621,7 @@ fn watch_deployments(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let api: Api<Deployment> = Api::all(client);
-        let stream = watcher(api, watcher::Config::default().labels(ENVIRONMENT_LABEL))
+        let stream = watcher(api, watcher::Config::default().labels(BASELINE_LABEL))
             .default_backoff()
             .applied_objects();
         futures::pin_mut!(stream);
@@ -671,7 +671,17 @@ async fn apply_environments(
     Ok(())
 }
 
-/// The rendered objects of environment `name`, moved into namespace `ns`.
+/// The label the baselines' objects carry instead of [`ENVIRONMENT_LABEL`]: the operator
+/// measured beside them watches every object with that label, and a team without appenv has
+/// no operator watching its objects. With appenv's own label the operator indexed every
+/// baseline object and was asked to reconcile environments that do not exist: it spent CPU
+/// during the baselines' batches, and its memory after the batch of 1000 was read once it had
+/// seen the objects of 2100 environments.
+pub const BASELINE_LABEL: &str = "bench.appenv.dev/environment";
+
+/// The rendered objects of environment `name`, moved into namespace `ns`, with
+/// [`BASELINE_LABEL`] for [`ENVIRONMENT_LABEL`] wherever it is a key (labels and selectors
+/// alike, so the objects select each other as before).
 fn objects_in(name: &str, ns: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut objects = rendered(name)?;
     for object in &mut objects {
@@ -680,8 +690,23 @@ fn objects_in(name: &str, ns: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         } else {
             object["metadata"]["namespace"] = serde_json::json!(ns);
         }
+        relabel(object);
     }
     Ok(objects)
+}
+
+/// Rename every [`ENVIRONMENT_LABEL`] key in `value` to [`BASELINE_LABEL`].
+fn relabel(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(environment) = map.remove(ENVIRONMENT_LABEL) {
+                map.insert(BASELINE_LABEL.to_owned(), environment);
+            }
+            map.values_mut().for_each(relabel);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(relabel),
+        _ => {}
+    }
 }
 
 async fn apply_direct(
@@ -1670,5 +1695,33 @@ mod tests {
         assert!(moved.iter().all(|o| o["kind"] == "Namespace"
             && o["metadata"]["name"] == "direct-0-0"
             || o["metadata"]["namespace"] == "direct-0-0"));
+    }
+
+    #[test]
+    fn the_baselines_objects_are_not_the_operators_to_watch() {
+        let original = rendered("bench-0-0").expect("renders");
+        let moved = objects_in("bench-0-0", "direct-0-0").expect("moves");
+        let key = format!("\"{ENVIRONMENT_LABEL}\"");
+        assert!(
+            original.iter().any(|o| o.to_string().contains(&key)),
+            "the operator's objects carry {ENVIRONMENT_LABEL}"
+        );
+        for object in &moved {
+            let text = object.to_string();
+            assert!(!text.contains(&key), "{text}");
+            assert_eq!(
+                object["metadata"]["labels"][BASELINE_LABEL], "bench-0-0",
+                "{text}"
+            );
+        }
+        // Each Deployment still selects its own Pods.
+        for d in moved.iter().filter(|o| o["kind"] == "Deployment") {
+            let selector = d["spec"]["selector"]["matchLabels"]
+                .as_object()
+                .expect("a selector");
+            for (k, v) in selector {
+                assert_eq!(&d["spec"]["template"]["metadata"]["labels"][k], v, "{d}");
+            }
+        }
     }
 }
