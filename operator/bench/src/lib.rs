@@ -5,7 +5,8 @@
 //! three ways: as AppEnvironments reconciled by an `appenv operator` process; by applying their
 //! rendered manifests directly (server-side apply, as `kubectl apply --server-side` from CI
 //! would); and by `helm install` of a chart holding the same manifests, one release each (a real
-//! Helm v4 through helm-sdkpy). An environment is Ready when its AppEnvironment says so, or, for
+//! Helm v4 through helm-sdkpy). The baselines' objects carry [`BASELINE_LABEL`] instead of the
+//! label the operator watches. An environment is Ready when its AppEnvironment says so, or, for
 //! the baselines, when all of its Deployments are available. Latencies count from the moment
 //! the batch started. The operator's API requests come from its own client-side counter
 //! (`appenv_api_requests_total`), its memory from /proc. What bounds each run is measured too:
