@@ -293,7 +293,9 @@ pub struct KubeletRuntime {
 }
 
 impl KubeletRuntime {
-    pub async fn start(kubeconfig: &Path) -> anyhow::Result<Self> {
+    /// Start the simulated kubelet; with `serve_http` false its Pods serve no HTTP and have
+    /// addresses Endpoints take ([`SimKubelet::start_without_http`]).
+    pub async fn start(kubeconfig: &Path, serve_http: bool) -> anyhow::Result<Self> {
         let threads = Arc::new(ThreadGroup::default());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .thread_name("sim-kubelet")
@@ -318,9 +320,12 @@ impl KubeletRuntime {
                         .await?;
                 config.read_timeout = Some(Duration::from_secs(295));
                 let client = Client::try_from(config)?;
-                SimKubelet::start(client)
-                    .await
-                    .context("starting the simulated kubelet")
+                let kubelet = if serve_http {
+                    SimKubelet::start(client).await
+                } else {
+                    SimKubelet::start_without_http(client).await
+                };
+                kubelet.context("starting the simulated kubelet")
             })
             .await??;
         Ok(Self {

@@ -997,7 +997,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     })
     .await?;
     let client = plane.client().await?;
-    let kubelet = KubeletRuntime::start(plane.kubeconfig()).await?;
+    // Its Pods serve no HTTP: a serving Pod's loopback address is refused in Endpoints, and
+    // kube-controller-manager's retries of every web Service (with an Event each) would load
+    // the API server as no real cluster does, and more in some batches than in others.
+    let kubelet = KubeletRuntime::start(plane.kubeconfig(), false).await?;
     appenv_controller::crd::install(&client, FIELD_MANAGER).await?;
     let discovery = Discovery::new(client.clone()).run().await?;
     let operator = Operator::start(

@@ -506,7 +506,7 @@ impl Bed {
         })
         .await?;
         let client = plane.client().await?;
-        let kubelet = KubeletRuntime::start(plane.kubeconfig()).await?;
+        let kubelet = KubeletRuntime::start(plane.kubeconfig(), true).await?;
         appenv_controller::crd::install(&client, FIELD_MANAGER).await?;
         let operator = Operator::start(
             plane.kubeconfig(),

@@ -336,6 +336,8 @@ pub enum Gate {
 
 #[derive(Debug, Default)]
 struct Registry {
+    /// Whether Pods serve HTTP ([`Servers::without_http`]).
+    http: bool,
     next: u32,
     /// The number of the next probe started.
     next_probe: u64,
@@ -443,9 +445,28 @@ impl Servers {
 
     pub fn starting_at(n: u32) -> Self {
         Self(Mutex::new(Registry {
+            http: true,
             next: n % POOL,
             ..Registry::default()
         }))
+    }
+
+    /// No Pod serves HTTP: every Pod gets a quiet address, which Endpoints take, and is Ready
+    /// as its annotations say, without a probe (for a benchmark: see [`SimKubelet`]).
+    ///
+    /// [`SimKubelet`]: super::SimKubelet
+    pub fn without_http(self) -> Self {
+        self.lock().http = false;
+        self
+    }
+
+    /// The ports the Pod serves HTTP on ([`http_ports`]): none when Pods serve no HTTP.
+    pub fn ports(&self, pod: &Pod) -> Vec<u16> {
+        if self.lock().http {
+            http_ports(pod)
+        } else {
+            Vec::new()
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
@@ -453,12 +474,12 @@ impl Servers {
     }
 
     /// The Pod IP to report: the one its status shows, else its own address: of the loopback
-    /// pool if it serves HTTP ([`http_ports`]), else of the quiet pool.
+    /// pool if it serves HTTP ([`Servers::ports`]), else of the quiet pool.
     pub fn address(&self, pod: &Pod) -> String {
         match shown_ip(pod) {
             Some(ip) => ip.to_owned(),
             None => {
-                let serves = !http_ports(pod).is_empty();
+                let serves = !self.ports(pod).is_empty();
                 self.lock().address_of(&uid(pod), serves).to_string()
             }
         }
@@ -639,7 +660,7 @@ pub(super) fn gate(
             return Some(state);
         }
     };
-    let ports = http_ports(pod);
+    let ports = shared.servers.ports(pod);
     if ports.is_empty() {
         return Some(state);
     }
@@ -1214,5 +1235,18 @@ mod tests {
             HashSet::from([Ipv4Addr::new(127, 1, 0, 1)]),
             "the Pods not listed again are forgotten"
         );
+    }
+
+    #[test]
+    fn without_http_a_serving_pod_gets_a_quiet_address_and_no_ports() {
+        let mut pod = web(json!({}));
+        pod.metadata.uid = Some("a".to_owned());
+        assert!(!http_ports(&pod).is_empty(), "the Pod would serve HTTP");
+        let servers = Servers::starting_at(0).without_http();
+        assert!(servers.ports(&pod).is_empty());
+        let ip: Ipv4Addr = servers.address(&pod).parse().expect("an address");
+        assert!(!is_pod_address(ip), "{ip} is a loopback Pod address");
+        assert_eq!(ip, quiet_address(0));
+        assert_eq!(Servers::starting_at(0).ports(&pod), http_ports(&pod));
     }
 }

@@ -30,7 +30,9 @@
 //! range (127.0.0.0/8)": kube-controller-manager records `FailedToUpdateEndpoint` and retries),
 //! but takes them in EndpointSlices (discovery.k8s.io/v1beta1), which get the Pods' addresses.
 //! Only the Services of Pods that serve HTTP meet that refusal: the others' Pods have quiet
-//! addresses, and their Endpoints are written as on a real cluster.
+//! addresses, and their Endpoints are written as on a real cluster. A kubelet started with
+//! [`SimKubelet::start_without_http`] (`appenv bench`) serves no HTTP: every Pod has a quiet
+//! address, and every Service's Endpoints are written as on a real cluster.
 //!
 //! Pods (usually through their workload's pod template) steer it with annotations:
 //! - [`FAIL_ANNOTATION`] `"true"`: a Pod of a Job fails (exit code 1); any other Pod
@@ -445,6 +447,19 @@ where
 impl SimKubelet {
     /// Register the node and start binding, reporting and deleting Pods.
     pub async fn start(client: Client) -> Result<Self, kube::Error> {
+        Self::start_with(client, http::Servers::new()).await
+    }
+
+    /// [`SimKubelet::start`], but no Pod serves HTTP: every Pod gets a quiet address and is
+    /// Ready as its annotations say, without a probe. For a benchmark: a Pod that serves HTTP
+    /// has a loopback address, which Endpoints refuse, and kube-controller-manager fails and
+    /// retries the Endpoints of every Service that selects one, with a Warning Event each
+    /// time: a load on the API server that no real cluster has.
+    pub async fn start_without_http(client: Client) -> Result<Self, kube::Error> {
+        Self::start_with(client, http::Servers::new().without_http()).await
+    }
+
+    async fn start_with(client: Client, servers: http::Servers) -> Result<Self, kube::Error> {
         register_node(&client).await?;
         let (secrets, secrets_writer) = reflector::store();
         let (config_maps, config_maps_writer) = reflector::store();
@@ -453,7 +468,7 @@ impl SimKubelet {
             client: client.clone(),
             writes: Semaphore::new(MAX_CONCURRENT_WRITES),
             in_flight: InFlightWrites::default(),
-            servers: http::Servers::new(),
+            servers,
             refs: Refs {
                 secrets,
                 config_maps,
