@@ -336,8 +336,6 @@ pub enum Gate {
 
 #[derive(Debug, Default)]
 struct Registry {
-    /// Whether Pods serve HTTP ([`Servers::without_http`]).
-    http: bool,
     next: u32,
     /// The number of the next probe started.
     next_probe: u64,
@@ -432,7 +430,11 @@ impl Registry {
 
 /// The Pods' addresses and servers.
 #[derive(Debug)]
-pub struct Servers(Mutex<Registry>);
+pub struct Servers {
+    registry: Mutex<Registry>,
+    /// Whether Pods serve HTTP ([`Servers::without_http`]); set once, read without the lock.
+    http: bool,
+}
 
 impl Servers {
     /// Addresses counting up from a random point of the pool, so that two local clusters on
@@ -444,11 +446,13 @@ impl Servers {
     }
 
     pub fn starting_at(n: u32) -> Self {
-        Self(Mutex::new(Registry {
+        Self {
+            registry: Mutex::new(Registry {
+                next: n % POOL,
+                ..Registry::default()
+            }),
             http: true,
-            next: n % POOL,
-            ..Registry::default()
-        }))
+        }
     }
 
     /// No Pod serves HTTP: every Pod gets a quiet address, which Endpoints take, and is Ready
@@ -456,13 +460,15 @@ impl Servers {
     ///
     /// [`SimKubelet`]: super::SimKubelet
     pub fn without_http(self) -> Self {
-        self.lock().http = false;
-        self
+        Self {
+            http: false,
+            ..self
+        }
     }
 
     /// The ports the Pod serves HTTP on ([`http_ports`]): none when Pods serve no HTTP.
     pub fn ports(&self, pod: &Pod) -> Vec<u16> {
-        if self.lock().http {
+        if self.http {
             http_ports(pod)
         } else {
             Vec::new()
@@ -470,7 +476,7 @@ impl Servers {
     }
 
     fn lock(&self) -> MutexGuard<'_, Registry> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The Pod IP to report: the one its status shows, else its own address: of the loopback
