@@ -111,6 +111,24 @@ async fn events_of(client: &Client, name: &str) -> Vec<Event> {
         .items
 }
 
+/// Poll until an Event with `reason` is about `name`: the operator publishes an Event once the
+/// status it describes is written, so the Event may come a moment after the status.
+async fn wait_event(client: &Client, name: &str, reason: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = events_of(client, name).await;
+        if events.iter().any(|e| e.reason.as_deref() == Some(reason)) {
+            return;
+        }
+        let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
+        assert!(
+            Instant::now() < deadline,
+            "no {reason} Event about {name}; events: {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn every_seed_example_reaches_ready_and_kubectl_wait_sees_it() {
     let client = common::client().await;
@@ -196,12 +214,7 @@ async fn every_seed_example_reaches_ready_and_kubectl_wait_sees_it() {
         "kubectl wait: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        events_of(&client, "seed-dojo")
-            .await
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("Ready"))
-    );
+    wait_event(&client, "seed-dojo", "Ready").await;
     for (_, name) in examples {
         let _ = Api::<AppEnvironment>::all(client.clone())
             .delete(name, &DeleteParams::default())
@@ -273,15 +286,7 @@ async fn a_failing_migration_keeps_the_previous_version_serving_and_a_new_image_
         .await
         .expect("worker");
     assert_eq!(image_of(&worker), "example.invalid/t7e:v1");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while events_of(&client, "migrate-gate")
-        .await
-        .iter()
-        .all(|e| e.reason.as_deref() != Some("MigrationFailed"))
-    {
-        assert!(Instant::now() < deadline, "no MigrationFailed event");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_event(&client, "migrate-gate", "MigrationFailed").await;
     // No hot loop: over 10 s with a 2 s resync, a handful of reconciles, not hundreds.
     let before = operator.metrics.reconciles_of("migrate-gate");
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -548,12 +553,7 @@ async fn an_invalid_spec_yields_valid_false_without_a_reconcile_storm() {
         version,
         "status rewritten"
     );
-    assert!(
-        events_of(&client, "invalid-spec")
-            .await
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("InvalidSpec"))
-    );
+    wait_event(&client, "invalid-spec", "InvalidSpec").await;
 
     // Fixing the spec makes it valid and Ready.
     env["spec"]["web"]["replicas"] = json!(1);

@@ -1,7 +1,7 @@
 //! The status step. `compute` and `invalid` are pure: the model, what was observed and the
 //! gate decisions in, the status out. Transition times (and a preview's expiry) are kept while
 //! nothing changes, so an environment at rest computes exactly the status it has, and
-//! nothing is written. `write` sends a status that changed, with the Events of its
+//! nothing is written. `write` sends a status that changed, then the Events of its
 //! transitions.
 
 use crate::Context;
@@ -704,7 +704,7 @@ impl Written {
     }
 }
 
-/// Write the status if it differs from what the object has, with the Events of its
+/// Write the status if it differs from what the object has, then the Events of its
 /// transitions; count the phase either way. A change that is progress alone waits for its turn
 /// ([`Written`]): then nothing is written, and the returned delay says when to look again.
 pub async fn write(
@@ -730,17 +730,7 @@ pub async fn write(
     {
         return Ok(Some(wait));
     }
-    for note in events::transitions(env.status.as_ref(), &status) {
-        ctx.events
-            .publish(
-                &env.object_ref(&()),
-                note.kind,
-                note.reason.as_str(),
-                note.action.as_str(),
-                &note.message,
-            )
-            .await;
-    }
+    let notes = events::transitions(env.status.as_ref(), &status);
     let api: Api<AppEnvironment> = Api::all(ctx.client.clone());
     let body = serde_json::json!({
         "apiVersion": AppEnvironment::api_version(&()),
@@ -755,6 +745,20 @@ pub async fn write(
     .await
     .map_err(Error::Status)?;
     ctx.written.record(env, status, Instant::now());
+    // After the write: the status a watcher waits for (`kubectl wait`, a CI job) is not held
+    // back by a round trip for the Event, and a write that fails publishes nothing (the
+    // reconcile that retries it publishes the Events once, with the status it writes).
+    for note in notes {
+        ctx.events
+            .publish(
+                &env.object_ref(&()),
+                note.kind,
+                note.reason.as_str(),
+                note.action.as_str(),
+                &note.message,
+            )
+            .await;
+    }
     Ok(None)
 }
 

@@ -43,9 +43,7 @@ pub async fn operator(
     test: &str,
     settings: appenv_core::settings::Settings,
 ) -> Operator {
-    appenv_controller::crd::install(client, "appenv-tests")
-        .await
-        .expect("CRD installs");
+    install_crd(client).await;
     let options = appenv_controller::Options {
         settings,
         selector: Some(format!("{TEST_LABEL}={test}")),
@@ -57,6 +55,26 @@ pub async fn operator(
         options,
         Arc::new(appenv_controller::Metrics::default()),
     )))
+}
+
+/// Install the CRD. A server error (5xx) is tried again for a while: the shared test cluster
+/// once answered one apply with etcd's "unexpected EOF" (a 500) while every test that came
+/// after it passed. Any other error, or a server error that lasts, fails the test.
+async fn install_crd(client: &Client) {
+    use appenv_controller::crd::InstallError;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match appenv_controller::crd::install(client, "appenv-tests").await {
+            Ok(()) => return,
+            Err(InstallError::Apply(kube::Error::Api(status)))
+                if status.code >= 500 && tokio::time::Instant::now() < deadline =>
+            {
+                eprintln!("installing the CRD: {status:?}; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => panic!("CRD installs: {err:?}"),
+        }
+    }
 }
 
 /// A client for the shared local cluster (started on first use; a failure to start fails the test).
