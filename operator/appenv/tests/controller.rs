@@ -12,7 +12,7 @@ use appenv_controller::{self as controller, Metrics, Options};
 use appenv_core::settings::Settings;
 use appenv_localcluster::kubelet::{FAIL_ANNOTATION, TERMINATE_AFTER_ANNOTATION};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use kube::{Client, ResourceExt as _};
@@ -103,32 +103,6 @@ async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment>
         .expect("get")
 }
 
-async fn events_of(client: &Client, name: &str) -> Vec<Event> {
-    Api::<Event>::namespaced(client.clone(), "default")
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await
-        .expect("events")
-        .items
-}
-
-/// Poll until an Event with `reason` is about `name`: the operator publishes an Event once the
-/// status it describes is written, so the Event may come a moment after the status.
-async fn wait_event(client: &Client, name: &str, reason: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let events = events_of(client, name).await;
-        if events.iter().any(|e| e.reason.as_deref() == Some(reason)) {
-            return;
-        }
-        let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
-        assert!(
-            Instant::now() < deadline,
-            "no {reason} Event about {name}; events: {reasons:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 async fn every_seed_example_reaches_ready_and_kubectl_wait_sees_it() {
     let client = common::client().await;
@@ -214,7 +188,7 @@ async fn every_seed_example_reaches_ready_and_kubectl_wait_sees_it() {
         "kubectl wait: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_event(&client, "seed-dojo", "Ready").await;
+    common::wait_event(&client, "seed-dojo", "Ready", Duration::from_secs(10)).await;
     for (_, name) in examples {
         let _ = Api::<AppEnvironment>::all(client.clone())
             .delete(name, &DeleteParams::default())
@@ -286,7 +260,13 @@ async fn a_failing_migration_keeps_the_previous_version_serving_and_a_new_image_
         .await
         .expect("worker");
     assert_eq!(image_of(&worker), "example.invalid/t7e:v1");
-    wait_event(&client, "migrate-gate", "MigrationFailed").await;
+    common::wait_event(
+        &client,
+        "migrate-gate",
+        "MigrationFailed",
+        Duration::from_secs(10),
+    )
+    .await;
     // No hot loop: over 10 s with a 2 s resync, a handful of reconciles, not hundreds.
     let before = operator.metrics.reconciles_of("migrate-gate");
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -553,7 +533,13 @@ async fn an_invalid_spec_yields_valid_false_without_a_reconcile_storm() {
         version,
         "status rewritten"
     );
-    wait_event(&client, "invalid-spec", "InvalidSpec").await;
+    common::wait_event(
+        &client,
+        "invalid-spec",
+        "InvalidSpec",
+        Duration::from_secs(10),
+    )
+    .await;
 
     // Fixing the spec makes it valid and Ready.
     env["spec"]["web"]["replicas"] = json!(1);

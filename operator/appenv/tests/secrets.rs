@@ -131,25 +131,6 @@ fn condition_reason(env: &AppEnvironment, type_: &str) -> Option<String> {
     env.condition(type_).map(|c| c.reason.clone())
 }
 
-/// Poll until an Event with `reason` is about `name`.
-async fn wait_event(client: &Client, name: &str, reason: &str) {
-    let api: Api<Event> = Api::all(client.clone());
-    let params = ListParams::default().fields(&format!("involvedObject.name={name}"));
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let events = api.list(&params).await.expect("events").items;
-        if events.iter().any(|e| e.reason.as_deref() == Some(reason)) {
-            return;
-        }
-        let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
-        assert!(
-            Instant::now() < deadline,
-            "no {reason} Event about {name} within {LIMIT:?}; events: {reasons:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// Every object of kind `K` in `namespaces`, as JSON.
 async fn objects_in<K>(client: &Client, namespaces: &[String]) -> String
 where
@@ -347,9 +328,9 @@ async fn no_secret_value_reaches_logs_events_status_or_metrics() {
         e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Invalid)
     })
     .await;
-    wait_event(&client, &failing, "MigrationFailed").await;
-    wait_event(&client, &invalid, "InvalidSpec").await;
-    wait_event(&client, &conflict, "ApplyFailed").await;
+    common::wait_event(&client, &failing, "MigrationFailed", LIMIT).await;
+    common::wait_event(&client, &invalid, "InvalidSpec", LIMIT).await;
+    common::wait_event(&client, &conflict, "ApplyFailed", LIMIT).await;
     // A few resyncs (every 5 s) of environments at rest, failed and failing.
     tokio::time::sleep(Duration::from_secs(12)).await;
 

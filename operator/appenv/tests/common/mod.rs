@@ -77,6 +77,29 @@ async fn install_crd(client: &Client) {
     }
 }
 
+/// Poll until an Event with `reason` is about `name` (an AppEnvironment's are in `default`,
+/// where Kubernetes keeps those of cluster-scoped objects), for at most `limit`. The operator
+/// publishes an Event once the status it describes is written, so it may come a moment after
+/// the status.
+pub async fn wait_event(client: &Client, name: &str, reason: &str, limit: Duration) {
+    use k8s_openapi::api::core::v1::Event;
+    let api: Api<Event> = Api::all(client.clone());
+    let params = kube::api::ListParams::default().fields(&format!("involvedObject.name={name}"));
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let events = api.list(&params).await.expect("events").items;
+        if events.iter().any(|e| e.reason.as_deref() == Some(reason)) {
+            return;
+        }
+        let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).collect();
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {reason} Event about {name} within {limit:?}; events: {reasons:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A client for the shared local cluster (started on first use; a failure to start fails the test).
 pub async fn client() -> Client {
     devcluster::shared()
