@@ -283,6 +283,16 @@ impl ThreadGroup {
     }
 }
 
+/// Whether the simulated kubelet's Pods serve HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodHttp {
+    /// Every Pod serves HTTP on a loopback address (what `appenv bench wake` measures).
+    Serve,
+    /// No Pod serves HTTP, and each has an address Endpoints take
+    /// ([`SimKubelet::start_without_http`]).
+    Quiet,
+}
+
 /// The simulated kubelet on a tokio runtime of its own (as many worker threads as the
 /// benchmark's runtime has), so that its CPU time can be told from the benchmark's.
 #[derive(Debug)]
@@ -293,9 +303,8 @@ pub struct KubeletRuntime {
 }
 
 impl KubeletRuntime {
-    /// Start the simulated kubelet; with `serve_http` false its Pods serve no HTTP and have
-    /// addresses Endpoints take ([`SimKubelet::start_without_http`]).
-    pub async fn start(kubeconfig: &Path, serve_http: bool) -> anyhow::Result<Self> {
+    /// Start the simulated kubelet, its Pods serving HTTP or not as `http` says.
+    pub async fn start(kubeconfig: &Path, http: PodHttp) -> anyhow::Result<Self> {
         let threads = Arc::new(ThreadGroup::default());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .thread_name("sim-kubelet")
@@ -320,10 +329,9 @@ impl KubeletRuntime {
                         .await?;
                 config.read_timeout = Some(Duration::from_secs(295));
                 let client = Client::try_from(config)?;
-                let kubelet = if serve_http {
-                    SimKubelet::start(client).await
-                } else {
-                    SimKubelet::start_without_http(client).await
+                let kubelet = match http {
+                    PodHttp::Serve => SimKubelet::start(client).await,
+                    PodHttp::Quiet => SimKubelet::start_without_http(client).await,
                 };
                 kubelet.context("starting the simulated kubelet")
             })

@@ -17,7 +17,7 @@ mod targets;
 pub mod wake;
 
 pub use crate::cpu::{Busiest, Component, CpuUse};
-use crate::cpu::{KubeletRuntime, Meter};
+use crate::cpu::{KubeletRuntime, Meter, PodHttp};
 pub use crate::targets::{Growth, Target, targets};
 use anyhow::Context as _;
 use appenv_api::AppEnvironment;
@@ -1000,7 +1000,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     // Its Pods serve no HTTP: a serving Pod's loopback address is refused in Endpoints, and
     // kube-controller-manager's retries of every web Service (with an Event each) would load
     // the API server as no real cluster does, and more in some batches than in others.
-    let kubelet = KubeletRuntime::start(plane.kubeconfig(), false).await?;
+    let kubelet = KubeletRuntime::start(plane.kubeconfig(), PodHttp::Quiet).await?;
     appenv_controller::crd::install(&client, FIELD_MANAGER).await?;
     let discovery = Discovery::new(client.clone()).run().await?;
     let operator = Operator::start(

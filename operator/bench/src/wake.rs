@@ -14,7 +14,7 @@
 //!   alternately: latency p50/p99 and requests/s of each, and the activity writes the activator
 //!   made while the load ran.
 
-use crate::cpu::{Component, CpuUse, KubeletRuntime, Meter, Sample};
+use crate::cpu::{Component, CpuUse, KubeletRuntime, Meter, PodHttp, Sample};
 use crate::{
     ControllerManagerArgs, Operator, OperatorOptions, cores, machine, meter, percentile, progress,
     wait_ready,
@@ -506,7 +506,7 @@ impl Bed {
         })
         .await?;
         let client = plane.client().await?;
-        let kubelet = KubeletRuntime::start(plane.kubeconfig(), true).await?;
+        let kubelet = KubeletRuntime::start(plane.kubeconfig(), PodHttp::Serve).await?;
         appenv_controller::crd::install(&client, FIELD_MANAGER).await?;
         let operator = Operator::start(
             plane.kubeconfig(),

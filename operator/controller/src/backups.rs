@@ -286,34 +286,27 @@ pub fn decide(input: &Input<'_>) -> Decision {
         && !jobs.contains_key(job)
         && input.database_ready
     {
-        Some(BackupRun {
-            job: job.clone(),
-            reason: BackupReason::BeforeMigration,
-            started: now,
-        })
+        Some((job.clone(), BackupReason::BeforeMigration))
     } else if let Some(request) = input
         .request
         .filter(|r| st.last_request.as_deref() != Some(*r))
     {
         st.last_request = Some(request.to_owned());
-        Some(BackupRun {
-            job: requested_job_name(model, request),
-            reason: BackupReason::Manual,
-            started: now,
-        })
+        Some((requested_job_name(model, request), BackupReason::Manual))
     } else if let Some(slot) = b.schedule.as_ref().and_then(|s| {
         let after = st.last_scheduled.as_ref().map_or(base, |t| t.0);
         due(s, after, now)
     }) {
         st.last_scheduled = Some(time(slot));
-        Some(BackupRun {
-            job: scheduled_job_name(model, slot),
-            reason: BackupReason::Scheduled,
-            started: now,
-        })
+        Some((scheduled_job_name(model, slot), BackupReason::Scheduled))
     } else {
         None
-    };
+    }
+    .map(|(job, reason)| BackupRun {
+        job,
+        reason,
+        started: now,
+    });
     let duckdb = b.engine == BackupEngine::Duckdb;
     if let Some(run) = &start {
         st.running = Some(RunStatus {
